@@ -1,0 +1,503 @@
+"""Training benchmark: cnn-lab's resident-tensor Trainer against the seed-style torchvision + DataLoader pipeline.
+
+Both pipelines train the same seeded model on the same IDX files (FashionMNIST-shaped, written here when no
+data_root is given) for the same epochs; the report gives img/s, their ratio, batch size, device, torch
+version, peak memory and test accuracy. Speed is printed, never asserted. Run: `python -m cnn.bench --quick`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnn.data.batches import BatchLoader
+from cnn.data.sources import load_torchvision
+from cnn.data.splits import DatasetSplits
+from cnn.data.stats import compute_normalization, fingerprint
+from cnn.errors import ConfigError
+from cnn.evaluate import predict
+from cnn.lr_find import lr_range_test
+from cnn.models import count_parameters, create_variant, resolve_input_size
+from cnn.train import Precision, TrainConfig, Trainer, build_optimizer, make_loader, resolve_device, seed_everything
+
+DEFAULT_BATCH_SIZE = 512  # cnn-lab's CPU default, chosen from the measurements in the module's report
+SEED_BATCH_SIZE = 64
+SEED_LR = 0.01
+BASE_LR, BASE_BATCH = 0.05, 256  # TrainConfig's default lr at its default batch; other batches scale linearly
+N_TEST = 10_000
+N_VAL = 1_000
+QUICK = {"n_train": 3_000, "n_test": 1_000, "sizes": (1_000, 2_000, 3_000), "variants": ("cnn2_3", "cnn2_5", "lenet1", "cnn2_7")}
+FULL_SIZES = (10_000, 30_000, 60_000)
+SCALING_VARIANTS = ("cnn2_5", "cnn2_3", "cnn2_7", "lenet5")
+GPU_NOT_MEASURED = "GPU not measured (no CUDA device)"
+SEED_NAME = "seed-style"
+FAST_NAME = "cnn-lab"
+
+
+# ---------------------------------------------------------------- data: IDX files in torchvision's raw layout
+
+def make_images(n: int, num_classes: int = 10, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy images whose jittered bar row and column line encode the class: learnable, but not at 100% in one epoch."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n)
+    images = rng.integers(0, 100, (n, size, size)).astype(np.int16)
+    band = max(1, size // num_classes)
+    rows = (labels * size) // num_classes + rng.integers(-1, 2, n)
+    cols = ((labels * 7) + rng.integers(-1, 2, n)) % size
+    r = np.arange(size)
+    images += 140 * ((r >= rows[:, None]) & (r < rows[:, None] + band))[:, :, None].astype(np.int16)
+    images += 70 * (r == cols[:, None])[:, None, :].astype(np.int16)
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_idx(root: str | Path, n_train: int, n_test: int = N_TEST, seed: int = 0, folder: str = "FashionMNIST") -> Path:
+    """Write train/test IDX files under <root>/<folder>/raw/ as torchvision reads them; returns root."""
+    raw = Path(root) / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    names = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    for train, n in ((True, n_train), (False, n_test)):
+        images, labels = make_images(n, seed=seed + int(train))
+        img_name, lbl_name = names[train]
+        (raw / img_name).write_bytes(struct.pack(">IIII", 0x803, *images.shape) + images.tobytes())
+        (raw / lbl_name).write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.tobytes())
+    return Path(root)
+
+
+def load_splits(root: str | Path, n_val: int = N_VAL, max_train: int | None = None) -> DatasetSplits:
+    """All training images as the train split (as the seed-style run sees them); val is the first n_val test images."""
+    (train_x, train_y), (test_x, test_y), classes = load_torchvision("FashionMNIST", str(root), download=False)
+    if max_train is not None:
+        train_x, train_y = train_x[:max_train].contiguous(), train_y[:max_train].contiguous()
+    mean, std = compute_normalization(train_x)
+    n_val = min(n_val, test_y.numel())
+    return DatasetSplits(
+        name="fashion-mnist-bench", classes=classes, train_x=train_x, train_y=train_y,
+        val_x=test_x[:n_val].contiguous(), val_y=test_y[:n_val].contiguous(), test_x=test_x, test_y=test_y,
+        mean=mean, std=std, fingerprint=fingerprint(train_x, train_y), meta={"n_val": n_val},
+    )
+
+
+# ---------------------------------------------------------------- measuring helpers
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Reset the peak-memory counter; False where only the process-lifetime peak is available (CPU, no /proc)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the resident-set high-water mark
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since the last reset: CUDA max_memory_allocated, else resident-set high-water mark (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _warm_up(model: nn.Module, x: Tensor, y: Tensor, steps: int = 3) -> None:
+    """A few SGD steps on a throwaway copy, so one-time kernel/allocator costs stay out of the timings."""
+    clone = copy.deepcopy(model)
+    opt = torch.optim.SGD(clone.parameters(), lr=1e-3)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(clone(x), y).backward()
+        opt.step()
+    _sync(x.device)
+
+
+def scaled_lr(batch_size: int) -> float:
+    """Peak one-cycle lr for `batch_size`: TrainConfig's 0.05 at 256, scaled linearly (the LR follows the batch)."""
+    return BASE_LR * batch_size / BASE_BATCH
+
+
+def test_accuracy(model: nn.Module, data: DatasetSplits, input_size: int, device: torch.device, batch_size: int = 1024) -> float:
+    """Accuracy on the test split, through cnn-lab's loader and `predict` (the same for both pipelines)."""
+    loader = make_loader(data, "test", batch_size=batch_size, input_size=input_size, device=device)
+    y_true, y_pred, _ = predict(model.to(device), loader)
+    return float((y_true == y_pred).mean())
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Device, versions and threads the figures were measured with."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "device": str(device), "device_name": name, "torch": torch.__version__, "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ---------------------------------------------------------------- the two pipelines
+
+def _seed_style_loader(root: str | Path, train: bool, batch_size: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.utils.data.DataLoader:
+    """torchvision FashionMNIST with a per-sample ToTensor + Normalize and a DataLoader, as the tutorials write it."""
+    from torchvision import datasets, transforms
+
+    if mean is None or std is None:
+        raw = datasets.FashionMNIST(str(root), train=True, download=False).data.float().div(255)
+        mean, std = (float(raw.mean()),), (float(raw.std()),)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))])
+    ds = datasets.FashionMNIST(str(root), train=train, download=False, transform=tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0)
+
+
+def seed_style_epoch(model: nn.Module, root: str | Path, *, batch_size: int = SEED_BATCH_SIZE, lr: float = SEED_LR, max_images: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, device: str | torch.device = "cpu", optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """One tutorial-style epoch (float32, SGD momentum 0.9, `loss.item()` per step); returns images, seconds, img/s.
+
+    Pass the same `optimizer` across epochs to keep its momentum; `max_images` stops early (smoke runs).
+    """
+    dev = resolve_device(device)
+    loader = _seed_style_loader(root, True, batch_size, mean, std)
+    model.to(dev).train()
+    opt = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    wx, wy = next(iter(loader))
+    _warm_up(model, wx.to(dev), wy.to(dev))
+    images, running = 0, 0.0
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(dev), y.to(dev)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        running += loss.item()
+        images += len(y)
+        if max_images is not None and images >= max_images:
+            break
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    steps = -(-images // batch_size)
+    return {"images": images, "seconds": seconds, "img_per_s": images / max(seconds, 1e-9), "train_loss": running / max(steps, 1), "dataset_size": len(loader.dataset)}
+
+
+def fast_epochs(model: nn.Module, data: DatasetSplits, config: TrainConfig, input_size: int) -> dict[str, Any]:
+    """Train with cnn-lab's Trainer and time the epochs it runs (its per-epoch clock, validation excluded)."""
+    dev = resolve_device(config.device)
+    precision = Precision(dev, config.amp, config.channels_last)
+    warm = copy.deepcopy(model).to(dev)
+    if precision.channels_last:
+        warm = warm.to(memory_format=torch.channels_last)
+    wx, wy = next(iter(make_loader(data, "train", batch_size=config.batch_size, input_size=input_size, device=dev, channels_last=precision.channels_last, max_batches=1)))
+    with precision.autocast():
+        _warm_up(warm, wx, wy)
+    start = time.perf_counter()
+    trainer = Trainer(model, data, config, input_size=input_size)
+    rows = list(trainer.epochs())
+    _sync(dev)
+    wall = time.perf_counter() - start
+    seconds = sum(r["seconds"] for r in rows)
+    images = int(sum(r["images"] for r in rows))
+    return {
+        "images": images, "seconds": seconds, "wall_seconds": wall, "img_per_s": images / max(seconds, 1e-9),
+        "epochs": len(rows), "train_loss": rows[-1]["train_loss"], "val_acc": rows[-1]["val_acc"],
+        "test_acc": test_accuracy(trainer.model, data, input_size, dev),
+        "batch_size": config.batch_size, "lr": config.lr, "channels_last": precision.channels_last, "amp": precision.amp,
+    }
+
+
+# ---------------------------------------------------------------- benchmarks
+
+def _data_root(data_root: str | Path | None, n_train: int, n_test: int, stack: list[tempfile.TemporaryDirectory]) -> Path:
+    """`data_root` as given, or a temp dir holding freshly written IDX files (kept alive by `stack`)."""
+    if data_root is not None:
+        return Path(data_root)
+    tmp = tempfile.TemporaryDirectory(prefix="cnn-bench-")
+    stack.append(tmp)
+    return write_idx(tmp.name, n_train, n_test)
+
+
+def _model(variant: str, data: DatasetSplits, seed: int = 0) -> tuple[nn.Module, int]:
+    """The seeded initial model of `variant` for `data`, and its input size."""
+    size = resolve_input_size(variant, data.image_size)
+    seed_everything(seed)
+    return create_variant(variant, data.channels, data.num_classes, size), size
+
+
+def _check_sizes(n_train: int, epochs: int, batch_sizes: Iterable[int]) -> list[int]:
+    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 2:
+        raise ConfigError("n_train", f"must be an int >= 2, got {n_train!r}", allowed="an int >= 2")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError("epochs", f"must be a positive integer, got {epochs!r}", allowed="an int >= 1")
+    sizes = [int(b) for b in batch_sizes]
+    if not sizes or any(b < 1 for b in sizes):
+        raise ConfigError("batch_sizes", f"need positive batch sizes, got {sizes}", allowed="ints >= 1")
+    return sizes
+
+
+def run_seed_style(model: nn.Module, root: Path, data: DatasetSplits, input_size: int, epochs: int, device: torch.device) -> dict[str, Any]:
+    """`epochs` seed-style epochs with one optimizer, then the test accuracy; one row of the table."""
+    tracked = reset_peak_memory(device)
+    model = model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=SEED_LR, momentum=0.9)
+    runs = [seed_style_epoch(model, root, batch_size=SEED_BATCH_SIZE, mean=data.mean, std=data.std, device=device, optimizer=opt) for _ in range(epochs)]
+    seconds = sum(r["seconds"] for r in runs)
+    images = sum(r["images"] for r in runs)
+    return {
+        "pipeline": SEED_NAME, "batch_size": SEED_BATCH_SIZE, "lr": SEED_LR, "images": images, "seconds": seconds,
+        "img_per_s": images / max(seconds, 1e-9), "epochs": epochs, "train_loss": runs[-1]["train_loss"],
+        "test_acc": test_accuracy(model, data, input_size, device), "peak_mem_mb": peak_memory_mb(device),
+        "peak_mem_scope": "run" if tracked else "process",
+    }
+
+
+def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int, batch_size: int, device: torch.device, *, lr: float | None = None, channels_last: bool | None = None, seed: int = 0) -> dict[str, Any]:
+    """cnn-lab's Trainer at `batch_size` (lr scaled to it unless given); one row of the table."""
+    tracked = reset_peak_memory(device)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else scaled_lr(batch_size), seed=seed, device=str(device), channels_last=channels_last)
+    row = fast_epochs(model, data, config, input_size)
+    return {"pipeline": FAST_NAME, **row, "peak_mem_mb": peak_memory_mb(device), "peak_mem_scope": "run" if tracked else "process"}
+
+
+def bench_training(variant: str = "cnn2_5", n_train: int = 60_000, epochs: int = 1, batch_sizes: Sequence[int] = (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE), device: str = "auto", data_root: str | Path | None = None, *, n_test: int = N_TEST, seed: int = 0, repeats: int = 1, channels_last: bool | None = None) -> dict[str, Any]:
+    """Seed-style vs cnn-lab on the same seeded model and data for `epochs`; img/s is the median over `repeats`."""
+    sizes = _check_sizes(n_train, epochs, batch_sizes)
+    dev = resolve_device(device)
+    keep: list[tempfile.TemporaryDirectory] = []
+    root = _data_root(data_root, n_train, n_test, keep)
+    data = load_splits(root)
+    model0, size = _model(variant, data, seed)
+    seed_rows = [run_seed_style(copy.deepcopy(model0), root, data, size, epochs, dev) for _ in range(repeats)]
+    seed_row = _median_row(seed_rows)
+    fast_rows = []
+    for bs in sizes:
+        row = _median_row([run_fast(copy.deepcopy(model0), data, size, epochs, bs, dev, channels_last=channels_last, seed=seed) for _ in range(repeats)])
+        row["ratio"] = row["img_per_s"] / seed_row["img_per_s"]
+        row["acc_delta"] = row["test_acc"] - seed_row["test_acc"]
+        fast_rows.append(row)
+    seed_row["ratio"] = 1.0
+    return {
+        "variant": variant, "params": count_parameters(model0), "input_size": size, "n_train": int(data.train_y.numel()),
+        "n_test": int(data.test_y.numel()), "epochs": epochs, "repeats": repeats, "seed_style": seed_row, "fast": fast_rows,
+        **environment(dev),
+    }
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median img/s, with every run's img/s attached."""
+    ordered = sorted(rows, key=lambda r: r["img_per_s"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["img_per_s_runs"] = [r["img_per_s"] for r in rows]
+    return row
+
+
+def bench_lr_finder(variant: str = "cnn2_5", n_train: int = 60_000, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", data_root: str | Path | None = None, *, num_steps: int = 100, n_test: int = N_TEST, seed: int = 0) -> dict[str, Any]:
+    """Cost of the LR range test as the flows run it (training batch size, <= num_steps steps) vs one training epoch."""
+    dev = resolve_device(device)
+    keep: list[tempfile.TemporaryDirectory] = []
+    data = load_splits(_data_root(data_root, n_train, n_test, keep))
+    model, size = _model(variant, data, seed)
+    model = model.to(dev)
+    precision = Precision(dev, None, None)
+    loader = make_loader(data, "train", batch_size=batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
+    steps = max(2, min(num_steps, len(loader)))
+    opt = build_optimizer("sgd", model.parameters(), 1e-6, 0.9)
+
+    def step_fn(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        with precision.autocast():
+            return F.cross_entropy(m(x).float(), y)
+
+    wx, wy = next(iter(loader))
+    _warm_up(model, wx, wy)
+    start = time.perf_counter()
+    result = lr_range_test(model, opt, loader, start_lr=1e-6, end_lr=1.0, num_steps=steps, fallback_lr=0.01, step_fn=step_fn)
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    epoch = run_fast(copy.deepcopy(model), data, size, 1, batch_size, dev, lr=result.suggestion, seed=seed)
+    n = int(data.train_y.numel())
+    return {
+        "batch_size": batch_size, "num_steps": result.num_steps, "images_seen": result.images_seen, "n_train": n,
+        "epochs_cost": result.images_seen / n, "seconds": seconds, "epoch_seconds": epoch["seconds"],
+        "time_vs_epoch": seconds / max(epoch["seconds"], 1e-9), "suggestion": result.suggestion, "flag": result.flag,
+        "test_acc_at_suggestion": epoch["test_acc"], **environment(dev),
+    }
+
+
+def _time_eval(run: Callable[[], int], repeats: int) -> float:
+    """Median img/s of `repeats` calls of `run` (which returns the images it evaluated)."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        images = run()
+        rates.append(images / max(time.perf_counter() - start, 1e-9))
+    return statistics.median(rates)
+
+
+def bench_eval(variant: str = "cnn2_5", n_train: int = 60_000, batch_size: int = 1024, device: str = "auto", data_root: str | Path | None = None, *, n_test: int = N_TEST, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Evaluation img/s on the test split: cnn-lab's loader + `predict` vs a seed-style DataLoader loop (median of repeats)."""
+    dev = resolve_device(device)
+    keep: list[tempfile.TemporaryDirectory] = []
+    root = _data_root(data_root, n_train, n_test, keep)
+    data = load_splits(root)
+    model, size = _model(variant, data, seed)
+    model = model.to(dev).eval()
+
+    def fast() -> int:
+        loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
+        y_true, _, _ = predict(model, loader)
+        _sync(dev)
+        return len(y_true)
+
+    def seed_style() -> int:
+        loader = _seed_style_loader(root, False, SEED_BATCH_SIZE, data.mean, data.std)
+        n = 0
+        with torch.no_grad():
+            for x, y in loader:
+                correct = (model(x.to(dev)).argmax(1) == y.to(dev)).sum().item()
+                n += len(y) + 0 * correct
+        _sync(dev)
+        return n
+
+    fast()
+    fast_rate, seed_rate = _time_eval(fast, repeats), _time_eval(seed_style, repeats)
+    return {
+        "n_test": int(data.test_y.numel()), "batch_size": batch_size, "seed_batch_size": SEED_BATCH_SIZE,
+        "img_per_s": fast_rate, "seed_img_per_s": seed_rate, "ratio": fast_rate / seed_rate, **environment(dev),
+    }
+
+
+def bench_scaling(sizes: Sequence[int] = FULL_SIZES, variants: Sequence[str] = SCALING_VARIANTS, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", data_root: str | Path | None = None, n_test: int = N_TEST, seed: int = 0) -> dict[str, Any]:
+    """cnn-lab epoch time vs training-set size, and total time (data load + one epoch each) vs number of variants."""
+    dev = resolve_device(device)
+    keep: list[tempfile.TemporaryDirectory] = []
+    root = _data_root(data_root, max(sizes), n_test, keep)
+    by_size = []
+    for n in sizes:
+        data = load_splits(root, max_train=n)
+        model, size = _model(variants[0], data, seed)
+        row = run_fast(model, data, size, 1, batch_size, dev, seed=seed)
+        by_size.append({"n_train": int(data.train_y.numel()), "seconds": row["seconds"], "img_per_s": row["img_per_s"], "variant": variants[0]})
+    start = time.perf_counter()
+    data = load_splits(root, max_train=max(sizes))
+    load_seconds = time.perf_counter() - start
+    per_variant = []
+    for name in variants:
+        start = time.perf_counter()
+        model, size = _model(name, data, seed)
+        row = run_fast(model, data, size, 1, batch_size, dev, seed=seed)
+        per_variant.append({"variant": name, "params": count_parameters(model), "seconds": row["seconds"], "wall_seconds": time.perf_counter() - start, "img_per_s": row["img_per_s"], "test_acc": row["test_acc"]})
+    counts = [k for k in (1, 2, 4) if k <= len(variants)]
+    by_count = [{"variants": k, "names": list(variants[:k]), "total_seconds": load_seconds + sum(v["wall_seconds"] for v in per_variant[:k])} for k in counts]
+    return {"batch_size": batch_size, "by_size": by_size, "per_variant": per_variant, "load_seconds": load_seconds, "by_count": by_count, **environment(dev)}
+
+
+def run_benchmarks(quick: bool = False, device: str = "auto", *, variant: str = "cnn2_5", n_train: int | None = None, epochs: int = 1, repeats: int = 1, batch_sizes: Sequence[int] | None = None) -> dict[str, Any]:
+    """Every benchmark on one set of IDX files; quick=True shrinks them to a few thousand images (smoke runs, tests)."""
+    dev = resolve_device(device)
+    n = n_train or (QUICK["n_train"] if quick else 60_000)
+    n_test = QUICK["n_test"] if quick else N_TEST
+    sizes = QUICK["sizes"] if quick else FULL_SIZES
+    sizes = tuple(s for s in sizes if s <= n) or (n,)
+    variants = QUICK["variants"] if quick else SCALING_VARIANTS
+    batches = tuple(batch_sizes or (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE))
+    with tempfile.TemporaryDirectory(prefix="cnn-bench-") as tmp:
+        root = write_idx(tmp, n, n_test)
+        training = bench_training(variant, n, epochs, batches, str(dev), root, n_test=n_test, repeats=repeats)
+        results = {
+            "quick": quick, "environment": environment(dev), "training": training,
+            "lr_finder": bench_lr_finder(variant, n, batches[-1], str(dev), root, n_test=n_test),
+            "eval": bench_eval(variant, n, device=str(dev), data_root=root, n_test=n_test),
+            "scaling": bench_scaling(sizes, variants, batch_size=batches[-1], device=str(dev), data_root=root, n_test=n_test),
+        }
+    results["gpu"] = "measured" if dev.type == "cuda" else GPU_NOT_MEASURED
+    return results
+
+
+# ---------------------------------------------------------------- output
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """Fixed-width text table of `rows`; columns are (key, header, format)."""
+    cells = [[h for _, h, _ in columns]] + [[format(r.get(k), f) if r.get(k) is not None else "-" for k, _, f in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Human-readable tables of whatever `run_benchmarks` (or one bench_*) returned."""
+    parts = []
+    training = results.get("training", results if "seed_style" in results else None)
+    env = results.get("environment", training or results)
+    parts.append(f"device {env.get('device')} ({env.get('device_name')}), torch {env.get('torch')}, {env.get('threads')} threads, {env.get('cpu_count')} cores, load {_load(env)}")
+    if training:
+        parts.append(f"\nTraining: {training['variant']} ({training['params']} params), {training['n_train']} train / {training['n_test']} test images, {training['epochs']} epoch(s), median of {training['repeats']} run(s)")
+        rows = [{**training["seed_style"], "device": training["device"], "torch": training["torch"]}]
+        rows += [{**r, "device": training["device"], "torch": training["torch"]} for r in training["fast"]]
+        parts.append(_table(rows, [("pipeline", "pipeline", "s"), ("batch_size", "batch", "d"), ("lr", "lr", ".4g"), ("img_per_s", "img/s", ",.0f"), ("ratio", "ratio", ".2f"), ("seconds", "train s", ".2f"), ("test_acc", "test acc", ".4f"), ("peak_mem_mb", "peak MiB", ",.0f"), ("device", "device", "s"), ("torch", "torch", "s")]))
+    if "lr_finder" in results:
+        lf = results["lr_finder"]
+        parts.append(f"\nLR range test at batch {lf['batch_size']}: {lf['num_steps']} steps, {lf['images_seen']} images = {lf['epochs_cost']:.2f} epoch(s); {lf['seconds']:.2f} s vs {lf['epoch_seconds']:.2f} s per training epoch ({lf['time_vs_epoch']:.2f}x); suggestion {lf['suggestion']:.3g}")
+    if "eval" in results:
+        ev = results["eval"]
+        parts.append(f"\nEvaluation on {ev['n_test']} test images: {FAST_NAME} {ev['img_per_s']:,.0f} img/s (batch {ev['batch_size']}) vs {SEED_NAME} {ev['seed_img_per_s']:,.0f} img/s (batch {ev['seed_batch_size']}), {ev['ratio']:.2f}x")
+    if "scaling" in results:
+        sc = results["scaling"]
+        parts.append(f"\nScaling ({FAST_NAME}, batch {sc['batch_size']}): epoch time vs training-set size")
+        parts.append(_table(sc["by_size"], [("n_train", "images", ",d"), ("seconds", "epoch s", ".2f"), ("img_per_s", "img/s", ",.0f")]))
+        parts.append(f"total time (data load {sc['load_seconds']:.2f} s + one epoch per variant) vs number of variants")
+        parts.append(_table(sc["by_count"], [("variants", "variants", "d"), ("total_seconds", "total s", ".2f")]))
+    if "gpu" in results:
+        parts.append(f"\nGPU: {results['gpu']}")
+    return "\n".join(parts)
+
+
+def _load(env: dict[str, Any]) -> str:
+    load = env.get("load_avg")
+    return "n/a" if not load else "/".join(f"{v:.2f}" for v in load)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line options of `python -m cnn.bench`."""
+    p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a seed-style torchvision pipeline")
+    p.add_argument("--quick", action="store_true", help="a few thousand images (smoke run)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--variant", default="cnn2_5")
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="training runs per pipeline; the median is reported")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help=f"cnn-lab batch sizes (default {SEED_BATCH_SIZE} {DEFAULT_BATCH_SIZE})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks and print a table or JSON."""
+    args = get_args_parser().parse_args(argv)
+    results = run_benchmarks(args.quick, args.device, variant=args.variant, n_train=args.n_train, epochs=args.epochs, repeats=args.repeats, batch_sizes=args.batch_sizes)
+    print(json.dumps(results, indent=2) if args.json else format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Errors that cnn-lab raises for bad input: each names the field and, where known, the allowed values."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CnnLabError(Exception):
+    """Base class of every error cnn-lab raises on purpose."""
+
+
+class ConfigError(CnnLabError, ValueError):
+    """A user-supplied value is invalid; the message names the field and the allowed values."""
+
+    def __init__(self, field: str, message: str, allowed: Iterable[object] | str | None = None):
+        self.field = field
+        self.allowed = allowed
+        text = f"{field}: {message}"
+        if allowed is not None:
+            shown = allowed if isinstance(allowed, str) else ", ".join(str(a) for a in allowed)
+            text += f" (allowed: {shown})"
+        super().__init__(text)
+
+
+class DataError(CnnLabError):
+    """A dataset could not be found, downloaded or parsed."""
+
+
+class TrainingDiverged(CnnLabError, FloatingPointError):
+    """The loss became NaN or infinite during training."""
+
+
+class CheckpointError(CnnLabError):
+    """A checkpoint is unreadable or belongs to another variant."""
+
+
+class StorageError(CnnLabError):
+    """The artifact store could not be read or written."""

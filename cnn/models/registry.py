@@ -1,0 +1,155 @@
+"""Name-keyed registry of CNN variants: register, list, look up, size-check and build them."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnn.errors import ConfigError
+
+Builder = Callable[[int, int, int], nn.Module]
+
+_NAME_PATTERN = re.compile(r"[a-z0-9_]+")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One registered variant: its builder (in_channels, num_classes, input_size) and input-size needs."""
+
+    name: str
+    builder: Builder
+    input_size: int | None
+    min_input_size: int
+    description: str
+
+
+_REGISTRY: dict[str, VariantSpec] = {}
+
+
+def register_variant(
+    name: str | None = None,
+    *,
+    input_size: int | None = None,
+    min_input_size: int = 1,
+    description: str = "",
+) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder under `name` (default: the function's name); returns the builder unchanged."""
+
+    def decorator(builder: Builder) -> Builder:
+        key = name if name is not None else builder.__name__
+        _check_new_name(key)
+        _check_size("min_input_size", min_input_size)
+        if input_size is not None:
+            _check_size("input_size", input_size)
+            if input_size < min_input_size:
+                message = f"variant '{key}': fixed size {input_size} is below its minimum {min_input_size}"
+                raise ConfigError("input_size", message)
+        _REGISTRY[key] = VariantSpec(key, builder, input_size, min_input_size, description)
+        return builder
+
+    return decorator
+
+
+def unregister_variant(name: str) -> None:
+    """Remove a variant from the registry (for tests and user plug-ins)."""
+    get_variant(name)
+    del _REGISTRY[name]
+
+
+def list_variants(pattern: str = "*") -> list[str]:
+    """Sorted names of registered variants matching the shell-style `pattern`."""
+    return sorted(fnmatch.filter(_REGISTRY, pattern))
+
+
+def get_variant(name: str) -> VariantSpec:
+    """The spec registered as `name`; an unknown name raises ConfigError listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ConfigError("variant", f"unknown variant {name!r}", allowed=list_variants()) from None
+
+
+def resolve_input_size(name: str, native_size: int, override: int | None = None) -> int:
+    """Input side to build `name` at: the override if big enough, else the variant's fixed size or the native one."""
+    spec = get_variant(name)
+    _check_size("native_size", native_size)
+    if override is None:
+        return spec.input_size if spec.input_size is not None else max(native_size, spec.min_input_size)
+    _check_size("input_size", override)
+    if override < spec.min_input_size:
+        layer = _first_shrinking_layer(spec, override)
+        where = f": layer '{layer}' would shrink the feature map below 1x1" if layer else ""
+        raise ConfigError(
+            "input_size",
+            f"{override} is too small for variant '{name}', which needs at least {spec.min_input_size}{where}",
+        )
+    return override
+
+
+def create_variant(name: str, in_channels: int = 1, num_classes: int = 10, input_size: int | None = None) -> nn.Module:
+    """Build variant `name` for images with `in_channels` channels, `num_classes` classes and side `input_size`."""
+    spec = get_variant(name)
+    _check_int("in_channels", in_channels, minimum=1)
+    _check_int("num_classes", num_classes, minimum=2)
+    size = resolve_input_size(name, 28, override=input_size)
+    return spec.builder(in_channels, num_classes, size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters in `model`."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int = 28) -> list[dict]:
+    """One row {name, params, input_size, description} per variant, built on the meta device (no memory used)."""
+    rows = []
+    for name in list_variants():
+        spec = get_variant(name)
+        size = resolve_input_size(name, native_size)
+        with torch.device("meta"):
+            model = create_variant(name, in_channels, num_classes, size)
+        params = count_parameters(model)
+        rows.append({"name": name, "params": params, "input_size": size, "description": spec.description})
+    return rows
+
+
+def _first_shrinking_layer(spec: VariantSpec, size: int) -> str | None:
+    """Name of the first layer whose output would be under 1x1 for a `size` input, or None if it cannot tell."""
+    try:
+        with torch.device("meta"):
+            model = spec.builder(1, 2, spec.min_input_size)
+            x = torch.zeros(1, 1, size, size)
+        for layer_name, module in model.named_modules():
+            if isinstance(module, (nn.Flatten, nn.Linear)):
+                return None
+            if next(module.children(), None) is not None:
+                continue
+            try:
+                x = module(x)
+            except RuntimeError:
+                return layer_name
+            if x.dim() == 4 and min(x.shape[-2:]) < 1:
+                return layer_name
+    except Exception:  # a plug-in builder may not run on the meta device; the message just loses the layer name
+        return None
+    return None
+
+
+def _check_new_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+        raise ConfigError("name", f"{name!r} is not a valid variant name", allowed="lowercase letters, digits and _")
+    if name in _REGISTRY:
+        raise ConfigError("name", f"variant {name!r} is already registered")
+
+
+def _check_int(field: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(field, f"must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_size(field: str, value: object) -> None:
+    _check_int(field, value, minimum=1)

@@ -1,0 +1,403 @@
+"""Training: seeded, checkpointed every epoch, resumable, with device-side metrics and a per-epoch history."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cnn.data.batches import BatchLoader
+from cnn.data.splits import DatasetSplits
+from cnn.errors import CheckpointError, ConfigError, TrainingDiverged
+from cnn.storage import Storage, buffer_bytes
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "onecycle", "cosine")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+NAN_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run; `validate` names the bad field and its allowed values."""
+
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"
+    seed: int = 0
+    device: str = "auto"
+    patience: int | None = None
+    max_steps: int | None = None
+    channels_last: bool | None = None
+    amp: bool | None = None
+    compile: bool = False
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError on the first invalid field; return self."""
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError("lr", f"must be a positive finite number, got {self.lr!r}", allowed="a float > 0, or 'auto' in flows")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}", allowed=OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("schedule", f"unknown schedule {self.schedule!r}", allowed=SCHEDULES)
+        if not 0 <= self.momentum < 1:
+            raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum!r}", allowed="[0, 1)")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay!r}", allowed=">= 0")
+        if self.patience is not None:
+            _positive_int("patience", self.patience)
+        if self.max_steps is not None:
+            _positive_int("max_steps", self.max_steps)
+        resolve_device(self.device)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys are errors (a typo is never ignored)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ConfigError("train config", f"unknown key(s) {unknown}", allowed=names)
+        return cls(**values).validate()
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}", allowed="an int >= 1")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """CUDA when present for "auto", else the named device; an unknown name lists the choices."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError("device", f"unknown device {device!r}", allowed=DEVICES) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "CUDA was requested but no GPU is available", allowed=["auto", "cpu"])
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Optimizer by name: sgd (momentum optional), adam or adamw."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError("optimizer", f"unknown optimizer {name!r}", allowed=OPTIMIZERS)
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step LR schedule by name: none, onecycle (peak at `lr`) or cosine (from `lr` to 0)."""
+    if name == "none":
+        return None
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 2))
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    raise ConfigError("schedule", f"unknown schedule {name!r}", allowed=SCHEDULES)
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: its history and the figures a comparison table needs."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_acc: float
+    seconds: float
+    images_per_sec: float
+    resumed_from: int = 0
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary."""
+        return dataclasses.asdict(self)
+
+
+class Precision:
+    """Device-specific speed settings: bf16 autocast and channels_last on CUDA, plain float32 on CPU."""
+
+    def __init__(self, device: torch.device, amp: bool | None, channels_last: bool | None) -> None:
+        self.device = device
+        self.amp = device.type == "cuda" if amp is None else bool(amp)
+        self.channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when enabled, else a no-op."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+
+def make_loader(data: DatasetSplits, split: str, *, batch_size: int, input_size: int, device: torch.device, shuffle: bool = False, seed: int = 0, channels_last: bool = False, max_batches: int | None = None) -> BatchLoader:
+    """A BatchLoader over one split with the dataset's train-only normalisation."""
+    x, y = data.split(split)
+    return BatchLoader(x, y, mean=data.mean, std=data.std, batch_size=batch_size, input_size=input_size, device=device, shuffle=shuffle, seed=seed, drop_last=False, channels_last=channels_last, max_batches=max_batches)
+
+
+def _rng_state(loader: BatchLoader) -> dict[str, Tensor]:
+    state = {"torch": torch.get_rng_state(), "shuffle": loader.generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Tensor], loader: BatchLoader) -> None:
+    torch.set_rng_state(state["torch"])
+    loader.generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(storage: Storage, rel: str, payload: Mapping[str, Any]) -> str:
+    """Write one checkpoint dict atomically; returns its URL."""
+    return storage.write_bytes(rel, buffer_bytes(lambda buf: torch.save(dict(payload), buf)))
+
+
+def load_checkpoint(storage: Storage, rel: str, variant: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint with weights_only=True; a corrupt file or another variant's raises CheckpointError."""
+    raw = storage.read_bytes(rel)
+    try:
+        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise CheckpointError(f"checkpoint {storage.path(rel)} is corrupt or unreadable: {type(err).__name__}: {str(err)[:200]}") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"checkpoint {storage.path(rel)} is not a cnn-lab checkpoint (no 'model' entry)")
+    if variant is not None and ckpt.get("variant") not in (None, variant):
+        raise CheckpointError(f"checkpoint {storage.path(rel)} belongs to variant {ckpt.get('variant')!r}, not {variant!r}")
+    return ckpt
+
+
+def load_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Load a checkpoint's model weights, turning shape mismatches into a CheckpointError."""
+    try:
+        model.load_state_dict(ckpt.get("best_model") or ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{source} does not fit this model: {str(err).splitlines()[0]}") from err
+
+
+class Trainer:
+    """Runs epochs of one model on one dataset; create with the model, data and config, then call `fit`."""
+
+    def __init__(self, model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", callback: Callable[[dict[str, float]], None] | None = None) -> None:
+        self.config = config.validate()
+        self.device = resolve_device(config.device)
+        self.precision = Precision(self.device, config.amp, config.channels_last)
+        self.variant = variant
+        self.callback = callback
+        self.model = model.to(self.device)
+        if self.precision.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.train_loader = make_loader(data, "train", batch_size=config.batch_size, input_size=input_size, device=self.device, shuffle=True, seed=config.seed, channels_last=self.precision.channels_last, max_batches=config.max_steps)
+        self.val_loader = make_loader(data, "val", batch_size=max(config.batch_size, 512), input_size=input_size, device=self.device, channels_last=self.precision.channels_last)
+        self.optimizer = build_optimizer(config.optimizer, self.model.parameters(), config.lr, config.momentum, config.weight_decay)
+        self.scheduler = build_scheduler(config.schedule, self.optimizer, config.lr, config.epochs * len(self.train_loader))
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, Tensor] | None = None
+        self.best_val_loss = math.inf
+        self.bad_epochs = 0
+        self.start_epoch = 1
+
+    def loss_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward one batch under the device's precision; returns (loss, logits)."""
+        with self.precision.autocast():
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+        return loss, logits
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        dev = self.device
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), dtype=torch.long, device=dev)
+        seen = 0
+        step_losses: list[Tensor] = []
+        lrs: list[float] = []
+        start = time.perf_counter()
+        for step, (x, y) in enumerate(self.train_loader, start=1):
+            lrs.append(self.optimizer.param_groups[0]["lr"])
+            loss, logits = self.loss_step(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            detached = loss.detach()
+            step_losses.append(detached)
+            loss_sum += detached * y.numel()
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.numel()
+            if step % NAN_CHECK_EVERY == 0:
+                self._check_finite(step_losses, lrs, epoch, step - len(step_losses) + 1)
+                step_losses, lrs = [], []
+        if step_losses:
+            self._check_finite(step_losses, lrs, epoch, len(self.train_loader) - len(step_losses) + 1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
+        return {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1), "seconds": seconds, "images_per_sec": seen / max(seconds, 1e-9), "images": seen}
+
+    def _check_finite(self, losses: list[Tensor], lrs: list[float], epoch: int, first_step: int) -> None:
+        """Raise TrainingDiverged naming epoch, step and lr at the first non-finite loss of the chunk."""
+        stacked = torch.stack(losses)
+        finite = torch.isfinite(stacked)
+        if bool(finite.all()):
+            return
+        i = int((~finite).nonzero()[0])
+        raise TrainingDiverged(f"loss became {float(stacked[i])} at epoch {epoch}, step {first_step + i} (lr={lrs[i]:.3g}); lower lr or check the inputs")
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Mean loss and accuracy on the validation split."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        n = 0
+        try:
+            for x, y in self.val_loader:
+                with self.precision.autocast():
+                    logits = self.forward(x)
+                loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+                correct += (logits.argmax(1) == y).sum()
+                n += y.numel()
+        finally:
+            self.model.train(was_training)
+        return float(loss_sum) / max(n, 1), float(correct) / max(n, 1)
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        """The checkpoint dict after `epoch`."""
+        return {
+            "variant": self.variant,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "rng": _rng_state(self.train_loader),
+            "history": self.history,
+            "best_model": self.best_state,
+            "best_val_loss": self.best_val_loss,
+            "bad_epochs": self.bad_epochs,
+            "config": self.config.to_dict(),
+        }
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint written by `state`."""
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None and ckpt.get("scheduler"):
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"checkpoint does not fit variant {self.variant!r} with this config: {str(err).splitlines()[0]}") from err
+        _set_rng_state(ckpt["rng"], self.train_loader)
+        self.history = list(ckpt.get("history", []))
+        self.best_state = ckpt.get("best_model")
+        self.best_val_loss = float(ckpt.get("best_val_loss", math.inf))
+        self.bad_epochs = int(ckpt.get("bad_epochs", 0))
+        self.start_epoch = int(ckpt["epoch"]) + 1
+
+    def epochs(self) -> Iterator[dict[str, float]]:
+        """Run the remaining epochs, yielding each history row (callers checkpoint between them)."""
+        if self.start_epoch == 1:
+            torch.manual_seed(self.config.seed)  # dropout masks follow the seed; resumes restore the saved state
+        for epoch in range(self.start_epoch, self.config.epochs + 1):
+            row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self._train_epoch(epoch))
+            row["val_loss"], row["val_acc"] = self.validate()
+            self.history.append(row)
+            improved = row["val_loss"] < self.best_val_loss
+            if improved:
+                self.best_val_loss = row["val_loss"]
+                self.bad_epochs = 0
+                if self.config.patience:
+                    self.best_state = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
+            else:
+                self.bad_epochs += 1
+            if self.callback:
+                self.callback(dict(row))
+            log.info("epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s", epoch, self.config.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"], row["images_per_sec"])
+            yield row
+            if self.config.patience and self.bad_epochs >= self.config.patience:
+                break
+
+    def result(self) -> TrainResult:
+        """Summarise the history; with early stopping, put the best epoch's weights back."""
+        if not self.history:
+            raise ConfigError("epochs", "no epoch was run", allowed="epochs > already completed epochs")
+        best = min(self.history, key=lambda r: r["val_loss"])
+        stopped = len(self.history) < self.config.epochs
+        if self.config.patience and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        seconds = sum(r["seconds"] for r in self.history)
+        images = sum(r["images"] for r in self.history)
+        return TrainResult(
+            history=[dict(r) for r in self.history],
+            best_epoch=int(best["epoch"]),
+            best_val_acc=max(r["val_acc"] for r in self.history),
+            seconds=seconds,
+            images_per_sec=images / max(seconds, 1e-9),
+            resumed_from=0,
+            stopped_early=stopped,
+        )
+
+
+def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", storage: Storage | None = None, checkpoint: str | None = None, resume: bool = False, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `model` in place; with `storage`+`checkpoint`, checkpoint after every epoch and resume from it if asked."""
+    trainer = Trainer(model, data, config, input_size=input_size, variant=variant, callback=callback)
+    resumed_from = 0
+    if resume and storage is not None and checkpoint and storage.exists(checkpoint):
+        ckpt = load_checkpoint(storage, checkpoint, variant or None)
+        if ckpt.get("config", {}).get("seed", config.seed) != config.seed:
+            raise CheckpointError(f"checkpoint {storage.path(checkpoint)} was trained with seed {ckpt['config']['seed']}, not {config.seed}")
+        trainer.restore(ckpt)
+        resumed_from = trainer.start_epoch - 1
+        log.info("resuming %s from epoch %d", variant, resumed_from)
+    for row in trainer.epochs():
+        if storage is not None and checkpoint:
+            save_checkpoint(storage, checkpoint, trainer.state(int(row["epoch"])))
+    result = trainer.result()
+    result.resumed_from = resumed_from
+    return result
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy (for benchmarks and tests that train twice from the same init)."""
+    return copy.deepcopy(model)

@@ -1,0 +1,19 @@
+"""Shared fixtures: test-made IDX data and small dataset references."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from idx_data import write_mnist_like  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir holding FashionMNIST raw IDX files made by the tests (600 train, 200 test)."""
+    return write_mnist_like(tmp_path_factory.mktemp("data"), "FashionMNIST")
