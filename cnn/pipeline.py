@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,10 +18,10 @@ import torch
 
 from cnn import plots
 from cnn.data import DatasetSplits, load_dataset
-from cnn.errors import ConfigError
+from cnn.errors import CheckpointError, ConfigError
 from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
-from cnn.lr_find import lr_range_test
+from cnn import lr_find
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
 from cnn.train import Precision, TrainConfig, build_optimizer, load_checkpoint, load_weights, make_loader, resolve_device, seed_everything, train
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
-MIN_LR_STEPS = 60
+MIN_LR_STEPS = 100
+DESIGN_SIDE = 28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def variant_dir(dataset: str, run: str, variant: str) -> str:
 
 def _build(ref: DatasetRef, variant: str, seed: int, input_size: int | None) -> tuple[torch.nn.Module, DatasetSplits, int]:
     data = get_dataset(ref)
-    size = resolve_input_size(variant, data.image_size, input_size)
+    size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE), input_size)
     seed_everything(seed)
     model = create_variant(variant, data.channels, data.num_classes, size)
     return model, data, size
@@ -90,7 +92,7 @@ def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
     return storage.write_bytes(rel, plots.figure_to_png(fig, dpi=dpi))
 
 
-def find_lr(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int = 256, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, num_steps: int = 100, rule: str = "steepest", device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
+def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int = 256, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, num_steps: int = 100, rule: str = "steepest", device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size (at most one epoch of steps); saves lr_finder.png/json."""
     ref, store = as_ref(ref), open_storage(storage)
     folder = variant_dir(ref.name, run, variant)
@@ -107,7 +109,7 @@ def find_lr(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | St
         with precision.autocast():
             return torch.nn.functional.cross_entropy(m(x).float(), y)
 
-    result = lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=None if rule == "none" else 0.01, step_fn=step_fn)
+    result = lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=None if rule == "none" else 0.01, step_fn=step_fn)
     fig = plots.plot_lr_sweep(result.lrs, result.losses, result.suggestion, result.suggestions)
     png_small = plots.figure_to_png(plots.plot_lr_sweep(result.lrs, result.losses, result.suggestion, result.suggestions), dpi=SMALL_DPI)
     out = {
@@ -124,12 +126,12 @@ def find_lr(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | St
     return out
 
 
-def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, resume: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train one variant with a checkpoint per epoch (resuming from it); saves history.csv and losses.png."""
     ref, store = as_ref(ref), open_storage(storage)
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
-    folder = variant_dir(ref.name, run, variant)
+    folder = variant_dir(ref.name, run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
     model, data, size = _build(ref, variant, cfg.seed, input_size)
     if cfg.batch_size > data.train_y.numel():
         raise ConfigError("batch_size", f"{cfg.batch_size} is larger than the {data.train_y.numel()} training images", allowed=f"1..{data.train_y.numel()}")
@@ -138,7 +140,8 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
     _save_png(store, f"{folder}/losses.png", plots.plot_history(result.history))
     torch_weights = f"{folder}/model.pt"
-    store.write_bytes(torch_weights, buffer_bytes(lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b)))
+    weights = buffer_bytes(lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b))
+    store.write_bytes(torch_weights, weights)
     return {
         "variant": variant,
         "params": count_parameters(model),
@@ -146,6 +149,8 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         "checkpoint": store.path(f"{folder}/checkpoint.pt"),
         "weights": store.path(torch_weights),
         "folder": store.path(folder),
+        "folder_rel": folder,
+        "model_id": hashlib.blake2b(weights, digest_size=12).hexdigest(),
         "dataset_fingerprint": data.fingerprint,
         "losses_small": plots.png_data_uri(plots.figure_to_png(plots.plot_history(result.history), dpi=SMALL_DPI)),
         **{k: v for k, v in result.to_dict().items() if k != "extra"},
@@ -154,19 +159,22 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     }
 
 
-def _trained_model(ref: DatasetRef, variant: str, store: Storage, run: str, input_size: int | None) -> tuple[torch.nn.Module, DatasetSplits, int]:
-    """Rebuild a variant and load the final weights that train_variant stored."""
+def _trained_model(ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None) -> tuple[torch.nn.Module, DatasetSplits, int]:
+    """Rebuild a variant and load the final weights that train_variant stored in `folder` (checked against model_id)."""
     model, data, size = _build(ref, variant, 0, input_size)
-    rel = f"{variant_dir(ref.name, run, variant)}/model.pt"
+    rel = f"{folder}/model.pt"
+    if model_id is not None:
+        found = hashlib.blake2b(store.read_bytes(rel), digest_size=12).hexdigest()
+        if found != model_id:
+            raise CheckpointError(f"{store.path(rel)} holds weights {found}, not the trained model {model_id}; retrain the variant")
     load_weights(model, load_checkpoint(store, rel, variant), store.path(rel))
     return model, data, size
 
 
-def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, input_size: int | None = None, device: str = "auto", batch_size: int = 1024) -> dict[str, Any]:
-    """Test-split accuracy, F1s, per-class report and confusion matrix; saves report CSV, confusion PNG, metrics.json."""
+def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, folder: str, *, model_id: str | None = None, input_size: int | None = None, device: str = "auto", batch_size: int = 1024) -> dict[str, Any]:
+    """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV, confusion PNG, metrics.json."""
     ref, store = as_ref(ref), open_storage(storage)
-    folder = variant_dir(ref.name, run, variant)
-    model, data, size = _trained_model(ref, variant, store, run, input_size)
+    model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
     dev = resolve_device(device)
     model = model.to(dev)
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
@@ -182,11 +190,10 @@ def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     }
 
 
-def extract_features(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, input_size: int | None = None, layers: list[str] | None = None, probe_seed: int = 0) -> dict[str, Any]:
+def extract_features(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, folder: str, *, model_id: str | None = None, input_size: int | None = None, layers: list[str] | None = None, probe_seed: int = 0) -> dict[str, Any]:
     """Hook every layer on fixed probe images (one per class); save filters/<layer>.png and feature_maps/<layer>.png."""
     ref, store = as_ref(ref), open_storage(storage)
-    folder = variant_dir(ref.name, run, variant)
-    model, data, size = _trained_model(ref, variant, store, run, input_size)
+    model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
     px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
     loader = make_loader(DatasetSplits(data.name, data.classes, px, py, px, py, px, py, data.mean, data.std), "test", batch_size=len(py), input_size=size, device=torch.device("cpu"))
     images, _ = next(iter(loader))
@@ -206,11 +213,11 @@ def run_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     lr_info: dict[str, Any] = {"lr": lr, "rule": "given"}
     if lr == "auto":
-        lr_info = find_lr(ref, variant, storage, run, batch_size=cfg.batch_size, optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, input_size=input_size, **dict(lr_kwargs or {}))
+        lr_info = lr_range_test(ref, variant, storage, run, batch_size=cfg.batch_size, optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, input_size=input_size, **dict(lr_kwargs or {}))
     cfg = dataclasses.replace(cfg, lr=float(lr_info["lr"]))
     trained = train_variant(ref, variant, storage, run, cfg, input_size=input_size)
-    metrics = evaluate_variant(ref, variant, storage, run, input_size=input_size, device=cfg.device)
-    features = extract_features(ref, variant, storage, run, input_size=input_size)
+    metrics = evaluate_variant(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size, device=cfg.device)
+    features = extract_features(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size)
     return {"lr": lr_info, "train": trained, "eval": metrics, "features": features}
 
 

@@ -184,8 +184,9 @@ def pareto_front(points: Iterable[tuple[str, float, float]]) -> list[str]:
 
 
 def per_class_f1_table(summaries_or_rows: Iterable[Row], class_names: Sequence[str]) -> pd.DataFrame:
-    """Classes x variants table of F1, averaged over each variant's seeds; failed runs are left out."""
+    """Classes x variants table of F1 averaged over seeds, most accurate variant first; failed runs are left out."""
     groups = _by_variant(_ok(summaries_or_rows))
+    groups = dict(sorted(groups.items(), key=lambda kv: -statistics.fmean(r.get("test_acc") or 0.0 for r in kv[1])))
     names = [str(c) for c in class_names]
     data = {v: [_mean_or_nan([r.get("per_class_f1", {}).get(c) for r in group]) for c in names] for v, group in groups.items()}
     return pd.DataFrame(data, index=pd.Index(names, name="class"), columns=list(groups), dtype=float)
@@ -306,7 +307,7 @@ def comparison_frame(summaries: Sequence[Row], repeats: int | None = None) -> pd
     ordered = sorted(summaries, key=lambda s: (s.get("status", "ok") != "ok", -(s.get("test_acc") or 0.0)))
     records = [_comparison_record(s, repeats) for s in ordered]
     columns = [c for c in COLUMNS if c != "wins" or repeats > 1]
-    return pd.DataFrame(records, columns=columns)
+    return pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype=object) for c in columns})
 
 
 def _comparison_record(s: Row, repeats: int) -> dict[str, Any]:
@@ -345,7 +346,7 @@ def error_analysis_markdown(rows: Sequence[Row], class_names: Sequence[str], k: 
     best = best_variant(rows)
     if best is None:
         return "### Error analysis\n\nNo variant finished, so there is nothing to analyse.\n"
-    parts = ["### Per-class F1", "", per_class_f1_markdown(per_class_f1_table(rows, class_names)), "", f"### Most confused pairs (top {k}, vs the best variant {best})", ""]
+    parts = ["### Per-class F1", "", per_class_f1_markdown(per_class_f1_table(rows, class_names)), "", f"### Most confused pairs (top {k}, counts summed over seeds; fixed/introduced vs the best variant, {best})", ""]
     for variant, shift in confusion_shifts(rows, best, k).items():
         top = ", ".join(pair_text(p["true"], p["predicted"], p["count"]) for p in shift["top_pairs"]) or "none"
         line = f"- **{variant}**{' (best)' if variant == best else ''}: {top}"

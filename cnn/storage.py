@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUPPORTED_SCHEMES = ("file", "s3", "memory")
+ENDPOINT_VARS = ("CNN_LAB_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(aws_secret_access_key|secret|password|token|key)=([^&\s]+)"),
@@ -67,7 +68,7 @@ class Storage:
         if scheme not in SUPPORTED_SCHEMES:
             raise ConfigError("storage", f"unsupported scheme {scheme!r} in {redact(url)!r}", allowed=[f"{s}://" for s in SUPPORTED_SCHEMES] + ["a local path"])
         options = dict(storage_options or {})
-        endpoint_url = endpoint_url or os.environ.get("CNN_LAB_S3_ENDPOINT_URL") or None
+        endpoint_url = endpoint_url or next((os.environ[v] for v in ENDPOINT_VARS if os.environ.get(v)), None)
         if scheme == "s3" and endpoint_url:
             options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
         self.scheme = scheme

@@ -17,3 +17,13 @@ from idx_data import write_mnist_like  # noqa: E402
 def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir holding FashionMNIST raw IDX files made by the tests (600 train, 200 test)."""
     return write_mnist_like(tmp_path_factory.mktemp("data"), "FashionMNIST")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server (temporary database) for the whole session."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

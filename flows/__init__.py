@@ -1,0 +1,1 @@
+"""Prefect flows: compare architectures, train one variant, and the cnn-lab CLI."""

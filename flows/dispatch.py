@@ -1,0 +1,49 @@
+"""Send each variant to a training deployment (a GPU work pool) and collect the rows its flow runs stored."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.deployments import run_deployment
+from prefect.flow_runs import wait_for_flow_run
+
+from cnn.pipeline import variant_dir
+from cnn.report import failed_row
+from cnn.storage import open_storage
+from flows.settings import RunSettings
+
+WAIT_TIMEOUT_S = 6 * 3600
+
+
+def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
+    """The train-variant flow's parameters for one (variant, seed) of this comparison."""
+    cfg, ref = settings.config, settings.ref
+    return {
+        "variant": variant, "dataset": ref.name, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": settings.lr,
+        "optimizer": cfg.optimizer, "schedule": cfg.schedule, "seed": seed, "data_dir": ref.data_dir, "storage": settings.storage,
+        "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg.device,
+        "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"],
+    }
+
+
+def dispatch_variants(deployment: str, settings: RunSettings, variants: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    """Start one linked flow run per (variant, seed) on the deployment's pool, wait for all, read their row.json."""
+    logger = get_run_logger()
+    started = []
+    for variant in variants:
+        for seed in seeds:
+            subdir = f"seed-{seed}" if len(seeds) > 1 else None
+            run = run_deployment(deployment, parameters=variant_parameters(settings, variant, seed, subdir), timeout=0, as_subflow=True, flow_run_name=f"{variant}-seed{seed}")
+            logger.info("dispatched %s (seed %d) to %s as flow run %s", variant, seed, deployment, run.name)
+            started.append((variant, seed, subdir, run))
+    store = open_storage(settings.storage)
+    rows = []
+    for variant, seed, subdir, run in started:
+        final = wait_for_flow_run(run.id, timeout=WAIT_TIMEOUT_S)
+        rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "")
+        if final.state is not None and final.state.is_completed() and store.exists(f"{rel}/row.json"):
+            rows.append(store.read_json(f"{rel}/row.json"))
+        else:
+            message = final.state.message if final.state is not None else "no state"
+            rows.append(failed_row(variant, seed, f"flow run {final.name} ended {final.state_name}: {message}"))
+    return rows

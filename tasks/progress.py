@@ -1,0 +1,31 @@
+"""Per-epoch progress: one run-logger line per epoch, the Prefect progress artifact, and terminal listeners."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import update_progress_artifact
+
+# The CLI appends a printer here; each gets (variant, epoch row, fraction of the whole comparison done)
+LISTENERS: list[Callable[[str, dict[str, Any], float], None]] = []
+
+
+def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -> Callable[[dict[str, Any]], None]:
+    """A training callback that logs the epoch and moves the comparison's progress artifact."""
+    logger = get_run_logger()
+    progress = progress or {}
+
+    def report(row: dict[str, Any]) -> None:
+        logger.info(
+            "%s epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
+            variant, row["epoch"], epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"], row["images_per_sec"],
+        )
+        done = (progress.get("done", 0) + row["epoch"] / epochs) / max(progress.get("total", 1), 1)
+        if progress.get("artifact_id"):
+            update_progress_artifact(UUID(str(progress["artifact_id"])), 100.0 * min(done, 1.0))
+        for listener in LISTENERS:
+            listener(variant, row, done)
+
+    return report

@@ -1,0 +1,39 @@
+"""Publishing tasks: per-variant and comparison artifacts in the Prefect UI, report files in storage."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from cnn import publishing
+from cnn.storage import open_storage
+from tasks.policy import RETRY_DELAYS, retry_on_transient
+
+_PUBLISH: dict[str, Any] = {"retries": len(RETRY_DELAYS), "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_on_transient, "cache_policy": None}
+
+
+@task(name="publish_variant", **_PUBLISH)
+def publish_variant(dataset: str, storage: str, row_rel: str, row: dict[str, Any], lr_info: dict[str, Any], train_info: dict[str, Any], eval_info: dict[str, Any], features: dict[str, Any]) -> str:
+    """Write the row as `row_rel` (this run's row.json) and publish the variant's markdown artifact; returns its key."""
+    open_storage(storage).write_json(row_rel, row)
+    key = publishing.artifact_key(dataset, row["variant"])
+    create_markdown_artifact(publishing.variant_markdown(row, lr_info, train_info, eval_info, features), key=key, description=f"{row['variant']} on {dataset}")
+    return key
+
+
+@task(name="publish_comparison", **_PUBLISH)
+def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1) -> dict[str, Any]:
+    """Write report.md/comparison.md/csv and publish the comparison, table, error-analysis and link artifacts."""
+    built = publishing.build_comparison(ref, storage, run, rows, repeats)
+    dataset = ref["name"]
+    images = "\n\n".join(f"![{name}]({uri})" for name, uri in built["images_small"].items())
+    paths = "\n".join(f"- {name}: `{url}`" for name, url in built["images"].items())
+    markdown = f"{built['comparison_md']}\n\n{images}\n\nFull-size files: `{built['report']}`\n{paths}\n"
+    comparison_id = create_markdown_artifact(markdown, key=publishing.artifact_key(dataset, "comparison"), description=f"{dataset}: variants ranked by test accuracy")
+    table = publishing.comparison_table_rows(built["summaries"], repeats)
+    create_table_artifact(table, key=publishing.artifact_key(dataset, "comparison-table"), description=f"{dataset}: comparison rows")
+    create_markdown_artifact(built["error_analysis_md"], key=publishing.artifact_key(dataset, "error-analysis"), description=f"{dataset}: errors across variants")
+    for name, url in built["images"].items():
+        create_link_artifact(publishing.link_url(url), link_text=name, key=publishing.artifact_key(dataset, "plot", name))
+    return {"report": built["report"], "folder": built["folder"], "comparison_artifact": str(comparison_id), "rows": len(rows), "comparison_md": built["comparison_md"]}

@@ -1,0 +1,136 @@
+"""cnn.bench: both pipelines run on the same IDX data and the report has every figure; speed is never asserted."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import datasets
+
+from cnn import bench
+from cnn.errors import ConfigError
+from cnn.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def quick_results() -> dict:
+    """One quick run of every benchmark, shared by the tests that read its report."""
+    return bench.run_benchmarks(quick=True, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """IDX files for 300 training and 100 test images."""
+    return bench.write_idx(tmp_path_factory.mktemp("bench"), 300, 100)
+
+
+def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> None:
+    assert {"environment", "training", "lr_finder", "eval", "scaling", "gpu"} <= set(quick_results)
+    training = quick_results["training"]
+    seed, fast = training["seed_style"], training["fast"]
+    assert seed["pipeline"] == "seed-style" and seed["batch_size"] == 64
+    assert [row["batch_size"] for row in fast] == [64, bench.DEFAULT_BATCH_SIZE]
+    for row in [seed, *fast]:
+        assert row["img_per_s"] > 0 and row["seconds"] > 0 and row["peak_mem_mb"] > 0
+        assert 0.0 <= row["test_acc"] <= 1.0
+        assert row["images"] == training["n_train"]  # one epoch of the same data for every pipeline
+    for row in fast:
+        assert row["ratio"] == pytest.approx(row["img_per_s"] / seed["img_per_s"])
+    assert training["torch"] == torch.__version__ and training["device"] == "cpu"
+
+
+def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
+    lf = quick_results["lr_finder"]
+    assert 0 < lf["epochs_cost"] <= 1.0 and lf["images_seen"] == pytest.approx(lf["epochs_cost"] * lf["n_train"])
+    assert lf["seconds"] > 0 and lf["epoch_seconds"] > 0 and lf["suggestion"] > 0
+    ev = quick_results["eval"]
+    assert ev["img_per_s"] > 0 and ev["seed_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
+    sc = quick_results["scaling"]
+    assert [row["n_train"] for row in sc["by_size"]] == list(bench.QUICK["sizes"])
+    assert [row["variants"] for row in sc["by_count"]] == [1, 2, 4]
+    totals = [row["total_seconds"] for row in sc["by_count"]]
+    assert totals == sorted(totals)  # cumulative: more variants never take less time
+
+
+def test_format_table_names_pipelines_device_and_gpu(quick_results: dict) -> None:
+    text = bench.format_table(quick_results)
+    assert "seed-style" in text and "cnn-lab" in text
+    assert "cpu" in text and torch.__version__ in text
+    assert "LR range test" in text and "Evaluation" in text and "Scaling" in text
+    if not torch.cuda.is_available():
+        assert "GPU not measured" in text
+
+
+def test_results_are_json_serialisable(quick_results: dict) -> None:
+    again = json.loads(json.dumps(quick_results))
+    assert again["training"]["fast"][0]["img_per_s"] == quick_results["training"]["fast"][0]["img_per_s"]
+
+
+def test_seed_style_epoch_reads_the_idx_files_through_torchvision(small_root: Path) -> None:
+    ds = datasets.FashionMNIST(str(small_root), train=True, download=False)
+    assert len(ds) == 300
+    model, _ = bench._model("cnn2_3", bench.load_splits(small_root))
+    before = [p.detach().clone() for p in model.parameters()]
+    out = bench.seed_style_epoch(model, small_root)
+    assert out["images"] == 300 and out["dataset_size"] == 300
+    assert out["img_per_s"] == pytest.approx(out["images"] / out["seconds"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it really trained
+
+
+def test_seed_style_epoch_stops_at_max_images(small_root: Path) -> None:
+    model, _ = bench._model("cnn2_3", bench.load_splits(small_root))
+    assert bench.seed_style_epoch(model, small_root, max_images=100)["images"] == 128  # two whole batches of 64
+
+
+def test_written_idx_files_match_the_generator(small_root: Path) -> None:
+    images, labels = bench.make_images(100, seed=0)  # the test split uses seed + 0
+    ds = datasets.FashionMNIST(str(small_root), train=False, download=False)
+    assert torch.equal(ds.data, torch.from_numpy(images)) and torch.equal(ds.targets, torch.from_numpy(labels).long())
+    data = bench.load_splits(small_root, n_val=40)
+    assert data.train_y.numel() == 300 and data.val_y.numel() == 40 and data.test_y.numel() == 100
+
+
+def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
+    data = bench.load_splits(small_root)
+    model, size = bench._model("cnn2_3", data)
+    out = bench.fast_epochs(model, data, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), size)
+    assert out["epochs"] == 2 and out["images"] == 600
+    assert out["batch_size"] == 128 and 0.0 <= out["test_acc"] <= 1.0
+
+
+def test_bench_training_uses_the_same_data_and_init(small_root: Path) -> None:
+    res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root)
+    assert res["seed_style"]["images"] == res["fast"][0]["images"] == 300
+    assert res["n_train"] == 300 and res["fast"][0]["batch_size"] == 100
+    assert res["fast"][0]["lr"] == pytest.approx(bench.scaled_lr(100))
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"n_train": 0}, "n_train"), ({"epochs": 0}, "epochs"), ({"batch_sizes": ()}, "batch_sizes")])
+def test_bench_training_rejects_bad_sizes(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        bench.bench_training(**kwargs)
+    assert err.value.field == field
+
+
+def test_main_prints_json_or_table(quick_results: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    seen = {}
+
+    def fake(quick: bool, device: str, **kwargs: object) -> dict:
+        seen.update(quick=quick, device=device, **kwargs)
+        return quick_results
+
+    monkeypatch.setattr(bench, "run_benchmarks", fake)
+    bench.main(["--quick", "--json", "--device", "cpu", "--n-train", "500", "--epochs", "2", "--variant", "cnn2_3"])
+    assert json.loads(capsys.readouterr().out)["gpu"] == quick_results["gpu"]
+    assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None}
+    bench.main([])
+    assert "seed-style" in capsys.readouterr().out
+
+
+def test_importing_bench_does_not_import_prefect() -> None:
+    code = "import sys, cnn.bench; print('prefect' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,145 @@
+"""Prefect flows end to end on test-made data: completion, artifacts, stored files, caching, retrain, failures."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = ["lenet1", "generic_2"]
+
+
+def _kwargs(fashion_dir: Path, storage: Path, **extra):
+    return {"dataset": "fashion-mnist", "variants": VARIANTS, "epochs": 1, "batch_size": 64, "data_dir": str(fashion_dir), "storage": str(storage), "max_train": 400, "val_size": 80, **extra}
+
+
+async def _artifacts(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return sorted(found, key=lambda a: a.created, reverse=True)  # newest version first
+
+
+async def _task_states(flow_run_id) -> dict[str, list[str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        states: dict[str, list[str]] = {}
+        for run in runs:
+            states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+        return states
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, fashion_dir, tmp_path_factory):
+    from flows.compare import compare_architectures
+
+    storage = tmp_path_factory.mktemp("results")
+    state = compare_architectures(**_kwargs(fashion_dir, storage, run="first"), return_state=True)
+    return state, storage
+
+
+def test_comparison_completes_with_rows_and_files(first_run) -> None:
+    state, storage = first_run
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert sorted(r["variant"] for r in result["rows"]) == sorted(VARIANTS)
+    assert all(r["status"] == "ok" and 0 <= r["test_acc"] <= 1 for r in result["rows"])
+    run_dir = storage / "fashion-mnist" / "first"
+    for variant in VARIANTS:
+        folder = run_dir / variant
+        for name in ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "metrics.json", "history.csv", "checkpoint.pt", "row.json"):
+            assert (folder / name).is_file(), f"{variant}/{name} missing"
+        assert list((folder / "filters").glob("*.png")) and list((folder / "feature_maps").glob("*.png"))
+    assert (run_dir / "comparison.md").is_file() and (run_dir / "comparison.csv").is_file() and (run_dir / "report.md").is_file()
+
+
+def test_artifacts_hold_the_table(first_run) -> None:
+    state, _ = first_run
+    comparison = asyncio.run(_artifacts("fashion-mnist-comparison"))
+    assert comparison and comparison[0].type == "markdown"
+    text = comparison[0].data
+    for variant in VARIANTS:
+        assert f"| {variant} |" in text
+    acc = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
+    assert f"{acc['lenet1']:.4f}" in text
+    table = asyncio.run(_artifacts("fashion-mnist-comparison-table"))
+    assert table and table[0].type == "table"
+    per_variant = asyncio.run(_artifacts("fashion-mnist-lenet1"))
+    assert per_variant and "data:image/png;base64," in per_variant[0].data and "Classification report" in per_variant[0].data
+    assert asyncio.run(_artifacts("fashion-mnist-error-analysis"))
+    progress = asyncio.run(_artifacts("fashion-mnist-progress"))
+    assert progress and float(progress[0].data) == pytest.approx(100.0)
+
+
+def test_second_identical_run_hits_the_cache(first_run, fashion_dir) -> None:
+    from flows.compare import compare_architectures
+
+    state, storage = first_run
+    again = compare_architectures(**_kwargs(fashion_dir, storage, run="second"), return_state=True)
+    assert again.is_completed()
+    states = asyncio.run(_task_states(again.state_details.flow_run_id))
+    for step in ("train_variant", "evaluate_variant", "extract_features", "lr_range_test"):
+        assert states[step] == ["Cached"] * len(VARIANTS), (step, states[step])
+    before = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
+    assert {r["variant"]: r["test_acc"] for r in again.result()["rows"]} == before
+
+
+def test_retrain_refreshes_and_publishes_a_new_table_version(first_run, fashion_dir) -> None:
+    from flows.variant import train_variant_flow
+
+    _, storage = first_run
+    versions_before = len(asyncio.run(_artifacts("fashion-mnist-comparison")))
+    kwargs = _kwargs(fashion_dir, storage, run="retrain")
+    kwargs.pop("variants")
+    state = train_variant_flow(variant="lenet1", refresh=True, publish=True, **kwargs, return_state=True)
+    assert state.is_completed(), state.message
+    states = asyncio.run(_task_states(state.state_details.flow_run_id))
+    assert states["train_variant"] == ["Completed"] and states["lr_range_test"] == ["Completed"]
+    latest = asyncio.run(_artifacts("fashion-mnist-comparison"))
+    assert len(latest) == versions_before + 1
+    assert "| generic_2 |" in latest[0].data and "| lenet1 |" in latest[0].data
+    assert "retrain/lenet1" in latest[0].data
+
+
+def test_failing_variant_leaves_the_others(prefect_harness, fashion_dir, tmp_path, monkeypatch) -> None:
+    from cnn import pipeline
+    from cnn.errors import TrainingDiverged
+    from flows.compare import compare_architectures
+
+    real = pipeline.train_variant
+
+    def flaky(ref, variant, *args, **kwargs):
+        if variant == "lenet1":
+            raise TrainingDiverged("loss became nan at epoch 1, step 3 (lr=10)")
+        return real(ref, variant, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_variant", flaky)
+    state = compare_architectures(**_kwargs(fashion_dir, tmp_path, run="flaky", refresh=["train"]), return_state=True)
+    assert state.is_completed()
+    rows = {r["variant"]: r for r in state.result()["rows"]}
+    assert rows["lenet1"]["status"] == "failed" and "loss became nan" in rows["lenet1"]["error"]
+    assert rows["generic_2"]["status"] == "ok"
+    text = (tmp_path / "fashion-mnist" / "flaky" / "comparison.md").read_text()
+    assert "failed: TrainingDiverged" in text
+
+    everything = compare_architectures(**_kwargs(fashion_dir, tmp_path, run="all-fail", variants=["lenet1"], refresh=["train"]), return_state=True)
+    assert everything.is_failed() and "every variant failed" in everything.message
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [({"epochs": 0}, "epochs"), ({"variants": []}, "variants"), ({"dataset": "imagenet-22k"}, "dataset"), ({"lr": -1.0}, "lr"), ({"lr_min": 1.0, "lr_max": 0.1}, "lr_max"), ({"storage": "ftp://host/x"}, "storage"), ({"run": "../escape"}, "run")],
+)
+def test_bad_parameters_fail_the_run_with_the_field(prefect_harness, fashion_dir, tmp_path, override, field) -> None:
+    from flows.compare import compare_architectures
+
+    state = compare_architectures(**{**_kwargs(fashion_dir, tmp_path), **override}, return_state=True)
+    assert state.is_failed()
+    assert field in state.message
