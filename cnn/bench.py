@@ -56,13 +56,13 @@ def make_images(n: int, num_classes: int = 10, size: int = 28, seed: int = 0) ->
     """Noisy images whose jittered bar row and column line encode the class: learnable, but not at 100% in one epoch."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, n)
-    images = rng.integers(0, 100, (n, size, size)).astype(np.int16)
+    images = rng.integers(0, 160, (n, size, size)).astype(np.int16)
     band = max(1, size // num_classes)
     rows = (labels * size) // num_classes + rng.integers(-1, 2, n)
-    cols = ((labels * 7) + rng.integers(-1, 2, n)) % size
+    cols = ((labels * 7) + rng.integers(-2, 3, n)) % size
     r = np.arange(size)
-    images += 140 * ((r >= rows[:, None]) & (r < rows[:, None] + band))[:, :, None].astype(np.int16)
-    images += 70 * (r == cols[:, None])[:, None, :].astype(np.int16)
+    images += 60 * ((r >= rows[:, None]) & (r < rows[:, None] + band))[:, :, None].astype(np.int16)
+    images += 40 * (r == cols[:, None])[:, None, :].astype(np.int16)
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 

@@ -337,7 +337,7 @@ def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int) ->
     frame = comparison_frame(summaries, repeats)
     seeds = f", mean \u00b1 std over {repeats} seeds" if repeats > 1 else ""
     heading = f"### {dataset}: {len(frame)} variant{'s' * (len(frame) != 1)}{seeds}"
-    table = markdown_table(list(frame.columns), [[_fmt(v) for v in rec] for rec in frame.itertuples(index=False)])
+    table = markdown_table(list(frame.columns), [[_cell(c, v) for c, v in zip(frame.columns, rec)] for rec in frame.itertuples(index=False)])
     return f"{heading}\n\n{table}\n\n{summary_sentences(summaries, common_confusions(summaries))}\n"
 
 
@@ -358,6 +358,17 @@ def error_analysis_markdown(rows: Sequence[Row], class_names: Sequence[str], k: 
 
 def _pair_list(pairs: Sequence[Pair]) -> str:
     return ", ".join(pair_text(t, p) for t, p in pairs) or "none"
+
+
+CELL_FORMATS = {"params": "{:,}", "train s": "{:.1f}", "img/s": "{:,.0f}", "epochs": "{:d}"}
+
+
+def _cell(column: str, value: Any) -> str:
+    """A comparison-table cell: counts with thousands separators, seconds to 0.1, the rest via _fmt."""
+    fmt = CELL_FORMATS.get(column)
+    if fmt and isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return fmt.format(int(value) if fmt in ("{:,}", "{:d}") else value)
+    return _fmt(value)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -1,0 +1,47 @@
+"""The plain (no Prefect) pipeline of one variant: files written, metrics, model checks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnn.errors import CheckpointError, ConfigError
+from cnn.pipeline import DatasetRef, evaluate_variant, run_variant, variant_dir
+from cnn.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("store")
+    out = run_variant(DatasetRef("digits"), "generic_2", str(storage), "r1", TrainConfig(epochs=3, batch_size=32, device="cpu"))
+    return storage, out
+
+
+def test_run_variant_writes_the_layout(digits_run) -> None:
+    storage, _ = digits_run
+    folder = storage / "digits" / "r1" / "generic_2"
+    for name in ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "metrics.json", "history.csv", "checkpoint.pt", "model.pt"):
+        assert (folder / name).stat().st_size > 0, name
+    assert (folder / "filters" / "conv1.png").is_file()
+    assert {p.stem for p in (folder / "feature_maps").glob("*.png")} >= {"conv1", "relu1", "pool1", "fc1", "output"}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["params"] == 11854 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_digits_learns_with_the_auto_lr(digits_run) -> None:
+    _, out = digits_run
+    assert out["lr"]["rule"] in ("steepest", "min_loss_div10") and out["lr"]["lr"] > 0
+    assert out["eval"]["accuracy"] > 0.7
+    assert out["train"]["input_size"] == 28  # 8x8 digits upsampled to the side the seeds were designed for
+
+
+def test_evaluate_refuses_weights_that_changed(digits_run) -> None:
+    storage, out = digits_run
+    with pytest.raises(CheckpointError, match="not the trained model"):
+        evaluate_variant(DatasetRef("digits"), "generic_2", str(storage), out["train"]["folder_rel"], model_id="0" * 24)
+
+
+def test_unsafe_names_never_become_paths() -> None:
+    for bad in ("../up", "/abs", "a/b", ""):
+        with pytest.raises(ConfigError, match="run"):
+            variant_dir("digits", bad, "lenet1")
