@@ -26,20 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnn.data.batches import BatchLoader
 from cnn.data.sources import load_torchvision
 from cnn.data.splits import DatasetSplits
 from cnn.data.stats import compute_normalization, fingerprint
 from cnn.errors import ConfigError
 from cnn.evaluate import predict
-from cnn.lr_find import lr_range_test
+from cnn.lr_find import LRFindResult, lr_range_test
 from cnn.models import count_parameters, create_variant, resolve_input_size
 from cnn.train import Precision, TrainConfig, Trainer, build_optimizer, make_loader, resolve_device, seed_everything
 
-DEFAULT_BATCH_SIZE = 512  # cnn-lab's CPU default, chosen from the measurements in the module's report
+DEFAULT_BATCH_SIZE = 256  # CPU: ~as fast as 512/1024 on 2 cores and, unlike them, as accurate as seed-style after 1 epoch
 SEED_BATCH_SIZE = 64
 SEED_LR = 0.01
 BASE_LR, BASE_BATCH = 0.05, 256  # TrainConfig's default lr at its default batch; other batches scale linearly
+LR_MIN, LR_MAX = 1e-6, 1.0  # the flows' range-test bounds (cnn.pipeline.find_lr)
 N_TEST = 10_000
 N_VAL = 1_000
 QUICK = {"n_train": 1_500, "n_test": 300, "sizes": (500, 1_000, 1_500), "variants": ("cnn2_3", "cnn2_5", "lenet1", "cnn2_7")}
@@ -100,30 +100,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reset_peak_memory(device: torch.device) -> bool:
-    """Reset the peak-memory counter; False where only the process-lifetime peak is available (CPU, no /proc)."""
+def reset_peak_memory(device: torch.device) -> float | None:
+    """Reset the peak-memory counter and return the memory in use (MiB); None where only the process-lifetime peak exists."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return True
+        return torch.cuda.memory_allocated(device) / 2**20
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the resident-set high-water mark
-        return True
+        return _proc_status_mb("VmRSS:")
     except OSError:
-        return False
+        return None
+
+
+def _proc_status_mb(key: str) -> float | None:
+    """A memory line of /proc/self/status in MiB, or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory since the last reset: CUDA max_memory_allocated, else resident-set high-water mark (MiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _proc_status_mb("VmHWM:")
+    if peak is not None:
+        return peak
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """(CPU seconds all processes spent busy, CPU seconds of this process, wall clock); None without /proc/stat."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    own = os.times()
+    return busy, own.user + own.system, time.perf_counter()
+
+
+def other_load(before: tuple[float, float, float] | None) -> float | None:
+    """Cores kept busy by other processes since `before` (0 on a quiet machine): the noise behind a timing."""
+    after = cpu_snapshot()
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / (after[2] - before[2]))
 
 
 def _warm_up(model: nn.Module, x: Tensor, y: Tensor, steps: int = 3) -> None:
@@ -255,73 +282,47 @@ def _check_sizes(n_train: int, epochs: int, batch_sizes: Iterable[int]) -> list[
     return sizes
 
 
+def _memory(device: torch.device, baseline: float | None) -> dict[str, Any]:
+    """Peak memory of a run, and how far it rose above what was in use when the run started (None if unknown)."""
+    peak = peak_memory_mb(device)
+    return {"peak_mem_mb": peak, "mem_growth_mb": None if baseline is None else max(0.0, peak - baseline), "peak_mem_scope": "process" if baseline is None else "run"}
+
+
 def run_seed_style(model: nn.Module, root: Path, data: DatasetSplits, input_size: int, epochs: int, device: torch.device) -> dict[str, Any]:
     """`epochs` seed-style epochs with one optimizer, then the test accuracy; one row of the table."""
-    tracked = reset_peak_memory(device)
+    baseline = reset_peak_memory(device)
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=SEED_LR, momentum=0.9)
+    cpu = cpu_snapshot()
     runs = [seed_style_epoch(model, root, batch_size=SEED_BATCH_SIZE, mean=data.mean, std=data.std, device=device, optimizer=opt) for _ in range(epochs)]
+    others = other_load(cpu)
     seconds = sum(r["seconds"] for r in runs)
     images = sum(r["images"] for r in runs)
     return {
         "pipeline": SEED_NAME, "batch_size": SEED_BATCH_SIZE, "lr": SEED_LR, "images": images, "seconds": seconds,
         "img_per_s": images / max(seconds, 1e-9), "epochs": epochs, "train_loss": runs[-1]["train_loss"],
-        "test_acc": test_accuracy(model, data, input_size, device), "peak_mem_mb": peak_memory_mb(device),
-        "peak_mem_scope": "run" if tracked else "process",
+        "test_acc": test_accuracy(model, data, input_size, device), **_memory(device, baseline), "other_load": others,
     }
 
 
 def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int, batch_size: int, device: torch.device, *, lr: float | None = None, channels_last: bool | None = None, seed: int = 0) -> dict[str, Any]:
     """cnn-lab's Trainer at `batch_size` (lr scaled to it unless given); one row of the table."""
-    tracked = reset_peak_memory(device)
+    baseline = reset_peak_memory(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else scaled_lr(batch_size), seed=seed, device=str(device), channels_last=channels_last)
+    cpu = cpu_snapshot()
     row = fast_epochs(model, data, config, input_size)
-    return {"pipeline": FAST_NAME, **row, "peak_mem_mb": peak_memory_mb(device), "peak_mem_scope": "run" if tracked else "process"}
+    others = other_load(cpu)
+    return {"pipeline": FAST_NAME, **row, **_memory(device, baseline), "other_load": others}
 
 
-def bench_training(variant: str = "cnn2_5", n_train: int = 60_000, epochs: int = 1, batch_sizes: Sequence[int] = (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE), device: str = "auto", data_root: str | Path | None = None, *, n_test: int = N_TEST, seed: int = 0, repeats: int = 1, channels_last: bool | None = None) -> dict[str, Any]:
-    """Seed-style vs cnn-lab on the same seeded model and data for `epochs`; img/s is the median over `repeats`."""
-    sizes = _check_sizes(n_train, epochs, batch_sizes)
-    dev = resolve_device(device)
-    keep: list[tempfile.TemporaryDirectory] = []
-    root = _data_root(data_root, n_train, n_test, keep)
-    data = load_splits(root)
-    model0, size = _model(variant, data, seed)
-    seed_rows = [run_seed_style(copy.deepcopy(model0), root, data, size, epochs, dev) for _ in range(repeats)]
-    seed_row = _median_row(seed_rows)
-    fast_rows = []
-    for bs in sizes:
-        row = _median_row([run_fast(copy.deepcopy(model0), data, size, epochs, bs, dev, channels_last=channels_last, seed=seed) for _ in range(repeats)])
-        row["ratio"] = row["img_per_s"] / seed_row["img_per_s"]
-        row["acc_delta"] = row["test_acc"] - seed_row["test_acc"]
-        fast_rows.append(row)
-    seed_row["ratio"] = 1.0
-    return {
-        "variant": variant, "params": count_parameters(model0), "input_size": size, "n_train": int(data.train_y.numel()),
-        "n_test": int(data.test_y.numel()), "epochs": epochs, "repeats": repeats, "seed_style": seed_row, "fast": fast_rows,
-        **environment(dev),
-    }
-
-
-def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median img/s, with every run's img/s attached."""
-    ordered = sorted(rows, key=lambda r: r["img_per_s"])
-    row = dict(ordered[(len(ordered) - 1) // 2])
-    row["img_per_s_runs"] = [r["img_per_s"] for r in rows]
-    return row
-
-
-def bench_lr_finder(variant: str = "cnn2_5", n_train: int = 60_000, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", data_root: str | Path | None = None, *, num_steps: int = 100, n_test: int = N_TEST, seed: int = 0) -> dict[str, Any]:
-    """Cost of the LR range test as the flows run it (training batch size, <= num_steps steps) vs one training epoch."""
-    dev = resolve_device(device)
-    keep: list[tempfile.TemporaryDirectory] = []
-    data = load_splits(_data_root(data_root, n_train, n_test, keep))
-    model, size = _model(variant, data, seed)
-    model = model.to(dev)
-    precision = Precision(dev, None, None)
-    loader = make_loader(data, "train", batch_size=batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
-    steps = max(2, min(num_steps, len(loader)))
-    opt = build_optimizer("sgd", model.parameters(), 1e-6, 0.9)
+def find_lr(model: nn.Module, data: DatasetSplits, input_size: int, batch_size: int, device: torch.device, *, num_steps: int = 100, seed: int = 0) -> tuple[LRFindResult, float]:
+    """The LR range test as the flows run it (training batch size, at most one epoch); returns (result, seconds)."""
+    model = copy.deepcopy(model).to(device)
+    precision = Precision(device, None, None)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_loader(data, "train", batch_size=batch_size, input_size=input_size, device=device, shuffle=True, seed=seed, channels_last=precision.channels_last)
+    opt = build_optimizer("sgd", model.parameters(), LR_MIN, 0.9)
 
     def step_fn(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         with precision.autocast():
@@ -330,10 +331,75 @@ def bench_lr_finder(variant: str = "cnn2_5", n_train: int = 60_000, batch_size: 
     wx, wy = next(iter(loader))
     _warm_up(model, wx, wy)
     start = time.perf_counter()
-    result = lr_range_test(model, opt, loader, start_lr=1e-6, end_lr=1.0, num_steps=steps, fallback_lr=0.01, step_fn=step_fn)
-    _sync(dev)
-    seconds = time.perf_counter() - start
-    epoch = run_fast(copy.deepcopy(model), data, size, 1, batch_size, dev, lr=result.suggestion, seed=seed)
+    result = lr_range_test(model, opt, loader, start_lr=LR_MIN, end_lr=LR_MAX, num_steps=max(2, min(num_steps, len(loader))), fallback_lr=SEED_LR, step_fn=step_fn)
+    _sync(device)
+    return result, time.perf_counter() - start
+
+
+def _pick_lr(lr: float | str, model: nn.Module, data: DatasetSplits, input_size: int, batch_size: int, device: torch.device, seed: int) -> tuple[float, str]:
+    """(lr, how it was chosen): "auto" runs the range test at `batch_size`, "scaled" uses `scaled_lr`, a number is kept."""
+    if lr == "auto":
+        return find_lr(model, data, input_size, batch_size, device, seed=seed)[0].suggestion, "range test"
+    if lr == "scaled":
+        return scaled_lr(batch_size), "linear scaling"
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError("lr", f"must be 'auto', 'scaled' or a positive number, got {lr!r}", allowed=["auto", "scaled", "a float > 0"])
+    return float(lr), "given"
+
+
+def bench_training(variant: str = "cnn2_5", n_train: int = 60_000, epochs: int = 1, batch_sizes: Sequence[int] = (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE), device: str = "auto", data_root: str | Path | None = None, *, n_test: int = N_TEST, seed: int = 0, repeats: int = 1, lr: float | str = "auto", channels_last: bool | None = None) -> dict[str, Any]:
+    """Seed-style vs cnn-lab on the same seeded model and data for `epochs`; img/s is the median over `repeats`.
+
+    cnn-lab's lr follows its batch size: by default the LR range test picks it, as in the flows (its cost is
+    reported by `bench_lr_finder`, not counted here). Repeats are interleaved so both pipelines see the same load.
+    """
+    sizes = _check_sizes(n_train, epochs, batch_sizes)
+    dev = resolve_device(device)
+    keep: list[tempfile.TemporaryDirectory] = []
+    root = _data_root(data_root, n_train, n_test, keep)
+    data = load_splits(root)
+    model0, size = _model(variant, data, seed)
+    lrs = {bs: _pick_lr(lr, model0, data, size, bs, dev, seed) for bs in sizes}
+    seed_runs: list[dict[str, Any]] = []
+    fast_runs: dict[int, list[dict[str, Any]]] = {bs: [] for bs in sizes}
+    for _ in range(repeats):
+        seed_runs.append(run_seed_style(copy.deepcopy(model0), root, data, size, epochs, dev))
+        for bs in sizes:
+            row = run_fast(copy.deepcopy(model0), data, size, epochs, bs, dev, lr=lrs[bs][0], channels_last=channels_last, seed=seed)
+            fast_runs[bs].append({**row, "lr_source": lrs[bs][1]})
+    seed_row = {**_median_row(seed_runs), "ratio": 1.0, "ratio_best": 1.0}
+    fast_rows = []
+    for bs in sizes:
+        row = _median_row(fast_runs[bs])
+        row["ratio"] = row["img_per_s"] / seed_row["img_per_s"]
+        row["ratio_best"] = row["img_per_s_best"] / seed_row["img_per_s_best"]
+        row["acc_delta"] = row["test_acc"] - seed_row["test_acc"]
+        fast_rows.append(row)
+    return {
+        "variant": variant, "params": count_parameters(model0), "input_size": size, "n_train": int(data.train_y.numel()),
+        "n_test": int(data.test_y.numel()), "epochs": epochs, "repeats": repeats, "seed_style": seed_row, "fast": fast_rows,
+        **environment(dev),
+    }
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median img/s (the lower middle one for an even count), with every run's img/s attached."""
+    ordered = sorted(rows, key=lambda r: r["img_per_s"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["img_per_s_runs"] = [r["img_per_s"] for r in rows]
+    row["img_per_s_best"] = ordered[-1]["img_per_s"]
+    row["other_load_runs"] = [r.get("other_load") for r in rows]
+    return row
+
+
+def bench_lr_finder(variant: str = "cnn2_5", n_train: int = 60_000, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", data_root: str | Path | None = None, *, num_steps: int = 100, n_test: int = N_TEST, seed: int = 0) -> dict[str, Any]:
+    """Cost of the LR range test at the training batch size (images seen, in epochs; seconds) vs one training epoch."""
+    dev = resolve_device(device)
+    keep: list[tempfile.TemporaryDirectory] = []
+    data = load_splits(_data_root(data_root, n_train, n_test, keep))
+    model, size = _model(variant, data, seed)
+    result, seconds = find_lr(model, data, size, batch_size, dev, num_steps=num_steps, seed=seed)
+    epoch = run_fast(model, data, size, 1, batch_size, dev, lr=result.suggestion, seed=seed)
     n = int(data.train_y.numel())
     return {
         "batch_size": batch_size, "num_steps": result.num_steps, "images_seen": result.images_seen, "n_train": n,
@@ -410,7 +476,7 @@ def bench_scaling(sizes: Sequence[int] = FULL_SIZES, variants: Sequence[str] = S
     return {"batch_size": batch_size, "by_size": by_size, "per_variant": per_variant, "load_seconds": load_seconds, "by_count": by_count, **environment(dev)}
 
 
-def run_benchmarks(quick: bool = False, device: str = "auto", *, variant: str = "cnn2_5", n_train: int | None = None, epochs: int = 1, repeats: int = 1, batch_sizes: Sequence[int] | None = None) -> dict[str, Any]:
+def run_benchmarks(quick: bool = False, device: str = "auto", *, variant: str = "cnn2_5", n_train: int | None = None, epochs: int = 1, repeats: int = 1, batch_sizes: Sequence[int] | None = None, lr: float | str = "auto") -> dict[str, Any]:
     """Every benchmark on one set of IDX files; quick=True shrinks them to a few thousand images (smoke runs, tests)."""
     dev = resolve_device(device)
     n = n_train or (QUICK["n_train"] if quick else 60_000)
@@ -421,7 +487,7 @@ def run_benchmarks(quick: bool = False, device: str = "auto", *, variant: str = 
     batches = tuple(batch_sizes or (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE))
     with tempfile.TemporaryDirectory(prefix="cnn-bench-") as tmp:
         root = write_idx(tmp, n, n_test)
-        training = bench_training(variant, n, epochs, batches, str(dev), root, n_test=n_test, repeats=repeats)
+        training = bench_training(variant, n, epochs, batches, str(dev), root, n_test=n_test, repeats=repeats, lr=lr)
         results = {
             "quick": quick, "environment": environment(dev), "training": training,
             "lr_finder": bench_lr_finder(variant, n, batches[-1], str(dev), root, n_test=n_test),
@@ -450,10 +516,10 @@ def format_table(results: dict[str, Any]) -> str:
     env = results.get("environment", training or results)
     parts.append(f"device {env.get('device')} ({env.get('device_name')}), torch {env.get('torch')}, {env.get('threads')} threads, {env.get('cpu_count')} cores, load {_load(env)}")
     if training:
-        parts.append(f"\nTraining: {training['variant']} ({training['params']} params), {training['n_train']} train / {training['n_test']} test images, {training['epochs']} epoch(s), median of {training['repeats']} run(s)")
+        parts.append(f"\nTraining: {training['variant']} ({training['params']} params), {training['n_train']} train / {training['n_test']} test images, {training['epochs']} epoch(s), median and best of {training['repeats']} run(s); 'others' = cores other processes kept busy meanwhile")
         rows = [{**training["seed_style"], "device": training["device"], "torch": training["torch"]}]
         rows += [{**r, "device": training["device"], "torch": training["torch"]} for r in training["fast"]]
-        parts.append(_table(rows, [("pipeline", "pipeline", "s"), ("batch_size", "batch", "d"), ("lr", "lr", ".4g"), ("img_per_s", "img/s", ",.0f"), ("ratio", "ratio", ".2f"), ("seconds", "train s", ".2f"), ("test_acc", "test acc", ".4f"), ("peak_mem_mb", "peak MiB", ",.0f"), ("device", "device", "s"), ("torch", "torch", "s")]))
+        parts.append(_table(rows, [("pipeline", "pipeline", "s"), ("batch_size", "batch", "d"), ("lr", "lr", ".3g"), ("lr_source", "lr from", "s"), ("img_per_s", "img/s", ",.0f"), ("ratio", "ratio", ".2f"), ("img_per_s_best", "best img/s", ",.0f"), ("ratio_best", "best ratio", ".2f"), ("seconds", "train s", ".2f"), ("test_acc", "test acc", ".4f"), ("peak_mem_mb", "peak MiB", ",.0f"), ("mem_growth_mb", "+MiB", ",.0f"), ("other_load", "others", ".2f"), ("device", "device", "s"), ("torch", "torch", "s")]))
     if "lr_finder" in results:
         lf = results["lr_finder"]
         parts.append(f"\nLR range test at batch {lf['batch_size']}: {lf['num_steps']} steps, {lf['images_seen']} images = {lf['epochs_cost']:.2f} epoch(s); {lf['seconds']:.2f} s vs {lf['epoch_seconds']:.2f} s per training epoch ({lf['time_vs_epoch']:.2f}x); suggestion {lf['suggestion']:.3g}")
@@ -476,6 +542,10 @@ def _load(env: dict[str, Any]) -> str:
     return "n/a" if not load else "/".join(f"{v:.2f}" for v in load)
 
 
+def _lr_arg(text: str) -> float | str:
+    return text if text in ("auto", "scaled") else float(text)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of `python -m cnn.bench`."""
     p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a seed-style torchvision pipeline")
@@ -487,13 +557,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1, help="training runs per pipeline; the median is reported")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=None, help=f"cnn-lab batch sizes (default {SEED_BATCH_SIZE} {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--lr", type=_lr_arg, default="auto", help="cnn-lab lr: auto (range test per batch size), scaled (linear rule) or a number")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmarks and print a table or JSON."""
     args = get_args_parser().parse_args(argv)
-    results = run_benchmarks(args.quick, args.device, variant=args.variant, n_train=args.n_train, epochs=args.epochs, repeats=args.repeats, batch_sizes=args.batch_sizes)
+    results = run_benchmarks(args.quick, args.device, variant=args.variant, n_train=args.n_train, epochs=args.epochs, repeats=args.repeats, batch_sizes=args.batch_sizes, lr=args.lr)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return results
 

@@ -1,6 +1,7 @@
 """One artifact store addressed by a URL (local path or s3://bucket/prefix) through fsspec, with atomic writes and retries."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -20,7 +21,25 @@ T = TypeVar("T")
 
 SUPPORTED_SCHEMES = ("file", "s3", "memory")
 ENDPOINT_VARS = ("CNN_LAB_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+RETRIES_VAR = "CNN_LAB_STORAGE_RETRIES"
+BACKOFF_VAR = "CNN_LAB_STORAGE_BACKOFF"
+CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# botocore's own retries are off: this module retries (with the URL in the log line), so attempts stay countable
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"total_max_attempts": 1, "mode": "standard"}}
+SCHEMES_ALLOWED = "a local path, file://path, s3://bucket/prefix or memory://path"
+CREDENTIALS_HINT = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), or AWS_PROFILE"
+_PERMANENT_ERRNOS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied: the folder is not writable by this user",
+    errno.EPERM: "operation not permitted: the folder is read-only or immutable",
+    errno.ENOTDIR: "a file is in the way: part of the path is a file, not a folder",
+    errno.EEXIST: "a file is in the way: part of the path is a file, not a folder",
+    errno.EISDIR: "a folder is in the way: the path is a folder, not a file",
+    errno.ENOSPC: "no space left on the device",
+    errno.ENAMETOOLONG: "a file name is too long",
+}
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(aws_secret_access_key|secret|password|token|key)=([^&\s]+)"),
     re.compile(r"//[^/@\s]+:[^/@\s]+@"),
@@ -31,7 +50,7 @@ def redact(text: str) -> str:
     """Remove credentials that may appear in URLs or messages."""
     text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}=***", text)
     text = _SECRET_PATTERNS[1].sub("//***@", text)
-    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
+    for var in CREDENTIAL_VARS:
         secret = os.environ.get(var)
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
@@ -45,11 +64,53 @@ def safe_name(value: str, field: str) -> str:
     return value
 
 
-def _is_transient(err: BaseException) -> bool:
-    """Errors worth retrying: connection and server trouble, not missing files or denied access."""
-    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    return isinstance(err, (OSError, ConnectionError, TimeoutError)) or type(err).__module__.startswith(("botocore", "aiobotocore", "aiohttp"))
+def _env_number(var: str, default: float, minimum: float) -> float:
+    """A number from the environment variable `var` (default when unset); a bad value names the variable."""
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:
+        raise ConfigError(var, f"must be a number >= {minimum:g}, got {raw!r}", allowed=f"a number >= {minimum:g}")
+    return value
+
+
+def check_url(url: str) -> tuple[str, str]:
+    """Split a storage URL into (scheme, base), rejecting empty URLs, unknown schemes, inline credentials and bad bucket names."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("storage", f"must be a non-empty path or URL, got {url!r}", allowed=SCHEMES_ALLOWED)
+    scheme, rest = url.split("://", 1) if "://" in url else ("file", url)
+    if scheme not in SUPPORTED_SCHEMES:
+        raise ConfigError("storage", f"unsupported scheme {scheme!r} in {redact(url)!r}", allowed=[f"{s}://" for s in SUPPORTED_SCHEMES] + ["a local path"])
+    if scheme == "file":
+        return scheme, os.path.abspath(rest)
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        raise ConfigError("storage", f"credentials in the URL are not accepted (they would show up in logs and flow parameters): {redact(url)!r}", allowed=f"{scheme}://bucket/prefix with credentials from {CREDENTIALS_HINT}")
+    if scheme == "s3":
+        if not S3_BUCKET.match(authority) or ".." in authority:
+            raise ConfigError("storage", f"{authority!r} is not a valid S3 bucket name in {url!r}", allowed="s3://bucket/prefix, bucket: 3-63 lowercase letters, digits, '.' and '-'")
+        if ".." in rest.split("/"):
+            raise ConfigError("storage", f"'..' is not allowed in {url!r}", allowed="s3://bucket/prefix without '..'")
+    return scheme, f"{scheme}://{rest.rstrip('/')}"
+
+
+def _endpoint(endpoint_url: str | None) -> tuple[str | None, str]:
+    """The S3 endpoint URL (given, or the first set of ENDPOINT_VARS) and the field it came from; checked for http(s)."""
+    field = "endpoint_url"
+    if endpoint_url is None:
+        field = next((v for v in ENDPOINT_VARS if os.environ.get(v)), field)
+        endpoint_url = os.environ.get(field) or None
+    if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):
+        raise ConfigError(field, f"{redact(endpoint_url)!r} is not an http(s) URL", allowed="http://host:port or https://host")
+    return endpoint_url, field
+
+
+def _errno_of(err: BaseException) -> int | None:
+    return getattr(err, "errno", None) if isinstance(err, OSError) else None
 
 
 class Storage:
@@ -61,22 +122,27 @@ class Storage:
         *,
         endpoint_url: str | None = None,
         storage_options: dict[str, Any] | None = None,
-        retries: int = 3,
-        backoff: float = 0.5,
+        retries: int | None = None,
+        backoff: float | None = None,
     ) -> None:
-        scheme = url.split("://", 1)[0] if "://" in url else "file"
-        if scheme not in SUPPORTED_SCHEMES:
-            raise ConfigError("storage", f"unsupported scheme {scheme!r} in {redact(url)!r}", allowed=[f"{s}://" for s in SUPPORTED_SCHEMES] + ["a local path"])
+        scheme, base = check_url(url)
         options = dict(storage_options or {})
-        endpoint_url = endpoint_url or next((os.environ[v] for v in ENDPOINT_VARS if os.environ.get(v)), None)
-        if scheme == "s3" and endpoint_url:
-            options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+        endpoint_url, self.endpoint_field = _endpoint(endpoint_url) if scheme == "s3" else (None, "")
+        if scheme == "s3":
+            if endpoint_url:
+                options["client_kwargs"] = {**options.get("client_kwargs", {}), "endpoint_url": endpoint_url}
+            options["config_kwargs"] = {**S3_CONFIG, **options.get("config_kwargs", {})}
         self.scheme = scheme
-        self.url = url.rstrip("/") if scheme != "file" else os.path.abspath(url.removeprefix("file://"))
+        self.url = base
+        self.bucket = base.split("://", 1)[1].split("/", 1)[0] if scheme == "s3" else None
         self.endpoint_url = endpoint_url
-        self.retries = max(1, retries)
-        self.backoff = backoff
+        self.retries = int(retries if retries is not None else _env_number(RETRIES_VAR, 3, 1))
+        self.backoff = float(backoff if backoff is not None else _env_number(BACKOFF_VAR, 0.5, 0))
+        if self.retries < 1:
+            raise ConfigError("retries", f"must be >= 1, got {retries!r}", allowed="an int >= 1")
         self.fs = fsspec.filesystem(scheme, **options)
+        if scheme == "s3":
+            self.fs.retries = 1  # s3fs's inner retry loop; ours does the backoff
 
     def __repr__(self) -> str:
         return f"Storage({redact(self.url)!r})"
@@ -89,46 +155,73 @@ class Storage:
     def _fs_path(self, full: str) -> str:
         return self.fs._strip_protocol(full)
 
+    def _permanent(self, err: BaseException, what: str) -> str | None:
+        """Why `err` will not go away by retrying (a hint for the user), or None for a transient error."""
+        kind = type(err).__name__
+        if kind in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+            return f"no usable credentials for {self.bucket!r}: set {CREDENTIALS_HINT}"
+        if isinstance(err, FileNotFoundError):
+            if what.startswith("write") and self.scheme == "s3":
+                return f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS S3'}: create it, or point storage at an existing bucket"
+            if what.startswith("write"):
+                return "a parent folder cannot be created there: pick a writable folder"
+            return "not found"
+        if isinstance(err, PermissionError):
+            if self.scheme == "s3":
+                return f"access denied ({redact(str(err))}): check the credentials ({CREDENTIALS_HINT}) and the bucket policy"
+            return _PERMANENT_ERRNOS.get(_errno_of(err) or errno.EACCES, "permission denied") + f" ({redact(str(err))})"
+        if _errno_of(err) in _PERMANENT_ERRNOS:
+            return _PERMANENT_ERRNOS[_errno_of(err)] + f" ({redact(str(err))})"
+        if kind == "ParamValidationError" or isinstance(err, (ValueError, TypeError, NotImplementedError)):
+            return f"invalid request: {redact(str(err)).splitlines()[0]}"
+        transient = isinstance(err, (OSError, ConnectionError, TimeoutError)) or type(err).__module__.startswith(("botocore", "aiobotocore", "aiohttp"))
+        return None if transient else f"{kind}: {redact(str(err))}"
+
     def _retry(self, what: str, full: str, fn: Callable[[], T]) -> T:
-        """Run `fn`, retrying transient errors with exponential backoff; the final error names the URL."""
+        """Run `fn`, retrying transient errors with exponential backoff; the final error names the URL (never credentials)."""
+        shown = redact(full)
         for attempt in range(1, self.retries + 1):
             try:
                 return fn()
             except Exception as err:  # noqa: BLE001 - classified below
-                shown = redact(full)
-                if isinstance(err, FileNotFoundError):
-                    raise StorageError(f"{what} {shown}: not found") from err
-                if isinstance(err, PermissionError):
-                    raise StorageError(f"{what} {shown}: permission denied ({redact(str(err))})") from err
-                if not _is_transient(err) or attempt == self.retries:
-                    raise StorageError(f"{what} {shown} failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err))}") from err
+                hint = self._permanent(err, what)
+                if hint is not None:
+                    raise StorageError(f"storage: cannot {what} {shown}: {hint}") from None
+                if attempt == self.retries:
+                    where = f"; is the endpoint {self.endpoint_url} ({self.endpoint_field}) reachable?" if self.endpoint_url else ""
+                    raise StorageError(f"storage: cannot {what} {shown}: failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err))}{where}") from None
                 wait = self.backoff * 2 ** (attempt - 1)
                 log.warning("%s %s failed (attempt %d/%d), retrying in %.1fs: %s", what, shown, attempt, self.retries, wait, redact(str(err)))
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
-    def write_bytes(self, rel: str, data: bytes) -> str:
-        """Write `data` at `rel` atomically (local: temp file + rename; object stores: one put). Returns the URL."""
-        full = self.path(rel)
+    def _write_local(self, target: str, data: bytes) -> None:
+        """Write to a hidden temp file in the same folder, fsync, then rename over the target (atomic on POSIX)."""
+        folder, name = os.path.split(target)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def _put(self, full: str, data: bytes) -> None:
+        """One atomic write, no retries (local: temp file + rename; object stores: one PUT, the object appears whole or not at all)."""
         target = self._fs_path(full)
+        if self.scheme == "file":
+            self._write_local(target, data)
+        else:
+            self.fs.pipe_file(target, data)
 
-        def write() -> None:
-            if self.scheme == "file":
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-                try:
-                    with open(tmp, "wb") as fh:
-                        fh.write(data)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.remove(tmp)
-            else:
-                self.fs.pipe_file(target, data)
-
-        self._retry("write", full, write)
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Write `data` at `rel` atomically, retrying transient errors. Returns the URL."""
+        full = self.path(rel)
+        self._retry("write", full, lambda: self._put(full, data))
         return full
 
     def read_bytes(self, rel: str) -> bytes:
@@ -171,13 +264,12 @@ class Storage:
 
     def check_writable(self) -> None:
         """Fail early, with the URL named, if the store cannot be written (missing bucket, read-only dir, bad credentials)."""
-        probe = f".cnn-lab-write-check-{uuid.uuid4().hex[:8]}"
-        self.write_bytes(probe, b"ok")
-        full = self._fs_path(self.path(probe))
+        probe = self.path(f".cnn-lab-write-check-{uuid.uuid4().hex[:8]}")
+        self._retry("write to", self.url, lambda: self._put(probe, b"ok"))
         try:
-            self.fs.rm_file(full)
+            self.fs.rm_file(self._fs_path(probe))  # the only delete in cnn-lab: the probe this call just wrote
         except Exception:  # noqa: BLE001 - a leftover probe file is harmless
-            log.debug("could not remove probe %s", redact(full))
+            log.debug("could not remove probe %s", redact(probe))
 
 
 def open_storage(url: str | Storage, **kwargs: Any) -> Storage:

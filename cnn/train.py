@@ -196,11 +196,11 @@ def load_checkpoint(storage: Storage, rel: str, variant: str | None = None) -> d
     try:
         ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(f"checkpoint {storage.path(rel)} is corrupt or unreadable: {type(err).__name__}: {str(err)[:200]}") from err
+        raise CheckpointError(f"checkpoint {storage.path(rel)} is corrupt or unreadable ({type(err).__name__}: {str(err).split('. ')[0][:160]}); move it aside or use another run name to train afresh") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {storage.path(rel)} is not a cnn-lab checkpoint (no 'model' entry)")
     if variant is not None and ckpt.get("variant") not in (None, variant):
-        raise CheckpointError(f"checkpoint {storage.path(rel)} belongs to variant {ckpt.get('variant')!r}, not {variant!r}")
+        raise CheckpointError(f"checkpoint {storage.path(rel)} belongs to variant {ckpt.get('variant')!r}, not {variant!r}; each variant resumes only from its own folder's checkpoint")
     return ckpt
 
 
@@ -379,14 +379,24 @@ class Trainer:
         )
 
 
+RESUME_KEYS = ("seed", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "max_steps", "patience")
+
+
+def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> None:
+    """A checkpoint resumes only under the settings it was written with (schedule length, batch order, optimizer)."""
+    now = config.to_dict()
+    changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
+    if changed:
+        raise CheckpointError(f"checkpoint {url} was written with other settings ({', '.join(changed)}); resume with the same settings, or use another run name to train afresh")
+
+
 def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", storage: Storage | None = None, checkpoint: str | None = None, resume: bool = False, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train `model` in place; with `storage`+`checkpoint`, checkpoint after every epoch and resume from it if asked."""
     trainer = Trainer(model, data, config, input_size=input_size, variant=variant, callback=callback)
     resumed_from = 0
     if resume and storage is not None and checkpoint and storage.exists(checkpoint):
         ckpt = load_checkpoint(storage, checkpoint, variant or None)
-        if ckpt.get("config", {}).get("seed", config.seed) != config.seed:
-            raise CheckpointError(f"checkpoint {storage.path(checkpoint)} was trained with seed {ckpt['config']['seed']}, not {config.seed}")
+        _check_resumable(ckpt.get("config") or {}, config, storage.path(checkpoint))
         trainer.restore(ckpt)
         resumed_from = trainer.start_epoch - 1
         log.info("resuming %s from epoch %d", variant, resumed_from)

@@ -10,6 +10,7 @@ from prefect.states import Failed
 from cnn.publishing import artifact_key, latest_rows, merge_rows
 from cnn.report import failed_row
 from flows.dispatch import dispatch_variants
+from flows.results import with_result_storage
 from flows.settings import DEFAULT_VARIANTS, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings, check_variants
 from flows.variant import run_variant_steps
 from tasks import prepare_dataset, publish_comparison
@@ -101,7 +102,7 @@ def compare_architectures(
 
         raise ConfigError("repeats", f"must be a positive integer, got {repeats!r}", allowed="an int >= 1")
     settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max)
-    info = prepare_dataset(settings.ref.to_dict())
+    info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
     logger.info("%s: %d train / %d val / %d test images, %d classes, mean %s std %s", info["name"], info["num_train"], info["num_val"], info["num_test"], len(info["classes"]), info["mean"], info["std"])
     seeds = [seed + k for k in range(repeats)]
     progress_id = str(create_progress_artifact(0.0, key=artifact_key(settings.ref.name, "progress"), description="variants x epochs done"))

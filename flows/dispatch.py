@@ -6,6 +6,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.deployments import run_deployment
 from prefect.flow_runs import wait_for_flow_run
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
@@ -39,7 +40,7 @@ def dispatch_variants(deployment: str, settings: RunSettings, variants: list[str
     store = open_storage(settings.storage)
     rows = []
     for variant, seed, subdir, run in started:
-        final = wait_for_flow_run(run.id, timeout=WAIT_TIMEOUT_S)
+        final = run_coro_as_sync(wait_for_flow_run(run.id, timeout=WAIT_TIMEOUT_S))  # wait_for_flow_run is async-only
         rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "")
         if final.state is not None and final.state.is_completed() and store.exists(f"{rel}/row.json"):
             rows.append(store.read_json(f"{rel}/row.json"))

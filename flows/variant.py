@@ -7,19 +7,21 @@ from prefect import flow, get_run_logger
 
 from cnn.pipeline import variant_dir
 from cnn.report import make_row
+from flows.results import with_result_storage
 from flows.settings import OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 
 
 def _task(t: Any, step: str, settings: RunSettings) -> Any:
-    """The task, forced to run afresh when the user asked to refresh `step`."""
+    """The task with its results in the run's store, forced to run afresh when the user asked to refresh `step`."""
+    t = with_result_storage(t, settings.storage)
     return t.with_options(refresh_cache=True) if step in settings.refresh else t
 
 
 def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info: dict[str, Any] | None = None, subdir: str | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
     ref = settings.ref.to_dict()
-    info = prepare_dataset(ref)
+    info = _task(prepare_dataset, "dataset", settings)(ref)
     device = settings.config.device
     if lr_info is None:
         if settings.lr == "auto":
@@ -28,7 +30,7 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
             lr_info = {"lr": float(settings.lr), "rule": "given", "flag": None}
     config = {**settings.config.to_dict(), "lr": float(lr_info["lr"]), "seed": seed}
     config.pop("device")
-    trained = _task(train_variant, "train", settings)(ref, variant, settings.storage, settings.run, config, device=device, subdir=subdir, fingerprint=info["fingerprint"], progress=progress)
+    trained = _task(train_variant, "train", settings)(ref, variant, settings.storage, settings.run, config, device=device, subdir=subdir, fingerprint=info["fingerprint"], progress=progress, resume="train" not in settings.refresh)
     evaluated = _task(evaluate_variant, "evaluate", settings)(ref, variant, settings.storage, trained["folder_rel"], trained["model_id"], device=device)
     features = _task(extract_features, "features", settings)(ref, variant, settings.storage, trained["folder_rel"], trained["model_id"])
     row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])

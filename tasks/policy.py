@@ -24,8 +24,8 @@ def cnn_code_version() -> str:
 
 
 CNN_SOURCE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, inputs: cnn_code_version())
-# Inputs that never change results are left out: where progress goes, the run folder name, the device
-STEP_CACHE = INPUTS + TASK_SOURCE + CNN_SOURCE - "run" - "device" - "progress"
+# Inputs that never change results are left out: where progress goes, the run folder name, the device, resuming
+STEP_CACHE = INPUTS + TASK_SOURCE + CNN_SOURCE - "run" - "device" - "progress" - "resume"
 CACHE_EXPIRATION = datetime.timedelta(days=30)
 RETRY_DELAYS = [2, 8, 30]  # seconds: exponential backoff for store and network trouble
 

@@ -32,10 +32,10 @@ def lr_range_test(ref: dict[str, Any], variant: str, storage: str, run: str, set
 
 
 @task(name="train_variant", tags=["gpu"], **_COMMON)
-def train_variant(ref: dict[str, Any], variant: str, storage: str, run: str, config: dict[str, Any], device: str = "auto", subdir: str | None = None, fingerprint: str = "", progress: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one variant (checkpoint per epoch, resumes after a crash); one log line per epoch."""
+def train_variant(ref: dict[str, Any], variant: str, storage: str, run: str, config: dict[str, Any], device: str = "auto", subdir: str | None = None, fingerprint: str = "", progress: dict[str, Any] | None = None, resume: bool = True) -> dict[str, Any]:
+    """Train one variant (checkpoint per epoch; resumes after a crash unless resume=False); one log line per epoch."""
     callback = epoch_reporter(variant, int(config["epochs"]), progress)
-    return pipeline.train_variant(ref, variant, storage, run, {**config, "device": device}, subdir=subdir, callback=callback)
+    return pipeline.train_variant(ref, variant, storage, run, {**config, "device": device}, subdir=subdir, resume=resume, callback=callback)
 
 
 @task(name="evaluate_variant", **_COMMON)

@@ -102,7 +102,7 @@ def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
 
 
 def test_bench_training_uses_the_same_data_and_init(small_root: Path) -> None:
-    res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root)
+    res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, lr="scaled")
     assert res["seed_style"]["images"] == res["fast"][0]["images"] == 300
     assert res["n_train"] == 300 and res["fast"][0]["batch_size"] == 100
     assert res["fast"][0]["lr"] == pytest.approx(bench.scaled_lr(100))
@@ -125,7 +125,7 @@ def test_main_prints_json_or_table(quick_results: dict, monkeypatch: pytest.Monk
     monkeypatch.setattr(bench, "run_benchmarks", fake)
     bench.main(["--quick", "--json", "--device", "cpu", "--n-train", "500", "--epochs", "2", "--variant", "cnn2_3"])
     assert json.loads(capsys.readouterr().out)["gpu"] == quick_results["gpu"]
-    assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None}
+    assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None, "lr": "auto"}
     bench.main([])
     assert "seed-style" in capsys.readouterr().out
 

@@ -143,3 +143,18 @@ def test_bad_parameters_fail_the_run_with_the_field(prefect_harness, fashion_dir
     state = compare_architectures(**{**_kwargs(fashion_dir, tmp_path), **override}, return_state=True)
     assert state.is_failed()
     assert field in state.message
+
+
+def test_refresh_train_in_the_same_run_trains_afresh(first_run, fashion_dir) -> None:
+    from flows.compare import compare_architectures
+
+    _, storage = first_run
+    checkpoint = storage / "fashion-mnist" / "first" / "generic_2" / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns
+    state = compare_architectures(**_kwargs(fashion_dir, storage, run="first", variants=["generic_2"], refresh=["train"]), return_state=True)
+    assert state.is_completed(), state.message
+    states = asyncio.run(_task_states(state.state_details.flow_run_id))
+    assert states["train_variant"] == ["Completed"] and states["lr_range_test"] == ["Cached"]
+    row = state.result()["rows"][0]
+    assert row["status"] == "ok" and row["epochs"] == 1
+    assert checkpoint.stat().st_mtime_ns != before  # trained again rather than "resumed" from the finished checkpoint

@@ -73,7 +73,8 @@ def load_torchvision(tv_name: str, root: str, *, download: bool = True, retries:
             break
         except (RuntimeError, URLError, OSError, AssertionError, ValueError) as err:
             if _looks_corrupt(err):
-                raise DataError(f"dataset {tv_name!r} in {root!r} is corrupt or truncated: {err}") from err
+                detail = f"{type(err).__name__}: {err}" if str(err) else f"{type(err).__name__}: bad header or size"
+                raise DataError(f"data_dir: dataset {tv_name!r} in {root!r} is corrupt or truncated ({detail}); replace the raw files ({_raw_files_hint(cls, root)}) with complete copies") from err
             last = err
             if not download or attempt == retries:
                 break

@@ -1,0 +1,311 @@
+"""The bad-input matrix (docs/bad-inputs.md): each input a user can type gets one cnn-lab error naming the field and the
+allowed values, nothing stored earlier changes, and the flows end Failed with that message."""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cnn import pipeline
+from cnn.data import load_dataset
+from cnn.errors import CheckpointError, CnnLabError, ConfigError, DataError, StorageError, TrainingDiverged
+from cnn.models import create_variant, resolve_input_size
+from cnn.models.generic import GenericCNN, GenericConfig, load_generic_config
+from cnn.pipeline import DatasetRef
+from cnn.storage import Storage
+from cnn.train import TrainConfig
+from idx_data import write_idx_labels, write_mnist_like
+from test_s3 import BUCKET, SECRET, S3Server, free_port, s3_env
+
+DOC = Path(__file__).parents[1] / "docs" / "bad-inputs.md"
+DIGITS = DatasetRef(name="digits", max_train=200, val_size=40)  # 160 training images
+TINY = {"epochs": 1, "batch_size": 64, "lr": 0.05, "device": "cpu"}
+
+
+@dataclass
+class Ctx:
+    """What a case may use: a fresh folder, a local store holding an earlier run, good IDX data, the S3 server."""
+
+    tmp: Path
+    store: Path
+    data: Path
+    s3: S3Server
+    mp: pytest.MonkeyPatch
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class Case:
+    """One bad input: how to make it, the error type, and a regex for the field and the allowed values."""
+
+    id: str
+    call: Callable[[Ctx], Any]
+    error: type[Exception]
+    match: str
+    setup: Callable[[Ctx], None] | None = None
+
+
+# --- helpers the cases use ------------------------------------------------------------------------------------------
+
+
+def _idx_dir(ctx: Ctx, damage: Callable[[Path], None]) -> str:
+    root = write_mnist_like(ctx.tmp / "idx", "FashionMNIST", n_train=100, n_test=40)
+    damage(root / "FashionMNIST" / "raw")
+    return str(root)
+
+
+def _garbage(raw: Path) -> None:
+    (raw / "train-images-idx3-ubyte").write_bytes(b"not an idx file" * 50)
+
+
+def _truncate(raw: Path) -> None:
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+def _label_12(raw: Path) -> None:
+    import numpy as np
+
+    write_idx_labels(raw / "train-labels-idx1-ubyte", np.r_[np.zeros(99), 12].astype(np.uint8))
+
+
+def _train_earlier(ctx: Ctx, variant: str = "lenet1") -> dict[str, Any]:
+    return pipeline.train_variant(DIGITS, variant, str(ctx.store), "earlier", TINY)
+
+
+def _checkpoint_of_lenet1_in_cnn2_5(ctx: Ctx) -> None:
+    _train_earlier(ctx)
+    folder = ctx.store / "digits" / "earlier"
+    (folder / "cnn2_5").mkdir()
+    shutil.copy(folder / "lenet1" / "checkpoint.pt", folder / "cnn2_5" / "checkpoint.pt")
+
+
+def _corrupt_checkpoint(ctx: Ctx) -> None:
+    Storage(str(ctx.store)).write_bytes("digits/earlier/lenet1/checkpoint.pt", b"PK\x03\x04 half a zip file")
+
+
+def _no_network(ctx: Ctx) -> str:
+    import urllib.error
+
+    import torchvision.datasets.mnist as tv_mnist
+
+    def offline(*args: Any, **kwargs: Any) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    ctx.mp.setattr(tv_mnist, "download_and_extract_archive", offline)
+    ctx.mp.setattr("cnn.data.sources.time.sleep", lambda s: None)
+    return str(ctx.tmp / "empty-data")
+
+
+def _without_credentials(ctx: Ctx) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        ctx.mp.delenv(var, raising=False)
+    ctx.mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(ctx.tmp / "no-credentials"))
+    ctx.mp.setenv("AWS_CONFIG_FILE", str(ctx.tmp / "no-config"))
+
+
+def _wrong_credentials(ctx: Ctx) -> None:
+    from moto.core.authorization import enable_iam_authentication
+
+    with enable_iam_authentication():  # the server now checks keys: the test's fake key is unknown to it
+        Storage(f"s3://{BUCKET}/x").check_writable()
+
+
+def _read_only_dir(ctx: Ctx) -> str:
+    """A directory this process cannot write: chmod for a normal user; root ignores modes, so chattr +i (immutable) for root."""
+    folder = ctx.tmp / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        ctx.cleanups.append(lambda: folder.chmod(0o755))
+    elif shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        ctx.cleanups.append(lambda: subprocess.run(["chattr", "-i", str(folder)], check=False))
+    else:
+        pytest.skip("running as root without CAP_LINUX_IMMUTABLE: no directory is read-only for root without a read-only mount")
+    return str(folder)
+
+
+def _file_in_place_of_dir(ctx: Ctx) -> str:
+    (ctx.tmp / "results").write_text("a file where the results folder should be")
+    return str(ctx.tmp / "results")
+
+
+# --- the matrix -----------------------------------------------------------------------------------------------------
+
+CASES = [
+    Case("unknown-dataset", lambda c: load_dataset("imagenet-22k"), ConfigError, r"^dataset: unknown dataset 'imagenet-22k' \(allowed: .*digits, .*fashion-mnist"),
+    Case("unknown-variant", lambda c: create_variant("lenet7", 1, 10), ConfigError, r"^variant: unknown variant 'lenet7' \(allowed: .*lenet1, .*lenet5"),
+    Case("variant-typo-in-list", lambda c: _check_variants("lenet1,LeNet5"), ConfigError, r"^variant: unknown variant 'LeNet5' \(allowed: .*lenet5"),
+    Case("empty-variant-list", lambda c: _check_variants([]), ConfigError, r"^variants: the list is empty \(allowed: .*lenet1"),
+    Case("duplicate-variants", lambda c: _check_variants(["lenet1", "lenet1"]), ConfigError, r"^variants: duplicates in \['lenet1', 'lenet1'\] \(allowed: each variant once\)"),
+    Case("zero-epochs", lambda c: TrainConfig(epochs=0).validate(), ConfigError, r"^epochs: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
+    Case("negative-batch-size", lambda c: TrainConfig(batch_size=-8).validate(), ConfigError, r"^batch_size: must be a positive integer, got -8 \(allowed: an int >= 1\)"),
+    Case("batch-larger-than-train-split", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "big", {**TINY, "batch_size": 512}), ConfigError, r"^batch_size: 512 is larger than the 160 training images \(allowed: 1\.\.160\)"),
+    Case("negative-lr", lambda c: _settings().check_lr(-0.1), ConfigError, r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a float > 0\)"),
+    Case("infinite-lr", lambda c: TrainConfig(lr=math.inf).validate(), ConfigError, r"^lr: must be a positive finite number, got inf \(allowed: a float > 0"),
+    Case("lr-bounds-reversed", lambda c: _settings().check_lr_bounds(1.0, 0.01), ConfigError, r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a float > 1\.0\)"),
+    Case("lr-min-not-positive", lambda c: _settings().check_lr_bounds(0.0, 1.0), ConfigError, r"^lr_min: must be > 0, got 0\.0 \(allowed: a float > 0 and < lr_max\)"),
+    Case("unknown-optimizer", lambda c: TrainConfig(optimizer="rmsprop").validate(), ConfigError, r"^optimizer: unknown optimizer 'rmsprop' \(allowed: sgd, adam, adamw\)"),
+    Case("unknown-schedule", lambda c: TrainConfig(schedule="step").validate(), ConfigError, r"^schedule: unknown schedule 'step' \(allowed: none, onecycle, cosine\)"),
+    Case("momentum-out-of-range", lambda c: TrainConfig(momentum=1.5).validate(), ConfigError, r"^momentum: must be in \[0, 1\), got 1\.5 \(allowed: \[0, 1\)\)"),
+    Case("unknown-device", lambda c: TrainConfig(device="tpu").validate(), ConfigError, r"^device: unknown device 'tpu' \(allowed: auto, cpu, cuda, cuda:N, mps\)"),
+    Case("cuda-without-gpu", lambda c: _cuda_config(), ConfigError, r"^device: CUDA was requested but no GPU is available \(allowed: auto, cpu\)"),
+    Case("val-size-zero", lambda c: load_dataset("digits", val_size=0), ConfigError, r"^val_size: 0 leaves no training or no validation images of 1437 \(allowed: an int in \[1, 1436\] or a float in \(0, 1\)\)"),
+    Case("max-train-zero", lambda c: load_dataset("digits", max_train=0), ConfigError, r"^max_train/max_test: must be positive, got 0 \(allowed: an int >= 1 or None\)"),
+    Case("unknown-train-config-key", lambda c: TrainConfig.from_dict({"epoch": 3}), ConfigError, r"^train config: unknown key\(s\) \['epoch'\] \(allowed: epochs, batch_size, lr, "),
+    Case("unknown-dataset-key", lambda c: pipeline.prepare_dataset({"name": "digits", "maxtrain": 10}), ConfigError, r"^dataset: unknown key\(s\) \['maxtrain'\] \(allowed: .*max_train"),
+    Case("generic-config-shrinks-below-1x1", lambda c: GenericCNN(GenericConfig([8, 8, 8, 8], 3, 2), 1, 10, 28), ConfigError, r"^input_size: 28x28 is too small: layer 'conv4' would shrink .* below 1x1 .*needs at least 46"),
+    Case("input-size-too-small-for-variant", lambda c: resolve_input_size("lenet5", 28, 8), ConfigError, r"^input_size: 8 is too small for variant 'lenet5', which needs at least 28: layer 'c3'"),
+    Case("malformed-json-config", lambda c: load_generic_config('{"conv_channels": [4, 8],\n "dropout": }'), ConfigError, r"^config: malformed JSON in JSON text at line 2 column 13"),
+    Case("unknown-generic-config-key", lambda c: load_generic_config({"conv_chanels": [4]}), ConfigError, r"^conv_chanels: unknown key .*did you mean 'conv_channels'\? \(allowed: conv_channels, kernel_sizes, pool_sizes, fc_sizes, dropout\)"),
+    Case("generic-config-file-missing", lambda c: load_generic_config(c.tmp / "missing.json"), ConfigError, r"^config: no such file: .*missing\.json"),
+    Case("corrupt-idx-file", lambda c: load_dataset("fashion-mnist", _idx_dir(c, _garbage), download=False), DataError, r"^data_dir: dataset 'FashionMNIST' in .* is corrupt or truncated \(.*\); replace the raw files \(.*train-images-idx3-ubyte"),
+    Case("truncated-idx-file", lambda c: load_dataset("fashion-mnist", _idx_dir(c, _truncate), download=False), DataError, r"^data_dir: dataset 'FashionMNIST' in .* is corrupt or truncated \(RuntimeError: shape .* is invalid"),
+    Case("labels-out-of-range", lambda c: load_dataset("fashion-mnist", _idx_dir(c, _label_12), download=False), ConfigError, r"^labels: train split has label 12, outside the 10 classes \(allowed: 0\.\.9\)"),
+    Case("dataset-missing-download-off", lambda c: load_dataset("fashion-mnist", str(c.tmp / "empty"), download=False), DataError, r"^dataset 'FashionMNIST' is not in data_dir and download is off .*Ways out: pass data_dir .* or use dataset='digits'"),
+    Case("dataset-missing-no-network", lambda c: load_dataset("fashion-mnist", _no_network(c)), DataError, r"^dataset 'FashionMNIST' could not be downloaded \(RuntimeError: Error downloading .*Ways out: .*dataset='digits'"),
+    Case("unsupported-storage-scheme", lambda c: Storage("ftp://host/results"), ConfigError, r"^storage: unsupported scheme 'ftp' in 'ftp://host/results' \(allowed: file://, s3://, memory://, a local path\)"),
+    Case("empty-storage", lambda c: Storage(""), ConfigError, r"^storage: must be a non-empty path or URL, got '' \(allowed: a local path, file://path, s3://bucket/prefix or memory://path\)"),
+    Case("credentials-in-storage-url", lambda c: Storage(f"s3://AKIDEXAMPLE:{SECRET}@{BUCKET}/x"), ConfigError, r"^storage: credentials in the URL are not accepted .*'s3://\*\*\*@cnn-lab/x' \(allowed: s3://bucket/prefix with credentials from AWS_ACCESS_KEY_ID"),
+    Case("invalid-bucket-name", lambda c: Storage("s3://My_Bucket/results"), ConfigError, r"^storage: 'My_Bucket' is not a valid S3 bucket name .*\(allowed: s3://bucket/prefix, bucket: 3-63 lowercase"),
+    Case("missing-bucket", lambda c: Storage("s3://no-such-bucket/x").check_writable(), StorageError, r"^storage: cannot write to s3://no-such-bucket/x: bucket 'no-such-bucket' does not exist at http://127\.0\.0\.1:\d+: create it, or point storage at an existing bucket$"),
+    Case("wrong-credentials", _wrong_credentials, StorageError, r"^storage: cannot write to s3://cnn-lab/x: access denied \(.*\): check the credentials \(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(\+ AWS_SESSION_TOKEN\), or AWS_PROFILE\) and the bucket policy$"),
+    Case("no-credentials", lambda c: Storage(f"s3://{BUCKET}/x", storage_options={"skip_instance_cache": True}).check_writable(), StorageError, r"^storage: cannot write to s3://cnn-lab/x: no usable credentials for 'cnn-lab': set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", setup=_without_credentials),
+    Case("unreachable-endpoint", lambda c: Storage(f"s3://{BUCKET}/x", retries=2, backoff=0).check_writable(), StorageError, r"^storage: cannot write to s3://cnn-lab/x: failed after 2 attempt\(s\): EndpointConnectionError: .*; is the endpoint http://127\.0\.0\.1:\d+ \(CNN_LAB_S3_ENDPOINT_URL\) reachable\?$", setup=lambda c: c.mp.setenv("CNN_LAB_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")),
+    Case("endpoint-not-a-url", lambda c: Storage(f"s3://{BUCKET}/x"), ConfigError, r"^CNN_LAB_S3_ENDPOINT_URL: 'localhost:9000' is not an http\(s\) URL \(allowed: http://host:port or https://host\)", setup=lambda c: c.mp.setenv("CNN_LAB_S3_ENDPOINT_URL", "localhost:9000")),
+    Case("storage-retries-not-a-number", lambda c: Storage("memory://x"), ConfigError, r"^CNN_LAB_STORAGE_RETRIES: must be a number >= 1, got 'many' \(allowed: a number >= 1\)", setup=lambda c: c.mp.setenv("CNN_LAB_STORAGE_RETRIES", "many")),
+    Case("read-only-storage-dir", lambda c: Storage(_read_only_dir(c)).check_writable(), StorageError, r"^storage: cannot write to \S+/read-only: (permission denied|operation not permitted): the folder is (not writable|read-only)"),
+    Case("file-in-place-of-storage-dir", lambda c: Storage(_file_in_place_of_dir(c) + "/run").check_writable(), StorageError, r"^storage: cannot write to \S+/results/run: a file is in the way: part of the path is a file, not a folder"),
+    Case("corrupt-checkpoint", lambda c: _train_earlier(c), CheckpointError, r"^checkpoint .*/digits/earlier/lenet1/checkpoint\.pt is corrupt or unreadable \(RuntimeError: PytorchStreamReader failed reading zip archive: not a ZIP archive\); move it aside or use another run name to train afresh$", setup=_corrupt_checkpoint),
+    Case("checkpoint-of-another-variant", lambda c: _train_earlier(c, "cnn2_5"), CheckpointError, r"^checkpoint .*/earlier/cnn2_5/checkpoint\.pt belongs to variant 'lenet1', not 'cnn2_5'; each variant resumes only from its own folder's checkpoint$", setup=_checkpoint_of_lenet1_in_cnn2_5),
+    Case("checkpoint-with-other-settings", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "earlier", {**TINY, "epochs": 3, "lr": 0.1}), CheckpointError, r"^checkpoint .*/earlier/lenet1/checkpoint\.pt was written with other settings \(epochs 1 -> 3, lr 0\.05 -> 0\.1\); resume with the same settings, or use another run name", setup=_train_earlier),
+    Case("weights-not-the-trained-model", lambda c: pipeline.evaluate_variant(DIGITS, "lenet1", str(c.store), "digits/earlier/lenet1", model_id="0" * 24, device="cpu"), CheckpointError, r"^.*/earlier/lenet1/model\.pt holds weights \w+, not the trained model 0{24}; retrain the variant$", setup=_train_earlier),
+    Case("nan-loss", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "diverged", {**TINY, "lr": 1e6, "schedule": "none"}), TrainingDiverged, r"^loss became (nan|inf) at epoch 1, step \d+ \(lr=1e\+06\); lower lr or check the inputs$"),
+    Case("run-name-with-dotdot", lambda c: pipeline.variant_dir("digits", "../escape", "lenet1"), ConfigError, r"^run: '\.\./escape' is not a safe name \(allowed: letters, digits, '\.', '_', '-'"),
+    Case("absolute-run-name", lambda c: pipeline.variant_dir("digits", "/etc/cron.d", "lenet1"), ConfigError, r"^run: '/etc/cron\.d' is not a safe name \(allowed: letters, digits"),
+    Case("unsafe-subdir", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "sub", TINY, subdir="../../x"), ConfigError, r"^subdir: '\.\./\.\./x' is not a safe name \(allowed: letters, digits"),
+    Case("unknown-refresh-step", lambda c: _settings().check_refresh(["training"]), ConfigError, r"^refresh: unknown step\(s\) \['training'\] \(allowed: lr, train, evaluate, features\)"),
+]
+
+
+def _settings():
+    from flows import settings
+
+    return settings
+
+
+def _check_variants(value: Any) -> list[str]:
+    return _settings().check_variants(value)
+
+
+def _cuda_config() -> TrainConfig:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    return TrainConfig(device="cuda").validate()
+
+
+# --- fixtures -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server = S3Server().start()
+    server.client().create_bucket(Bucket=BUCKET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ctx(tmp_path, fashion_dir, s3_server, monkeypatch):
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "CNN_LAB_STORAGE_RETRIES", "CNN_LAB_STORAGE_BACKOFF"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in s3_env(s3_server.endpoint).items():
+        monkeypatch.setenv(var, value)
+    store = Storage(str(tmp_path / "store"))
+    store.write_json("digits/earlier/generic_1/metrics.json", {"accuracy": 0.91})
+    store.write_text("digits/earlier/comparison.md", "| variant | test acc |\n| generic_1 | 0.91 |\n")
+    Storage(f"s3://{BUCKET}/earlier").write_json("digits/earlier/generic_1/row.json", {"test_acc": 0.91})
+    context = Ctx(tmp_path, tmp_path / "store", fashion_dir, s3_server, monkeypatch)
+    yield context
+    for undo in reversed(context.cleanups):
+        undo()
+
+
+def _snapshot(ctx: Ctx) -> dict[str, bytes]:
+    """Every stored file: the local store and the bucket."""
+    files = {f"local:{p.relative_to(ctx.store)}": p.read_bytes() for p in ctx.store.rglob("*") if p.is_file()}
+    return files | {f"s3:{k}": v for k, v in ctx.s3.objects().items()}
+
+
+def test_the_matrix_has_at_least_25_bad_inputs_and_matches_the_docs() -> None:
+    ids = [c.id for c in CASES] + [c[0] for c in FLOW_CASES]
+    assert len(CASES) >= 25 and len(ids) == len(set(ids))
+    documented = re.findall(r"^\| \d+ \| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
+    assert sorted(documented) == sorted(ids), "docs/bad-inputs.md and the tests list different bad inputs"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_one_clear_error_and_loses_nothing(case: Case, ctx: Ctx) -> None:
+    if case.setup:
+        case.setup(ctx)
+    before = _snapshot(ctx)
+    with pytest.raises(case.error) as err:
+        case.call(ctx)
+    text = str(err.value)
+    assert isinstance(err.value, CnnLabError), f"not a cnn-lab error: {type(err.value).__name__}"
+    assert re.search(case.match, text), text
+    assert "\n" not in text and "Traceback" not in text
+    assert SECRET not in text
+    assert _snapshot(ctx) == before, "a failed call changed what was stored"
+
+
+# --- through the flows: the Prefect run ends Failed with the same message ------------------------------------------
+
+FLOW_CASES = [
+    ("flow-repeats-zero", "compare", {"repeats": 0}, r"ConfigError: repeats: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
+    ("flow-unknown-optimizer", "compare", {"optimizer": "rmsprop"}, r"optimizer: Input should be 'sgd', 'adam' or 'adamw'"),
+    ("flow-unsafe-variant-name", "compare", {"variants": ["../../etc"]}, r"variants\.0: Input should be 'alexnet'.*'lenet1'"),
+    ("flow-batch-larger-than-train-split", "compare", {"batch_size": 1000}, r"every variant failed: lenet1: ConfigError: batch_size: 1000 is larger than the 240 training images \(allowed: 1\.\.240\)"),
+    ("flow-corrupt-idx-file", "compare", {"data_dir": "corrupt"}, r"DataError: data_dir: dataset 'FashionMNIST' in .* is corrupt or truncated"),
+    ("flow-missing-bucket", "compare", {"storage": "s3://no-such-bucket/results"}, r"StorageError: storage: cannot write to s3://no-such-bucket/results: bucket 'no-such-bucket' does not exist"),
+    ("flow-credentials-in-storage-url", "compare", {"storage": f"s3://AKIDEXAMPLE:{SECRET}@{BUCKET}/results"}, r"ConfigError: storage: credentials in the URL are not accepted"),
+    ("flow-file-in-place-of-storage-dir", "compare", {"storage": "file-in-place"}, r"StorageError: storage: cannot write to \S+/results/run: a file is in the way"),
+    ("flow-nan-loss", "variant", {"lr": 1e6, "schedule": "none"}, r"TrainingDiverged: loss became (nan|inf) at epoch 1, step \d+ \(lr=1e\+06\); lower lr"),
+    ("flow-resume-with-other-epochs", "variant", {"epochs": 2, "run": "earlier"}, r"CheckpointError: checkpoint .*/earlier/lenet1/checkpoint\.pt was written with other settings \(epochs 1 -> 2\)"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case_id", "flow", "override", "match"), FLOW_CASES, ids=[c[0] for c in FLOW_CASES])
+def test_bad_input_fails_the_flow_run_with_the_message(prefect_harness, ctx: Ctx, case_id: str, flow: str, override: dict[str, Any], match: str) -> None:
+    from flows.compare import compare_architectures
+    from flows.variant import train_variant_flow
+
+    kwargs: dict[str, Any] = {"dataset": "fashion-mnist", "epochs": 1, "batch_size": 64, "lr": 0.05, "data_dir": str(ctx.data), "storage": str(ctx.store), "max_train": 300, "val_size": 60, "device": "cpu", **override}
+    if kwargs["data_dir"] == "corrupt":
+        kwargs["data_dir"] = _idx_dir(ctx, _truncate)
+    if kwargs["storage"] == "file-in-place":
+        kwargs["storage"] = _file_in_place_of_dir(ctx) + "/run"
+    if flow == "compare":
+        kwargs.setdefault("variants", ["lenet1"])
+        run = lambda: compare_architectures(**kwargs, return_state=True)  # noqa: E731
+    else:
+        run = lambda: train_variant_flow(variant="lenet1", **kwargs, return_state=True)  # noqa: E731
+        if case_id == "flow-resume-with-other-epochs":
+            assert train_variant_flow(variant="lenet1", **{**kwargs, "epochs": 1}, return_state=True).is_completed()
+    before = _snapshot(ctx)
+    state = run()
+    assert state.is_failed()
+    assert re.search(match, state.message), state.message
+    assert SECRET not in state.message
+    after = _snapshot(ctx)
+    assert {k: after.get(k) for k in before} == before, "a failed run changed files stored earlier"

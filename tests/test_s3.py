@@ -1,0 +1,233 @@
+"""S3 through s3fs against moto's ThreadedMotoServer on 127.0.0.1 (the MinIO code path): keys, single puts, outages, and a
+full comparison with storage=s3://... that a second worker process reads back."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from cnn.errors import StorageError
+from cnn.storage import Storage
+
+KEY_ID = "cnnlabtestkeyid"
+SECRET = "cnnlab-SECRET-9c2e41f7a0"
+BUCKET = "cnn-lab"
+VARIANTS = ["lenet1", "generic_2"]
+LAYOUT = ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "metrics.json", "history.csv", "checkpoint.pt", "model.pt", "row.json")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class S3Server:
+    """moto's ThreadedMotoServer on 127.0.0.1; `stop` closes the socket (clients get 'connection refused'), `start` reuses the port and the data."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server = None
+
+    def start(self) -> S3Server:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        self._server._server.server_close()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+
+    def objects(self, bucket: str = BUCKET) -> dict[str, bytes]:
+        """Every object in `bucket` with its bytes."""
+        client = self.client()
+        keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+        return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """Fake credentials and the endpoint, as a worker gets them from its environment."""
+    return {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1", "CNN_LAB_S3_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A started server with bucket BUCKET, its endpoint and fake credentials in the environment."""
+    server = S3Server().start()
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            mp.delenv(var, raising=False)
+        for var, value in s3_env(server.endpoint).items():
+            mp.setenv(var, value)
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+    server.stop()
+
+
+def test_keys_follow_the_layout_under_the_prefix(s3) -> None:
+    store = Storage(f"s3://{BUCKET}/keys/")
+    store.write_json("fashion-mnist/run1/lenet1/metrics.json", {"accuracy": 0.5})
+    store.write_bytes("fashion-mnist/run1/lenet1/filters/conv1.png", b"\x89PNG")
+    assert {k: v for k, v in s3.objects().items() if k.startswith("keys/")} == {
+        "keys/fashion-mnist/run1/lenet1/metrics.json": b'{\n  "accuracy": 0.5\n}',
+        "keys/fashion-mnist/run1/lenet1/filters/conv1.png": b"\x89PNG",
+    }
+    assert store.list("fashion-mnist/run1/lenet1") == ["filters", "metrics.json"]
+    assert store.read_json("fashion-mnist/run1/lenet1/metrics.json") == {"accuracy": 0.5} and store.exists("fashion-mnist/run1")
+
+
+def test_a_write_is_one_put_and_readers_see_whole_objects(s3, monkeypatch) -> None:
+    store = Storage(f"s3://{BUCKET}/atomic")
+    size = 2 << 20
+    store.write_bytes("v/model.pt", b"a" * size)
+    calls: list[str] = []
+    real = store.fs._call_s3
+
+    async def spy(method, *args, **kwargs):
+        calls.append(method)
+        return await real(method, *args, **kwargs)
+
+    monkeypatch.setattr(store.fs, "_call_s3", spy)
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(12):
+            store.write_bytes("v/model.pt", (b"b" if i % 2 == 0 else b"a") * size)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = []
+    while not done.is_set():
+        data = store.read_bytes("v/model.pt")
+        seen.append((len(data), data[:1], data[-1:]))
+    thread.join()
+    assert calls.count("put_object") == 12 and not [c for c in calls if "multipart" in c.lower()]
+    assert seen and all(n == size and first == last for n, first, last in seen)
+
+
+def test_outage_is_retried_then_names_the_url_and_nothing_is_lost(s3, monkeypatch, caplog) -> None:
+    server = S3Server().start()
+    server.client().create_bucket(Bucket="outage")
+    monkeypatch.setenv("CNN_LAB_S3_ENDPOINT_URL", server.endpoint)
+    store = Storage("s3://outage/run", retries=2, backoff=0.05)
+    store.write_text("d/r/v/history.csv", "epoch\n1\n")
+    server.stop()
+    try:
+        with pytest.raises(StorageError) as err:
+            store.write_text("d/r/v/history.csv", "epoch\n1\n2\n")
+    finally:
+        server.start()
+    text = str(err.value)
+    assert text.startswith("storage: cannot write s3://outage/run/d/r/v/history.csv: failed after 2 attempt(s)")
+    assert server.endpoint in text and "CNN_LAB_S3_ENDPOINT_URL" in text
+    assert SECRET not in text + caplog.text and KEY_ID not in text
+    assert "retrying" in caplog.text
+    assert store.read_text("d/r/v/history.csv") == "epoch\n1\n"  # the server is back: the old object is intact
+    server.stop()
+
+
+# --- a full comparison on S3, read back by a second worker ---------------------------------------------------------
+
+SECOND_WORKER = r"""
+import hashlib, json, sys
+import torch
+from prefect.filesystems import RemoteFileSystem
+from prefect.results import ResultStore
+from cnn.evaluate import evaluate
+from cnn.gallery import load_variant_model
+from cnn.pipeline import DatasetRef, get_dataset
+from cnn.storage import Storage
+from cnn.train import make_loader
+
+url, ref, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+store = Storage(url)
+data = get_dataset(DatasetRef(**ref))
+out = {"variants": {}, "task_results": {}}
+for variant, folder in folders.items():
+    model, size = load_variant_model(store, folder, variant, data)
+    res = evaluate(model, make_loader(data, "test", batch_size=256, input_size=size, device=torch.device("cpu")), data.classes)
+    out["variants"][variant] = {
+        "row_acc": store.read_json(f"{folder}/row.json")["test_acc"],
+        "metrics_acc": store.read_json(f"{folder}/metrics.json")["accuracy"],
+        "recomputed_acc": res.accuracy,
+        "model_id": hashlib.blake2b(store.read_bytes(f"{folder}/model.pt"), digest_size=12).hexdigest(),
+    }
+results = ResultStore(result_storage=RemoteFileSystem(basepath=store.path("_prefect-results"), settings={"client_kwargs": {"endpoint_url": store.endpoint_url}}))
+for key in store.list("_prefect-results"):
+    value = results.read(key).result
+    if isinstance(value, dict) and "model_id" in value and "epochs" in value:
+        out["task_results"][value["variant"]] = value["model_id"]
+print(json.dumps(out))
+"""
+
+
+async def _prefect_texts(flow_run_id) -> list[str]:
+    """Everything Prefect holds about the run: parameters, logs, artifacts, block documents."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts()
+        blocks = await client.read_block_documents(include_secrets=True)
+    return [json.dumps(run.parameters), *(log.message for log in logs), *(str(a.data) for a in artifacts), *(json.dumps(b.data, default=str) for b in blocks)]
+
+
+@pytest.mark.slow
+def test_comparison_on_s3_is_read_back_by_a_second_worker(s3, prefect_harness, fashion_dir: Path) -> None:
+    from flows.compare import compare_architectures
+
+    url = f"s3://{BUCKET}/results"
+    ref = {"name": "fashion-mnist", "data_dir": str(fashion_dir), "val_size": 80, "seed": 0, "max_train": 400, "max_test": None}
+    state = compare_architectures(dataset="fashion-mnist", variants=VARIANTS, epochs=1, batch_size=64, data_dir=str(fashion_dir), storage=url, run="s3-e2e", max_train=400, val_size=80, device="cpu", return_state=True)
+    assert state.is_completed(), state.message
+    rows = {r["variant"]: r for r in state.result()["rows"]}
+    assert all(r["status"] == "ok" for r in rows.values())
+
+    objects = s3.objects()
+    keys = set(objects)
+    for variant in VARIANTS:
+        folder = f"results/fashion-mnist/s3-e2e/{variant}"
+        assert {f"{folder}/{name}" for name in LAYOUT} <= keys
+        assert any(k.startswith(f"{folder}/filters/") and k.endswith(".png") for k in keys)
+        assert any(k.startswith(f"{folder}/feature_maps/") and k.endswith(".png") for k in keys)
+    assert {"results/fashion-mnist/s3-e2e/comparison.md", "results/fashion-mnist/s3-e2e/comparison.csv"} <= keys
+    assert any(k.startswith("results/_prefect-results/") for k in keys), "task results are not in the store"
+    assert not [k for k in keys if ".tmp-" in k or "write-check" in k]
+
+    for text in [*(v.decode("latin-1") for v in objects.values()), *asyncio.run(_prefect_texts(state.state_details.flow_run_id))]:
+        assert SECRET not in text
+
+    folders = {v: f"fashion-mnist/s3-e2e/{v}" for v in VARIANTS}
+    worker = subprocess.run([sys.executable, "-c", SECOND_WORKER, url, json.dumps(ref), json.dumps(folders)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, timeout=120)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    seen = json.loads(worker.stdout.strip().splitlines()[-1])
+    for variant in VARIANTS:
+        got = seen["variants"][variant]
+        assert got["row_acc"] == got["metrics_acc"] == rows[variant]["test_acc"]
+        assert got["recomputed_acc"] == pytest.approx(rows[variant]["test_acc"], abs=1e-9)
+        assert got["model_id"] == hashlib.blake2b(objects[f"results/{folders[variant]}/model.pt"], digest_size=12).hexdigest()
+    assert seen["task_results"] == {v: seen["variants"][v]["model_id"] for v in VARIANTS}
