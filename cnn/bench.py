@@ -37,6 +37,7 @@ from cnn.train import Precision, TrainConfig, Trainer, build_optimizer, make_loa
 
 DEFAULT_BATCH_SIZE = 256  # CPU: ~as fast as 512/1024 on 2 cores and, unlike them, as accurate as seed-style after 1 epoch
 SEED_BATCH_SIZE = 64
+TARGET_RATIO_SEED_BATCH, TARGET_RATIO_DEFAULT_BATCH = 5.0, 6.0  # the issue's speed-up targets on CPU
 SEED_LR = 0.01
 BASE_LR, BASE_BATCH = 0.05, 256  # TrainConfig's default lr at its default batch; other batches scale linearly
 LR_MIN, LR_MAX = 1e-6, 1.0  # the flows' range-test bounds (cnn.pipeline.find_lr)
@@ -48,6 +49,7 @@ SCALING_VARIANTS = ("cnn2_5", "cnn2_3", "cnn2_7", "lenet5")
 GPU_NOT_MEASURED = "GPU not measured (no CUDA device)"
 SEED_NAME = "seed-style"
 FAST_NAME = "cnn-lab"
+PROPOSED_NAME = "cnn-lab+channels_last"  # the Trainer with the change this benchmark recommends for CPU
 
 
 # ---------------------------------------------------------------- data: IDX files in torchvision's raw layout
@@ -288,9 +290,10 @@ def _memory(device: torch.device, baseline: float | None) -> dict[str, Any]:
     return {"peak_mem_mb": peak, "mem_growth_mb": None if baseline is None else max(0.0, peak - baseline), "peak_mem_scope": "process" if baseline is None else "run"}
 
 
-def run_seed_style(model: nn.Module, root: Path, data: DatasetSplits, input_size: int, epochs: int, device: torch.device) -> dict[str, Any]:
+def run_seed_style(model: nn.Module, root: Path, data: DatasetSplits, input_size: int, epochs: int, device: torch.device, *, seed: int = 0) -> dict[str, Any]:
     """`epochs` seed-style epochs with one optimizer, then the test accuracy; one row of the table."""
     baseline = reset_peak_memory(device)
+    torch.manual_seed(seed)  # the DataLoader's shuffle and the dropout masks
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=SEED_LR, momentum=0.9)
     cpu = cpu_snapshot()
@@ -305,10 +308,10 @@ def run_seed_style(model: nn.Module, root: Path, data: DatasetSplits, input_size
     }
 
 
-def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int, batch_size: int, device: torch.device, *, lr: float | None = None, channels_last: bool | None = None, seed: int = 0) -> dict[str, Any]:
-    """cnn-lab's Trainer at `batch_size` (lr scaled to it unless given); one row of the table."""
+def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int, batch_size: int, device: torch.device, *, lr: float | None = None, channels_last: bool | None = None, amp: bool | None = None, seed: int = 0) -> dict[str, Any]:
+    """cnn-lab's Trainer at `batch_size` (lr scaled to it unless given; None options keep the Trainer's defaults); one table row."""
     baseline = reset_peak_memory(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else scaled_lr(batch_size), seed=seed, device=str(device), channels_last=channels_last)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else scaled_lr(batch_size), seed=seed, device=str(device), channels_last=channels_last, amp=amp)
     cpu = cpu_snapshot()
     row = fast_epochs(model, data, config, input_size)
     others = other_load(cpu)
@@ -347,11 +350,12 @@ def _pick_lr(lr: float | str, model: nn.Module, data: DatasetSplits, input_size:
     return float(lr), "given"
 
 
-def bench_training(variant: str = "cnn2_5", n_train: int = 60_000, epochs: int = 1, batch_sizes: Sequence[int] = (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE), device: str = "auto", data_root: str | Path | None = None, *, n_test: int = N_TEST, seed: int = 0, repeats: int = 1, lr: float | str = "auto", channels_last: bool | None = None) -> dict[str, Any]:
+def bench_training(variant: str = "cnn2_5", n_train: int = 60_000, epochs: int = 1, batch_sizes: Sequence[int] = (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE), device: str = "auto", data_root: str | Path | None = None, *, n_test: int = N_TEST, seed: int = 0, repeats: int = 1, lr: float | str = "auto", proposals: bool = True) -> dict[str, Any]:
     """Seed-style vs cnn-lab on the same seeded model and data for `epochs`; img/s is the median over `repeats`.
 
     cnn-lab's lr follows its batch size: by default the LR range test picks it, as in the flows (its cost is
-    reported by `bench_lr_finder`, not counted here). Repeats are interleaved so both pipelines see the same load.
+    reported by `bench_lr_finder`, not counted here). Repeats are interleaved so every pipeline sees the same load.
+    With `proposals`, rows for the change this benchmark recommends (channels_last where the Trainer leaves it off) follow.
     """
     sizes = _check_sizes(n_train, epochs, batch_sizes)
     dev = resolve_device(device)
@@ -360,17 +364,20 @@ def bench_training(variant: str = "cnn2_5", n_train: int = 60_000, epochs: int =
     data = load_splits(root)
     model0, size = _model(variant, data, seed)
     lrs = {bs: _pick_lr(lr, model0, data, size, bs, dev, seed) for bs in sizes}
+    setups = [(FAST_NAME, bs, None) for bs in sizes]
+    if proposals and not Precision(dev, None, None).channels_last:
+        setups += [(PROPOSED_NAME, bs, True) for bs in sizes]
     seed_runs: list[dict[str, Any]] = []
-    fast_runs: dict[int, list[dict[str, Any]]] = {bs: [] for bs in sizes}
+    fast_runs: dict[tuple, list[dict[str, Any]]] = {setup: [] for setup in setups}
     for _ in range(repeats):
-        seed_runs.append(run_seed_style(copy.deepcopy(model0), root, data, size, epochs, dev))
-        for bs in sizes:
+        seed_runs.append(run_seed_style(copy.deepcopy(model0), root, data, size, epochs, dev, seed=seed))
+        for name, bs, channels_last in setups:
             row = run_fast(copy.deepcopy(model0), data, size, epochs, bs, dev, lr=lrs[bs][0], channels_last=channels_last, seed=seed)
-            fast_runs[bs].append({**row, "lr_source": lrs[bs][1]})
+            fast_runs[(name, bs, channels_last)].append({**row, "pipeline": name, "lr_source": lrs[bs][1]})
     seed_row = {**_median_row(seed_runs), "ratio": 1.0, "ratio_best": 1.0}
     fast_rows = []
-    for bs in sizes:
-        row = _median_row(fast_runs[bs])
+    for setup in setups:
+        row = _median_row(fast_runs[setup])
         row["ratio"] = row["img_per_s"] / seed_row["img_per_s"]
         row["ratio_best"] = row["img_per_s_best"] / seed_row["img_per_s_best"]
         row["acc_delta"] = row["test_acc"] - seed_row["test_acc"]
@@ -490,12 +497,31 @@ def run_benchmarks(quick: bool = False, device: str = "auto", *, variant: str = 
         training = bench_training(variant, n, epochs, batches, str(dev), root, n_test=n_test, repeats=repeats, lr=lr)
         results = {
             "quick": quick, "environment": environment(dev), "training": training,
-            "lr_finder": bench_lr_finder(variant, n, batches[-1], str(dev), root, n_test=n_test),
+            "lr_finder": bench_lr_finder(variant, n, DEFAULT_BATCH_SIZE, str(dev), root, n_test=n_test),
             "eval": bench_eval(variant, n, device=str(dev), data_root=root, n_test=n_test),
-            "scaling": bench_scaling(sizes, variants, batch_size=batches[-1], device=str(dev), data_root=root, n_test=n_test),
+            "scaling": bench_scaling(sizes, variants, batch_size=DEFAULT_BATCH_SIZE, device=str(dev), data_root=root, n_test=n_test),
         }
-    results["gpu"] = "measured" if dev.type == "cuda" else GPU_NOT_MEASURED
+    results["gpu"] = f"measured on {results['environment']['device_name']}" if dev.type == "cuda" else GPU_NOT_MEASURED
+    results["targets"] = check_targets(results)
     return results
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value and whether it is met (median figures)."""
+    training, checks = results["training"], []
+    seed = training["seed_style"]
+    for name in (FAST_NAME, PROPOSED_NAME):
+        rows = {r["batch_size"]: r for r in training["fast"] if r["pipeline"] == name}
+        for bs, goal in ((SEED_BATCH_SIZE, TARGET_RATIO_SEED_BATCH), (DEFAULT_BATCH_SIZE, TARGET_RATIO_DEFAULT_BATCH)):
+            if bs in rows:
+                checks.append({"target": f"{name} batch {bs}: img/s >= {goal:g}x seed-style", "value": rows[bs]["ratio"], "met": rows[bs]["ratio"] >= goal})
+        for bs, row in rows.items():
+            checks.append({"target": f"{name} batch {bs}: test acc >= seed-style's {seed['test_acc']:.4f}", "value": row["test_acc"], "met": row["test_acc"] >= seed["test_acc"]})
+    if "lr_finder" in results:
+        lf = results["lr_finder"]
+        checks.append({"target": f"LR range test at batch {lf['batch_size']}: <= 1 epoch of images", "value": lf["epochs_cost"], "met": lf["epochs_cost"] <= 1.0})
+        checks.append({"target": f"LR range test at batch {lf['batch_size']}: <= 1 training epoch of time", "value": lf["time_vs_epoch"], "met": lf["time_vs_epoch"] <= 1.0})
+    return checks
 
 
 # ---------------------------------------------------------------- output
@@ -504,7 +530,8 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) 
     """Fixed-width text table of `rows`; columns are (key, header, format)."""
     cells = [[h for _, h, _ in columns]] + [[format(r.get(k), f) if r.get(k) is not None else "-" for k, _, f in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    left = [f == "s" for _, _, f in columns]
+    lines = ["  ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(row, widths, left)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -515,6 +542,8 @@ def format_table(results: dict[str, Any]) -> str:
     training = results.get("training", results if "seed_style" in results else None)
     env = results.get("environment", training or results)
     parts.append(f"device {env.get('device')} ({env.get('device_name')}), torch {env.get('torch')}, {env.get('threads')} threads, {env.get('cpu_count')} cores, load {_load(env)}")
+    if results.get("quick"):
+        parts.append("quick run: a few thousand images, a smoke test; its speeds and accuracies say little")
     if training:
         parts.append(f"\nTraining: {training['variant']} ({training['params']} params), {training['n_train']} train / {training['n_test']} test images, {training['epochs']} epoch(s), median and best of {training['repeats']} run(s); 'others' = cores other processes kept busy meanwhile")
         rows = [{**training["seed_style"], "device": training["device"], "torch": training["torch"]}]
@@ -532,6 +561,10 @@ def format_table(results: dict[str, Any]) -> str:
         parts.append(_table(sc["by_size"], [("n_train", "images", ",d"), ("seconds", "epoch s", ".2f"), ("img_per_s", "img/s", ",.0f")]))
         parts.append(f"total time (data load {sc['load_seconds']:.2f} s + one epoch per variant) vs number of variants")
         parts.append(_table(sc["by_count"], [("variants", "variants", "d"), ("total_seconds", "total s", ".2f")]))
+    if results.get("targets"):
+        parts.append("\nTargets (median figures)")
+        rows = [{**t, "met": "met" if t["met"] else "MISSED"} for t in results["targets"]]
+        parts.append(_table(rows, [("target", "target", "s"), ("value", "value", ".3f"), ("met", "", "s")]))
     if "gpu" in results:
         parts.append(f"\nGPU: {results['gpu']}")
     return "\n".join(parts)

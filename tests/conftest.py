@@ -9,6 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite runs servers, workers and flow-run subprocesses side by side on 2 cores; torch's default of one
+# OpenMP thread per core then oversubscribes the CPU and spin-waits (tiny models ran 50x slower). One thread
+# each, inherited by every subprocess, keeps the tests fast. Benchmarks (cnn-lab bench) use torch's default.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from idx_data import write_mnist_like  # noqa: E402
 

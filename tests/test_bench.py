@@ -32,7 +32,7 @@ def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> Non
     training = quick_results["training"]
     seed, fast = training["seed_style"], training["fast"]
     assert seed["pipeline"] == "seed-style" and seed["batch_size"] == 64
-    assert [row["batch_size"] for row in fast] == [64, bench.DEFAULT_BATCH_SIZE]
+    assert [row["batch_size"] for row in fast if row["pipeline"] == "cnn-lab"] == [64, bench.DEFAULT_BATCH_SIZE]
     for row in [seed, *fast]:
         assert row["img_per_s"] > 0 and row["seconds"] > 0 and row["peak_mem_mb"] > 0
         assert 0.0 <= row["test_acc"] <= 1.0
@@ -103,9 +103,24 @@ def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
 
 def test_bench_training_uses_the_same_data_and_init(small_root: Path) -> None:
     res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, lr="scaled")
-    assert res["seed_style"]["images"] == res["fast"][0]["images"] == 300
-    assert res["n_train"] == 300 and res["fast"][0]["batch_size"] == 100
-    assert res["fast"][0]["lr"] == pytest.approx(bench.scaled_lr(100))
+    plain, proposed = res["fast"]  # on CPU the Trainer leaves channels_last off, so the proposal row follows
+    assert res["seed_style"]["images"] == plain["images"] == proposed["images"] == 300
+    assert res["n_train"] == 300 and plain["batch_size"] == proposed["batch_size"] == 100
+    assert (plain["pipeline"], plain["channels_last"]) == ("cnn-lab", False)
+    assert (proposed["pipeline"], proposed["channels_last"]) == ("cnn-lab+channels_last", True)
+    assert plain["lr"] == pytest.approx(bench.scaled_lr(100)) and plain["lr_source"] == "linear scaling"
+
+
+def test_bench_training_lr_auto_runs_the_range_test(small_root: Path) -> None:
+    res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, proposals=False)
+    [row] = res["fast"]
+    assert row["lr_source"] == "range test" and row["lr"] > 0
+
+
+def test_bench_training_rejects_a_bad_lr(small_root: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, lr="fast")
+    assert err.value.field == "lr"
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [({"n_train": 0}, "n_train"), ({"epochs": 0}, "epochs"), ({"batch_sizes": ()}, "batch_sizes")])
