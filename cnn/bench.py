@@ -333,6 +333,7 @@ def find_lr(model: nn.Module, data: DatasetSplits, input_size: int, batch_size: 
 
     wx, wy = next(iter(loader))
     _warm_up(model, wx, wy)
+    torch.manual_seed(seed)  # dropout masks of the sweep, so the suggestion does not depend on earlier calls
     start = time.perf_counter()
     result = lr_range_test(model, opt, loader, start_lr=LR_MIN, end_lr=LR_MAX, num_steps=max(2, min(num_steps, len(loader))), fallback_lr=SEED_LR, step_fn=step_fn)
     _sync(device)
@@ -468,7 +469,7 @@ def bench_scaling(sizes: Sequence[int] = FULL_SIZES, variants: Sequence[str] = S
         data = load_splits(root, max_train=n)
         model, size = _model(variants[0], data, seed)
         row = run_fast(model, data, size, 1, batch_size, dev, seed=seed)
-        by_size.append({"n_train": int(data.train_y.numel()), "seconds": row["seconds"], "img_per_s": row["img_per_s"], "variant": variants[0]})
+        by_size.append({"n_train": int(data.train_y.numel()), "seconds": row["seconds"], "img_per_s": row["img_per_s"], "variant": variants[0], "other_load": row["other_load"]})
     start = time.perf_counter()
     data = load_splits(root, max_train=max(sizes))
     load_seconds = time.perf_counter() - start
@@ -477,9 +478,9 @@ def bench_scaling(sizes: Sequence[int] = FULL_SIZES, variants: Sequence[str] = S
         start = time.perf_counter()
         model, size = _model(name, data, seed)
         row = run_fast(model, data, size, 1, batch_size, dev, seed=seed)
-        per_variant.append({"variant": name, "params": count_parameters(model), "seconds": row["seconds"], "wall_seconds": time.perf_counter() - start, "img_per_s": row["img_per_s"], "test_acc": row["test_acc"]})
+        per_variant.append({"variant": name, "params": count_parameters(model), "seconds": row["seconds"], "wall_seconds": time.perf_counter() - start, "img_per_s": row["img_per_s"], "test_acc": row["test_acc"], "other_load": row["other_load"]})
     counts = [k for k in (1, 2, 4) if k <= len(variants)]
-    by_count = [{"variants": k, "names": list(variants[:k]), "total_seconds": load_seconds + sum(v["wall_seconds"] for v in per_variant[:k])} for k in counts]
+    by_count = [{"variants": k, "names": ", ".join(variants[:k]), "total_seconds": load_seconds + sum(v["wall_seconds"] for v in per_variant[:k])} for k in counts]
     return {"batch_size": batch_size, "by_size": by_size, "per_variant": per_variant, "load_seconds": load_seconds, "by_count": by_count, **environment(dev)}
 
 
@@ -558,9 +559,9 @@ def format_table(results: dict[str, Any]) -> str:
     if "scaling" in results:
         sc = results["scaling"]
         parts.append(f"\nScaling ({FAST_NAME}, batch {sc['batch_size']}): epoch time vs training-set size")
-        parts.append(_table(sc["by_size"], [("n_train", "images", ",d"), ("seconds", "epoch s", ".2f"), ("img_per_s", "img/s", ",.0f")]))
+        parts.append(_table(sc["by_size"], [("n_train", "images", ",d"), ("seconds", "epoch s", ".2f"), ("img_per_s", "img/s", ",.0f"), ("other_load", "others", ".2f")]))
         parts.append(f"total time (data load {sc['load_seconds']:.2f} s + one epoch per variant) vs number of variants")
-        parts.append(_table(sc["by_count"], [("variants", "variants", "d"), ("total_seconds", "total s", ".2f")]))
+        parts.append(_table(sc["by_count"], [("variants", "variants", "d"), ("total_seconds", "total s", ".2f"), ("names", "variants run", "s")]))
     if results.get("targets"):
         parts.append("\nTargets (median figures)")
         rows = [{**t, "met": "met" if t["met"] else "MISSED"} for t in results["targets"]]

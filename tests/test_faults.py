@@ -2,7 +2,6 @@
 the S3 store going away mid-run fails the run clearly, and a rerun once it is back completes without redoing finished variants."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cnn.storage import Storage
+from prefect_helpers import task_states
 from test_s3 import KEY_ID, SECRET, S3Server, s3_env
 
 pytestmark = pytest.mark.slow
@@ -108,18 +108,6 @@ def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 VARIANTS = ["lenet1", "generic_2"]
 
 
-async def _task_states(flow_run_id) -> dict[str, list[str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-    return {k: sorted(v) for k, v in states.items()}
-
-
 def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoing(prefect_harness, fashion_dir, monkeypatch) -> None:
     import tasks
     from cnn import pipeline
@@ -159,7 +147,7 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
     assert "reachable?" in first.message
     assert SECRET not in first.message and KEY_ID not in first.message
     assert attempts == [VARIANTS[0], VARIANTS[1], VARIANTS[1], VARIANTS[1], VARIANTS[1]], "train was not retried 3 times"
-    states = asyncio.run(_task_states(first.state_details.flow_run_id))
+    states = task_states(first.state_details.flow_run_id)
     assert states["train_variant"] == ["Completed", "Failed"]
 
     server.start()  # same port, same data
@@ -171,7 +159,7 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
     assert second.is_completed(), second.message
     assert attempts == [VARIANTS[1]], "the finished variant was trained again"
     assert trained[VARIANTS[1]]["resumed_from"] == 1
-    states = asyncio.run(_task_states(second.state_details.flow_run_id))
+    states = task_states(second.state_details.flow_run_id)
     assert states["prepare_dataset"] == ["Cached"] * 3
     for step in ("train_variant", "evaluate_variant", "extract_features"):
         assert states[step] == ["Cached", "Completed"], (step, states[step])

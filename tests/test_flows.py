@@ -1,10 +1,11 @@
 """Prefect flows end to end on test-made data: completion, artifacts, stored files, caching, retrain, failures."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
+
+from prefect_helpers import artifacts, task_states
 
 pytestmark = pytest.mark.slow
 
@@ -13,27 +14,6 @@ VARIANTS = ["lenet1", "generic_2"]
 
 def _kwargs(fashion_dir: Path, storage: Path, **extra):
     return {"dataset": "fashion-mnist", "variants": VARIANTS, "epochs": 1, "batch_size": 64, "data_dir": str(fashion_dir), "storage": str(storage), "max_train": 400, "val_size": 80, **extra}
-
-
-async def _artifacts(key: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    async with get_client() as client:
-        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-        return sorted(found, key=lambda a: a.created, reverse=True)  # newest version first
-
-
-async def _task_states(flow_run_id) -> dict[str, list[str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        states: dict[str, list[str]] = {}
-        for run in runs:
-            states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
-        return states
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +42,19 @@ def test_comparison_completes_with_rows_and_files(first_run) -> None:
 
 def test_artifacts_hold_the_table(first_run) -> None:
     state, _ = first_run
-    comparison = asyncio.run(_artifacts("fashion-mnist-comparison"))
+    comparison = artifacts("fashion-mnist-comparison")
     assert comparison and comparison[0].type == "markdown"
     text = comparison[0].data
     for variant in VARIANTS:
         assert f"| {variant} |" in text
     acc = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
     assert f"{acc['lenet1']:.4f}" in text
-    table = asyncio.run(_artifacts("fashion-mnist-comparison-table"))
+    table = artifacts("fashion-mnist-comparison-table")
     assert table and table[0].type == "table"
-    per_variant = asyncio.run(_artifacts("fashion-mnist-lenet1"))
+    per_variant = artifacts("fashion-mnist-lenet1")
     assert per_variant and "data:image/png;base64," in per_variant[0].data and "Classification report" in per_variant[0].data
-    assert asyncio.run(_artifacts("fashion-mnist-error-analysis"))
-    progress = asyncio.run(_artifacts("fashion-mnist-progress"))
+    assert artifacts("fashion-mnist-error-analysis")
+    progress = artifacts("fashion-mnist-progress")
     assert progress and float(progress[0].data) == pytest.approx(100.0)
 
 
@@ -84,7 +64,7 @@ def test_second_identical_run_hits_the_cache(first_run, fashion_dir) -> None:
     state, storage = first_run
     again = compare_architectures(**_kwargs(fashion_dir, storage, run="second"), return_state=True)
     assert again.is_completed()
-    states = asyncio.run(_task_states(again.state_details.flow_run_id))
+    states = task_states(again.state_details.flow_run_id)
     for step in ("train_variant", "evaluate_variant", "extract_features", "lr_range_test"):
         assert states[step] == ["Cached"] * len(VARIANTS), (step, states[step])
     before = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
@@ -95,14 +75,14 @@ def test_retrain_refreshes_and_publishes_a_new_table_version(first_run, fashion_
     from flows.variant import train_variant_flow
 
     _, storage = first_run
-    versions_before = len(asyncio.run(_artifacts("fashion-mnist-comparison")))
+    versions_before = len(artifacts("fashion-mnist-comparison"))
     kwargs = _kwargs(fashion_dir, storage, run="retrain")
     kwargs.pop("variants")
     state = train_variant_flow(variant="lenet1", refresh=True, publish=True, **kwargs, return_state=True)
     assert state.is_completed(), state.message
-    states = asyncio.run(_task_states(state.state_details.flow_run_id))
+    states = task_states(state.state_details.flow_run_id)
     assert states["train_variant"] == ["Completed"] and states["lr_range_test"] == ["Completed"]
-    latest = asyncio.run(_artifacts("fashion-mnist-comparison"))
+    latest = artifacts("fashion-mnist-comparison")
     assert len(latest) == versions_before + 1
     assert "| generic_2 |" in latest[0].data and "| lenet1 |" in latest[0].data
     assert "retrain/lenet1" in latest[0].data
@@ -153,7 +133,7 @@ def test_refresh_train_in_the_same_run_trains_afresh(first_run, fashion_dir) -> 
     before = checkpoint.stat().st_mtime_ns
     state = compare_architectures(**_kwargs(fashion_dir, storage, run="first", variants=["generic_2"], refresh=["train"]), return_state=True)
     assert state.is_completed(), state.message
-    states = asyncio.run(_task_states(state.state_details.flow_run_id))
+    states = task_states(state.state_details.flow_run_id)
     assert states["train_variant"] == ["Completed"] and states["lr_range_test"] == ["Cached"]
     row = state.result()["rows"][0]
     assert row["status"] == "ok" and row["epochs"] == 1

@@ -9,13 +9,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from cnn.errors import StorageError
 from cnn.storage import Storage
+from storage_helpers import reads_during_rewrites
 
 KEY_ID = "cnnlabtestkeyid"
 SECRET = "cnnlab-SECRET-9c2e41f7a0"
@@ -100,7 +100,6 @@ def test_keys_follow_the_layout_under_the_prefix(s3) -> None:
 def test_a_write_is_one_put_and_readers_see_whole_objects(s3, monkeypatch) -> None:
     store = Storage(f"s3://{BUCKET}/atomic")
     size = 2 << 20
-    store.write_bytes("v/model.pt", b"a" * size)
     calls: list[str] = []
     real = store.fs._call_s3
 
@@ -109,21 +108,8 @@ def test_a_write_is_one_put_and_readers_see_whole_objects(s3, monkeypatch) -> No
         return await real(method, *args, **kwargs)
 
     monkeypatch.setattr(store.fs, "_call_s3", spy)
-    done = threading.Event()
-
-    def writer() -> None:
-        for i in range(12):
-            store.write_bytes("v/model.pt", (b"b" if i % 2 == 0 else b"a") * size)
-        done.set()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    seen = []
-    while not done.is_set():
-        data = store.read_bytes("v/model.pt")
-        seen.append((len(data), data[:1], data[-1:]))
-    thread.join()
-    assert calls.count("put_object") == 12 and not [c for c in calls if "multipart" in c.lower()]
+    seen = reads_during_rewrites(store, "v/model.pt", size, 12)
+    assert calls.count("put_object") == 13 and not [c for c in calls if "multipart" in c.lower()]
     assert seen and all(n == size and first == last for n, first, last in seen)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from cnn.errors import ConfigError, StorageError
 from cnn.storage import Storage, redact, safe_name
+from storage_helpers import reads_during_rewrites
 
 SECRET = "cnnlab-SECRET-5b1e0c77"
 
@@ -70,22 +71,7 @@ def test_failed_rename_is_retried_and_keeps_the_old_file(tmp_path, monkeypatch) 
 def test_a_reader_never_sees_a_half_written_file(tmp_path) -> None:
     store = Storage(str(tmp_path))
     size = 4 << 20
-    payloads = [b"a" * size, b"b" * size]
-    store.write_bytes("v/model.pt", payloads[0])
-    done = threading.Event()
-
-    def writer() -> None:
-        for i in range(40):
-            store.write_bytes("v/model.pt", payloads[i % 2])
-        done.set()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    seen = []
-    while not done.is_set():
-        data = store.read_bytes("v/model.pt")
-        seen.append((len(data), data[:1], data[-1:]))
-    thread.join()
+    seen = reads_during_rewrites(store, "v/model.pt", size, 40)
     assert len(seen) > 5
     assert all(n == size and first == last for n, first, last in seen), "a reader saw a partial or mixed file"
 

@@ -1,0 +1,36 @@
+"""Reading flow results back through the Prefect API, for the flow tests."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+async def _artifacts(key: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return sorted(found, key=lambda a: a.created, reverse=True)
+
+
+def artifacts(key: str) -> list[Any]:
+    """Every version of the artifact `key`, newest first."""
+    return asyncio.run(_artifacts(key))
+
+
+async def _task_states(flow_run_id: Any) -> dict[str, list[str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+    return {k: sorted(v) for k, v in states.items()}
+
+
+def task_states(flow_run_id: Any) -> dict[str, list[str]]:
+    """Task name -> sorted state names of that flow run's task runs (e.g. {"train_variant": ["Cached", "Cached"]})."""
+    return asyncio.run(_task_states(flow_run_id))
