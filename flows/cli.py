@@ -23,6 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_lr, default="auto", help="'auto' (LR range test) or a number")
     p.add_argument("--lr-min", type=float, default=1e-5)
     p.add_argument("--lr-max", type=float, default=1.0)
+    p.add_argument("--lr-rule", default="min_loss_div10", help="min_loss_div10 (fastai, default) or steepest")
     p.add_argument("--optimizer", default="sgd", help="sgd, adam or adamw")
     p.add_argument("--schedule", default="onecycle", help="onecycle, cosine or none")
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +68,7 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
         "schedule": args.schedule, "seed": args.seed, "data_dir": args.data_dir, "storage": args.storage, "run": args.run,
         "val_size": args.val_size, "max_train": args.max_train, "max_test": args.max_test, "device": args.device,
-        "lr_min": args.lr_min, "lr_max": args.lr_max,
+        "lr_min": args.lr_min, "lr_max": args.lr_max, "lr_rule": args.lr_rule,
     }
 
 

@@ -11,7 +11,7 @@ from cnn.publishing import artifact_key, latest_rows, merge_rows
 from cnn.report import failed_row
 from flows.dispatch import dispatch_variants
 from flows.results import with_result_storage
-from flows.settings import DEFAULT_VARIANTS, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings, check_variants
+from flows.settings import DEFAULT_LR_RULE, LRRule, DEFAULT_VARIANTS, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings, check_variants
 from flows.variant import run_variant_steps
 from tasks import prepare_dataset, publish_comparison
 
@@ -70,6 +70,7 @@ def compare_architectures(
     train_deployment: str | None = None,
     lr_min: float = 1e-5,
     lr_max: float = 1.0,
+    lr_rule: LRRule = DEFAULT_LR_RULE,  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Train, evaluate and inspect several CNN variants on one dataset and publish a ranked comparison.
 
@@ -94,6 +95,7 @@ def compare_architectures(
         train_deployment: Run each variant as a flow run of this deployment (e.g. train-variant/train-variant-gpu) on its work pool; empty = in this process.
         lr_min: Lower bound of the LR range test.
         lr_max: Upper bound of the LR range test.
+        lr_rule: How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.
     """
     logger = get_run_logger()
     names = check_variants(variants)
@@ -101,7 +103,7 @@ def compare_architectures(
         from cnn.errors import ConfigError
 
         raise ConfigError("repeats", f"must be a positive integer, got {repeats!r}", allowed="an int >= 1")
-    settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max)
+    settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max, lr_rule=lr_rule)
     info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
     logger.info("%s: %d train / %d val / %d test images, %d classes, mean %s std %s", info["name"], info["num_train"], info["num_val"], info["num_test"], len(info["classes"]), info["mean"], info["std"])
     seeds = [seed + k for k in range(repeats)]

@@ -23,7 +23,7 @@ def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: s
         "variant": variant, "dataset": ref.name, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": settings.lr,
         "optimizer": cfg.optimizer, "schedule": cfg.schedule, "seed": seed, "data_dir": ref.data_dir, "storage": settings.storage,
         "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg.device,
-        "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"],
+        "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"], "lr_rule": settings.lr_settings["rule"],
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from cnn.data import get_dataset_spec
 from cnn.errors import ConfigError
 from cnn.models import get_variant, list_variants
-from cnn.pipeline import DatasetRef
+from cnn.pipeline import DEFAULT_LR_RULE, DatasetRef
 from cnn.storage import SUPPORTED_SCHEMES, Storage, safe_name
 from cnn.train import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -17,6 +17,8 @@ VariantName = Literal[tuple(list_variants())]  # type: ignore[valid-type]  # the
 OptimizerName = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 ScheduleName = Literal[SCHEDULES]  # type: ignore[valid-type]
 RefreshStep = Literal["lr", "train", "evaluate", "features"]
+LR_RULES = ("min_loss_div10", "steepest")
+LRRule = Literal[LR_RULES]  # type: ignore[valid-type]
 REFRESH_STEPS: tuple[str, ...] = ("lr", "train", "evaluate", "features")
 DEFAULT_VARIANTS = ["lenet1", "lenet5", "cnn2_5", "generic_1"]
 
@@ -95,16 +97,18 @@ def default_run_name() -> str:
     return safe_name(f"{stamp}-{name}", "run")
 
 
-def build_settings(*, dataset: str, epochs: int, batch_size: int, lr: float | str, optimizer: str, schedule: str, seed: int, data_dir: str, storage: str, run: str | None, val_size: float, max_train: int | None, max_test: int | None, device: str, refresh: bool | list[str], lr_min: float = 1e-5, lr_max: float = 1.0, weight_decay: float = 0.0, momentum: float = 0.9) -> RunSettings:
+def build_settings(*, dataset: str, epochs: int, batch_size: int, lr: float | str, optimizer: str, schedule: str, seed: int, data_dir: str, storage: str, run: str | None, val_size: float, max_train: int | None, max_test: int | None, device: str, refresh: bool | list[str], lr_min: float = 1e-5, lr_max: float = 1.0, lr_rule: str = DEFAULT_LR_RULE, weight_decay: float = 0.0, momentum: float = 0.9) -> RunSettings:
     """Validate every parameter (errors name the field and the allowed values) before any work starts."""
     get_dataset_spec(dataset)
     safe_name(dataset.lower(), "dataset")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1.0 if lr == "auto" else check_lr(lr), optimizer=optimizer, schedule=schedule, seed=seed, device=device, weight_decay=weight_decay, momentum=momentum).validate()
     check_lr(lr)
     check_lr_bounds(lr_min, lr_max)
+    if lr_rule not in LR_RULES:
+        raise ConfigError("lr_rule", f"unknown rule {lr_rule!r}", allowed=LR_RULES)
     ref = DatasetRef(name=dataset.lower(), data_dir=str(Path(data_dir).expanduser()) if "://" not in data_dir else data_dir, val_size=val_size, seed=seed, max_train=max_train, max_test=max_test)
-    lr_settings = {"batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "lr_min": lr_min, "lr_max": lr_max}
+    lr_settings = {"batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "lr_min": lr_min, "lr_max": lr_max, "rule": lr_rule}
     return RunSettings(ref=ref, config=config, lr=lr, storage=check_storage(storage), run=safe_name(run, "run") if run else default_run_name(), refresh=check_refresh(refresh), lr_settings=lr_settings)
 
 
-__all__ = ["DEFAULT_VARIANTS", "OptimizerName", "REFRESH_STEPS", "RefreshStep", "RunSettings", "ScheduleName", "SUPPORTED_SCHEMES", "VariantName", "build_settings", "check_variants"]
+__all__ = ["DEFAULT_LR_RULE", "DEFAULT_VARIANTS", "LRRule", "OptimizerName", "REFRESH_STEPS", "RefreshStep", "RunSettings", "ScheduleName", "SUPPORTED_SCHEMES", "VariantName", "build_settings", "check_variants"]

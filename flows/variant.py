@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from cnn.pipeline import variant_dir
 from cnn.report import make_row
 from flows.results import with_result_storage
-from flows.settings import OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
+from flows.settings import DEFAULT_LR_RULE, LRRule, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 
 
@@ -61,6 +61,7 @@ def train_variant_flow(
     subdir: str | None = None,
     lr_min: float = 1e-5,
     lr_max: float = 1.0,
+    lr_rule: LRRule = DEFAULT_LR_RULE,  # type: ignore[valid-type]
 ) -> dict[str, Any]:
     """Train and inspect one CNN variant; with publish=True, also refresh the dataset's comparison table.
 
@@ -85,8 +86,9 @@ def train_variant_flow(
         subdir: Sub-folder under the variant's folder (used by repeats: seed-<n>).
         lr_min: Lower bound of the LR range test.
         lr_max: Upper bound of the LR range test.
+        lr_rule: How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.
     """
-    settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max)
+    settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max, lr_rule=lr_rule)
     result = run_variant_steps(variant, settings, seed=seed, subdir=subdir)
     if publish:
         from flows.compare import republish_with

@@ -28,7 +28,7 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> None:
-    assert {"environment", "training", "lr_finder", "eval", "scaling", "gpu"} <= set(quick_results)
+    assert {"environment", "training", "lr_finder", "eval", "scaling", "gpu", "targets"} <= set(quick_results)
     training = quick_results["training"]
     seed, fast = training["seed_style"], training["fast"]
     assert seed["pipeline"] == "seed-style" and seed["batch_size"] == 64
@@ -59,7 +59,7 @@ def test_format_table_names_pipelines_device_and_gpu(quick_results: dict) -> Non
     text = bench.format_table(quick_results)
     assert "seed-style" in text and "cnn-lab" in text
     assert "cpu" in text and torch.__version__ in text
-    assert "LR range test" in text and "Evaluation" in text and "Scaling" in text
+    assert "LR range test" in text and "Evaluation" in text and "Scaling" in text and "Targets" in text
     if not torch.cuda.is_available():
         assert "GPU not measured" in text
 
@@ -103,16 +103,36 @@ def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
 
 def test_bench_training_uses_the_same_data_and_init(small_root: Path) -> None:
     res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, lr="scaled")
-    plain, proposed = res["fast"]  # on CPU the Trainer leaves channels_last off, so the proposal row follows
-    assert res["seed_style"]["images"] == plain["images"] == proposed["images"] == 300
-    assert res["n_train"] == 300 and plain["batch_size"] == proposed["batch_size"] == 100
-    assert (plain["pipeline"], plain["channels_last"]) == ("cnn-lab", False)
-    assert (proposed["pipeline"], proposed["channels_last"]) == ("cnn-lab+channels_last", True)
+    (plain,) = res["fast"]
+    assert res["seed_style"]["images"] == plain["images"] == 300
+    assert res["n_train"] == 300 and plain["batch_size"] == 100
+    assert (plain["pipeline"], plain["channels_last"]) == ("cnn-lab", True)  # the Trainer's default on CPU too
     assert plain["lr"] == pytest.approx(bench.scaled_lr(100)) and plain["lr_source"] == "linear scaling"
+    assert "cnn-lab" in bench.format_table(res)  # a bench_training result alone also formats
+
+
+def test_check_targets_flags_what_is_missed() -> None:
+    seed = {"img_per_s": 100.0, "test_acc": 0.9}
+    fast = [
+        {"pipeline": "cnn-lab", "batch_size": 64, "ratio": 5.5, "test_acc": 0.95},
+        {"pipeline": "cnn-lab", "batch_size": bench.DEFAULT_BATCH_SIZE, "ratio": 4.0, "test_acc": 0.85},
+    ]
+    checks = {c["target"]: c["met"] for c in bench.check_targets({"training": {"seed_style": seed, "fast": fast}})}
+    assert checks == {
+        "cnn-lab batch 64: img/s >= 5x seed-style": True,
+        f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x seed-style": False,
+        "cnn-lab batch 64: test acc >= seed-style's 0.9000": True,
+        f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: test acc >= seed-style's 0.9000": False,
+    }
+
+
+def test_median_row_keeps_every_run_and_the_best() -> None:
+    row = bench._median_row([{"img_per_s": 3.0}, {"img_per_s": 1.0}, {"img_per_s": 2.0}])
+    assert row["img_per_s"] == 2.0 and row["img_per_s_best"] == 3.0 and row["img_per_s_runs"] == [3.0, 1.0, 2.0]
 
 
 def test_bench_training_lr_auto_runs_the_range_test(small_root: Path) -> None:
-    res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, proposals=False)
+    res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root)
     [row] = res["fast"]
     assert row["lr_source"] == "range test" and row["lr"] > 0
 

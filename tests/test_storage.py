@@ -4,7 +4,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
 import uuid
 
 import pytest
