@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
 MIN_LR_STEPS = 100
+SMALL_SET_IMAGES = 10_000  # below this, cycling the sweep past one epoch costs seconds; above, the sweep stays within one epoch
 # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
 # lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
 DEFAULT_LR_RULE = "min_loss_div10"
@@ -96,6 +97,12 @@ def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
     return storage.write_bytes(rel, plots.figure_to_png(fig, dpi=dpi))
 
 
+def range_test_steps(num_steps: int, epoch_steps: int, n_images: int) -> int:
+    """Steps of an LR sweep: at most one epoch, except that small sets (digits) cycle up to MIN_LR_STEPS for a usable curve."""
+    cap = max(epoch_steps, MIN_LR_STEPS) if n_images < SMALL_SET_IMAGES else epoch_steps
+    return max(2, min(num_steps, cap))
+
+
 def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int = 256, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, num_steps: int = 100, rule: str = DEFAULT_LR_RULE, device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size (at most one epoch of steps); saves lr_finder.png/json."""
     ref, store = as_ref(ref), open_storage(storage)
@@ -105,8 +112,7 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     precision = Precision(dev, None, None)
     model = model.to(dev)
     loader = make_loader(data, "train", batch_size=batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
-    # at most one epoch of steps on real-size data; tiny sets (digits) cycle to MIN_LR_STEPS for a usable curve
-    steps = max(2, min(num_steps, max(len(loader), MIN_LR_STEPS)))
+    steps = range_test_steps(num_steps, len(loader), loader.num_images)
     opt = build_optimizer(optimizer, model.parameters(), lr_min, momentum, weight_decay)
 
     def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

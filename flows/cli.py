@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--prefect-overhead", action="store_true", help="also time the comparison flow against a plain loop")
+    bench.add_argument("--all-variants", action="store_true", help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see cnn/bench_variants.py)")
     return parser
 
 
@@ -134,6 +135,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks and print a table (or JSON)."""
     from cnn import bench
 
+    if args.all_variants:
+        from cnn import bench_variants
+
+        small = {"variants": ["lenet1", "cnn2_5"], "epochs": 2, "batch_size": 256, "n_train": 1_500, "n_test": 300} if args.quick else {}
+        result = bench_variants.bench_variants(device=args.device, **small)
+        print(json.dumps(result, indent=2, default=str) if args.json else bench_variants.format_variants(result))
+        return 0
     results = bench.run_benchmarks(quick=args.quick, device=args.device)
     if args.prefect_overhead:
         from flows.overhead import bench_prefect_overhead

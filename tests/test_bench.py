@@ -12,6 +12,7 @@ from torchvision import datasets
 
 from cnn import bench
 from cnn.errors import ConfigError
+from cnn.pipeline import range_test_steps
 from cnn.train import TrainConfig
 
 
@@ -44,7 +45,8 @@ def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> Non
 
 def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
     lf = quick_results["lr_finder"]
-    assert 0 < lf["epochs_cost"] <= 1.0 and lf["images_seen"] == pytest.approx(lf["epochs_cost"] * lf["n_train"])
+    # quick data is 6 batches an epoch: like the flows on tiny sets, the sweep cycles to 100 steps
+    assert lf["num_steps"] == range_test_steps(100, 6, 1500) == 100 and lf["images_seen"] == pytest.approx(lf["epochs_cost"] * lf["n_train"])
     assert lf["seconds"] > 0 and lf["epoch_seconds"] > 0 and lf["suggestion"] > 0
     ev = quick_results["eval"]
     assert ev["img_per_s"] > 0 and ev["seed_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
@@ -117,13 +119,40 @@ def test_check_targets_flags_what_is_missed() -> None:
         {"pipeline": "cnn-lab", "batch_size": 64, "ratio": 5.5, "test_acc": 0.95},
         {"pipeline": "cnn-lab", "batch_size": bench.DEFAULT_BATCH_SIZE, "ratio": 4.0, "test_acc": 0.85},
     ]
-    checks = {c["target"]: c["met"] for c in bench.check_targets({"training": {"seed_style": seed, "fast": fast}})}
+    checks = {c["target"]: c["met"] for c in bench.check_targets({"training": {"seed_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}})}
     assert checks == {
-        "cnn-lab batch 64: img/s >= 5x seed-style": True,
-        f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x seed-style": False,
+        "CPU batch 64: img/s >= 5x seed-style": True,
+        f"CPU batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x seed-style": False,
         "cnn-lab batch 64: test acc >= seed-style's 0.9000": True,
         f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: test acc >= seed-style's 0.9000": False,
     }
+
+
+def test_gpu_targets_are_resident_img_per_s_at_the_best_batch() -> None:
+    seed = {"img_per_s": 7_000.0, "test_acc": 0.9}
+    fast = [{"pipeline": "cnn-lab", "batch_size": 256, "img_per_s": 300_000.0, "ratio": 43.0, "test_acc": 0.91},
+            {"pipeline": "cnn-lab", "batch_size": 2048, "img_per_s": 650_000.0, "ratio": 93.0, "test_acc": 0.9}]
+    checks = bench.check_targets({"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}})
+    speed = [c for c in checks if "img/s" in c["target"]]
+    assert speed == [{"target": "GPU cnn2_5: img/s >= 500,000 (best batch 2048)", "value": 650_000.0, "met": True}]
+    slow = bench.check_targets({"training": {"seed_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}})
+    assert [c["met"] for c in slow if "img/s" in c["target"]] == [True]  # 300k >= alexnet's 60k
+    assert not [c for c in bench.check_targets({"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}) if "img/s" in c["target"]]
+
+
+def test_run_benchmarks_runs_only_the_named_sections(small_root: Path) -> None:
+    res = bench.run_benchmarks(quick=True, device="cpu", sections=["eval"])
+    assert "eval" in res and not {"training", "lr_finder", "scaling"} & set(res) and res["targets"] == []
+    with pytest.raises(ConfigError) as err:
+        bench.run_benchmarks(quick=True, device="cpu", sections=["evaluation"])
+    assert err.value.field == "sections" and "lr_finder" in str(err.value)
+
+
+def test_seed_style_loader_resizes_for_alexnet(small_root: Path) -> None:
+    x, _ = next(iter(bench._seed_style_loader(small_root, False, 8, (0.5,), (0.25,), 100)))
+    assert x.shape == (8, 1, 100, 100)
+    x, _ = next(iter(bench._seed_style_loader(small_root, False, 8, (0.5,), (0.25,))))
+    assert x.shape == (8, 1, 28, 28)
 
 
 def test_median_row_keeps_every_run_and_the_best() -> None:
@@ -160,7 +189,7 @@ def test_main_prints_json_or_table(quick_results: dict, monkeypatch: pytest.Monk
     monkeypatch.setattr(bench, "run_benchmarks", fake)
     bench.main(["--quick", "--json", "--device", "cpu", "--n-train", "500", "--epochs", "2", "--variant", "cnn2_3"])
     assert json.loads(capsys.readouterr().out)["gpu"] == quick_results["gpu"]
-    assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None, "lr": "auto"}
+    assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None, "lr": "auto", "sections": list(bench.SECTIONS)}
     bench.main([])
     assert "seed-style" in capsys.readouterr().out
 
@@ -169,3 +198,10 @@ def test_importing_bench_does_not_import_prefect() -> None:
     code = "import sys, cnn.bench; print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("epoch_steps", "n_images", "steps"), [(235, 60_000, 100), (938, 60_000, 100), (30, 60_000, 30), (51, 1_617, 100), (6, 1_500, 100), (40, 10_000, 40)])
+def test_range_test_stays_within_one_epoch_unless_the_set_is_small(epoch_steps: int, n_images: int, steps: int) -> None:
+    assert range_test_steps(100, epoch_steps, n_images) == steps
+    if n_images >= 10_000:
+        assert steps <= epoch_steps  # 60k images at batch 2048 (30 steps an epoch) costs at most one epoch

@@ -120,3 +120,12 @@ def test_cuda_requested_without_gpu() -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="device: CUDA was requested"):
         TrainConfig(device="cuda").validate()
+
+
+def test_cuda_training_batches_keep_one_shape_and_cpu_keeps_every_image() -> None:
+    from cnn.train import fixed_batch_shape
+
+    assert fixed_batch_shape(torch.device("cuda"), True, 60_000, 512)  # ragged 96-image batch dropped: no re-autotune
+    assert not fixed_batch_shape(torch.device("cuda"), False, 60_000, 512)  # evaluation sees every image
+    assert not fixed_batch_shape(torch.device("cuda"), True, 300, 512)  # a split smaller than a batch still trains
+    assert not fixed_batch_shape(torch.device("cpu"), True, 60_000, 512)

@@ -49,7 +49,7 @@ class BatchLoader:
             raise ConfigError("batch_size", f"{batch_size} is larger than the {y.numel()} images of the split", allowed=f"1..{y.numel()}")
         self.device = torch.device(device)
         self.x = place_on_device(x, self.device)
-        self.y = y.to(self.device) if self.x.device == self.device else y
+        self.y = y.to(self.x.device)  # beside the images (x.device is cuda:0 where self.device says cuda)
         channels = x.shape[1]
         self.mean = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
