@@ -1,6 +1,7 @@
 """Per-epoch progress: one run-logger line per epoch, the Prefect progress artifact, and terminal listeners."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -10,12 +11,15 @@ from prefect.artifacts import update_progress_artifact
 
 # The CLI appends a printer here; each gets (variant, epoch row, fraction of the whole comparison done)
 LISTENERS: list[Callable[[str, dict[str, Any], float], None]] = []
+# Each progress update is an API call (~50-100 ms on a local server): at most one per this many seconds, plus the last epoch
+PROGRESS_MIN_INTERVAL_S = 2.0
 
 
 def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -> Callable[[dict[str, Any]], None]:
     """A training callback that logs the epoch and moves the comparison's progress artifact."""
     logger = get_run_logger()
     progress = progress or {}
+    last_update = [0.0]
 
     def report(row: dict[str, Any]) -> None:
         logger.info(
@@ -23,8 +27,10 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
             variant, row["epoch"], epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"], row["images_per_sec"],
         )
         done = (progress.get("done", 0) + row["epoch"] / epochs) / max(progress.get("total", 1), 1)
-        if progress.get("artifact_id"):
+        now = time.monotonic()
+        if progress.get("artifact_id") and (row["epoch"] >= epochs or now - last_update[0] >= PROGRESS_MIN_INTERVAL_S):
             update_progress_artifact(UUID(str(progress["artifact_id"])), 100.0 * min(done, 1.0))
+            last_update[0] = now
         for listener in LISTENERS:
             listener(variant, row, done)
 
