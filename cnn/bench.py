@@ -318,10 +318,10 @@ def run_seed_style(model: nn.Module, root: Path, data: DatasetSplits, input_size
     }
 
 
-def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int, batch_size: int, device: torch.device, *, lr: float | None = None, channels_last: bool | None = None, amp: bool | None = None, seed: int = 0, compile: bool = False) -> dict[str, Any]:
+def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int, batch_size: int, device: torch.device, *, lr: float | None = None, channels_last: bool | None = None, amp: bool | None = None, seed: int = 0) -> dict[str, Any]:
     """cnn-lab's Trainer at `batch_size` (lr scaled to it unless given; None options keep the Trainer's defaults); one table row."""
     baseline = reset_peak_memory(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else scaled_lr(batch_size), seed=seed, device=str(device), channels_last=channels_last, amp=amp, compile=compile)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr if lr is not None else scaled_lr(batch_size), seed=seed, device=str(device), channels_last=channels_last, amp=amp)
     cpu = cpu_snapshot()
     row = fast_epochs(model, data, config, input_size)
     others = other_load(cpu)

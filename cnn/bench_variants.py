@@ -1,8 +1,8 @@
 """The comparison's training floor: every registered variant, the same epochs, at a large batch and at the seeds' batch.
 
 Each variant trains on resident data (bf16 autocast + channels_last on CUDA) with the LR its range test picks at
-that batch size, timed after a one-epoch warm-up that lets cudnn autotune every batch shape (a ragged last batch
-included); the seeds' batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
+that batch size, timed after a one-epoch warm-up that lets cudnn autotune every batch shape (training and
+validation); the seeds' batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
 `python -m cnn.bench_variants --json-out variants.json`; it runs on CPU with small sizes (tests).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import count_parameters, list_variants
 from cnn.pipeline import DEFAULT_LR_RULE
-from cnn.train import TrainConfig, Trainer, resolve_device
+from cnn.train import TrainConfig, Trainer, _positive_int, resolve_device
 
 GPU_BATCH_SIZE = 2048  # the issue's H100 floor: 11 s for all variants x 10 epochs at 2048, 35 s at 512
 FLOOR_TARGET_SECONDS = 60.0  # all variants x 10 epochs x 60k images on one H100
@@ -39,10 +39,10 @@ def _lr(lr: float | str, model: torch.nn.Module, data: DatasetSplits, size: int,
     return value, source, 0.0
 
 
-def warm_up_epoch(model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, lr: float, device: torch.device, seed: int, compile: bool = False) -> float:
+def warm_up_epoch(model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, lr: float, device: torch.device, seed: int) -> float:
     """One throwaway epoch (train + validation) on a copy, so every batch shape is autotuned before timing; its seconds."""
     start = time.perf_counter()
-    config = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed, device=str(device), compile=compile)
+    config = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed, device=str(device))
     list(Trainer(copy.deepcopy(model), data, config, input_size=size).epochs())
     return time.perf_counter() - start
 
@@ -68,8 +68,7 @@ def _check(variants: Sequence[str] | None, epochs: int, batch_size: int, referen
     if unknown:
         raise ConfigError("variants", f"unknown variant(s) {unknown}", allowed=list_variants())
     for field, value in (("epochs", epochs), ("batch_size", batch_size), ("reference_batch", reference_batch or 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(field, f"must be a positive integer, got {value!r}", allowed="an int >= 1")
+        _positive_int(field, value)
     return names
 
 
