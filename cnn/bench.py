@@ -38,7 +38,8 @@ from cnn.data.stats import compute_normalization, fingerprint
 from cnn.errors import ConfigError
 from cnn.evaluate import predict
 from cnn.lr_find import LRFindResult, lr_range_test
-from cnn.pipeline import DEFAULT_LR_RULE, range_test_steps
+from cnn.pipeline import DEFAULT_LR_RULE
+from cnn.recipe import MIN_LR_TEST_STEPS
 from cnn.models import count_parameters, create_variant, resolve_input_size
 from cnn.train import Precision, TrainConfig, Trainer, build_optimizer, make_loader, resolve_device, seed_everything
 
@@ -328,8 +329,13 @@ def run_fast(model: nn.Module, data: DatasetSplits, input_size: int, epochs: int
     return {"pipeline": FAST_NAME, **row, **_memory(device, baseline), "other_load": others}
 
 
+def sweep_steps(num_steps: int, epoch_steps: int) -> int:
+    """Steps of the benchmark's LR sweep: at most one epoch, but never fewer than a usable curve needs."""
+    return max(2, min(num_steps, max(epoch_steps, MIN_LR_TEST_STEPS)))
+
+
 def find_lr(model: nn.Module, data: DatasetSplits, input_size: int, batch_size: int, device: torch.device, *, num_steps: int = 100, seed: int = 0, lr_max: float = LR_MAX, rule: str = DEFAULT_LR_RULE) -> tuple[LRFindResult, float]:
-    """The LR range test as the flows run it (training batch size, `range_test_steps`); returns (result, seconds)."""
+    """The LR range test at the training batch size (`sweep_steps` steps); returns (result, seconds)."""
     model = copy.deepcopy(model).to(device)
     precision = Precision(device, None, None)
     if precision.channels_last:
@@ -345,7 +351,7 @@ def find_lr(model: nn.Module, data: DatasetSplits, input_size: int, batch_size: 
     _warm_up(model, wx, wy)
     torch.manual_seed(seed)  # dropout masks of the sweep, so the suggestion does not depend on earlier calls
     start = time.perf_counter()
-    result = lr_range_test(model, opt, loader, start_lr=LR_MIN, end_lr=lr_max, num_steps=range_test_steps(num_steps, len(loader), loader.num_images), rule=rule, fallback_lr=SEED_LR, step_fn=step_fn)
+    result = lr_range_test(model, opt, loader, start_lr=LR_MIN, end_lr=lr_max, num_steps=sweep_steps(num_steps, len(loader)), rule=rule, fallback_lr=SEED_LR, step_fn=step_fn)
     _sync(device)
     return result, time.perf_counter() - start
 

@@ -21,21 +21,18 @@ from cnn.data import DatasetSplits, load_dataset
 from cnn.errors import CheckpointError, ConfigError
 from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
-from cnn import lr_find
+from cnn import fitting, lr_find, recipe
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
-from cnn.train import Precision, TrainConfig, build_optimizer, load_checkpoint, load_weights, make_loader, resolve_device, seed_everything, train
+from cnn.train import Precision, TrainConfig, build_optimizer, load_checkpoint, load_weights, make_loader, resolve_device, save_checkpoint, seed_everything
 
 log = logging.getLogger(__name__)
 
 SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
-MIN_LR_STEPS = 100
-SMALL_SET_IMAGES = 10_000  # below this, cycling the sweep past one epoch costs seconds; above, the sweep stays within one epoch
 # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
 # lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
 DEFAULT_LR_RULE = "min_loss_div10"
-FALLBACK_LR = 0.01  # used (and reported as rule "fallback") when the sweep is too short or the loss never fell
 DESIGN_SIDE = 28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
 
 
@@ -97,55 +94,96 @@ def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
     return storage.write_bytes(rel, plots.figure_to_png(fig, dpi=dpi))
 
 
-def range_test_steps(num_steps: int, epoch_steps: int, n_images: int) -> int:
-    """Steps of an LR sweep: at most one epoch, except that small sets (digits) cycle up to MIN_LR_STEPS for a usable curve."""
-    cap = max(epoch_steps, MIN_LR_STEPS) if n_images < SMALL_SET_IMAGES else epoch_steps
-    return max(2, min(num_steps, cap))
+def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> TrainConfig:
+    """A validated TrainConfig with "auto" epochs and batch size resolved by the recipe's rules for `n_train` images."""
+    if isinstance(config, TrainConfig):
+        return config.validate()
+    values = dict(config)
+    device = str(values.get("device", "auto"))
+    dev = resolve_device(device)
+    values["epochs"] = recipe.resolve_epochs(values.get("epochs", recipe.AUTO), n_train)
+    values["batch_size"] = recipe.resolve_batch_size(values.get("batch_size", recipe.AUTO), n_train, dev)
+    return TrainConfig.from_dict(values)
 
 
-def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int = 256, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, num_steps: int = 100, rule: str = DEFAULT_LR_RULE, device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
-    """Leslie Smith's LR range test at the training batch size (at most one epoch of steps); saves lr_finder.png/json."""
+def _check_batch(batch_size: int, n_train: int) -> None:
+    if batch_size > n_train:
+        raise ConfigError("batch_size", f"{batch_size} is larger than the {n_train} training images", allowed=f"1..{n_train}, or auto")
+
+
+def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int | str = recipe.AUTO, epochs: int | str = recipe.AUTO, optimizer: str = recipe.DEFAULT_OPTIMIZER, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, rule: str = DEFAULT_LR_RULE, device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
+    """Leslie Smith's LR range test at the training batch size within the recipe's budget; saves lr_finder.png/json.
+
+    The suggestion is clipped into the optimizer's trust band; when the budget allows too few steps or the curve is
+    unusable (too short, no descent), the optimizer's base lr is used and the reason recorded in "rule".
+    """
     ref, store = as_ref(ref), open_storage(storage)
     folder = variant_dir(ref.name, run, variant)
     model, data, size = _build(ref, variant, seed, input_size)
+    n_train = int(data.train_y.numel())
+    cfg = resolve_config({"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "device": device, "seed": seed}, n_train)
+    _check_batch(cfg.batch_size, n_train)
+    steps = recipe.lr_test_steps(cfg.epochs, n_train, cfg.batch_size)
+    if steps == 0:
+        out = _base_lr_info(optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
+        store.write_json(f"{folder}/lr_finder.json", out)
+        return out
     dev = resolve_device(device)
     precision = Precision(dev, None, None)
     model = model.to(dev)
-    loader = make_loader(data, "train", batch_size=batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
-    steps = range_test_steps(num_steps, len(loader), loader.num_images)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_loader(data, "train", batch_size=cfg.batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
     opt = build_optimizer(optimizer, model.parameters(), lr_min, momentum, weight_decay)
 
     def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
             return torch.nn.functional.cross_entropy(m(x).float(), y)
 
-    result = lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=FALLBACK_LR, step_fn=step_fn)
-    fig = plots.plot_lr_sweep(result.lrs, result.losses, result.suggestion, result.suggestions)
-    png_small = plots.figure_to_png(plots.plot_lr_sweep(result.lrs, result.losses, result.suggestion, result.suggestions), dpi=SMALL_DPI)
+    result = lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=recipe.base_lr(optimizer), step_fn=step_fn)
+    lr, how = _chosen_lr(result, optimizer)
     out = {
-        "lr": result.suggestion,
-        "rule": result.rule,
+        "lr": lr,
+        "rule": how,
         "suggestions": result.suggestions,
         "flag": result.flag,
         "num_steps": result.num_steps,
-        "epochs_cost": result.images_seen / max(data.train_y.numel(), 1),
-        "plot": _save_png(store, f"{folder}/lr_finder.png", fig),
-        "plot_small": plots.png_data_uri(png_small),
+        "epochs_cost": result.images_seen / max(n_train, 1),
+        "budget_share": result.images_seen / max(n_train * cfg.epochs, 1),
+        "batch_size": cfg.batch_size,
+        "epochs": cfg.epochs,
+        "plot": _save_png(store, f"{folder}/lr_finder.png", plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions)),
+        "plot_small": plots.png_data_uri(plots.figure_to_png(plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions), dpi=SMALL_DPI)),
     }
-    store.write_json(f"{folder}/lr_finder.json", {**result.to_dict(), "epochs_cost": out["epochs_cost"]})
+    store.write_json(f"{folder}/lr_finder.json", {**result.to_dict(), **{k: v for k, v in out.items() if not k.startswith("plot")}})
     return out
 
 
-def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train one variant with a checkpoint per epoch (resuming from it); saves history.csv and losses.png."""
+def _chosen_lr(result: lr_find.LRFindResult, optimizer: str) -> tuple[float, str]:
+    """The suggestion clipped into the optimizer's trust band, with how it was chosen."""
+    if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:
+        return recipe.base_lr(optimizer), f"base lr: {str(result.flag).replace('_', ' ')} curve"
+    clipped = recipe.clip_lr(result.suggestion, optimizer)
+    if clipped != result.suggestion:
+        return clipped, f"{result.rule}, clipped from {result.suggestion:.2g}"
+    return clipped, result.rule
+
+
+def _base_lr_info(optimizer: str, why: str, cfg: TrainConfig) -> dict[str, Any]:
+    """lr_info when no range test ran."""
+    return {"lr": recipe.base_lr(optimizer), "rule": why, "suggestions": {}, "flag": None, "num_steps": 0, "epochs_cost": 0.0, "budget_share": 0.0, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
+
+
+def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, fallback: bool = False, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train one variant with the learn check and (for a chosen lr) fallbacks, a checkpoint per epoch, resumable;
+    saves history.csv and losses.png. A user's own lr is kept: pass fallback=False."""
     ref, store = as_ref(ref), open_storage(storage)
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    cfg.validate()
     folder = variant_dir(ref.name, run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
-    model, data, size = _build(ref, variant, cfg.seed, input_size)
-    if cfg.batch_size > data.train_y.numel():
-        raise ConfigError("batch_size", f"{cfg.batch_size} is larger than the {data.train_y.numel()} training images", allowed=f"1..{data.train_y.numel()}")
-    result = train(model, data, cfg, input_size=size, variant=variant, storage=store, checkpoint=f"{folder}/checkpoint.pt", resume=resume, callback=callback)
+    _, data, size = _build(ref, variant, 0, input_size)
+    cfg = resolve_config(config, int(data.train_y.numel()))
+    _check_batch(cfg.batch_size, int(data.train_y.numel()))
+    model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=_checkpoint_io(store, folder, variant), resume=resume, fallback=fallback, callback=callback)
+    result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
     _save_png(store, f"{folder}/losses.png", plots.plot_history(result.history))
@@ -165,8 +203,24 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         "losses_small": plots.png_data_uri(plots.figure_to_png(plots.plot_history(result.history), dpi=SMALL_DPI)),
         **{k: v for k, v in result.to_dict().items() if k != "extra"},
         "epochs": len(result.history),
-        "config": cfg.to_dict(),
+        "config": fitted.config.to_dict(),
+        "fallbacks": fitted.fallbacks,
+        "learned": fitted.learned,
+        "chance": recipe.chance_level(data.val_y),
     }
+
+
+def _checkpoint_io(store: Storage, folder: str, variant: str) -> fitting.CheckpointIO:
+    """Named checkpoints in `folder` of `store`: the trainer never touches storage itself."""
+
+    def load(name: str) -> dict[str, Any] | None:
+        rel = f"{folder}/{name}"
+        return load_checkpoint(store, rel, variant) if store.exists(rel) else None
+
+    def save(name: str, state: Mapping[str, Any]) -> None:
+        save_checkpoint(store, f"{folder}/{name}", state)
+
+    return fitting.CheckpointIO(load, save, lambda name: store.path(f"{folder}/{name}"))
 
 
 def _trained_model(ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None) -> tuple[torch.nn.Module, DatasetSplits, int]:
@@ -218,17 +272,22 @@ def extract_features(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     return {"variant": variant, "layers": list_layers(model), "probe_labels": py.tolist(), **written}
 
 
-def run_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, lr: float | str = "auto", input_size: int | None = None, lr_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """All steps of one variant in a plain loop (no Prefect): LR test, train, evaluate, extract."""
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+def run_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, lr: float | str = "auto", input_size: int | None = None, lr_kwargs: Mapping[str, Any] | None = None, features: bool = True) -> dict[str, Any]:
+    """All steps of one variant in a plain loop (no Prefect): LR test, train, evaluate, extract (unless features=False).
+
+    `config` may leave epochs and batch_size as "auto" (or out): the recipe's rules pick them from the data.
+    """
+    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     lr_info: dict[str, Any] = {"lr": lr, "rule": "given"}
     if lr == "auto":
-        lr_info = lr_range_test(ref, variant, storage, run, batch_size=cfg.batch_size, optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device, input_size=input_size, **dict(lr_kwargs or {}))
-    cfg = dataclasses.replace(cfg, lr=float(lr_info["lr"]))
-    trained = train_variant(ref, variant, storage, run, cfg, input_size=input_size)
-    metrics = evaluate_variant(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size, device=cfg.device)
-    features = extract_features(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size)
-    return {"lr": lr_info, "train": trained, "eval": metrics, "features": features}
+        keys = ("batch_size", "epochs", "optimizer", "momentum", "weight_decay", "seed", "device")
+        lr_info = lr_range_test(ref, variant, storage, run, input_size=input_size, **{k: values[k] for k in keys if k in values}, **dict(lr_kwargs or {}))
+    values["lr"] = float(lr_info["lr"])
+    trained = train_variant(ref, variant, storage, run, values, input_size=input_size, fallback=lr == "auto")
+    device = str(values.get("device", "auto"))
+    metrics = evaluate_variant(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size, device=device)
+    maps = extract_features(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size) if features else {}
+    return {"lr": lr_info, "train": trained, "eval": metrics, "features": maps}
 
 
 def describe_variant(name: str, channels: int = 1, num_classes: int = 10, native_size: int = 28) -> dict[str, Any]:

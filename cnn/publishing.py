@@ -50,6 +50,22 @@ def merge_rows(previous: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[st
     return [dict(r) for r in previous if r["variant"] not in replaced] + [dict(r) for r in fresh]
 
 
+RETRAIN_SETTINGS = ("epochs", "batch_size", "optimizer", "schedule")  # what a retrain takes over from the published rows
+
+
+def comparison_settings(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The settings most of the published rows were trained with (and their lr when every row's was given)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    settings: dict[str, Any] = {}
+    for key in RETRAIN_SETTINGS:
+        values = [r[key] for r in ok if r.get(key) is not None]
+        if values:
+            settings[key] = max(set(values), key=values.count)
+    if ok and all(r.get("lr_rule") == "given" and r.get("lr") is not None for r in ok):
+        settings["lr"] = ok[0]["lr"]
+    return settings
+
+
 def variant_markdown(row: Mapping[str, Any], lr_info: Mapping[str, Any], train_info: Mapping[str, Any], eval_info: Mapping[str, Any], features: Mapping[str, Any]) -> str:
     """The per-variant artifact: headline numbers, classification report, small embedded plots, storage paths."""
     lines = [

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cnn import plots  # noqa: E402
+from cnn import plots, recipe  # noqa: E402
 from cnn.errors import ConfigError  # noqa: E402
 from cnn.pipeline import FULL_DPI, SMALL_DPI  # noqa: E402
 from cnn.storage import Storage, safe_name  # noqa: E402
@@ -29,7 +29,7 @@ Row = Mapping[str, Any]
 Pair = tuple[str, str]
 
 COSTS = {"params": "parameters (log scale)", "train_seconds": "training seconds"}
-COLUMNS = ["variant", "params", "LR", "epochs", "best val acc", "test acc", "macro F1", "acc/1k params", "train s", "img/s", "wins", "most confused", "files"]
+COLUMNS = ["variant", "params", "LR", "optimizer", "batch", "epochs", "best val acc", "test acc", "macro F1", "acc/1k params", "train s", "img/s", "wins", "most confused", "files"]
 MAX_SMALL_URI = 60_000  # characters of one data-URI image in a Prefect artifact
 ARROW = "\u2192"
 WARN = "\u26a0"
@@ -47,15 +47,20 @@ def make_row(variant: str, seed: int, lr_info: Mapping[str, Any] | None, train_i
         if isinstance(error, BaseException):
             text = f"{type(error).__name__}: {error}"
         return failed_row(variant, seed, text, folder)
+    config = train_info.get("config", {})
     return {
         "variant": variant,
         "seed": seed,
         "status": "ok",
         "error": None,
+        "learned": test_learned(eval_info),
         "params": int(train_info.get("params", eval_info.get("params", 0))),
-        "lr": _float(lr_info.get("lr", train_info.get("config", {}).get("lr"))),
-        "lr_rule": lr_info.get("rule", "given"),
+        "lr": _float(config.get("lr", lr_info.get("lr"))),
+        "lr_rule": "; ".join(n for n in (lr_info.get("rule", "given"), _fallback_note(train_info)) if n),
         "lr_flag": lr_info.get("flag"),
+        "optimizer": config.get("optimizer"),
+        "schedule": config.get("schedule"),
+        "batch_size": config.get("batch_size"),
         "epochs": int(train_info["epochs"]),
         "best_val_acc": float(train_info["best_val_acc"]),
         "test_acc": float(eval_info["accuracy"]),
@@ -69,9 +74,28 @@ def make_row(variant: str, seed: int, lr_info: Mapping[str, Any] | None, train_i
     }
 
 
+def _fallback_note(train_info: Mapping[str, Any]) -> str | None:
+    """"fallback: no descent at adam 0.003" when training abandoned attempts, else None."""
+    fallbacks = train_info.get("fallbacks") or []
+    return f"fallback: {'; '.join(fallbacks)}" if fallbacks else None
+
+
+def test_learned(eval_info: Mapping[str, Any]) -> bool:
+    """Whether the test accuracy is clearly above chance (the majority class's share of the test split)."""
+    confusion = np.asarray(eval_info.get("confusion") or [[0]], dtype=float)
+    n = int(confusion.sum())
+    chance = float(confusion.sum(axis=1).max() / n) if n else 0.0
+    return recipe.learned(float(eval_info.get("accuracy", 0.0)), chance, n)
+
+
+def learned(row: Row) -> bool:
+    """A finished row whose model learned (rows written before this flag existed count as learned)."""
+    return row.get("status", "ok") == "ok" and bool(row.get("learned", True))
+
+
 def failed_row(variant: str, seed: int, error: str, folder: str | None = None) -> dict[str, Any]:
     """A row for a run that raised: status failed, the error text, None for every number."""
-    numbers = ("params", "lr", "lr_rule", "lr_flag", "epochs", "best_val_acc", "test_acc", "macro_f1", "train_seconds", "images_per_sec")
+    numbers = ("learned", "params", "lr", "lr_rule", "lr_flag", "optimizer", "schedule", "batch_size", "epochs", "best_val_acc", "test_acc", "macro_f1", "train_seconds", "images_per_sec")
     return {"variant": variant, "seed": seed, "status": "failed", "error": str(error), **dict.fromkeys(numbers), "per_class_f1": {}, "confusion": [], "most_confused": [], "folder": folder}
 
 
@@ -98,8 +122,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def count_wins(rows: Iterable[Row]) -> dict[str, int]:
     """Per variant, the seeds where its test accuracy was the highest among that seed's ok runs (ties all win)."""
     by_seed: dict[Any, list[Row]] = {}
-    for row in _ok(rows):
-        by_seed.setdefault(row["seed"], []).append(row)
+    for row in rows:
+        if learned(row):
+            by_seed.setdefault(row["seed"], []).append(row)
     wins: dict[str, int] = {}
     for seed_rows in by_seed.values():
         top = max(r["test_acc"] for r in seed_rows)
@@ -138,6 +163,11 @@ def _summarise(variant: str, group: list[Row], wins: int) -> dict[str, Any]:
         "macro_f1": f1,
         "macro_f1_std": f1_std,
         "wins": wins,
+        "learned": all(learned(r) for r in ok),
+        "n_not_learned": sum(not learned(r) for r in ok),
+        "optimizer": first.get("optimizer"),
+        "schedule": first.get("schedule"),
+        "batch_size": first.get("batch_size"),
         "params": first["params"],
         "lr": first["lr"],
         "lr_rule": first["lr_rule"],
@@ -154,8 +184,8 @@ def _summarise(variant: str, group: list[Row], wins: int) -> dict[str, Any]:
 
 
 def best_variant(summaries_or_rows: Iterable[Row]) -> str | None:
-    """Name of the variant with the highest mean test accuracy (None when nothing finished; ties: first seen)."""
-    groups = _by_variant(_ok(summaries_or_rows))
+    """Name of the learned variant with the highest mean test accuracy (None when none learned; ties: first seen)."""
+    groups = _by_variant(r for r in summaries_or_rows if learned(r))
     return max(groups, key=lambda v: statistics.fmean(r["test_acc"] for r in groups[v])) if groups else None
 
 
@@ -268,10 +298,14 @@ def pair_text(true: str, predicted: str, count: int | None = None) -> str:
 
 def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair]) -> str:
     """Two to four sentences from the numbers: best variant, best accuracy per 1k params, shared confusions, LR flags."""
-    ok = [s for s in summaries if s.get("status", "ok") == "ok"]
+    finished = [s for s in summaries if s.get("status", "ok") == "ok"]
+    ok = [s for s in finished if learned(s)]
+    idle = [s["variant"] for s in finished if not learned(s)]
     failed = [s["variant"] for s in summaries if s.get("status", "ok") != "ok"]
-    if not ok:
+    if not finished:
         return f"No variant finished ({len(failed)} failed)."
+    if not ok:
+        return f"No variant learned: every finished variant stayed at chance level ({', '.join(idle)}), so there is no winner; check the LR curves and the settings." + (f" Failed: {', '.join(failed)}." if failed else "")
     best = max(ok, key=lambda s: s["test_acc"])
     spread = f" \u00b1 {best['test_acc_std']:.4f} over {best['n_seeds']} seeds" if best.get("n_seeds", 1) > 1 else ""
     sentences = [f"{best['variant']} is the most accurate variant with {best['test_acc']:.4f} test accuracy{spread}."]
@@ -284,9 +318,32 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair]) -> str:
     flagged = [f"{s['variant']} ({str(s['lr_flag']).replace('_', ' ')})" for s in ok if s.get("lr_flag")]
     if flagged:
         sentences.append(f"The LR finder flagged {', '.join(flagged)}: check those curves.")
+    if idle:
+        sentences.append(f"Did not learn (test accuracy not clearly above chance, left out of the ranking): {', '.join(idle)}.")
     if failed:
         sentences.append(f"Failed: {', '.join(failed)}.")
+    mixed = settings_differences(finished)
+    if mixed:
+        sentences.append(f"Rows were trained with different settings: {mixed}.")
     return " ".join(sentences)
+
+
+SETTINGS = ("epochs", "batch_size", "optimizer", "schedule")
+
+
+def settings_differences(rows: Sequence[Row]) -> str:
+    """"epochs: cnn2_5 2, others 4" for each setting that differs between rows ('' when they all agree)."""
+    parts = []
+    for key in SETTINGS:
+        values = {r["variant"]: r.get(key) for r in rows if r.get(key) is not None}
+        counts: dict[Any, int] = {}
+        for v in values.values():
+            counts[v] = counts.get(v, 0) + 1
+        if len(counts) > 1:
+            common = max(counts, key=lambda v: counts[v])
+            odd = ", ".join(f"{name} {v}" for name, v in values.items() if v != common)
+            parts.append(f"{key.replace('_', ' ')} {odd}, others {common}")
+    return "; ".join(parts)
 
 
 def lr_text(lr: float | None, rule: str | None, flag: str | None = None) -> str:
@@ -304,7 +361,7 @@ def _mean_pm(mean: float, std: float | None, repeats: int, digits: int = 4) -> s
 def comparison_frame(summaries: Sequence[Row], repeats: int | None = None) -> pd.DataFrame:
     """The comparison table (for CSV and the Prefect table artifact), sorted by test accuracy; failed rows mostly blank."""
     repeats = repeats if repeats is not None else max([int(s.get("n_seeds", 1)) for s in summaries] or [1])
-    ordered = sorted(summaries, key=lambda s: (s.get("status", "ok") != "ok", -(s.get("test_acc") or 0.0)))
+    ordered = sorted(summaries, key=lambda s: (s.get("status", "ok") != "ok", not learned(s), -(s.get("test_acc") or 0.0)))
     records = [_comparison_record(s, repeats) for s in ordered]
     columns = [c for c in COLUMNS if c != "wins" or repeats > 1]
     return pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype=object) for c in columns})
@@ -319,9 +376,11 @@ def _comparison_record(s: Row, repeats: int) -> dict[str, Any]:
         "variant": s["variant"],
         "params": s["params"],
         "LR": lr_text(s.get("lr"), s.get("lr_rule"), s.get("lr_flag")),
+        "optimizer": s.get("optimizer"),
+        "batch": s.get("batch_size"),
         "epochs": s["epochs"],
         "best val acc": round(s["best_val_acc"], 4),
-        "test acc": _mean_pm(s["test_acc"], s.get("test_acc_std"), repeats),
+        "test acc": _test_acc_cell(s, repeats),
         "macro F1": _mean_pm(s["macro_f1"], s.get("macro_f1_std"), repeats),
         "acc/1k params": round(accuracy_per_1k_params(s["test_acc"], s["params"]), 4) if s.get("params") else None,
         "train s": round(s["train_seconds"], 1),
@@ -330,6 +389,14 @@ def _comparison_record(s: Row, repeats: int) -> dict[str, Any]:
         "most confused": pair_text(top["true"], top["predicted"], top["count"]) if top else "",
         "files": s.get("folder"),
     }
+
+
+def _test_acc_cell(s: Row, repeats: int) -> str | float:
+    """Mean (± std) test accuracy, marked when the variant did not learn."""
+    value = _mean_pm(s["test_acc"], s.get("test_acc_std"), repeats)
+    if learned(s):
+        return value
+    return f"{value if isinstance(value, str) else f'{value:.4f}'} (did not learn)"
 
 
 def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int) -> str:
@@ -360,7 +427,7 @@ def _pair_list(pairs: Sequence[Pair]) -> str:
     return ", ".join(pair_text(t, p) for t, p in pairs) or "none"
 
 
-CELL_FORMATS = {"params": "{:,}", "train s": "{:.1f}", "img/s": "{:,.0f}", "epochs": "{:d}"}
+CELL_FORMATS = {"params": "{:,}", "train s": "{:.1f}", "img/s": "{:,.0f}", "epochs": "{:d}", "batch": "{:d}"}
 
 
 def _cell(column: str, value: Any) -> str:
@@ -418,7 +485,7 @@ def plot_accuracy_vs_cost(summaries: Sequence[Row], cost: str = "params") -> Fig
     if not ok:
         raise ConfigError("summaries", "no finished variant to plot")
     points = {s["variant"]: (float(s[cost]), float(s["test_acc"]), float(s.get("test_acc_std") or 0.0)) for s in ok}
-    front = pareto_front((n, c, a) for n, (c, a, _) in points.items())
+    front = pareto_front((n, c, a) for n, (c, a, _) in points.items() if learned(next(s for s in ok if s["variant"] == n)))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     others = [n for n in points if n not in front]
     for names, marker, label in ((others, "o", "dominated"), (front, "*", "Pareto front")):

@@ -37,8 +37,8 @@ class TrainConfig:
 
     epochs: int = 5
     batch_size: int = 256
-    lr: float = 0.05
-    optimizer: str = "sgd"
+    lr: float = 1e-3
+    optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "onecycle"
@@ -391,7 +391,7 @@ class Trainer:
 RESUME_KEYS = ("seed", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "max_steps", "patience")
 
 
-def _check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> None:
+def check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> None:
     """A checkpoint resumes only under the settings it was written with (schedule length, batch order, optimizer)."""
     now = config.to_dict()
     changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
@@ -405,7 +405,7 @@ def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_s
     resumed_from = 0
     if resume and storage is not None and checkpoint and storage.exists(checkpoint):
         ckpt = load_checkpoint(storage, checkpoint, variant or None)
-        _check_resumable(ckpt.get("config") or {}, config, storage.path(checkpoint))
+        check_resumable(ckpt.get("config") or {}, config, storage.path(checkpoint))
         trainer.restore(ckpt)
         resumed_from = trainer.start_epoch - 1
         log.info("resuming %s from epoch %d", variant, resumed_from)

@@ -15,16 +15,20 @@ def _lr(value: str) -> float | str:
     return value if value == "auto" else float(value)
 
 
+def _int_or_auto(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     """Options shared by compare and retrain (the flows' parameters)."""
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, kmnist, cifar10, digits, or a torchvision set name")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=_int_or_auto, default="auto", help="a number, or 'auto' (default): enough to see 20,000 images, 5-30")
+    p.add_argument("--batch-size", type=_int_or_auto, default="auto", help="a number, or 'auto' (default): >= 50 steps per epoch, 8-128 on CPU, 8-512 on CUDA")
     p.add_argument("--lr", type=_lr, default="auto", help="'auto' (LR range test) or a number")
     p.add_argument("--lr-min", type=float, default=1e-5)
     p.add_argument("--lr-max", type=float, default=1.0)
     p.add_argument("--lr-rule", default="min_loss_div10", help="min_loss_div10 (fastai, default) or steepest")
-    p.add_argument("--optimizer", default="sgd", help="sgd, adam or adamw")
+    p.add_argument("--optimizer", default="adam", help="adam (default), adamw or sgd")
     p.add_argument("--schedule", default="onecycle", help="onecycle, cosine or none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="./data", help="raw files in torchvision's layout (a mirror), or where to download")
@@ -61,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto")
     bench.add_argument("--prefect-overhead", action="store_true", help="also time the comparison flow against a plain loop")
     bench.add_argument("--all-variants", action="store_true", help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see cnn/bench_variants.py)")
+    bench.add_argument("--recipe", action="store_true", help="instead: the default recipe against a plain PyTorch loop (Adam 1e-3, batch 32), variant x dataset x seed")
+    bench.add_argument("--datasets", default="digits,distorted-digits-small", help="with --recipe: digits, distorted-digits-small/-medium/-large")
+    bench.add_argument("--variants", default="all", help="with --recipe: comma-separated variant names, or 'all'")
+    bench.add_argument("--seeds", default="0,1,2", help="with --recipe: comma-separated seeds")
     return parser
 
 
@@ -103,11 +111,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
+def given_options(argv: Sequence[str]) -> set[str]:
+    """Destinations of the --options typed on the command line (`--batch-size 32` and `--batch-size=32` give batch_size)."""
+    return {tok[2:].split("=", 1)[0].replace("-", "_") for tok in argv if tok.startswith("--")}
+
+
+def published_defaults(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """The published comparison's settings for every recipe option the user did not type (retrain keeps them)."""
+    from cnn.publishing import comparison_settings, latest_rows
+
+    published = comparison_settings(latest_rows(args.storage, args.dataset.lower())["rows"])
+    return {k: v for k, v in published.items() if k not in given_options(argv)}
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
-    """Retrain one variant afresh (every cached step refreshed) and republish the comparison."""
+    """Retrain one variant afresh (every cached step refreshed) with the published comparison's settings, and republish."""
     from flows.variant import train_variant_flow
 
-    kwargs = {**_flow_kwargs(args), "variant": args.variant, "refresh": True, "publish": True}
+    kwargs = {**_flow_kwargs(args), **published_defaults(args, args.argv), "variant": args.variant, "refresh": True, "publish": True}
     state = _run_flow(train_variant_flow, kwargs, args.quiet)
     row = state.result(raise_on_failure=False)
     if state.is_completed():
@@ -135,6 +156,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks and print a table (or JSON)."""
     from cnn import bench
 
+    if args.recipe:
+        from benchmarks import recipe
+
+        recipe.main(["--datasets", args.datasets, "--variants", args.variants, "--seeds", args.seeds, "--device", "cpu" if args.device == "auto" else args.device] + (["--json", "/dev/stdout"] if args.json else []))
+        return 0
     if args.all_variants:
         from cnn import bench_variants
 
@@ -156,7 +182,9 @@ COMMANDS = {"compare": cmd_compare, "retrain": cmd_retrain, "variants": cmd_vari
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-lab` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from cnn.errors import CnnLabError
 
     try:

@@ -20,9 +20,9 @@ def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: s
     """The train-variant flow's parameters for one (variant, seed) of this comparison."""
     cfg, ref = settings.config, settings.ref
     return {
-        "variant": variant, "dataset": ref.name, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": settings.lr,
-        "optimizer": cfg.optimizer, "schedule": cfg.schedule, "seed": seed, "data_dir": ref.data_dir, "storage": settings.storage,
-        "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg.device,
+        "variant": variant, "dataset": ref.name, "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "lr": settings.lr,
+        "optimizer": cfg["optimizer"], "schedule": cfg["schedule"], "seed": seed, "data_dir": ref.data_dir, "storage": settings.storage,
+        "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg["device"],
         "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"], "lr_rule": settings.lr_settings["rule"],
     }
 

@@ -10,6 +10,7 @@ from cnn.data import get_dataset_spec
 from cnn.errors import ConfigError
 from cnn.models import get_variant, list_variants
 from cnn.pipeline import DEFAULT_LR_RULE, DatasetRef
+from cnn.recipe import AUTO, DEFAULT_OPTIMIZER
 from cnn.storage import SUPPORTED_SCHEMES, Storage, safe_name
 from cnn.train import OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -28,7 +29,7 @@ class RunSettings:
     """Validated settings shared by both flows."""
 
     ref: DatasetRef
-    config: TrainConfig
+    config: dict[str, Any]  # TrainConfig fields; epochs and batch_size may be "auto" (resolved from the data by cnn.recipe)
     lr: float | str
     storage: str
     run: str
@@ -97,18 +98,24 @@ def default_run_name() -> str:
     return safe_name(f"{stamp}-{name}", "run")
 
 
-def build_settings(*, dataset: str, epochs: int, batch_size: int, lr: float | str, optimizer: str, schedule: str, seed: int, data_dir: str, storage: str, run: str | None, val_size: float, max_train: int | None, max_test: int | None, device: str, refresh: bool | list[str], lr_min: float = 1e-5, lr_max: float = 1.0, lr_rule: str = DEFAULT_LR_RULE, weight_decay: float = 0.0, momentum: float = 0.9) -> RunSettings:
+def _auto_or_int(name: str, value: int | str) -> int:
+    """A placeholder 1 for "auto" (checked once the data is known), else the value for TrainConfig's checks."""
+    return 1 if value == AUTO else value  # type: ignore[return-value]
+
+
+def build_settings(*, dataset: str, epochs: int | str, batch_size: int | str, lr: float | str, optimizer: str, schedule: str, seed: int, data_dir: str, storage: str, run: str | None, val_size: float, max_train: int | None, max_test: int | None, device: str, refresh: bool | list[str], lr_min: float = 1e-5, lr_max: float = 1.0, lr_rule: str = DEFAULT_LR_RULE, weight_decay: float = 0.0, momentum: float = 0.9) -> RunSettings:
     """Validate every parameter (errors name the field and the allowed values) before any work starts."""
     get_dataset_spec(dataset)
     safe_name(dataset.lower(), "dataset")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1.0 if lr == "auto" else check_lr(lr), optimizer=optimizer, schedule=schedule, seed=seed, device=device, weight_decay=weight_decay, momentum=momentum).validate()
+    checked = TrainConfig(epochs=_auto_or_int("epochs", epochs), batch_size=_auto_or_int("batch_size", batch_size), lr=1.0 if lr == "auto" else check_lr(lr), optimizer=optimizer, schedule=schedule, seed=seed, device=device, weight_decay=weight_decay, momentum=momentum).validate()
+    config = {**checked.to_dict(), "epochs": epochs, "batch_size": batch_size}
     check_lr(lr)
     check_lr_bounds(lr_min, lr_max)
     if lr_rule not in LR_RULES:
         raise ConfigError("lr_rule", f"unknown rule {lr_rule!r}", allowed=LR_RULES)
     ref = DatasetRef(name=dataset.lower(), data_dir=str(Path(data_dir).expanduser()) if "://" not in data_dir else data_dir, val_size=val_size, seed=seed, max_train=max_train, max_test=max_test)
-    lr_settings = {"batch_size": batch_size, "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "lr_min": lr_min, "lr_max": lr_max, "rule": lr_rule}
+    lr_settings = {"batch_size": batch_size, "epochs": epochs, "optimizer": optimizer, "momentum": momentum, "weight_decay": weight_decay, "seed": seed, "lr_min": lr_min, "lr_max": lr_max, "rule": lr_rule}
     return RunSettings(ref=ref, config=config, lr=lr, storage=check_storage(storage), run=safe_name(run, "run") if run else default_run_name(), refresh=check_refresh(refresh), lr_settings=lr_settings)
 
 
-__all__ = ["DEFAULT_LR_RULE", "DEFAULT_VARIANTS", "LRRule", "OptimizerName", "REFRESH_STEPS", "RefreshStep", "RunSettings", "ScheduleName", "SUPPORTED_SCHEMES", "VariantName", "build_settings", "check_variants"]
+__all__ = ["DEFAULT_LR_RULE", "DEFAULT_OPTIMIZER", "DEFAULT_VARIANTS", "LRRule", "OptimizerName", "REFRESH_STEPS", "RefreshStep", "RunSettings", "ScheduleName", "SUPPORTED_SCHEMES", "VariantName", "build_settings", "check_variants"]

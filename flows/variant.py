@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from cnn.pipeline import variant_dir
 from cnn.report import make_row
 from flows.results import with_result_storage
-from flows.settings import DEFAULT_LR_RULE, LRRule, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
+from flows.settings import DEFAULT_LR_RULE, DEFAULT_OPTIMIZER, LRRule, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 
 
@@ -22,15 +22,15 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
     """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
     ref = settings.ref.to_dict()
     info = _task(prepare_dataset, "dataset", settings)(ref)
-    device = settings.config.device
+    device = settings.config["device"]
     if lr_info is None:
         if settings.lr == "auto":
             lr_info = _task(lr_range_test, "lr", settings)(ref, variant, settings.storage, settings.run, settings.lr_settings, device=device, fingerprint=info["fingerprint"])
         else:
             lr_info = {"lr": float(settings.lr), "rule": "given", "flag": None}
-    config = {**settings.config.to_dict(), "lr": float(lr_info["lr"]), "seed": seed}
+    config = {**settings.config, "lr": float(lr_info["lr"]), "seed": seed}
     config.pop("device")
-    trained = _task(train_variant, "train", settings)(ref, variant, settings.storage, settings.run, config, device=device, subdir=subdir, fingerprint=info["fingerprint"], progress=progress, resume="train" not in settings.refresh)
+    trained = _task(train_variant, "train", settings)(ref, variant, settings.storage, settings.run, config, device=device, subdir=subdir, fingerprint=info["fingerprint"], progress=progress, resume="train" not in settings.refresh, fallback=settings.lr == "auto")
     evaluated = _task(evaluate_variant, "evaluate", settings)(ref, variant, settings.storage, trained["folder_rel"], trained["model_id"], device=device)
     features = _task(extract_features, "features", settings)(ref, variant, settings.storage, trained["folder_rel"], trained["model_id"])
     row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
@@ -43,10 +43,10 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
 def train_variant_flow(
     variant: VariantName = "cnn2_5",  # type: ignore[valid-type]
     dataset: str = "fashion-mnist",
-    epochs: int = 5,
-    batch_size: int = 256,
+    epochs: int | Literal["auto"] = "auto",
+    batch_size: int | Literal["auto"] = "auto",
     lr: float | Literal["auto"] = "auto",
-    optimizer: OptimizerName = "sgd",  # type: ignore[valid-type]
+    optimizer: OptimizerName = DEFAULT_OPTIMIZER,  # type: ignore[valid-type]
     schedule: ScheduleName = "onecycle",  # type: ignore[valid-type]
     seed: int = 0,
     data_dir: str = "./data",
@@ -68,10 +68,10 @@ def train_variant_flow(
     Args:
         variant: Architecture to train (see `cnn-lab variants`).
         dataset: fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.
-        epochs: Training epochs (>= 1).
-        batch_size: Images per step; the LR range test runs at this batch size.
+        epochs: Training epochs (>= 1), or "auto": enough to see 20,000 images, 5 to 30.
+        batch_size: Images per step, or "auto": the largest power of two leaving >= 50 steps per epoch (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size.
         lr: "auto" runs Leslie Smith's LR range test; a number uses that learning rate.
-        optimizer: sgd (momentum 0.9), adam or adamw.
+        optimizer: adam (default), adamw or sgd (momentum 0.9).
         schedule: Per-step LR schedule: onecycle (peak at lr), cosine or none.
         seed: Seed of the split, the weights and the batch order (same seed, same metrics on CPU).
         data_dir: Folder with the raw files (torchvision layout) or where to download them.

@@ -32,10 +32,11 @@ def lr_range_test(ref: dict[str, Any], variant: str, storage: str, run: str, set
 
 
 @task(name="train_variant", tags=["gpu"], **_COMMON)
-def train_variant(ref: dict[str, Any], variant: str, storage: str, run: str, config: dict[str, Any], device: str = "auto", subdir: str | None = None, fingerprint: str = "", progress: dict[str, Any] | None = None, resume: bool = True) -> dict[str, Any]:
-    """Train one variant (checkpoint per epoch; resumes after a crash unless resume=False); one log line per epoch."""
-    callback = epoch_reporter(variant, int(config["epochs"]), progress)
-    return pipeline.train_variant(ref, variant, storage, run, {**config, "device": device}, subdir=subdir, resume=resume, callback=callback)
+def train_variant(ref: dict[str, Any], variant: str, storage: str, run: str, config: dict[str, Any], device: str = "auto", subdir: str | None = None, fingerprint: str = "", progress: dict[str, Any] | None = None, resume: bool = True, fallback: bool = False) -> dict[str, Any]:
+    """Train one variant (learn check and, for a chosen lr, fallbacks; checkpoint per epoch; resumes unless resume=False)."""
+    cfg = pipeline.resolve_config({**config, "device": device}, pipeline.get_dataset(pipeline.as_ref(ref)).train_y.numel())
+    callback = epoch_reporter(variant, cfg.epochs, progress)
+    return pipeline.train_variant(ref, variant, storage, run, cfg, subdir=subdir, resume=resume, fallback=fallback, callback=callback)
 
 
 @task(name="evaluate_variant", **_COMMON)

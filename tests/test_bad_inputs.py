@@ -28,7 +28,7 @@ from test_s3 import BUCKET, SECRET, S3Server, free_port, s3_env
 
 DOC = Path(__file__).parents[1] / "docs" / "bad-inputs.md"
 DIGITS = DatasetRef(name="digits", max_train=200, val_size=40)  # 160 training images
-TINY = {"epochs": 1, "batch_size": 64, "lr": 0.05, "device": "cpu"}
+TINY = {"epochs": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "device": "cpu"}
 
 
 @dataclass
@@ -149,7 +149,7 @@ CASES = [
     Case("duplicate-variants", lambda c: _check_variants(["lenet1", "lenet1"]), ConfigError, r"^variants: duplicates in \['lenet1', 'lenet1'\] \(allowed: each variant once\)"),
     Case("zero-epochs", lambda c: TrainConfig(epochs=0).validate(), ConfigError, r"^epochs: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
     Case("negative-batch-size", lambda c: TrainConfig(batch_size=-8).validate(), ConfigError, r"^batch_size: must be a positive integer, got -8 \(allowed: an int >= 1\)"),
-    Case("batch-larger-than-train-split", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "big", {**TINY, "batch_size": 512}), ConfigError, r"^batch_size: 512 is larger than the 160 training images \(allowed: 1\.\.160\)"),
+    Case("batch-larger-than-train-split", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "big", {**TINY, "batch_size": 512}), ConfigError, r"^batch_size: 512 is larger than the 160 training images \(allowed: 1\.\.160, or auto\)"),
     Case("negative-lr", lambda c: _settings().check_lr(-0.1), ConfigError, r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a float > 0\)"),
     Case("infinite-lr", lambda c: TrainConfig(lr=math.inf).validate(), ConfigError, r"^lr: must be a positive finite number, got inf \(allowed: a float > 0"),
     Case("lr-bounds-reversed", lambda c: _settings().check_lr_bounds(1.0, 0.01), ConfigError, r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a float > 1\.0\)"),
@@ -274,7 +274,7 @@ FLOW_CASES = [
     ("flow-repeats-zero", "compare", {"repeats": 0}, r"ConfigError: repeats: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
     ("flow-unknown-optimizer", "compare", {"optimizer": "rmsprop"}, r"optimizer: Input should be 'sgd', 'adam' or 'adamw'"),
     ("flow-unsafe-variant-name", "compare", {"variants": ["../../etc"]}, r"variants\.0: Input should be 'alexnet'.*'lenet1'"),
-    ("flow-batch-larger-than-train-split", "compare", {"batch_size": 1000}, r"every variant failed: lenet1: ConfigError: batch_size: 1000 is larger than the 240 training images \(allowed: 1\.\.240\)"),
+    ("flow-batch-larger-than-train-split", "compare", {"batch_size": 1000}, r"every variant failed: lenet1: ConfigError: batch_size: 1000 is larger than the 240 training images \(allowed: 1\.\.240, or auto\)"),
     ("flow-corrupt-idx-file", "compare", {"data_dir": "corrupt"}, r"DataError: data_dir: dataset 'FashionMNIST' in .* is corrupt or truncated"),
     ("flow-missing-bucket", "compare", {"storage": "s3://no-such-bucket/results"}, r"StorageError: storage: cannot write to s3://no-such-bucket/results: bucket 'no-such-bucket' does not exist"),
     ("flow-credentials-in-storage-url", "compare", {"storage": f"s3://AKIDEXAMPLE:{SECRET}@{BUCKET}/results"}, r"ConfigError: storage: credentials in the URL are not accepted"),
@@ -290,7 +290,7 @@ def test_bad_input_fails_the_flow_run_with_the_message(prefect_harness, ctx: Ctx
     from flows.compare import compare_architectures
     from flows.variant import train_variant_flow
 
-    kwargs: dict[str, Any] = {"dataset": "fashion-mnist", "epochs": 1, "batch_size": 64, "lr": 0.05, "data_dir": str(ctx.data), "storage": str(ctx.store), "max_train": 300, "val_size": 60, "device": "cpu", **override}
+    kwargs: dict[str, Any] = {"dataset": "fashion-mnist", "epochs": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "data_dir": str(ctx.data), "storage": str(ctx.store), "max_train": 300, "val_size": 60, "device": "cpu", **override}
     if kwargs["data_dir"] == "corrupt":
         kwargs["data_dir"] = _idx_dir(ctx, _truncate)
     if kwargs["storage"] == "file-in-place":

@@ -12,7 +12,6 @@ from torchvision import datasets
 
 from cnn import bench
 from cnn.errors import ConfigError
-from cnn.pipeline import range_test_steps
 from cnn.train import TrainConfig
 
 
@@ -45,8 +44,8 @@ def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> Non
 
 def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
     lf = quick_results["lr_finder"]
-    # quick data is 6 batches an epoch: like the flows on tiny sets, the sweep cycles to 100 steps
-    assert lf["num_steps"] == range_test_steps(100, 6, 1500) == 100 and lf["images_seen"] == pytest.approx(lf["epochs_cost"] * lf["n_train"])
+    # quick data is 6 batches an epoch: the sweep cycles to the 30 steps a usable curve needs
+    assert lf["num_steps"] == bench.sweep_steps(100, 6) == 30 and lf["images_seen"] == pytest.approx(lf["epochs_cost"] * lf["n_train"])
     assert lf["seconds"] > 0 and lf["epoch_seconds"] > 0 and lf["suggestion"] > 0
     ev = quick_results["eval"]
     assert ev["img_per_s"] > 0 and ev["seed_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
@@ -200,8 +199,6 @@ def test_importing_bench_does_not_import_prefect() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize(("epoch_steps", "n_images", "steps"), [(235, 60_000, 100), (938, 60_000, 100), (30, 60_000, 30), (51, 1_617, 100), (6, 1_500, 100), (40, 10_000, 40)])
-def test_range_test_stays_within_one_epoch_unless_the_set_is_small(epoch_steps: int, n_images: int, steps: int) -> None:
-    assert range_test_steps(100, epoch_steps, n_images) == steps
-    if n_images >= 10_000:
-        assert steps <= epoch_steps  # 60k images at batch 2048 (30 steps an epoch) costs at most one epoch
+@pytest.mark.parametrize(("epoch_steps", "steps"), [(235, 100), (938, 100), (40, 40), (6, 30)])
+def test_benchmark_sweep_stays_within_one_epoch_unless_a_curve_needs_more(epoch_steps: int, steps: int) -> None:
+    assert bench.sweep_steps(100, epoch_steps) == steps

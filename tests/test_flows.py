@@ -34,7 +34,7 @@ def test_comparison_completes_with_rows_and_files(first_run) -> None:
     run_dir = storage / "fashion-mnist" / "first"
     for variant in VARIANTS:
         folder = run_dir / variant
-        for name in ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "metrics.json", "history.csv", "checkpoint.pt", "row.json"):
+        for name in ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.json", "metrics.json", "history.csv", "checkpoint.pt", "row.json"):
             assert (folder / name).is_file(), f"{variant}/{name} missing"
         assert list((folder / "filters").glob("*.png")) and list((folder / "feature_maps").glob("*.png"))
     assert (run_dir / "comparison.md").is_file() and (run_dir / "comparison.csv").is_file() and (run_dir / "report.md").is_file()

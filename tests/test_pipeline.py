@@ -13,7 +13,7 @@ from cnn.train import TrainConfig
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     storage = tmp_path_factory.mktemp("store")
-    out = run_variant(DatasetRef("digits"), "generic_2", str(storage), "r1", TrainConfig(epochs=3, batch_size=32, device="cpu"))
+    out = run_variant(DatasetRef("digits"), "generic_2", str(storage), "r1", {"epochs": 8, "batch_size": 16, "device": "cpu"})
     return storage, out
 
 
@@ -30,9 +30,16 @@ def test_run_variant_writes_the_layout(digits_run) -> None:
 
 def test_digits_learns_with_the_auto_lr(digits_run) -> None:
     _, out = digits_run
-    assert out["lr"]["rule"] in ("steepest", "min_loss_div10") and out["lr"]["lr"] > 0
+    assert out["lr"]["rule"].startswith(("steepest", "min_loss_div10", "base lr")) and out["lr"]["lr"] > 0
+    assert out["lr"]["num_steps"] == 64 and out["lr"]["budget_share"] <= 0.1  # 10% of 8 epochs x 1,293 images at batch 16
     assert out["eval"]["accuracy"] > 0.7
     assert out["train"]["input_size"] == 28  # 8x8 digits upsampled to the side the seeds were designed for
+
+
+def test_a_budget_too_small_for_a_curve_uses_the_base_lr(tmp_path) -> None:
+    out = run_variant(DatasetRef("digits"), "lenet1", str(tmp_path), "r2", TrainConfig(epochs=1, batch_size=64, device="cpu"), features=False)
+    assert out["lr"]["lr"] == 1e-3 and out["lr"]["rule"].startswith("base lr: range test budget")
+    assert not (tmp_path / "digits" / "r2" / "lenet1" / "lr_finder.png").exists()
 
 
 def test_evaluate_refuses_weights_that_changed(digits_run) -> None:

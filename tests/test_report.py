@@ -171,7 +171,7 @@ def test_comparison_markdown_rows_sorted_failed_kept(rows: list[dict]) -> None:
     assert [r[0] for r in body] == ["big", "mid", "small", "broken"]
     test_col = [c.strip() for c in header.strip("|").split(" | ")].index("test acc")
     assert body[0][test_col] == "0.8600 ± 0.0400"
-    assert body[0][1:4:2] == ["8,000", "3"]  # params and epochs stay integers next to a failed row
+    assert [body[0][1], body[0][5]] == ["8,000", "3"]  # params and epochs stay integers next to a failed row
     assert body[-1][test_col] == "failed: RuntimeError: CUDA out of memory"
     assert "Tried to allocate" not in md
     assert "wins" in header and "Shirt→T-shirt/top (2)" in md

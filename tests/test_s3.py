@@ -21,7 +21,7 @@ KEY_ID = "cnnlabtestkeyid"
 SECRET = "cnnlab-SECRET-9c2e41f7a0"
 BUCKET = "cnn-lab"
 VARIANTS = ["lenet1", "generic_2"]
-LAYOUT = ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "metrics.json", "history.csv", "checkpoint.pt", "model.pt", "row.json")
+LAYOUT = ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.json", "metrics.json", "history.csv", "checkpoint.pt", "model.pt", "row.json")
 
 
 def free_port() -> int:

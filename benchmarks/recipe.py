@@ -1,0 +1,140 @@
+"""cnn-lab's default recipe against the plain PyTorch reference loop, variant x dataset x seed.
+
+cnn-lab runs exactly what a comparison runs with no recipe options given (the same pipeline functions: batch size and
+epochs from the data, the LR range test within its budget, training with the learn check and fallbacks, evaluation);
+the reference runs Adam 1e-3 at batch 32 for the same number of epochs on the same split and normalisation.
+
+    python -m benchmarks.recipe --datasets digits,distorted-digits-small --seeds 0,1,2 [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from benchmarks.datasets import register_distorted_digits
+from benchmarks.reference import train_reference
+from cnn import pipeline, recipe
+from cnn.models import list_variants
+
+DATASETS = ("digits", "distorted-digits-small", "distorted-digits-medium", "distorted-digits-large")
+TOLERANCE = 0.01  # cnn-lab's mean may trail the reference's by at most one point
+
+
+def run_cnn_lab(dataset: str, variant: str, seed: int, max_train: int | None, device: str) -> dict[str, Any]:
+    """One comparison row as the flows make it (features skipped), in a throwaway in-memory store."""
+    ref = pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False)
+    start = time.perf_counter()
+    out = pipeline.run_variant(ref, variant, f"memory://recipe-{dataset}-{variant}-{seed}", "bench", {"seed": seed, "device": device}, features=False)
+    train = out["train"]
+    return {
+        "test_acc": out["eval"]["accuracy"],
+        "seconds": time.perf_counter() - start,
+        "epochs": train["config"]["epochs"],
+        "batch_size": train["config"]["batch_size"],
+        "lr": train["config"]["lr"],
+        "optimizer": train["config"]["optimizer"],
+        "lr_rule": out["lr"]["rule"],
+        "fallbacks": train["fallbacks"],
+        "learned": train["learned"],
+        "lr_test_share": out["lr"].get("budget_share", 0.0),
+    }
+
+
+def run_pair(dataset: str, variant: str, seed: int, max_train: int | None, device: str) -> dict[str, Any]:
+    """cnn-lab's default and the reference on one (dataset, variant, seed), at the same epochs."""
+    ours = run_cnn_lab(dataset, variant, seed, max_train, device)
+    data = pipeline.get_dataset(pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False))
+    ref = train_reference(variant, data, ours["epochs"], seed)
+    return {"dataset": dataset, "variant": variant, "seed": seed, "n_train": int(data.train_y.numel()), "cnn_lab": ours, "reference": {"test_acc": ref.test_acc, "seconds": ref.seconds}}
+
+
+def summarise(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean over seeds per (dataset, variant): accuracies, difference, seconds, settings, pass/fail."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in pairs:
+        groups.setdefault((p["dataset"], p["variant"]), []).append(p)
+    rows = []
+    for (dataset, variant), group in groups.items():
+        ours = statistics.fmean(p["cnn_lab"]["test_acc"] for p in group)
+        ref = statistics.fmean(p["reference"]["test_acc"] for p in group)
+        first = group[0]["cnn_lab"]
+        rows.append({
+            "dataset": dataset, "variant": variant, "n_train": group[0]["n_train"], "seeds": len(group),
+            "cnn_lab": ours, "reference": ref, "diff": ours - ref, "ok": ours >= ref - TOLERANCE,
+            "cnn_lab_s": statistics.fmean(p["cnn_lab"]["seconds"] for p in group),
+            "reference_s": statistics.fmean(p["reference"]["seconds"] for p in group),
+            "epochs": first["epochs"], "batch_size": first["batch_size"],
+            "lr": statistics.fmean(p["cnn_lab"]["lr"] for p in group),
+            "fallbacks": sum(len(p["cnn_lab"]["fallbacks"]) for p in group),
+            "lr_test_share": max(p["cnn_lab"]["lr_test_share"] for p in group),
+        })
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table: one line per (dataset, variant)."""
+    head = f"{'dataset':<24} {'variant':<15} {'n_train':>7} {'seeds':>5} {'epochs':>6} {'batch':>5} {'lr':>8} {'cnn-lab':>8} {'ref':>8} {'diff':>7} {'cnn-lab s':>9} {'ref s':>7} {'fb':>3} {'lr%':>5}  ok"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['dataset']:<24} {r['variant']:<15} {r['n_train']:>7} {r['seeds']:>5} {r['epochs']:>6} {r['batch_size']:>5} {r['lr']:>8.2g} "
+            f"{r['cnn_lab']:>8.4f} {r['reference']:>8.4f} {r['diff']:>+7.4f} {r['cnn_lab_s']:>9.1f} {r['reference_s']:>7.1f} {r['fallbacks']:>3} {100 * r['lr_test_share']:>4.1f}%  {'yes' if r['ok'] else 'NO'}"
+        )
+    passed = sum(r["ok"] for r in rows)
+    lines.append(f"{passed} of {len(rows)} (dataset, variant) pairs within {TOLERANCE:.0%} of the reference")
+    return "\n".join(lines)
+
+
+def bench_recipe(datasets: Sequence[str], variants: Sequence[str], seeds: Sequence[int], *, max_train: dict[str, int] | None = None, device: str = "cpu", on_pair: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every (dataset, variant, seed) pair; returns {"pairs", "rows", "environment"}."""
+    register_distorted_digits()
+    pairs = []
+    for dataset in datasets:
+        for variant in variants:
+            for seed in seeds:
+                pair = run_pair(dataset, variant, seed, (max_train or {}).get(variant), device)
+                pairs.append(pair)
+                if on_pair:
+                    on_pair(pair)
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device, "rules": {"min_steps_per_epoch": recipe.MIN_STEPS_PER_EPOCH, "epoch_images": recipe.EPOCH_IMAGES}}
+    return {"pairs": pairs, "rows": summarise(pairs), "environment": env}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Options of the recipe benchmark."""
+    p = argparse.ArgumentParser(description="cnn-lab's default recipe vs a plain PyTorch reference loop (Adam 1e-3, batch 32)")
+    p.add_argument("--datasets", default=",".join(DATASETS[:2]), help=f"comma-separated, from {', '.join(DATASETS)}")
+    p.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--alexnet-max-train", type=int, default=None, help="train AlexNet on at most this many images (CPU)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="also write every pair and row to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print a line per pair as it finishes, then the table."""
+    args = get_args_parser().parse_args(argv)
+    variants = list_variants() if args.variants == "all" else args.variants.split(",")
+    limits = {"alexnet": args.alexnet_max_train} if args.alexnet_max_train else None
+
+    def show(p: dict[str, Any]) -> None:
+        print(f"{p['dataset']} {p['variant']} seed {p['seed']}: cnn-lab {p['cnn_lab']['test_acc']:.4f} ({p['cnn_lab']['seconds']:.0f}s, batch {p['cnn_lab']['batch_size']}, lr {p['cnn_lab']['lr']:.2g} {p['cnn_lab']['lr_rule']}, fallbacks {p['cnn_lab']['fallbacks']}) reference {p['reference']['test_acc']:.4f} ({p['reference']['seconds']:.0f}s)", file=sys.stderr, flush=True)
+
+    result = bench_recipe(args.datasets.split(","), variants, [int(s) for s in args.seeds.split(",")], max_train=limits, device=args.device, on_pair=show)
+    print(format_table(result["rows"]))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Training that cannot fail silently: a learn check after the first epoch and at the end, with documented fallbacks.
+
+Attempt 1 trains at the chosen lr. If its loss turns non-finite, its first epoch raises the validation loss well
+above the untrained model's, or its best validation accuracy is not clearly above chance, attempt 2 retrains from the same
+initial weights at a tenth of that lr; if that fails too, attempt 3 uses the other optimizer family at its base lr.
+Each attempt has its own checkpoint, so a crash resumes the attempt it was in. The result records every failure.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from cnn import recipe
+from cnn.data.splits import DatasetSplits
+from cnn.errors import TrainingDiverged
+from cnn.train import Trainer, TrainConfig, TrainResult, check_resumable
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class CheckpointIO:
+    """How the caller stores checkpoints by name (the trainer never touches storage): load, save, and a name's URL."""
+
+    load: Callable[[str], Mapping[str, Any] | None] = lambda name: None
+    save: Callable[[str, Mapping[str, Any]], None] = lambda name, state: None
+    where: Callable[[str], str] = lambda name: name
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try: the optimizer and lr it trains with, and the checkpoint name it writes."""
+
+    optimizer: str
+    lr: float
+    checkpoint: str
+
+
+@dataclass
+class FitResult:
+    """The final attempt's training result, the config it used, and why earlier attempts were abandoned."""
+
+    result: TrainResult
+    config: TrainConfig
+    fallbacks: list[str] = field(default_factory=list)
+    learned: bool = True
+
+    def lr_note(self) -> str | None:
+        """"fallback: no descent at 0.03" style note, or None when the first attempt was kept."""
+        return f"fallback: {'; '.join(self.fallbacks)}" if self.fallbacks else None
+
+
+def attempts(optimizer: str, lr: float) -> list[Attempt]:
+    """The chosen setting; then the optimizer's base lr if `lr` was below it, else lr/10; then the other optimizer
+    family at its base lr (at most two fallbacks)."""
+    other = "sgd" if optimizer in ("adam", "adamw") else "adam"
+    base = recipe.base_lr(optimizer)
+    return [
+        Attempt(optimizer, lr, "checkpoint.pt"),
+        Attempt(optimizer, base if lr < base else lr / 10, "checkpoint-fallback1.pt"),
+        Attempt(other, recipe.base_lr(other), "checkpoint-fallback2.pt"),
+    ]
+
+
+def first_epoch_failure(row: Mapping[str, float], initial_val_loss: float, chance: float, n_val: int) -> str | None:
+    """"loss rose" when the first epoch left the validation loss far above the untrained model's (and not above
+    chance), else None: the cheap check that catches an lr too high without waiting for the whole run."""
+    rose = not row["val_loss"] <= initial_val_loss * (1 + recipe.FIRST_EPOCH_MAX_RISE)
+    return "loss rose" if rose and not recipe.learned(row["val_acc"], chance, n_val) else None
+
+
+def _failure(trainer: Trainer, check: Callable[[Mapping[str, float]], str | None], learned: Callable[[float], bool], save: Callable[[dict], None]) -> tuple[str | None, TrainResult | None]:
+    """Run the remaining epochs, stopping when `check` rejects the first; return (why it failed or None, the result)."""
+    try:
+        if trainer.history and (why := check(trainer.history[0])):
+            return why, None
+        for row in trainer.epochs():
+            save(trainer.state(int(row["epoch"])))
+            if row["epoch"] == 1 and (why := check(row)):
+                return why, None
+    except TrainingDiverged:
+        return "diverged", None
+    result = trainer.result()
+    return (None if learned(result.best_val_acc) else "did not learn"), result
+
+
+def fit(build: Callable[[], nn.Module], data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", checkpoints: CheckpointIO | None = None, resume: bool = True, fallback: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> tuple[nn.Module, FitResult]:
+    """Train a fresh `build()` model with the learn check and (unless fallback=False, as for a user's own lr) the
+    fallbacks; returns the kept model and its FitResult. Without fallbacks a non-finite loss raises TrainingDiverged."""
+    io = checkpoints or CheckpointIO()
+    chance, n_val = recipe.chance_level(data.val_y), int(data.val_y.numel())
+    fallbacks: list[str] = []
+    plan = attempts(config.optimizer, config.lr) if fallback else attempts(config.optimizer, config.lr)[:1]
+    for i, attempt in enumerate(plan):
+        cfg = dataclasses.replace(config, optimizer=attempt.optimizer, lr=attempt.lr).validate()
+        trainer = Trainer(build(), data, cfg, input_size=input_size, variant=variant, callback=callback)
+        initial_val_loss, _ = trainer.validate()
+        saved = io.load(attempt.checkpoint) if resume else None
+        if saved is not None:
+            check_resumable(saved.get("config") or {}, cfg, io.where(attempt.checkpoint))
+            trainer.restore(saved)
+        resumed_from = trainer.start_epoch - 1
+        last = i == len(plan) - 1
+        if not fallback:
+            return trainer.model, _single(trainer, lambda state, name=attempt.checkpoint: io.save(name, state), chance, n_val, resumed_from)
+        check = (lambda row: None) if last else (lambda row, v=initial_val_loss: first_epoch_failure(row, v, chance, n_val))
+        why, result = _failure(trainer, check, lambda acc: recipe.learned(acc, chance, n_val), lambda state, name=attempt.checkpoint: io.save(name, state))
+        if why is None or last:
+            result = result or _diverged_result(trainer)
+            result.resumed_from = resumed_from
+            return trainer.model, FitResult(result, cfg, fallbacks, learned=why is None)
+        fallbacks.append(f"{why} at {attempt.optimizer} {attempt.lr:.3g}")
+        log.warning("%s: %s at %s lr %.3g; retrying (%s)", variant, why, attempt.optimizer, attempt.lr, plan[i + 1])
+    raise AssertionError("unreachable")
+
+
+def _single(trainer: Trainer, save: Callable[[dict], None], chance: float, n_val: int, resumed_from: int) -> FitResult:
+    """One attempt, no fallbacks: errors propagate, the learn check only sets the flag."""
+    for row in trainer.epochs():
+        save(trainer.state(int(row["epoch"])))
+    result = trainer.result()
+    result.resumed_from = resumed_from
+    return FitResult(result, trainer.config, [], learned=recipe.learned(result.best_val_acc, chance, n_val))
+
+
+def _diverged_result(trainer: Trainer) -> TrainResult:
+    """Result of a last attempt whose loss turned non-finite: its finished epochs, or one row of NaN losses."""
+    if not trainer.history:
+        nan = float("nan")
+        trainer.history.append({"epoch": 1, "lr": trainer.config.lr, "train_loss": nan, "train_acc": 0.0, "seconds": 0.0, "images_per_sec": 0.0, "images": 0, "val_loss": nan, "val_acc": 0.0})
+    return trainer.result()

@@ -1,0 +1,96 @@
+"""The default recipe: batch size and epochs that follow the data, the LR range test's budget, and what "learned" means.
+
+Every rule here is a pure function of the training-set size, the device and the labels, so the flows, the CLI,
+the benchmarks and the tests all call the same one. Why these values: see README "The default recipe".
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+AUTO = "auto"
+DEFAULT_OPTIMIZER = "adam"  # beat SGD+momentum on every variant at every size measured (benchmarks/recipe.py)
+DEFAULT_SCHEDULE = "onecycle"
+MIN_STEPS_PER_EPOCH = 50  # the batch rule never leaves an epoch with fewer optimizer steps than this
+AUTO_BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 512)}  # powers of two; other devices use the CPU bounds
+EPOCH_IMAGES = 20_000  # the epoch rule trains on at least this many images ...
+AUTO_EPOCH_BOUNDS = (5, 30)  # ... within these bounds
+LR_TEST_SHARE = 0.10  # the LR range test sees at most this share of the training budget's images ...
+LR_TEST_MAX_EPOCHS = 1.0  # ... and at most one epoch
+MIN_LR_TEST_STEPS = 30  # fewer steps than this give no usable curve: the optimizer's base lr is used instead
+BASE_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01}  # used when the range test is skipped or fails
+LR_TRUST = {"adam": (3e-4, 3e-3), "adamw": (3e-4, 3e-3), "sgd": (3e-3, 0.1)}  # suggestions are clipped into this band (base lr x/÷ ~3)
+UNTRUSTED_CURVES = ("too_short", "no_descent", "disagree")  # range-test flags whose suggestion is replaced by the base lr
+CHANCE_SIGMAS = 3.0  # "clearly above chance": this many binomial standard deviations ...
+CHANCE_MIN_MARGIN = 0.05  # ... and at least this many points above the majority-class share
+# A first epoch whose validation loss rises by more than this share over the untrained model's aborts the attempt.
+# Only a rise: under one-cycle warm-up a deep stack (generic_3) keeps its loss flat for an epoch, then reaches 0.97.
+FIRST_EPOCH_MAX_RISE = 0.5
+
+
+def _device_type(device: str | torch.device) -> str:
+    """'cuda' for any CUDA device, else 'cpu' (the bounds used for CPU and other devices)."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
+def auto_batch_size(n_train: int, device: str | torch.device = "cpu") -> int:
+    """Largest power of two that keeps >= MIN_STEPS_PER_EPOCH steps per epoch, within the device's bounds."""
+    low, high = AUTO_BATCH_BOUNDS[_device_type(device)]
+    fit = max(1, n_train // MIN_STEPS_PER_EPOCH)
+    batch = 2 ** int(math.floor(math.log2(fit)))
+    return int(min(high, max(low, batch)))
+
+
+def auto_epochs(n_train: int) -> int:
+    """Enough epochs to see EPOCH_IMAGES images, within AUTO_EPOCH_BOUNDS."""
+    low, high = AUTO_EPOCH_BOUNDS
+    return int(min(high, max(low, math.ceil(EPOCH_IMAGES / max(n_train, 1)))))
+
+
+def resolve_batch_size(batch_size: int | str, n_train: int, device: str | torch.device = "cpu") -> int:
+    """The user's batch size, or the rule's for "auto"."""
+    return auto_batch_size(n_train, device) if batch_size == AUTO else int(batch_size)
+
+
+def resolve_epochs(epochs: int | str, n_train: int) -> int:
+    """The user's epochs, or the rule's for "auto"."""
+    return auto_epochs(n_train) if epochs == AUTO else int(epochs)
+
+
+def lr_test_steps(epochs: int, n_train: int, batch_size: int) -> int:
+    """Steps the range test may take: LR_TEST_SHARE of the training images, at most one epoch (0 = too few to run)."""
+    images = min(LR_TEST_SHARE * epochs * n_train, LR_TEST_MAX_EPOCHS * n_train)
+    steps = int(images // batch_size)
+    return steps if steps >= MIN_LR_TEST_STEPS else 0
+
+
+def base_lr(optimizer: str) -> float:
+    """The optimizer's well-known safe learning rate (Adam 1e-3, SGD 0.01)."""
+    return BASE_LR[optimizer]
+
+
+def clip_lr(lr: float, optimizer: str) -> float:
+    """`lr` clipped into the optimizer's trust band."""
+    low, high = LR_TRUST[optimizer]
+    return float(min(high, max(low, lr)))
+
+
+def chance_level(labels: torch.Tensor | Sequence[int]) -> float:
+    """Accuracy of always predicting the most frequent class."""
+    y = torch.as_tensor(labels).reshape(-1)
+    if y.numel() == 0:
+        return 0.0
+    return float(torch.bincount(y).max()) / y.numel()
+
+
+def chance_threshold(chance: float, n: int) -> float:
+    """The accuracy a model must exceed to count as learned: chance + max(CHANCE_MIN_MARGIN, 3 binomial sigmas)."""
+    sigma = math.sqrt(max(chance * (1 - chance), 1e-12) / max(n, 1))
+    return min(1.0, chance + max(CHANCE_MIN_MARGIN, CHANCE_SIGMAS * sigma))
+
+
+def learned(accuracy: float | None, chance: float, n: int) -> bool:
+    """Whether `accuracy` on `n` images is clearly above `chance`."""
+    return accuracy is not None and math.isfinite(accuracy) and accuracy > chance_threshold(chance, n)
