@@ -136,8 +136,8 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     return out
 
 
-def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train one variant with a checkpoint per epoch (resuming from it); saves history.csv and losses.png."""
+def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, session: str | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train one variant with a checkpoint per epoch (resuming from it; see cnn.train.train for `session`); saves history.csv and losses.png."""
     ref, store = as_ref(ref), open_storage(storage)
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
@@ -145,7 +145,7 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     model, data, size = _build(ref, variant, cfg.seed, input_size)
     if cfg.batch_size > data.train_y.numel():
         raise ConfigError("batch_size", f"{cfg.batch_size} is larger than the {data.train_y.numel()} training images", allowed=f"1..{data.train_y.numel()}")
-    result = train(model, data, cfg, input_size=size, variant=variant, storage=store, checkpoint=f"{folder}/checkpoint.pt", resume=resume, callback=callback)
+    result = train(model, data, cfg, input_size=size, variant=variant, storage=store, checkpoint=f"{folder}/checkpoint.pt", resume=resume, session=session, callback=callback)
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
     _save_png(store, f"{folder}/losses.png", plots.plot_history(result.history))

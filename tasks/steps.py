@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.runtime import task_run
 
 from cnn import pipeline
 from tasks.policy import CACHE_EXPIRATION, RETRY_DELAYS, STEP_CACHE, retry_on_transient
@@ -33,9 +34,13 @@ def lr_range_test(ref: dict[str, Any], variant: str, storage: str, run: str, set
 
 @task(name="train_variant", tags=["gpu"], **_COMMON)
 def train_variant(ref: dict[str, Any], variant: str, storage: str, run: str, config: dict[str, Any], device: str = "auto", subdir: str | None = None, fingerprint: str = "", progress: dict[str, Any] | None = None, resume: bool = True) -> dict[str, Any]:
-    """Train one variant (checkpoint per epoch; resumes after a crash unless resume=False); one log line per epoch."""
+    """Train one variant (checkpoint per epoch; resumes after a crash unless resume=False); one log line per epoch.
+
+    Checkpoints are tagged with the task run's id, so a retry of this task run continues from its last epoch even with
+    resume=False."""
     callback = epoch_reporter(variant, int(config["epochs"]), progress)
-    return pipeline.train_variant(ref, variant, storage, run, {**config, "device": device}, subdir=subdir, resume=resume, callback=callback)
+    session = str(task_run.id) if task_run.id else None
+    return pipeline.train_variant(ref, variant, storage, run, {**config, "device": device}, subdir=subdir, resume=resume, session=session, callback=callback)
 
 
 @task(name="evaluate_variant", **_COMMON)
