@@ -21,6 +21,7 @@ from cnn.data import DatasetSplits, load_dataset
 from cnn.errors import CheckpointError, ConfigError
 from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
+from cnn.markdown import md_escape
 from cnn import lr_find
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
@@ -195,7 +196,7 @@ def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     store.write_json(f"{folder}/metrics.json", metrics)
     return {
         **metrics,
-        "report_markdown": res.report.round(3).to_markdown(),
+        "report_markdown": res.report.round(3).rename(index=md_escape).to_markdown(),
         "confusion_small": plots.png_data_uri(plots.figure_to_png(plots.plot_confusion_matrix(res.confusion, data.classes), dpi=SMALL_DPI)),
     }
 
