@@ -79,7 +79,7 @@ def _read_published(store: Storage, rel: str, variant: str | None = None) -> dic
     except UnicodeDecodeError:
         raise StorageError(f"storage: {url} is not UTF-8 text; move it aside (or restore it) and rerun") from None
     except json.JSONDecodeError as err:
-        raise StorageError(f"storage: {url} is not valid JSON (line {err.lineno} column {err.colno}: {err.msg}; truncated?); move it aside (or restore it) and rerun") from None
+        raise StorageError(f"storage: {url} is not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno} column {err.colno}; truncated?); move it aside (or restore it) and rerun") from None
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in rows):
         raise StorageError(f"storage: {url} is not a published-rows file (expected {{run, repeats, rows: [{{variant, ...}}]}}); move it aside and rerun")
