@@ -25,6 +25,7 @@ RETRIES_VAR = "CNN_LAB_STORAGE_RETRIES"
 BACKOFF_VAR = "CNN_LAB_STORAGE_BACKOFF"
 GIVE_UP_VAR = "CNN_LAB_STORAGE_GIVE_UP_S"
 GIVE_UP_S = 60.0  # a store failing for this long (since its first failed operation) is given up on: no more retries anywhere
+OUTAGE_GAP_S = 300.0  # failures further apart than this (with no success between) count as separate outages
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -48,7 +49,7 @@ RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "variant": ("<dataset>/<run>/report/ and the comparison files", ("report", "report.md", "comparison.md", "comparison.csv")),
     "subdir": ("the variant folder's own files", ("checkpoint.pt", "model.pt", "row.json", "metrics.json", "history.csv", "losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "lr_finder.json", "probe_images.png", "filters", "feature_maps")),
 }
-_OUTAGES: dict[tuple[str, str | None, str | None], tuple[float, float]] = {}  # store -> (first, last) failure time of the current outage
+_OUTAGES: dict[tuple[str, str | None, str], tuple[float, float]] = {}  # store -> (first, last) failure time of the current outage
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(aws_secret_access_key|secret|password|token|key)=([^&\s]+)"),
     re.compile(r"//[^/@\s]+:[^/@\s]+@"),
@@ -190,11 +191,16 @@ class Storage:
         transient = isinstance(err, (OSError, ConnectionError, TimeoutError)) or type(err).__module__.startswith(("botocore", "aiobotocore", "aiohttp"))
         return None if transient else f"{kind}: {redact(str(err))}"
 
+    def _outage_key(self) -> tuple[str, str | None, str]:
+        """What fails together: an S3 bucket at its endpoint, or the store's base folder."""
+        return (self.scheme, self.endpoint_url, self.bucket or self.url)
+
     def _outage(self) -> float:
-        """Seconds this store has been failing (0 at the first failure); failures further apart than give_up_s start a new outage."""
-        key, now = (self.scheme, self.endpoint_url, self.bucket), time.monotonic()
+        """Seconds this store has been failing (0 at the first failure); an outage ends at the first success, or after
+        OUTAGE_GAP_S (or give_up_s, if longer) without a failure."""
+        key, now = self._outage_key(), time.monotonic()
         first, last = _OUTAGES.get(key, (now, now))
-        if now - last > self.give_up_s:
+        if now - last > max(self.give_up_s, OUTAGE_GAP_S):
             first = now
         _OUTAGES[key] = (first, now)
         return now - first
@@ -221,7 +227,7 @@ class Storage:
                 log.warning("%s %s failed (attempt %d/%d), retrying in %.1fs: %s", what, shown, attempt, self.retries, wait, redact(str(err)))
                 time.sleep(wait)
             else:
-                _OUTAGES.pop((self.scheme, self.endpoint_url, self.bucket), None)
+                _OUTAGES.pop(self._outage_key(), None)
                 return result
         raise AssertionError("unreachable")
 
