@@ -273,6 +273,16 @@ def test_the_matrix_has_at_least_25_bad_inputs_and_matches_the_docs() -> None:
     assert sorted(documented) == sorted(ids), "docs/bad-inputs.md and the tests list different bad inputs"
 
 
+def test_the_fault_table_names_tests_that_exist() -> None:
+    import ast
+
+    refs = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", (DOC.parent / "faults.md").read_text())
+    assert len(refs) >= 10
+    for path, name in refs:
+        tree = ast.parse((DOC.parents[1] / path).read_text())
+        assert name in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, f"docs/faults.md names {path}::{name}, which does not exist"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_one_clear_error_and_loses_nothing(case: Case, ctx: Ctx) -> None:
     if case.setup:
