@@ -134,3 +134,21 @@ def test_the_interrupted_line_says_how_to_go_on(argv: list[str], run: str, line:
     from flows.cli import _interrupted_line, build_parser
 
     assert _interrupted_line(build_parser().parse_args(argv), run) == line
+
+
+def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() -> None:
+    import logging
+
+    from cnn.errors import StorageError
+    from flows.local_server import _NoTraceback
+
+    def record(err: BaseException) -> logging.LogRecord:
+        try:
+            raise err
+        except BaseException:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, sys.exc_info())
+
+    ours, interrupt, bug = record(StorageError("storage: cannot write x", transient=True)), record(KeyboardInterrupt()), record(ZeroDivisionError("bug"))
+    assert all(_NoTraceback().filter(r) for r in (ours, interrupt, bug))
+    assert ours.exc_info is None and interrupt.exc_info is None
+    assert bug.exc_info is not None  # a bug keeps its traceback
