@@ -34,4 +34,11 @@ class CheckpointError(CnnLabError):
 
 
 class StorageError(CnnLabError):
-    """The artifact store could not be read or written."""
+    """The artifact store could not be read or written; `transient` says whether trying again later may help."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        self.transient = transient
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self),), {"transient": self.transient})

@@ -22,9 +22,10 @@ from cnn.errors import CheckpointError, ConfigError
 from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
 from cnn import fitting, lr_find, recipe
+from cnn.markdown import md_escape
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
-from cnn.train import Precision, TrainConfig, build_optimizer, load_checkpoint, load_weights, make_loader, resolve_device, save_checkpoint, seed_everything
+from cnn.train import Precision, TrainConfig, build_optimizer, checkpoint_to_resume, load_checkpoint, load_weights, make_loader, resolve_device, save_checkpoint, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +175,15 @@ def _base_lr_info(optimizer: str, why: str, cfg: TrainConfig) -> dict[str, Any]:
     return {"lr": recipe.base_lr(optimizer), "rule": why, "suggestions": {}, "flag": None, "num_steps": 0, "epochs_cost": 0.0, "budget_share": 0.0, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
 
 
-def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, fallback: bool = False, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, fallback: bool = False, session: str | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train one variant with the learn check and (for a chosen lr) fallbacks, a checkpoint per epoch, resumable;
-    saves history.csv and losses.png. A user's own lr is kept: pass fallback=False."""
+    saves history.csv and losses.png. A user's own lr is kept: pass fallback=False. `session`: see cnn.train.train."""
     ref, store = as_ref(ref), open_storage(storage)
     folder = variant_dir(ref.name, run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
     _, data, size = _build(ref, variant, 0, input_size)
     cfg = resolve_config(config, int(data.train_y.numel()))
     _check_batch(cfg.batch_size, int(data.train_y.numel()))
-    model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=_checkpoint_io(store, folder, variant), resume=resume, fallback=fallback, callback=callback)
+    model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=_checkpoint_io(store, folder, variant, resume, session), resume=True, fallback=fallback, callback=callback)
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
@@ -210,15 +211,14 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     }
 
 
-def _checkpoint_io(store: Storage, folder: str, variant: str) -> fitting.CheckpointIO:
-    """Named checkpoints in `folder` of `store`: the trainer never touches storage itself."""
+def _checkpoint_io(store: Storage, folder: str, variant: str, resume: bool, session: str | None) -> fitting.CheckpointIO:
+    """Named checkpoints in `folder` of `store`, tagged with `session`: the trainer never touches storage itself."""
 
     def load(name: str) -> dict[str, Any] | None:
-        rel = f"{folder}/{name}"
-        return load_checkpoint(store, rel, variant) if store.exists(rel) else None
+        return checkpoint_to_resume(store, f"{folder}/{name}", variant, resume, session)
 
     def save(name: str, state: Mapping[str, Any]) -> None:
-        save_checkpoint(store, f"{folder}/{name}", state)
+        save_checkpoint(store, f"{folder}/{name}", {**state, "session": session})
 
     return fitting.CheckpointIO(load, save, lambda name: store.path(f"{folder}/{name}"))
 
@@ -249,7 +249,7 @@ def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     store.write_json(f"{folder}/metrics.json", metrics)
     return {
         **metrics,
-        "report_markdown": res.report.round(3).to_markdown(),
+        "report_markdown": res.report.round(3).rename(index=md_escape).to_markdown(),
         "confusion_small": plots.png_data_uri(plots.figure_to_png(plots.plot_confusion_matrix(res.confusion, data.classes), dpi=SMALL_DPI)),
     }
 

@@ -1,15 +1,25 @@
-"""What a comparison publishes: the stored report, per-variant summaries, and the rows a retrain merges into."""
+"""What a comparison publishes: the stored report, per-variant summaries, and each variant's latest rows.
+
+Each variant's last published rows live in their own file, <dataset>/latest/<variant>.json, written in one atomic
+write: two comparisons or retrains publishing at once never overwrite each other's rows, and the dataset's table is
+built from all the files. <dataset>/latest.json (one file for the whole table, as earlier versions wrote it) is still
+read for variants that have no file of their own, and never written.
+"""
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cnn import report
+from cnn.errors import StorageError
 from cnn.gallery import gallery_pngs, load_variant_model
+from cnn.markdown import md_escape
 from cnn.pipeline import DatasetRef, as_ref, get_dataset
 from cnn.storage import Storage, open_storage, safe_name
 
-LATEST = "latest.json"  # <dataset>/latest.json: the rows of the last published comparison
+LATEST_DIR = "latest"  # <dataset>/latest/<variant>.json: {run, repeats, rows} of the variant's last publication
+LATEST = "latest.json"  # <dataset>/latest.json: the whole table, as earlier versions published it (read only)
 
 
 def relative_folder(store: Storage, folder: str | None) -> str | None:
@@ -20,9 +30,15 @@ def relative_folder(store: Storage, folder: str | None) -> str | None:
     return folder[len(base):] if folder.startswith(base) else folder.strip("/")
 
 
-def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1) -> dict[str, Any]:
-    """Aggregate rows, render galleries of the trained variants, write report.md/comparison.md/csv and latest.json."""
+def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, *, with_latest: bool = False) -> dict[str, Any]:
+    """Write the rows' latest files, then aggregate, render galleries, write report.md/comparison.md/csv.
+
+    with_latest=True (a retrain) reports every variant's latest rows, the fresh ones included, instead of `rows` alone."""
     ref, store = as_ref(ref), open_storage(storage)
+    publish_latest(store, ref.name, run, rows, repeats)
+    if with_latest:
+        latest = latest_rows(store, ref.name)
+        rows, repeats = latest["rows"], latest["repeats"]
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
     models = {}
@@ -33,21 +49,66 @@ def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
-    store.write_json(f"{ref.name}/{LATEST}", {"run": run, "repeats": repeats, "rows": list(rows)})
-    return {**written, "summaries": summaries, "folder": store.path(folder)}
+    return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats}
+
+
+def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1) -> list[str]:
+    """Write <dataset>/latest/<variant>.json for each variant with a finished row (all its rows, one atomic write each).
+
+    A variant whose rows all failed keeps its earlier latest rows. Returns the URLs written."""
+    store = open_storage(storage)
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_variant.setdefault(str(row["variant"]), []).append(dict(row))
+    return [
+        store.write_json(_latest_rel(dataset, variant), {"run": run, "repeats": repeats, "rows": group})
+        for variant, group in by_variant.items()
+        if any(r.get("status") == "ok" for r in group)
+    ]
+
+
+def _latest_rel(dataset: str, variant: str) -> str:
+    return f"{safe_name(dataset, 'dataset')}/{LATEST_DIR}/{safe_name(variant, 'variant')}.json"
+
+
+def _read_published(store: Storage, rel: str, variant: str | None = None) -> dict[str, Any]:
+    """One published-rows file, checked: {run, repeats, rows} with every row naming its variant (`variant` if given)."""
+    url = store.path(rel)
+    try:
+        data = json.loads(store.read_bytes(rel).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise StorageError(f"storage: {url} is not UTF-8 text; move it aside (or restore it) and rerun") from None
+    except json.JSONDecodeError as err:
+        raise StorageError(f"storage: {url} is not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno} column {err.colno}; truncated?); move it aside (or restore it) and rerun") from None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in rows):
+        raise StorageError(f"storage: {url} is not a published-rows file (expected {{run, repeats, rows: [{{variant, ...}}]}}); move it aside and rerun")
+    if variant is not None and any(r["variant"] != variant for r in rows):
+        raise StorageError(f"storage: {url} holds rows of another variant than {variant!r}; move it aside and rerun")
+    repeats = data.get("repeats", 1)
+    return {"run": data.get("run"), "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1, "rows": rows}
 
 
 def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
-    """The last published comparison's {run, repeats, rows}, or an empty one if none was published."""
+    """Every variant's last published rows as {run: None, repeats, rows} (empty when nothing was published).
+
+    Each file is checked; a truncated or foreign one raises a StorageError naming it (callers read this before training)."""
     store = open_storage(storage)
-    rel = f"{safe_name(dataset, 'dataset')}/{LATEST}"
-    return store.read_json(rel) if store.exists(rel) else {"run": None, "repeats": 1, "rows": []}
-
-
-def merge_rows(previous: Sequence[Mapping[str, Any]], fresh: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Replace the previous rows of the variants in `fresh` by the fresh ones; other variants' rows stay."""
-    replaced = {r["variant"] for r in fresh}
-    return [dict(r) for r in previous if r["variant"] not in replaced] + [dict(r) for r in fresh]
+    base = safe_name(dataset, "dataset")
+    found: dict[str, list[dict[str, Any]]] = {}
+    repeats = [1]
+    if store.exists(f"{base}/{LATEST}"):
+        legacy = _read_published(store, f"{base}/{LATEST}")
+        repeats.append(legacy["repeats"])
+        for row in legacy["rows"]:
+            found.setdefault(row["variant"], []).append(row)
+    for name in store.list(f"{base}/{LATEST_DIR}"):
+        if name.endswith(".json") and not name.startswith("."):
+            variant = name.removesuffix(".json")
+            published = _read_published(store, f"{base}/{LATEST_DIR}/{name}", variant)
+            found[variant] = published["rows"]
+            repeats.append(published["repeats"])
+    return {"run": None, "repeats": max(repeats), "rows": [r for group in found.values() for r in group]}
 
 
 RETRAIN_SETTINGS = ("epochs", "batch_size", "optimizer", "schedule")  # what a retrain takes over from the published rows
@@ -85,10 +146,17 @@ def variant_markdown(row: Mapping[str, Any], lr_info: Mapping[str, Any], train_i
     for title, key, source in (("loss curves", "losses_small", train_info), ("confusion matrix", "confusion_small", eval_info), ("LR sweep", "plot_small", lr_info)):
         if source.get(key):
             lines += [f"![{title}]({source[key]})", ""]
-    lines += ["## Files", "", f"- folder: `{row['folder']}`"]
-    lines += [f"- filters: `{p}`" for p in features.get("filters", [])]
-    lines += [f"- feature maps: `{p}`" for p in features.get("feature_maps", [])]
+    lines += ["## Files", "", f"- folder: {md_escape(row['folder'])}"]
+    lines += [f"- filters: {md_escape(p)}" for p in features.get("filters", [])]
+    lines += [f"- feature maps: {md_escape(p)}" for p in features.get("feature_maps", [])]
     return "\n".join(lines)
+
+
+def comparison_artifact_markdown(built: Mapping[str, Any]) -> str:
+    """The comparison artifact: the table, small embedded plots, and where the full-size files are."""
+    images = "\n\n".join(f"![{md_escape(name)}]({uri})" for name, uri in built["images_small"].items())
+    paths = "\n".join(f"- {md_escape(name)}: {md_escape(url)}" for name, url in built["images"].items())
+    return f"{built['comparison_md']}\n\n{images}\n\nFull-size files: {md_escape(built['report'])}\n{paths}\n"
 
 
 def artifact_key(*parts: str) -> str:

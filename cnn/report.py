@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from cnn import plots, recipe  # noqa: E402
 from cnn.errors import ConfigError  # noqa: E402
+from cnn.markdown import md_escape  # noqa: E402
 from cnn.pipeline import FULL_DPI, SMALL_DPI  # noqa: E402
 from cnn.storage import Storage, safe_name  # noqa: E402
 
@@ -241,7 +242,7 @@ def per_class_f1_markdown(table: pd.DataFrame, digits: int = 3) -> str:
         if str(cls) in best:
             i = list(table.columns).index(best[str(cls)])
             cells[i] = f"**{cells[i]}**"
-        body.append([str(cls), *cells])
+        body.append([md_escape(cls), *cells])
     return markdown_table(["class", *map(str, table.columns)], body)
 
 
@@ -314,7 +315,7 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair]) -> str:
         thrifty = max(sized, key=lambda s: accuracy_per_1k_params(s["test_acc"], s["params"]))
         sentences.append(f"{thrifty['variant']} gets the most accuracy per parameter: {accuracy_per_1k_params(thrifty['test_acc'], thrifty['params']):.3g} per 1k parameters ({thrifty['params']:,} parameters).")
     if common and len(ok) > 1:
-        sentences.append(f"Every variant confuses {', '.join(pair_text(t, p) for t, p in common)}.")
+        sentences.append(f"Every variant confuses {', '.join(md_escape(pair_text(t, p)) for t, p in common)}.")
     flagged = [f"{s['variant']} ({str(s['lr_flag']).replace('_', ' ')})" for s in ok if s.get("lr_flag")]
     if flagged:
         sentences.append(f"The LR finder flagged {', '.join(flagged)}: check those curves.")
@@ -415,7 +416,7 @@ def error_analysis_markdown(rows: Sequence[Row], class_names: Sequence[str], k: 
         return "### Error analysis\n\nNo variant finished, so there is nothing to analyse.\n"
     parts = ["### Per-class F1", "", per_class_f1_markdown(per_class_f1_table(rows, class_names)), "", f"### Most confused pairs (top {k}, counts summed over seeds; fixed/introduced vs the best variant, {best})", ""]
     for variant, shift in confusion_shifts(rows, best, k).items():
-        top = ", ".join(pair_text(p["true"], p["predicted"], p["count"]) for p in shift["top_pairs"]) or "none"
+        top = ", ".join(md_escape(pair_text(p["true"], p["predicted"], p["count"])) for p in shift["top_pairs"]) or "none"
         line = f"- **{variant}**{' (best)' if variant == best else ''}: {top}"
         if variant != best:
             line += f"; fixed: {_pair_list(shift['fixed'])}; introduced: {_pair_list(shift['introduced'])}"
@@ -424,7 +425,7 @@ def error_analysis_markdown(rows: Sequence[Row], class_names: Sequence[str], k: 
 
 
 def _pair_list(pairs: Sequence[Pair]) -> str:
-    return ", ".join(pair_text(t, p) for t, p in pairs) or "none"
+    return ", ".join(md_escape(pair_text(t, p)) for t, p in pairs) or "none"
 
 
 CELL_FORMATS = {"params": "{:,}", "train s": "{:.1f}", "img/s": "{:,.0f}", "epochs": "{:d}", "batch": "{:d}"}
@@ -439,12 +440,12 @@ def _cell(column: str, value: Any) -> str:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: blank for None/NaN, floats to `digits` decimals, pipes escaped."""
+    """A table cell: blank for None/NaN, floats to `digits` decimals, text escaped (no HTML, no table breaks)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_escape(value)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

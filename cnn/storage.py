@@ -23,6 +23,9 @@ SUPPORTED_SCHEMES = ("file", "s3", "memory")
 ENDPOINT_VARS = ("CNN_LAB_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 RETRIES_VAR = "CNN_LAB_STORAGE_RETRIES"
 BACKOFF_VAR = "CNN_LAB_STORAGE_BACKOFF"
+GIVE_UP_VAR = "CNN_LAB_STORAGE_GIVE_UP_S"
+GIVE_UP_S = 60.0  # a store failing for this long (since its first failed operation) is given up on: no more retries anywhere
+OUTAGE_GAP_S = 300.0  # failures further apart than this (with no success between) count as separate outages
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -40,6 +43,13 @@ _PERMANENT_ERRNOS = {
     errno.ENOSPC: "no space left on the device",
     errno.ENAMETOOLONG: "a file name is too long",
 }
+# Names the store's layout uses itself, per level: a run, variant or subdir named like one of them would collide with those files
+RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "run": ("<dataset>/latest/ (each variant's published rows) and <dataset>/latest.json", ("latest", "latest.json")),
+    "variant": ("<dataset>/<run>/report/ and the comparison files", ("report", "report.md", "comparison.md", "comparison.csv")),
+    "subdir": ("the variant folder's own files", ("checkpoint.pt", "model.pt", "row.json", "metrics.json", "history.csv", "losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "lr_finder.json", "probe_images.png", "filters", "feature_maps")),
+}
+_OUTAGES: dict[tuple[str, str | None, str], tuple[float, float]] = {}  # store -> (first, last) failure time of the current outage
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(aws_secret_access_key|secret|password|token|key)=([^&\s]+)"),
     re.compile(r"//[^/@\s]+:[^/@\s]+@"),
@@ -61,6 +71,9 @@ def safe_name(value: str, field: str) -> str:
     """Check that a variant/run/dataset name is safe as a path segment or key (no '..', no slashes)."""
     if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
         raise ConfigError(field, f"{value!r} is not a safe name", allowed="letters, digits, '.', '_', '-' (1-100 chars, starting with a letter or digit, no '..')")
+    where, reserved = RESERVED_NAMES.get(field, ("", ()))
+    if value.lower() in reserved:
+        raise ConfigError(field, f"{value!r} is reserved: the store keeps {where} there", allowed=f"any safe name except {', '.join(reserved)}")
     return value
 
 
@@ -86,7 +99,7 @@ def check_url(url: str) -> tuple[str, str]:
     if scheme not in SUPPORTED_SCHEMES:
         raise ConfigError("storage", f"unsupported scheme {scheme!r} in {redact(url)!r}", allowed=[f"{s}://" for s in SUPPORTED_SCHEMES] + ["a local path"])
     if scheme == "file":
-        return scheme, os.path.abspath(rest)
+        return scheme, os.path.abspath(os.path.expanduser(rest))
     authority = rest.split("/", 1)[0]
     if "@" in authority:
         raise ConfigError("storage", f"credentials in the URL are not accepted (they would show up in logs and flow parameters): {redact(url)!r}", allowed=f"{scheme}://bucket/prefix with credentials from {CREDENTIALS_HINT}")
@@ -138,6 +151,7 @@ class Storage:
         self.endpoint_url = endpoint_url
         self.retries = int(retries if retries is not None else _env_number(RETRIES_VAR, 3, 1))
         self.backoff = float(backoff if backoff is not None else _env_number(BACKOFF_VAR, 0.5, 0))
+        self.give_up_s = _env_number(GIVE_UP_VAR, GIVE_UP_S, 0)
         if self.retries < 1:
             raise ConfigError("retries", f"must be >= 1, got {retries!r}", allowed="an int >= 1")
         self.fs = fsspec.filesystem(scheme, **options)
@@ -177,22 +191,44 @@ class Storage:
         transient = isinstance(err, (OSError, ConnectionError, TimeoutError)) or type(err).__module__.startswith(("botocore", "aiobotocore", "aiohttp"))
         return None if transient else f"{kind}: {redact(str(err))}"
 
+    def _outage_key(self) -> tuple[str, str | None, str]:
+        """What fails together: an S3 bucket at its endpoint, or the store's base folder."""
+        return (self.scheme, self.endpoint_url, self.bucket or self.url)
+
+    def _outage(self) -> float:
+        """Seconds this store has been failing (0 at the first failure); an outage ends at the first success, or after
+        OUTAGE_GAP_S (or give_up_s, if longer) without a failure."""
+        key, now = self._outage_key(), time.monotonic()
+        first, last = _OUTAGES.get(key, (now, now))
+        if now - last > max(self.give_up_s, OUTAGE_GAP_S):
+            first = now
+        _OUTAGES[key] = (first, now)
+        return now - first
+
     def _retry(self, what: str, full: str, fn: Callable[[], T]) -> T:
-        """Run `fn`, retrying transient errors with exponential backoff; the final error names the URL (never credentials)."""
+        """Run `fn`, retrying transient errors with exponential backoff; the final error names the URL (never credentials).
+
+        A store that has kept failing for give_up_s (CNN_LAB_STORAGE_GIVE_UP_S) is given up on: the error is then marked
+        permanent, so no task retries it either."""
         shown = redact(full)
         for attempt in range(1, self.retries + 1):
             try:
-                return fn()
+                result = fn()
             except Exception as err:  # noqa: BLE001 - classified below
                 hint = self._permanent(err, what)
                 if hint is not None:
                     raise StorageError(f"storage: cannot {what} {shown}: {hint}") from None
-                if attempt == self.retries:
+                failing = self._outage()
+                if attempt == self.retries or failing >= self.give_up_s:
                     where = f"; is the endpoint {self.endpoint_url} ({self.endpoint_field}) reachable?" if self.endpoint_url else ""
-                    raise StorageError(f"storage: cannot {what} {shown}: failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err))}{where}") from None
+                    gave_up = f"; gave up after {failing:.0f} s of failures ({GIVE_UP_VAR}={self.give_up_s:g})" if failing >= self.give_up_s else ""
+                    raise StorageError(f"storage: cannot {what} {shown}: failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err)).splitlines()[0] if str(err) else ''}{where}{gave_up}", transient=not gave_up) from None
                 wait = self.backoff * 2 ** (attempt - 1)
                 log.warning("%s %s failed (attempt %d/%d), retrying in %.1fs: %s", what, shown, attempt, self.retries, wait, redact(str(err)))
                 time.sleep(wait)
+            else:
+                _OUTAGES.pop(self._outage_key(), None)
+                return result
         raise AssertionError("unreachable")
 
     def _write_local(self, target: str, data: bytes) -> None:

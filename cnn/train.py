@@ -399,19 +399,36 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> 
         raise CheckpointError(f"checkpoint {url} was written with other settings ({', '.join(changed)}); resume with the same settings, or use another run name to train afresh")
 
 
-def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", storage: Storage | None = None, checkpoint: str | None = None, resume: bool = False, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Train `model` in place; with `storage`+`checkpoint`, checkpoint after every epoch and resume from it if asked."""
+def checkpoint_to_resume(storage: Storage | None, checkpoint: str | None, variant: str, resume: bool, session: str | None) -> dict[str, Any] | None:
+    """The checkpoint to continue from: any (resume=True), only one tagged with `session` (resume=False), or None."""
+    if storage is None or not checkpoint or not (resume or session) or not storage.exists(checkpoint):
+        return None
+    if resume:
+        return load_checkpoint(storage, checkpoint, variant or None)
+    try:
+        ckpt = load_checkpoint(storage, checkpoint, variant or None)
+    except CheckpointError:
+        return None  # training afresh anyway: an unreadable older checkpoint is simply not used
+    return ckpt if ckpt.get("session") == session else None
+
+
+def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", storage: Storage | None = None, checkpoint: str | None = None, resume: bool = False, session: str | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `model` in place; with `storage`+`checkpoint`, checkpoint after every epoch and resume from it if asked.
+
+    `session` tags the checkpoints: with resume=False, only a checkpoint of the same session is continued (a retried step
+    picks up its own epochs, never an older run's)."""
     trainer = Trainer(model, data, config, input_size=input_size, variant=variant, callback=callback)
     resumed_from = 0
-    if resume and storage is not None and checkpoint and storage.exists(checkpoint):
-        ckpt = load_checkpoint(storage, checkpoint, variant or None)
+    ckpt = checkpoint_to_resume(storage, checkpoint, variant, resume, session)
+    if ckpt is not None and storage is not None and checkpoint:
         check_resumable(ckpt.get("config") or {}, config, storage.path(checkpoint))
         trainer.restore(ckpt)
         resumed_from = trainer.start_epoch - 1
         log.info("resuming %s from epoch %d", variant, resumed_from)
     for row in trainer.epochs():
         if storage is not None and checkpoint:
-            save_checkpoint(storage, checkpoint, trainer.state(int(row["epoch"])))
+            state = trainer.state(int(row["epoch"]))
+            save_checkpoint(storage, checkpoint, {**state, "session": session} if session else state)
     result = trainer.result()
     result.resumed_from = resumed_from
     return result

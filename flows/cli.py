@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -85,13 +88,42 @@ def _progress_printer(variant: str, row: dict[str, Any], done: float) -> None:
     print(f"[{100 * done:5.1f}%] {variant:<16} epoch {int(row['epoch'])}: loss {row['train_loss']:.4f} val_acc {row['val_acc']:.4f} ({row['images_per_sec']:.0f} img/s)", file=sys.stderr, flush=True)
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped the flow run (which the server now shows as Crashed); `run` is its run folder, when known."""
+
+    def __init__(self, run: str | None):
+        self.run = run
+        super().__init__(run)
+
+
+def _exit_at_once(signum: int, frame: Any) -> None:
+    """A second Ctrl-C during the clean-up: leave now (the temporary server stops itself once this process is gone)."""
+    os._exit(130)
+
+
 def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
-    """Run a flow in this process (Prefect's embedded server unless PREFECT_API_URL is set); return its state."""
-    from tasks.progress import LISTENERS
+    """Run a flow in this process (on a temporary server tied to it unless PREFECT_API_URL is set); return its state.
+
+    Ctrl-C raises Interrupted once the flow run is recorded as Crashed; tracebacks of cnn-lab's own errors stay out of the
+    terminal (the run's logs in the UI keep them)."""
+    from flows.local_server import quiet_tracebacks, start_tied_server
+    from tasks.progress import LISTENERS, RUN_LISTENERS
 
     if not quiet:
         LISTENERS.append(_progress_printer)
-    return flow_fn(**kwargs, return_state=True)
+    runs: list[str] = []
+    RUN_LISTENERS.append(runs.append)
+    quiet_tracebacks()
+    try:
+        start_tied_server()
+        state = flow_fn(**kwargs, return_state=True)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, _exit_at_once)
+        raise Interrupted(runs[-1] if runs else None) from None
+    if state.is_crashed() and "interrupt" in str(state.message):
+        signal.signal(signal.SIGINT, _exit_at_once)
+        raise Interrupted(runs[-1] if runs else None)
+    return state
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -192,6 +224,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnLabError as err:
         print(f"cnn-lab: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"cnn-lab: {_interrupted_line(args, stop.run)}", file=sys.stderr, flush=True)
+        _exit_now(130)
+    except KeyboardInterrupt:  # outside a flow run (variants, bench, or before the flow started)
+        print("cnn-lab: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _exit_now(code: int) -> None:
+    """Run the exit handlers (they send the last logs and stop the temporary server), then leave without Python's module
+    teardown, which takes seconds with torch and Prefect loaded: a Ctrl-C ends the command within a few seconds."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
+def _interrupted_line(args: argparse.Namespace, run: str | None) -> str:
+    """What to do after Ctrl-C: finished steps are cached and training resumes from the checkpoint in the same run folder."""
+    if args.command == "retrain":
+        return "interrupted; nothing was published: rerun the same command to retrain afresh"
+    if getattr(args, "run", None) is None and run:
+        return f"interrupted; rerun the same command with --run {run} to resume"
+    return "interrupted; rerun the same command to resume"
 
 
 if __name__ == "__main__":

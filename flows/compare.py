@@ -7,13 +7,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact
 from prefect.states import Failed
 
-from cnn.publishing import artifact_key, latest_rows, merge_rows
+from cnn.errors import StorageError
+from cnn.publishing import artifact_key
 from cnn.report import failed_row
-from flows.dispatch import dispatch_variants
+from flows.dispatch import check_deployment, dispatch_variants
 from flows.results import with_result_storage
 from flows.settings import DEFAULT_LR_RULE, DEFAULT_OPTIMIZER, LRRule, DEFAULT_VARIANTS, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings, check_variants
 from flows.variant import run_variant_steps
 from tasks import prepare_dataset, publish_comparison
+from tasks.progress import announce_run
 
 
 def _error_text(err: BaseException) -> str:
@@ -32,6 +34,8 @@ def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int],
             subdir = f"seed-{seed}" if len(seeds) > 1 else None
             try:
                 out = run_variant_steps(variant, settings, seed=seed, lr_info=lr_info, subdir=subdir, progress=progress)
+            except StorageError:
+                raise  # the store is every variant's: the next ones would fail the same way, after as long a wait
             except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
                 logger.error("variant %s (seed %d) failed: %s", variant, seed, _error_text(err))
                 rows.append(failed_row(variant, seed, _error_text(err)))
@@ -42,10 +46,8 @@ def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int],
 
 
 def republish_with(settings: RunSettings, fresh: list[dict[str, Any]]) -> dict[str, Any]:
-    """Publish a new version of the comparison: the last published rows with `fresh` rows replacing their variants'."""
-    previous = latest_rows(settings.storage, settings.ref.name)
-    rows = merge_rows(previous["rows"], fresh)
-    return publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, rows, int(previous.get("repeats") or 1))
+    """Publish a new version of the comparison: every variant's latest rows, `fresh` replacing its variants' rows."""
+    return publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, fresh, 1, with_latest=True)
 
 
 @flow(name="compare-architectures", flow_run_name="compare-{dataset}")
@@ -104,6 +106,9 @@ def compare_architectures(
 
         raise ConfigError("repeats", f"must be a positive integer, got {repeats!r}", allowed="an int >= 1")
     settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max, lr_rule=lr_rule)
+    if train_deployment:
+        check_deployment(train_deployment)
+    announce_run(settings.run)
     info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
     logger.info("%s: %d train / %d val / %d test images, %d classes, mean %s std %s", info["name"], info["num_train"], info["num_val"], info["num_test"], len(info["classes"]), info["mean"], info["std"])
     seeds = [seed + k for k in range(repeats)]

@@ -8,6 +8,7 @@ from prefect.deployments import run_deployment
 from prefect.flow_runs import wait_for_flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from cnn.errors import ConfigError
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
 from cnn.storage import open_storage
@@ -25,6 +26,25 @@ def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: s
         "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg["device"],
         "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"], "lr_rule": settings.lr_settings["rule"],
     }
+
+
+async def _deployment_names() -> list[str] | None:
+    """Every deployment's <flow>/<deployment> name on the Prefect server."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        flows = {f.id: f.name for f in await client.read_flows()}
+        return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in await client.read_deployments())
+
+
+def check_deployment(name: str) -> str:
+    """`name` if the Prefect server has that deployment; otherwise a ConfigError listing the ones it has (before any work)."""
+    if not isinstance(name, str) or name.count("/") != 1 or not all(name.split("/")):
+        raise ConfigError("train_deployment", f"{name!r} is not a <flow>/<deployment> name", allowed="e.g. train-variant/train-variant-gpu")
+    known = run_coro_as_sync(_deployment_names()) or []
+    if name not in known:
+        raise ConfigError("train_deployment", f"no deployment {name!r} on the Prefect server; deploy it first (see deployments/README.md)", allowed=known or "none deployed yet")
+    return name
 
 
 def dispatch_variants(deployment: str, settings: RunSettings, variants: list[str], seeds: list[int]) -> list[dict[str, Any]]:

@@ -6,10 +6,12 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from cnn.pipeline import variant_dir
+from cnn.publishing import latest_rows
 from cnn.report import make_row
 from flows.results import with_result_storage
 from flows.settings import DEFAULT_LR_RULE, DEFAULT_OPTIMIZER, LRRule, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
+from tasks.progress import announce_run
 
 
 def _task(t: Any, step: str, settings: RunSettings) -> Any:
@@ -89,6 +91,9 @@ def train_variant_flow(
         lr_rule: How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.
     """
     settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max, lr_rule=lr_rule)
+    if publish:
+        latest_rows(settings.storage, settings.ref.name)  # the published rows this retrain will merge into: checked before training
+    announce_run(settings.run)
     result = run_variant_steps(variant, settings, seed=seed, subdir=subdir)
     if publish:
         from flows.compare import republish_with

@@ -31,10 +31,13 @@ RETRY_DELAYS = [2, 8, 30]  # seconds: exponential backoff for store and network 
 
 
 def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry store/network failures only; bad config, NaN loss and other deterministic errors fail at once."""
+    """Retry transient store/network failures only; permanent store errors (no space, a file in the way, a store given up
+    on), bad config, NaN loss and other deterministic errors fail at once."""
     try:
         state.result()
-    except (StorageError, ConnectionError, TimeoutError):
+    except StorageError as err:
+        return err.transient
+    except (ConnectionError, TimeoutError):
         return True
     except Exception:  # noqa: BLE001 - anything else is deterministic
         return False

@@ -11,6 +11,8 @@ from prefect.artifacts import update_progress_artifact
 
 # The CLI appends a printer here; each gets (variant, epoch row, fraction of the whole comparison done)
 LISTENERS: list[Callable[[str, dict[str, Any], float], None]] = []
+# ... and a recorder here; each gets the run folder name once a flow has settled it (the CLI names it when interrupted)
+RUN_LISTENERS: list[Callable[[str], None]] = []
 # Each progress update is an API call (~50-100 ms on a local server): at most one per this many seconds, plus the last epoch
 PROGRESS_MIN_INTERVAL_S = 2.0
 
@@ -35,3 +37,9 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
             listener(variant, row, done)
 
     return report
+
+
+def announce_run(run: str) -> None:
+    """Tell the run listeners which run folder this flow writes to."""
+    for listener in RUN_LISTENERS:
+        listener(run)

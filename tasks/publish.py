@@ -23,17 +23,16 @@ def publish_variant(dataset: str, storage: str, row_rel: str, row: dict[str, Any
 
 
 @task(name="publish_comparison", **_PUBLISH)
-def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1) -> dict[str, Any]:
-    """Write report.md/comparison.md/csv and publish the comparison, table, error-analysis and link artifacts."""
-    built = publishing.build_comparison(ref, storage, run, rows, repeats)
-    dataset = ref["name"]
-    images = "\n\n".join(f"![{name}]({uri})" for name, uri in built["images_small"].items())
-    paths = "\n".join(f"- {name}: `{url}`" for name, url in built["images"].items())
-    markdown = f"{built['comparison_md']}\n\n{images}\n\nFull-size files: `{built['report']}`\n{paths}\n"
-    comparison_id = create_markdown_artifact(markdown, key=publishing.artifact_key(dataset, "comparison"), description=f"{dataset}: variants ranked by test accuracy")
+def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1, with_latest: bool = False) -> dict[str, Any]:
+    """Write the rows' latest files and report.md/comparison.md/csv; publish the comparison, table, error-analysis and link artifacts.
+
+    with_latest=True (a retrain): the table holds every variant's latest rows, the fresh ones included."""
+    built = publishing.build_comparison(ref, storage, run, rows, repeats, with_latest=with_latest)
+    dataset, repeats = ref["name"], built["repeats"]
+    comparison_id = create_markdown_artifact(publishing.comparison_artifact_markdown(built), key=publishing.artifact_key(dataset, "comparison"), description=f"{dataset}: variants ranked by test accuracy")
     table = publishing.comparison_table_rows(built["summaries"], repeats)
     create_table_artifact(table, key=publishing.artifact_key(dataset, "comparison-table"), description=f"{dataset}: comparison rows")
     create_markdown_artifact(built["error_analysis_md"], key=publishing.artifact_key(dataset, "error-analysis"), description=f"{dataset}: errors across variants")
     for name, url in built["images"].items():
         create_link_artifact(publishing.link_url(url), link_text=name, key=publishing.artifact_key(dataset, "plot", name))
-    return {"report": built["report"], "folder": built["folder"], "comparison_artifact": str(comparison_id), "rows": len(rows), "comparison_md": built["comparison_md"]}
+    return {"report": built["report"], "folder": built["folder"], "comparison_artifact": str(comparison_id), "rows": len(built["rows"]), "comparison_md": built["comparison_md"]}

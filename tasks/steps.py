@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.runtime import task_run
 
 from cnn import pipeline
 from tasks.policy import CACHE_EXPIRATION, RETRY_DELAYS, STEP_CACHE, retry_on_transient
@@ -36,7 +37,8 @@ def train_variant(ref: dict[str, Any], variant: str, storage: str, run: str, con
     """Train one variant (learn check and, for a chosen lr, fallbacks; checkpoint per epoch; resumes unless resume=False)."""
     cfg = pipeline.resolve_config({**config, "device": device}, pipeline.get_dataset(pipeline.as_ref(ref)).train_y.numel())
     callback = epoch_reporter(variant, cfg.epochs, progress)
-    return pipeline.train_variant(ref, variant, storage, run, cfg, subdir=subdir, resume=resume, fallback=fallback, callback=callback)
+    session = str(task_run.id) if task_run.id else None  # a retry of this task run continues its own checkpoints
+    return pipeline.train_variant(ref, variant, storage, run, cfg, subdir=subdir, resume=resume, fallback=fallback, session=session, callback=callback)
 
 
 @task(name="evaluate_variant", **_COMMON)

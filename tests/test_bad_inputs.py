@@ -18,9 +18,10 @@ import torch
 from cnn import pipeline
 from cnn.data import load_dataset
 from cnn.errors import CheckpointError, CnnLabError, ConfigError, DataError, StorageError, TrainingDiverged
-from cnn.models import create_variant, resolve_input_size
+from cnn.models import create_variant, register_variant, resolve_input_size
 from cnn.models.generic import GenericCNN, GenericConfig, load_generic_config
 from cnn.pipeline import DatasetRef
+from cnn.publishing import latest_rows
 from cnn.storage import Storage
 from cnn.train import TrainConfig
 from idx_data import write_idx_labels, write_mnist_like
@@ -194,7 +195,26 @@ CASES = [
     Case("absolute-run-name", lambda c: pipeline.variant_dir("digits", "/etc/cron.d", "lenet1"), ConfigError, r"^run: '/etc/cron\.d' is not a safe name \(allowed: letters, digits"),
     Case("unsafe-subdir", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "sub", TINY, subdir="../../x"), ConfigError, r"^subdir: '\.\./\.\./x' is not a safe name \(allowed: letters, digits"),
     Case("unknown-refresh-step", lambda c: _settings().check_refresh(["training"]), ConfigError, r"^refresh: unknown step\(s\) \['training'\] \(allowed: lr, train, evaluate, features\)"),
+    Case("run-name-used-by-the-store", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "latest.json", TINY), ConfigError, r"^run: 'latest\.json' is reserved: the store keeps <dataset>/latest/ .* \(allowed: any safe name except latest, latest\.json\)$"),
+    Case("variant-name-used-by-the-store", lambda c: register_variant("report")(lambda channels, classes, size: None), ConfigError, r"^variant: 'report' is reserved: the store keeps <dataset>/<run>/report/ .* \(allowed: any safe name except report, "),
+    Case("truncated-latest-json", lambda c: latest_rows(str(c.store), "digits"), StorageError, r"^storage: \S+/digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\); move it aside \(or restore it\) and rerun$", setup=lambda c: _truncated_latest(c, "digits")),
+    Case("generic-config-not-utf8", lambda c: load_generic_config(_file(c, "latin1.json", '{"conv_channels": [4], "note": "caf\u00e9"}'.encode("latin-1"))), ConfigError, r"^config: \S+/latin1\.json is not UTF-8 text \(byte 0xe9 at offset \d+\) \(allowed: a UTF-8 JSON file\)$"),
+    Case("generic-config-file-huge", lambda c: load_generic_config(_file(c, "huge.json", b" " * 2_000_000)), ConfigError, r"^config: \S+/huge\.json is 2,000,000 bytes, not a GenericCNN config \(allowed: a JSON file of at most 1,000,000 bytes\)$"),
+    Case("generic-config-too-big-to-build", lambda c: GenericCNN(GenericConfig([4096, 4096], 3, 2, [100_000]), 1, 10, 28), ConfigError, r"^config: this GenericCNN would have 10,392,140,010 parameters \(41\.6 GB of float32 weights, .*\(allowed: at most 200,000,000 parameters\)$"),
+    Case("data-dir-s3-url", lambda c: load_dataset("fashion-mnist", "s3://cnn-lab/mirror"), ConfigError, r"^data_dir: 's3://cnn-lab/mirror' is a URL; dataset mirrors are read from a local folder .*\(allowed: a local folder in torchvision's layout, ~ expanded\)$"),
 ]
+
+
+def _file(ctx: Ctx, name: str, content: bytes) -> Path:
+    path = ctx.tmp / name
+    path.write_bytes(content)
+    return path
+
+
+def _truncated_latest(ctx: Ctx, dataset: str) -> None:
+    """A published-rows file cut off mid-row, as a full disk or a killed copy leaves it."""
+    (ctx.store / dataset).mkdir(parents=True, exist_ok=True)
+    (ctx.store / dataset / "latest.json").write_text('{"run": "earlier", "repeats": 1, "rows": [{"variant": "generic_1", "test_a')
 
 
 def _settings():
@@ -253,6 +273,16 @@ def test_the_matrix_has_at_least_25_bad_inputs_and_matches_the_docs() -> None:
     assert sorted(documented) == sorted(ids), "docs/bad-inputs.md and the tests list different bad inputs"
 
 
+def test_the_fault_table_names_tests_that_exist() -> None:
+    import ast
+
+    refs = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", (DOC.parent / "faults.md").read_text())
+    assert len(refs) >= 10
+    for path, name in refs:
+        tree = ast.parse((DOC.parents[1] / path).read_text())
+        assert name in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, f"docs/faults.md names {path}::{name}, which does not exist"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_one_clear_error_and_loses_nothing(case: Case, ctx: Ctx) -> None:
     if case.setup:
@@ -281,6 +311,10 @@ FLOW_CASES = [
     ("flow-file-in-place-of-storage-dir", "compare", {"storage": "file-in-place"}, r"StorageError: storage: cannot write to \S+/results/run: a file is in the way"),
     ("flow-nan-loss", "variant", {"lr": 1e6, "schedule": "none"}, r"TrainingDiverged: loss became (nan|inf) at epoch 1, step \d+ \(lr=1e\+06\); lower lr"),
     ("flow-resume-with-other-epochs", "variant", {"epochs": 2, "run": "earlier"}, r"CheckpointError: checkpoint .*/earlier/lenet1/checkpoint\.pt was written with other settings \(epochs 1 -> 2\)"),
+    ("flow-run-name-used-by-the-store", "compare", {"run": "latest.json"}, r"ConfigError: run: 'latest\.json' is reserved: the store keeps <dataset>/latest/"),
+    ("flow-missing-train-deployment", "compare", {"train_deployment": "train-variant/no-such-deployment"}, r"ConfigError: train_deployment: no deployment 'train-variant/no-such-deployment' on the Prefect server"),
+    ("flow-truncated-latest-json", "variant", {"publish": True, "run": "retrain"}, r"StorageError: storage: \S+/fashion-mnist/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)"),
+    ("flow-data-dir-s3-url", "compare", {"data_dir": "s3://cnn-lab/mirror"}, r"ConfigError: data_dir: 's3://cnn-lab/mirror' is a URL; dataset mirrors are read from a local folder"),
 ]
 
 
@@ -295,6 +329,8 @@ def test_bad_input_fails_the_flow_run_with_the_message(prefect_harness, ctx: Ctx
         kwargs["data_dir"] = _idx_dir(ctx, _truncate)
     if kwargs["storage"] == "file-in-place":
         kwargs["storage"] = _file_in_place_of_dir(ctx) + "/run"
+    if case_id == "flow-truncated-latest-json":
+        _truncated_latest(ctx, "fashion-mnist")
     if flow == "compare":
         kwargs.setdefault("variants", ["lenet1"])
         run = lambda: compare_architectures(**kwargs, return_state=True)  # noqa: E731
@@ -309,3 +345,5 @@ def test_bad_input_fails_the_flow_run_with_the_message(prefect_harness, ctx: Ctx
     assert SECRET not in state.message
     after = _snapshot(ctx)
     assert {k: after.get(k) for k in before} == before, "a failed run changed files stored earlier"
+    if case_id in ("flow-run-name-used-by-the-store", "flow-missing-train-deployment", "flow-truncated-latest-json", "flow-data-dir-s3-url"):
+        assert not [k for k in after if k.endswith("checkpoint.pt") and k not in before], "it trained before failing"

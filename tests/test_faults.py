@@ -168,3 +168,126 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
     assert all(r["status"] == "ok" for r in second.result()["rows"])
     assert "results/fashion-mnist/outage/comparison.md" in after
     server.stop()
+
+
+# --- retries only where they help ----------------------------------------------------------------------------------
+
+DIGITS = {"dataset": "digits", "epochs": 3, "batch_size": 64, "lr": 0.05, "device": "cpu", "val_size": 0.15}
+
+
+def _fast_retries(monkeypatch, delay: float = 0.0) -> None:
+    import tasks
+
+    for task in (tasks.prepare_dataset, tasks.train_variant, tasks.evaluate_variant, tasks.extract_features, tasks.publish_variant, tasks.publish_comparison):
+        monkeypatch.setattr(task, "retry_delay_seconds", [delay] * len(task.retry_delay_seconds))
+
+
+def _spy_train(monkeypatch) -> list:
+    """Each call of the training step: ("raised", error) or ("ok", its result)."""
+    from cnn import pipeline
+
+    calls, real = [], pipeline.train_variant
+
+    def spy(*args, **kwargs):
+        try:
+            out = real(*args, **kwargs)
+        except Exception as err:
+            calls.append(("raised", err))
+            raise
+        calls.append(("ok", out))
+        return out
+
+    monkeypatch.setattr(pipeline, "train_variant", spy)
+    return calls
+
+
+@pytest.mark.parametrize("fault", ["no-space", "name-clash"])
+def test_permanent_store_errors_fail_at_once_without_retries(prefect_harness, tmp_path, monkeypatch, fault) -> None:
+    import errno
+
+    from flows.compare import compare_architectures
+
+    _fast_retries(monkeypatch)
+    calls = _spy_train(monkeypatch)
+    store = tmp_path / "store"
+    if fault == "no-space":
+        real_put = Storage._put
+
+        def full_disk(self, full, data):
+            if full.endswith("checkpoint.pt") and "epoch2" in written:
+                raise OSError(errno.ENOSPC, "No space left on device", full)
+            written.append("epoch2" if full.endswith("checkpoint.pt") else full)
+            return real_put(self, full, data)
+
+        written: list[str] = []
+        monkeypatch.setattr(Storage, "_put", full_disk)
+        expected = "no space left on the device"
+    else:
+        (store / "digits" / "clash").mkdir(parents=True)
+        (store / "digits" / "clash" / "lenet1").write_text("a file where the variant's folder goes")
+        expected = "a file is in the way"
+    state = compare_architectures(**DIGITS, variants=["lenet1", "cnn2_5"], storage=str(store), run="clash", return_state=True)
+
+    assert state.is_failed() and expected in state.message and "\n" not in state.message, state.message
+    assert [kind for kind, _ in calls] == ["raised"], "a permanent error was retried (or the comparison went on)"
+    assert task_states(state.state_details.flow_run_id)["train_variant"] == ["Failed"]
+
+
+def test_a_store_that_stays_away_is_given_up_on_within_the_set_time(prefect_harness, monkeypatch, caplog) -> None:
+    import logging
+
+    from flows.compare import compare_architectures
+
+    server = S3Server().start()
+    server.client().create_bucket(Bucket="gone")
+    for var, value in {**s3_env(server.endpoint), "CNN_LAB_STORAGE_RETRIES": "2", "CNN_LAB_STORAGE_BACKOFF": "0.05", "CNN_LAB_STORAGE_GIVE_UP_S": "1"}.items():
+        monkeypatch.setenv(var, value)
+    _fast_retries(monkeypatch, delay=0.6)
+    calls = _spy_train(monkeypatch)
+    from tasks.progress import LISTENERS
+
+    went_away: list[float] = []
+
+    def stop_after_epoch_1(variant, row, done):
+        if row["epoch"] == 1 and not went_away:
+            server.stop()
+            went_away.append(time.monotonic())
+
+    monkeypatch.setattr("tasks.progress.LISTENERS", [*LISTENERS, stop_after_epoch_1])
+    with caplog.at_level(logging.WARNING):
+        state = compare_architectures(**DIGITS, variants=["lenet1", "cnn2_5"], storage="s3://gone/results", run="gone", return_state=True)
+    failed_after = time.monotonic() - went_away[0]
+
+    assert state.is_failed()
+    assert re.search(r"StorageError: storage: cannot \w+ s3://gone/results/\S+: failed after \d attempt\(s\): .*reachable\?; gave up after \d s of failures \(CNN_LAB_STORAGE_GIVE_UP_S=1\)$", state.message), state.message
+    assert [kind for kind, _ in calls] == ["raised"] * 3, "not given up after the set time: 4 attempts"
+    assert failed_after < 10, failed_after
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) < 40, "hundreds of log lines"
+    assert SECRET not in state.message and SECRET not in caplog.text
+
+
+def test_a_retried_training_step_resumes_its_own_checkpoint_even_when_refreshing(prefect_harness, tmp_path, monkeypatch) -> None:
+    from cnn.errors import StorageError
+    from flows.variant import train_variant_flow
+    from tasks.progress import LISTENERS
+
+    kwargs = {**DIGITS, "variant": "lenet1", "storage": str(tmp_path / "store"), "run": "again"}
+    kwargs.pop("dataset")
+    first = train_variant_flow(dataset="digits", **kwargs, return_state=True)  # leaves a finished checkpoint (epoch 3)
+    assert first.is_completed(), first.message
+    _fast_retries(monkeypatch)
+    calls = _spy_train(monkeypatch)
+    seen: list[int] = []
+
+    def store_blip_at_epoch_2(variant, row, done):
+        seen.append(int(row["epoch"]))
+        if seen == [1, 2]:
+            raise StorageError("storage: cannot write .../history.csv: failed after 3 attempt(s): ConnectionResetError", transient=True)
+
+    monkeypatch.setattr("tasks.progress.LISTENERS", [*LISTENERS, store_blip_at_epoch_2])
+    state = train_variant_flow(dataset="digits", refresh=True, **kwargs, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert seen == [1, 2, 2, 3], "the refresh resumed the earlier run's checkpoint, or the retry started over"
+    assert [kind for kind, _ in calls] == ["raised", "ok"] and calls[1][1]["resumed_from"] == 1
+    assert state.result()["test_acc"] == first.result()["test_acc"]  # resumed to the same metrics as a run without the blip

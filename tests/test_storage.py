@@ -124,6 +124,49 @@ def test_permanent_errors_are_not_retried(monkeypatch) -> None:
     assert len(calls) == 1
 
 
+def test_a_store_failing_for_the_give_up_time_is_given_up_on(monkeypatch) -> None:
+    monkeypatch.setenv("CNN_LAB_STORAGE_GIVE_UP_S", "10")
+    store = Storage(f"memory://away-{uuid.uuid4().hex[:6]}", retries=3, backoff=0)
+    clock, calls = [100.0], []
+
+    def away(path, data, **kw):
+        calls.append(path)
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(store.fs, "pipe_file", away)
+    monkeypatch.setattr("cnn.storage.time.monotonic", lambda: clock[0])
+    with pytest.raises(StorageError) as first:
+        store.write_bytes("x.bin", b"1")
+    assert first.value.transient and len(calls) == 3  # within the time: a task may try again later
+    clock[0] += 11
+    with pytest.raises(StorageError) as later:
+        store.write_bytes("x.bin", b"1")
+    assert not later.value.transient and len(calls) == 4  # given up: one attempt, final
+    assert str(later.value).endswith("; gave up after 11 s of failures (CNN_LAB_STORAGE_GIVE_UP_S=10)")
+    clock[0] += 301  # a failure more than 5 minutes after the last one starts a new outage
+    with pytest.raises(StorageError) as fresh:
+        store.write_bytes("x.bin", b"1")
+    assert fresh.value.transient and len(calls) == 7
+
+
+def test_permanent_errors_are_marked_so_and_transient_ones_survive_pickling(monkeypatch) -> None:
+    import pickle
+
+    store = Storage(f"memory://full-{uuid.uuid4().hex[:6]}", retries=3, backoff=0)
+    monkeypatch.setattr(store.fs, "pipe_file", lambda path, data, **kw: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(StorageError, match="no space left on the device") as err:
+        store.write_bytes("x.bin", b"1")
+    assert not err.value.transient
+    copy = pickle.loads(pickle.dumps(StorageError("storage: cannot write x", transient=True)))
+    assert copy.transient and str(copy) == "storage: cannot write x"
+
+
+def test_home_folder_is_expanded_in_storage_paths(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Storage("~/results").url == str(tmp_path / "results")
+    assert Storage("file://~/results").path("digits") == str(tmp_path / "results" / "digits")
+
+
 def test_retries_and_backoff_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("CNN_LAB_STORAGE_RETRIES", "5")
     monkeypatch.setenv("CNN_LAB_STORAGE_BACKOFF", "0.25")

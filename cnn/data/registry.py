@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,6 +98,14 @@ def _subset(x: torch.Tensor, y: torch.Tensor, limit: int | None, gen: torch.Gene
     return x[idx], y[idx]
 
 
+def local_data_dir(data_dir: str | os.PathLike[str]) -> str:
+    """`data_dir` as a local folder path (~ expanded); a URL such as an s3:// mirror is refused: copy it down first."""
+    text = os.fspath(data_dir)
+    if "://" in text:
+        raise ConfigError("data_dir", f"{text!r} is a URL; dataset mirrors are read from a local folder (copy an S3 mirror down first, e.g. with aws s3 sync s3://bucket/data ./data)", allowed="a local folder in torchvision's layout, ~ expanded")
+    return os.path.expanduser(text)
+
+
 def load_dataset(
     name: str = "fashion-mnist",
     data_dir: str = "./data",
@@ -109,7 +118,7 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load a dataset, split train/val with a fixed seed, and compute normalisation stats on train only."""
     spec = get_dataset_spec(name)
-    (train_x, train_y), (test_x, test_y), classes = spec.loader(str(data_dir), download)
+    (train_x, train_y), (test_x, test_y), classes = spec.loader(local_data_dir(data_dir), download)
     _check_labels(train_y, len(classes), "train")
     _check_labels(test_y, len(classes), "test")
     gen = torch.Generator().manual_seed(seed)

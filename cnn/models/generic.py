@@ -17,6 +17,8 @@ from cnn.models.registry import register_variant
 logger = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
+MAX_CONFIG_BYTES = 1_000_000
+MAX_PARAMETERS = 200_000_000  # 0.8 GB of float32 weights (about 3 GB to train with SGD momentum); AlexNet has 57M
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,30 @@ class GenericCNN(nn.Sequential):
 
     def __init__(self, config: GenericConfig, in_channels: int, num_classes: int, input_size: int):
         trace = shape_trace(config, in_channels, input_size, num_classes)
+        check_size(config, in_channels, num_classes, trace)
         logger.debug("GenericCNN shapes for %dx%d input: %s", input_size, input_size, trace)
         super().__init__(OrderedDict(_layers(config, in_channels, num_classes, trace)))
         self.config = config
+
+
+def count_generic_parameters(config: GenericConfig, in_channels: int, num_classes: int, trace: list[tuple[str, Shape]]) -> int:
+    """Weights and biases the GenericCNN of `trace` will have, counted without building it."""
+    total, channels = 0, in_channels
+    for width, kernel, _ in config.blocks():
+        total += channels * width * kernel * kernel + width
+        channels = width
+    features = dict(trace)["flatten"][0]
+    for width in [*config.fc_sizes, num_classes]:
+        total += features * width + width
+        features = width
+    return total
+
+
+def check_size(config: GenericConfig, in_channels: int, num_classes: int, trace: list[tuple[str, Shape]]) -> None:
+    """Refuse, before allocating anything, a config whose weights alone would take gigabytes."""
+    count = count_generic_parameters(config, in_channels, num_classes, trace)
+    if count > MAX_PARAMETERS:
+        raise ConfigError("config", f"this GenericCNN would have {count:,} parameters ({count * 4 / 1e9:,.1f} GB of float32 weights, several times that to train); shrink conv_channels or fc_sizes", allowed=f"at most {MAX_PARAMETERS:,} parameters")
 
 
 def _layers(config: GenericConfig, in_channels: int, num_classes: int, trace: list[tuple[str, Shape]]):
@@ -131,10 +154,10 @@ def load_generic_config(path_or_json: str | Path | dict) -> GenericConfig:
     elif isinstance(path_or_json, str) and path_or_json.lstrip().startswith("{"):
         data = _parse_json(path_or_json, "JSON text")
     elif isinstance(path_or_json, (str, Path)):
-        path = Path(path_or_json)
+        path = Path(path_or_json).expanduser()
         if not path.is_file():
             raise ConfigError("config", f"no such file: {path}")
-        data = _parse_json(path.read_text(encoding="utf-8"), str(path))
+        data = _parse_json(_read_text(path), str(path))
     else:
         raise ConfigError("config", f"expected a dict, JSON text or a file path, got {type(path_or_json).__name__}")
     if not isinstance(data, dict):
@@ -158,6 +181,17 @@ def register_generic_variant(name: str, config: GenericConfig, *, description: s
         return GenericCNN(config, in_channels, num_classes, input_size)
 
     register_variant(name, min_input_size=min_input_size(config), description=description)(build)
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text; one that is not UTF-8 (or larger than any config) raises ConfigError naming it."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError("config", f"{path} is {path.stat().st_size:,} bytes, not a GenericCNN config", allowed=f"a JSON file of at most {MAX_CONFIG_BYTES:,} bytes")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("config", f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})", allowed="a UTF-8 JSON file") from None
 
 
 def _parse_json(text: str, source: str) -> object:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cnn.errors import ConfigError
+from cnn.storage import safe_name
 
 Builder = Callable[[int, int, int], nn.Module]
 
@@ -144,6 +145,7 @@ def _check_new_name(name: str) -> None:
         raise ConfigError("name", f"{name!r} is not a valid variant name", allowed="lowercase letters, digits and _")
     if name in _REGISTRY:
         raise ConfigError("name", f"variant {name!r} is already registered")
+    safe_name(name, "variant")  # refuses names the store's run folder uses itself (report)
 
 
 def _check_int(field: str, value: object, minimum: int) -> None:

@@ -1,0 +1,154 @@
+"""The CLI under signals: Ctrl-C (SIGINT to the terminal's process group) ends it within 5 s with one line and the flow
+run Crashed, and the rerun completes; the temporary Prefect server never outlives the CLI, SIGKILL included."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from prefect_server import _alive, descendants
+
+ROOT = Path(__file__).parents[1]
+EPOCHS = 12
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Prefect home for the CLI runs here: the database is created once (its migrations take seconds)."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+def _cli(home: Path, store: Path, *args: str) -> subprocess.Popen:
+    """`cnn-lab compare` on digits in a new session (as a terminal runs it), with no PREFECT_API_URL (its temporary server)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "flows.cli", "compare", "--dataset", "digits", "--variants", "lenet1", "--epochs", str(EPOCHS), "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--storage", str(store), *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+class Lines:
+    """The process's stderr lines as they arrive, read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(proc.stderr), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert proc.poll() is None, "".join(self.lines)[-3000:]
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout} s"
+            time.sleep(0.05)
+
+    def text(self) -> str:
+        self._thread.join(30)
+        return "".join(self.lines)
+
+
+def _server_pid(cli: subprocess.Popen) -> int:
+    [pid] = [p for p in descendants(cli.pid) if "create_app" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    return pid
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _last_flow_run_state(home: Path) -> str:
+    with sqlite3.connect(home / "prefect.db") as db:
+        return db.execute("select state_type from flow_run order by created desc limit 1").fetchone()[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(prefect_home: Path, tmp_path: Path, prefect_harness, monkeypatch) -> None:
+    cli = _cli(prefect_home, tmp_path / "store")
+    err = Lines(cli)
+    err.wait_for("epoch 2:", cli)
+    server = _server_pid(cli)
+    os.killpg(cli.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground process group
+    sent = time.monotonic()
+    cli.wait(30)
+    took = time.monotonic() - sent
+    text = err.text()
+    assert cli.returncode == 130 and took < 5, (cli.returncode, took, text[-3000:])
+    [line] = [line for line in text.splitlines() if line.startswith("cnn-lab:")]
+    assert re.fullmatch(r"cnn-lab: interrupted; rerun the same command with --run (\S+) to resume", line), line
+    assert "Traceback" not in text and "ConnectError" not in text
+    assert _gone(server, 5), "the temporary server outlived the CLI"
+    assert _last_flow_run_state(prefect_home) == "CRASHED"
+    run = line.split("--run ")[1].split()[0]
+    checkpoint = tmp_path / "store" / "digits" / run / "lenet1" / "checkpoint.pt"
+    assert checkpoint.is_file()
+
+    # the rerun, in this process (a second temporary server would only cost time): finished steps cached, training resumed
+    from cnn import pipeline
+    from flows.compare import compare_architectures
+
+    resumed: list[int] = []
+    real = pipeline.train_variant
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        resumed.append(out["resumed_from"])
+        return out
+
+    monkeypatch.setattr(pipeline, "train_variant", spy)
+    state = compare_architectures(dataset="digits", variants=["lenet1"], epochs=EPOCHS, batch_size=32, lr=0.05, device="cpu", storage=str(tmp_path / "store"), run=run, return_state=True)
+    assert state.is_completed(), state.message
+    assert resumed and resumed[0] >= 1
+    assert len((checkpoint.parent / "history.csv").read_text().splitlines()) == 1 + EPOCHS
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_cli_takes_the_temporary_server_down(prefect_home: Path, tmp_path: Path) -> None:
+    cli = _cli(prefect_home, tmp_path / "store", "--run", "r1")
+    err = Lines(cli)
+    err.wait_for("Beginning flow run", cli)
+    server = _server_pid(cli)
+    os.kill(cli.pid, signal.SIGKILL)
+    cli.wait(10)
+    assert _gone(server, 15), "the temporary server outlived a killed CLI"
+
+
+@pytest.mark.parametrize(
+    ("argv", "run", "line"),
+    [
+        (["compare", "--run", "r1"], "r1", "interrupted; rerun the same command to resume"),
+        (["compare"], "20250101-000000-compare-digits", "interrupted; rerun the same command with --run 20250101-000000-compare-digits to resume"),
+        (["retrain", "lenet1"], "r2", "interrupted; nothing was published: rerun the same command to retrain afresh"),
+    ],
+)
+def test_the_interrupted_line_says_how_to_go_on(argv: list[str], run: str, line: str) -> None:
+    from flows.cli import _interrupted_line, build_parser
+
+    assert _interrupted_line(build_parser().parse_args(argv), run) == line
+
+
+def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() -> None:
+    import logging
+
+    from cnn.errors import StorageError
+    from flows.local_server import _NoTraceback
+
+    def record(err: BaseException) -> logging.LogRecord:
+        try:
+            raise err
+        except BaseException:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, sys.exc_info())
+
+    ours, interrupt, bug = record(StorageError("storage: cannot write x", transient=True)), record(KeyboardInterrupt()), record(ZeroDivisionError("bug"))
+    assert all(_NoTraceback().filter(r) for r in (ours, interrupt, bug))
+    assert ours.exc_info is None and interrupt.exc_info is None
+    assert bug.exc_info is not None  # a bug keeps its traceback

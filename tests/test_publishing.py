@@ -1,0 +1,152 @@
+"""Publishing to a shared store: concurrent comparisons and retrains lose no row, on disk and on S3; older tables are
+still read; a damaged published file is named before any training; artifacts escape user-controlled text."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnn.errors import StorageError
+from cnn.publishing import LATEST, LATEST_DIR, build_comparison, comparison_artifact_markdown, latest_rows, publish_latest, variant_markdown
+from cnn.report import aggregate_repeats, comparison_markdown, error_analysis_markdown, make_row
+from test_s3 import S3Server, s3_env
+
+VARIANTS = ["lenet1", "lenet5", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "generic_1", "generic_2"]
+
+
+def _row(variant: str, acc: float = 0.5, seed: int = 0, folder: str | None = None, classes: tuple[str, str] = ("a", "b")) -> dict:
+    lr = {"lr": 0.05, "rule": "given"}
+    train = {"params": 100, "epochs": 1, "best_val_acc": acc, "seconds": 1.0, "images_per_sec": 10.0, "folder": folder}
+    evaluation = {"accuracy": acc, "macro_f1": acc, "per_class_f1": dict.fromkeys(classes, acc), "confusion": [[1, 2], [3, 4]], "most_confused": [{"true": classes[1], "predicted": classes[0], "count": 3}]}
+    return make_row(variant, seed, lr, train, evaluation)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server = S3Server().start()
+    server.client().create_bucket(Bucket="shared")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_url(request, tmp_path, monkeypatch):
+    """A shared store: a local folder, or a bucket on a moto server."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    server = request.getfixturevalue("s3_server")
+    for var, value in s3_env(server.endpoint).items():
+        monkeypatch.setenv(var, value)
+    return f"s3://shared/{tmp_path.name}"
+
+
+def test_concurrent_publishers_lose_no_row(store_url: str) -> None:
+    barrier = threading.Barrier(len(VARIANTS))
+    errors: list[BaseException] = []
+
+    def publish(variant: str) -> None:
+        try:
+            barrier.wait()
+            for round_ in range(3):
+                publish_latest(store_url, "digits", f"run-{variant}", [_row(variant, acc=round_ / 10)])
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=publish, args=(v,)) for v in VARIANTS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    latest = latest_rows(store_url, "digits")
+    assert sorted(r["variant"] for r in latest["rows"]) == sorted(VARIANTS)
+    assert {r["test_acc"] for r in latest["rows"]} == {0.2}
+
+
+def test_older_whole_table_is_read_for_variants_without_their_own_file(store_url: str) -> None:
+    from cnn.storage import Storage
+
+    Storage(store_url).write_json(f"digits/{LATEST}", {"run": "old", "repeats": 2, "rows": [_row("lenet1", 0.1), _row("lenet1", 0.3, seed=1), _row("cnn2_5", 0.2)]})
+    publish_latest(store_url, "digits", "new", [_row("cnn2_5", 0.9), _row("generic_1", 0.8)])
+    publish_latest(store_url, "digits", "newer", [make_row("generic_1", 0, None, None, None, error="boom")])  # all failed: kept as it was
+    latest = latest_rows(store_url, "digits")
+    assert sorted((r["variant"], r["test_acc"]) for r in latest["rows"]) == [("cnn2_5", 0.9), ("generic_1", 0.8), ("lenet1", 0.1), ("lenet1", 0.3)]
+    assert latest["repeats"] == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b'{"run": "x", "rows": [{"variant": "lenet1", "test_', r"digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)"),
+        (b"\xff\xfe rows", r"digits/latest\.json is not UTF-8 text"),
+        (b'[1, 2]', r"digits/latest\.json is not a published-rows file"),
+    ],
+    ids=["truncated", "not-utf8", "not-rows"],
+)
+def test_a_damaged_published_file_is_named(tmp_path: Path, content: bytes, match: str) -> None:
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / LATEST).write_bytes(content)
+    with pytest.raises(StorageError, match=match) as err:
+        latest_rows(str(tmp_path), "digits")
+    assert "\n" not in str(err.value)
+
+
+def test_a_file_of_another_variant_is_named(tmp_path: Path) -> None:
+    publish_latest(str(tmp_path), "digits", "r", [_row("lenet1")])
+    os.rename(tmp_path / "digits" / LATEST_DIR / "lenet1.json", tmp_path / "digits" / LATEST_DIR / "lenet5.json")
+    with pytest.raises(StorageError, match=r"latest/lenet5\.json holds rows of another variant than 'lenet5'"):
+        latest_rows(str(tmp_path), "digits")
+
+
+# --- whole publications from separate processes --------------------------------------------------------------------
+
+
+def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, results: Any) -> None:
+    """One publisher process: wait for the others, then publish a comparison (or a retrain's merged table)."""
+    barrier.wait()
+    out = build_comparison({"name": "digits", "val_size": 0.15, "seed": 0}, url, rows[0]["variant"] + "-run", rows, with_latest=with_latest)
+    results.put((rows[0]["variant"], sorted(r["variant"] for r in out["rows"])))
+
+
+def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: str, monkeypatch) -> None:
+    """Two comparisons and two retrains, each in its own process, publish to one store at the same moment."""
+    from cnn import report
+
+    monkeypatch.setattr(report, "_report_figures", lambda *args: {})  # the figures take seconds and touch no row
+    jobs = [([_row("lenet1"), _row("lenet5")], False), ([_row("cnn2_3"), _row("cnn2_5")], False), ([_row("generic_1", 0.7)], True), ([_row("generic_2", 0.6)], True)]
+    context = multiprocessing.get_context("fork")  # the children inherit the imports and the patch: no seconds of torch import each
+    barrier, results = context.Barrier(len(jobs)), context.Queue()
+    procs = [context.Process(target=_publish, args=(store_url, rows, latest, barrier, results)) for rows, latest in jobs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * len(jobs)
+    reported = dict(results.get(timeout=5) for _ in jobs)
+    assert reported["lenet1"] == ["lenet1", "lenet5"]  # a comparison reports its own rows
+    assert "generic_1" in reported["generic_1"]  # a retrain reports its own row and those published before it read the store
+    assert sorted(r["variant"] for r in latest_rows(store_url, "digits")["rows"]) == ["cnn2_3", "cnn2_5", "generic_1", "generic_2", "lenet1", "lenet5"]
+
+
+# --- user-controlled text in the Markdown ---------------------------------------------------------------------------
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_markdown_escapes_paths_class_names_and_errors() -> None:
+    classes = (f"cat{HOSTILE}", "dog|<img src=x onerror=alert(1)>")
+    rows = [_row("lenet1", 0.6, folder=f"/data/{HOSTILE}/lenet1", classes=classes), _row("cnn2_5", 0.7, classes=classes), make_row("lenet5", 0, None, None, None, error=f"StorageError: cannot write /x/{HOSTILE}")]
+    texts = [
+        comparison_markdown(aggregate_repeats(rows), "digits", 1),
+        error_analysis_markdown(rows, list(classes)),
+        variant_markdown(rows[0], {}, {}, {"report_markdown": ""}, {"filters": [f"/data/{HOSTILE}/f.png"], "feature_maps": []}),
+        comparison_artifact_markdown({"comparison_md": "", "images_small": {}, "images": {"f1_heatmap": f"/data/{HOSTILE}/f1.png"}, "report": f"/data/{HOSTILE}/report.md"}),
+    ]
+    for text in texts:
+        assert "<script" not in text and "<img" not in text, text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texts[0] + texts[2]
+    assert "dog\\|&lt;img" in texts[1]  # a pipe in a class name does not split the table
