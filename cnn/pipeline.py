@@ -23,6 +23,7 @@ from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
 from cnn import lr_find
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
+from cnn.params import default_of
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
 from cnn.train import Precision, TrainConfig, build_optimizer, load_checkpoint, load_weights, make_loader, resolve_device, seed_everything, train
 
@@ -32,9 +33,7 @@ SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
 MIN_LR_STEPS = 100
 SMALL_SET_IMAGES = 10_000  # below this, cycling the sweep past one epoch costs seconds; above, the sweep stays within one epoch
-# fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
-# lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
-DEFAULT_LR_RULE = "min_loss_div10"
+DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
 FALLBACK_LR = 0.01  # used (and reported as rule "fallback") when the sweep is too short or the loss never fell
 DESIGN_SIDE = 28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
 
@@ -103,7 +102,7 @@ def range_test_steps(num_steps: int, epoch_steps: int, n_images: int) -> int:
     return max(2, min(num_steps, cap))
 
 
-def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int = 256, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, num_steps: int = 100, rule: str = DEFAULT_LR_RULE, device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
+def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int = default_of("batch_size"), optimizer: str = default_of("optimizer"), momentum: float = default_of("momentum"), weight_decay: float = default_of("weight_decay"), seed: int = default_of("seed"), lr_min: float = default_of("lr_min"), lr_max: float = default_of("lr_max"), num_steps: int = 100, rule: str = DEFAULT_LR_RULE, device: str = default_of("device"), input_size: int | None = None) -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size (at most one epoch of steps); saves lr_finder.png/json."""
     ref, store = as_ref(ref), open_storage(storage)
     folder = variant_dir(ref.name, run, variant)
