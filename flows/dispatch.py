@@ -8,23 +8,24 @@ from prefect.deployments import run_deployment
 from prefect.flow_runs import wait_for_flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from cnn.models import module_reference, variant_config_text
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
 from cnn.storage import open_storage
+from flows.parameters import VARIANT_FIELDS
 from flows.settings import RunSettings
 
 WAIT_TIMEOUT_S = 6 * 3600
 
 
 def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
-    """The train-variant flow's parameters for one (variant, seed) of this comparison."""
-    cfg, ref = settings.config, settings.ref
-    return {
-        "variant": variant, "dataset": ref.name, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": settings.lr,
-        "optimizer": cfg.optimizer, "schedule": cfg.schedule, "seed": seed, "data_dir": ref.data_dir, "storage": settings.storage,
-        "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg.device,
-        "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"], "lr_rule": settings.lr_settings["rule"],
-    }
+    """The train-variant flow's parameters for one (variant, seed) of this comparison: the run's parameters, with the
+    resolved run name, file variants as their JSON text (a worker needs no copy of the file) and .py modules by path."""
+    params = settings.params
+    files = {name: variant_config_text(name) or source for name, source in params.variant_files.items()}
+    modules = [module_reference(entry) for entry in params.variant_modules]
+    values = {**params.model_dump(include=set(VARIANT_FIELDS)), "variant": variant, "seed": seed, "run": settings.run, "subdir": subdir or "", "publish": False, "variant_files": files, "variant_modules": modules}
+    return {name: values[name] for name in VARIANT_FIELDS}
 
 
 def dispatch_variants(deployment: str, settings: RunSettings, variants: list[str], seeds: list[int]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from cnn.models.plugins import (
     load_variant_file,
     load_variant_module,
     load_variants,
+    module_reference,
     variant_config_text,
     variant_fingerprint,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "load_variant_file",
     "load_variant_module",
     "load_variants",
+    "module_reference",
     "min_input_size",
     "register_generic_variant",
     "register_variant",

@@ -18,13 +18,22 @@ MODULE_ALLOWED = "an importable module name (installed or on PYTHONPATH) or a pa
 FILE_ALLOWED = "a GenericCNN JSON config file (see examples/generic_small.json) or its JSON text"
 
 
+def is_module_file(entry: str) -> bool:
+    """Whether a variant_modules entry names a .py file rather than an importable module."""
+    return entry.endswith(".py") or "/" in entry
+
+
+def module_reference(entry: str) -> str:
+    """The entry as another process on this machine can load it: a .py file by its absolute path."""
+    return str(Path(entry).expanduser().resolve()) if is_module_file(entry) else entry
+
+
 def load_variant_module(entry: str) -> list[str]:
     """Import a module name or a .py file whose @register_variant functions add variants; the names it added."""
     before = set(_REGISTRY)
-    path = Path(entry).expanduser()
     try:
-        if entry.endswith(".py") or "/" in entry:
-            _import_file(path.resolve())
+        if is_module_file(entry):
+            _import_file(Path(module_reference(entry)))
         else:
             importlib.import_module(entry)
     except ConfigError:
