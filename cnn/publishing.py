@@ -1,13 +1,17 @@
 """What a comparison publishes: the stored report, per-variant summaries, and the rows a retrain merges into."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cnn import report
+from cnn.errors import ConfigError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.pipeline import DatasetRef, as_ref, get_dataset
 from cnn.storage import Storage, open_storage, safe_name
+
+log = logging.getLogger(__name__)
 
 LATEST = "latest.json"  # <dataset>/latest.json: the rows of the last published comparison
 
@@ -20,8 +24,9 @@ def relative_folder(store: Storage, folder: str | None) -> str | None:
     return folder[len(base):] if folder.startswith(base) else folder.strip("/")
 
 
-def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1) -> dict[str, Any]:
-    """Aggregate rows, render galleries of the trained variants, write report.md/comparison.md/csv and latest.json."""
+def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, plugins: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Aggregate rows, render galleries of the trained variants, write report.md/comparison.md/csv and latest.json
+    (with the `plugins` a later retrain loads to rebuild the variants of this table)."""
     ref, store = as_ref(ref), open_storage(storage)
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
@@ -29,11 +34,14 @@ def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage
     for row in rows:
         rel = relative_folder(store, row.get("folder"))
         if row.get("status") == "ok" and rel and row["variant"] not in models:
-            models[row["variant"]] = load_variant_model(store, rel, row["variant"], data)
+            try:
+                models[row["variant"]] = load_variant_model(store, rel, row["variant"], data)
+            except ConfigError as err:  # a plug-in variant this process cannot load: its row stays, its galleries go
+                log.warning("no galleries for %s: %s", row["variant"], err)
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
-    store.write_json(f"{ref.name}/{LATEST}", {"run": run, "repeats": repeats, "rows": list(rows)})
+    store.write_json(f"{ref.name}/{LATEST}", {"run": run, "repeats": repeats, "rows": list(rows), "plugins": dict(plugins or {})})
     return {**written, "summaries": summaries, "folder": store.path(folder)}
 
 

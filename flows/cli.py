@@ -6,7 +6,11 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from cnn.params import RunParams
+    from flows.settings import RunSettings
 
 QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,cnn2_5,generic_2 --epochs 4 --batch-size 32"
 
@@ -87,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_params(args: argparse.Namespace, **fixed: Any) -> Any:
+def run_params(args: argparse.Namespace, **fixed: Any) -> RunParams:
     """The checked RunParams from the options given (and `fixed` values); the first bad one raises ConfigError."""
     from cnn.params import RunParams, parse_params
 
@@ -95,7 +99,7 @@ def run_params(args: argparse.Namespace, **fixed: Any) -> Any:
     return parse_params({**given, **fixed})
 
 
-def checked_settings(params: Any, variants: list[str] | None = None) -> Any:
+def checked_settings(params: RunParams, variants: list[str] | None = None) -> RunSettings:
     """Load plug-ins and check names, device and store before Prefect starts (ConfigError/StorageError otherwise)."""
     from flows.settings import build_settings
 

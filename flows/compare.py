@@ -7,7 +7,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact
 from prefect.states import Failed
 
-from cnn.models import builtin_variants
+from cnn.errors import ConfigError
+from cnn.models import builtin_variants, load_variants
 from cnn.params import parse_params
 from cnn.publishing import artifact_key, latest_rows, merge_rows
 from cnn.report import failed_row
@@ -45,10 +46,18 @@ def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int],
 
 
 def republish_with(settings: RunSettings, fresh: list[dict[str, Any]]) -> dict[str, Any]:
-    """Publish a new version of the comparison: the last published rows with `fresh` rows replacing their variants'."""
+    """Publish a new version of the comparison: the last published rows with `fresh` rows replacing their variants'
+    (the plug-ins of the last comparison are loaded first, so its variants can be rebuilt for the galleries)."""
     previous = latest_rows(settings.storage, settings.ref.name)
+    earlier = previous.get("plugins") or {}
+    files = {name: text for name, text in earlier.get("variant_files", {}).items() if name not in settings.plugins["variant_files"]}
+    try:
+        load_variants(earlier.get("variant_modules", []), files)
+    except ConfigError as err:
+        get_run_logger().warning("the last comparison's plug-ins did not load (%s); their variants get no galleries", err)
+    plugins = {"variant_modules": list(dict.fromkeys([*earlier.get("variant_modules", []), *settings.plugins["variant_modules"]])), "variant_files": {**files, **settings.plugins["variant_files"]}}
     rows = merge_rows(previous["rows"], fresh)
-    return publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, rows, int(previous.get("repeats") or 1))
+    return publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, rows, int(previous.get("repeats") or 1), plugins)
 
 
 @flow(name="compare-architectures", flow_run_name="compare-{dataset}")
@@ -66,7 +75,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         rows = dispatch_variants(train_deployment, settings, names, seeds)
     else:
         rows = run_in_process(settings, names, seeds, progress_id)
-    published = publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats)
+    published = publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats, settings.plugins)
     failed = [r for r in rows if r["status"] != "ok"]
     result = {"run": settings.run, "rows": rows, "report": published["report"], "comparison_md": published["comparison_md"]}
     if len(failed) == len(rows):

@@ -8,7 +8,6 @@ from prefect.deployments import run_deployment
 from prefect.flow_runs import wait_for_flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from cnn.models import module_reference, variant_config_text
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
 from cnn.storage import open_storage
@@ -21,10 +20,7 @@ WAIT_TIMEOUT_S = 6 * 3600
 def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
     """The train-variant flow's parameters for one (variant, seed) of this comparison: the run's parameters, with the
     resolved run name, file variants as their JSON text (a worker needs no copy of the file) and .py modules by path."""
-    params = settings.params
-    files = {name: variant_config_text(name) or source for name, source in params.variant_files.items()}
-    modules = [module_reference(entry) for entry in params.variant_modules]
-    values = {**params.model_dump(include=set(VARIANT_FIELDS)), "variant": variant, "seed": seed, "run": settings.run, "subdir": subdir or "", "publish": False, "variant_files": files, "variant_modules": modules}
+    values = {**settings.params.model_dump(include=set(VARIANT_FIELDS)), **settings.plugins, "variant": variant, "seed": seed, "run": settings.run, "subdir": subdir or "", "publish": False}
     return {name: values[name] for name in VARIANT_FIELDS}
 
 

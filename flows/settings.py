@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn.data import get_dataset_spec
-from cnn.models import check_variant_names, load_variants
+from cnn.models import check_variant_names, load_variants, portable_plugins
 from cnn.params import REFRESH_STEPS, RunParams, default_of, parse_params
 from cnn.pipeline import DatasetRef
 from cnn.storage import Storage, safe_name
@@ -31,6 +31,7 @@ class RunSettings:
     run: str
     refresh: tuple[str, ...]
     lr_settings: dict[str, Any]
+    plugins: dict[str, Any]  # variant_modules and variant_files as any process can load them
 
 
 def check_storage(storage: str) -> str:
@@ -66,7 +67,8 @@ def build_settings(params: RunParams | None = None, variants: Sequence[str] | No
     ref = DatasetRef(name=dataset, data_dir=data_dir, val_size=params.val_size, seed=params.seed, max_train=params.max_train or None, max_test=params.max_test or None)
     lr_settings = {"batch_size": params.batch_size, "optimizer": params.optimizer, "momentum": params.momentum, "weight_decay": params.weight_decay, "seed": params.seed, "lr_min": params.lr_min, "lr_max": params.lr_max, "rule": params.lr_rule}
     run = safe_name(params.run, "run") if params.run else default_run_name()
-    return RunSettings(params=params, variants=names, ref=ref, config=config, lr=lr, storage=check_storage(params.storage), run=run, refresh=tuple(params.refresh), lr_settings=lr_settings)
+    plugins = portable_plugins(params.variant_modules, params.variant_files)
+    return RunSettings(params=params, variants=names, ref=ref, config=config, lr=lr, storage=check_storage(params.storage), run=run, refresh=tuple(params.refresh), lr_settings=lr_settings, plugins=plugins)
 
 
 __all__ = ["DEFAULT_VARIANTS", "REFRESH_STEPS", "RunSettings", "build_settings", "check_storage", "default_run_name"]

@@ -23,9 +23,9 @@ def publish_variant(dataset: str, storage: str, row_rel: str, row: dict[str, Any
 
 
 @task(name="publish_comparison", **_PUBLISH)
-def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1) -> dict[str, Any]:
+def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1, plugins: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write report.md/comparison.md/csv and publish the comparison, table, error-analysis and link artifacts."""
-    built = publishing.build_comparison(ref, storage, run, rows, repeats)
+    built = publishing.build_comparison(ref, storage, run, rows, repeats, plugins)
     dataset = ref["name"]
     images = "\n\n".join(f"![{name}]({uri})" for name, uri in built["images_small"].items())
     paths = "\n".join(f"- {name}: `{url}`" for name, url in built["images"].items())

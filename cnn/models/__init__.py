@@ -27,6 +27,7 @@ from cnn.models.plugins import (
     load_variant_module,
     load_variants,
     module_reference,
+    portable_plugins,
     variant_config_text,
     variant_fingerprint,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "load_variant_module",
     "load_variants",
     "module_reference",
+    "portable_plugins",
     "min_input_size",
     "register_generic_variant",
     "register_variant",

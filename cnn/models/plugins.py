@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cnn.errors import ConfigError
 from cnn.models.generic import load_generic_config, register_generic_variant
@@ -76,6 +77,11 @@ def load_variant_file(name: str, source: str) -> None:
     if existing is not None:
         unregister_variant(name)
     register_generic_variant(name, config, description=f"GenericCNN from {Path(where).name if where != 'JSON text' else where}", origin=f"file {where}")
+
+
+def portable_plugins(modules: Iterable[str] = (), files: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The plug-ins as another process can load them: .py modules by absolute path, file variants as their JSON text."""
+    return {"variant_modules": [module_reference(m) for m in modules], "variant_files": {name: variant_config_text(name) or source for name, source in (files or {}).items()}}
 
 
 def load_variants(modules: Iterable[str] = (), files: Mapping[str, str] | None = None) -> list[str]:
