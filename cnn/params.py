@@ -364,7 +364,7 @@ class RunParams(BaseModel):
     variant: Annotated[str, VariantName()] = Field("cnn2_5", description="Architecture to train (see `cnn-lab variants`).")
     dataset: Annotated[str, Text()] = Field("fashion-mnist", description="fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.")
     variants: Annotated[list[str], VariantNames()] = Field(["lenet1", "lenet5", "cnn2_5", "generic_1"], description="Architectures to compare (see `cnn-lab variants`); the variants of variant_files are compared too.")
-    variant_files: Annotated[dict[str, str], VariantFiles()] = Field({}, description="Your GenericCNN variants: name -> JSON config file (see examples/generic_small.json) or the JSON text; the file must exist where the run executes.")
+    variant_files: Annotated[dict[str, str], VariantFiles()] = Field({}, description="Your GenericCNN variants: each name mapped to a JSON config file (see examples/generic_small.json) or to the JSON text; the file must exist where the run executes.")
     variant_modules: Annotated[list[str], ModuleList()] = Field([], description="Python modules (importable names or .py file paths) whose @register_variant functions add variants; a worker imports them too.")
     epochs: Annotated[int, Number(integer=True, ge=1)] = Field(5, description="Training epochs per variant.")
     batch_size: Annotated[int, Number(integer=True, ge=1)] = Field(256, description="Images per step; the LR range test runs at this batch size.")
