@@ -7,16 +7,14 @@ after plug-ins are loaded (flows/settings.py), never frozen into a type here.
 """
 from __future__ import annotations
 
-import difflib
-import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError, model_validator
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cnn.checks import Check, Choice, Count, Flag, LearningRate, Number, Share, Text, as_list, did_you_mean, fail
 from cnn.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -30,154 +28,14 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
 
 
-def _fail(message: str, allowed: object = None) -> PydanticCustomError:
-    """A validation error whose text is ours: the message and the allowed values (the field comes from its location)."""
-    shown = None if allowed is None else (allowed if isinstance(allowed, str) else ", ".join(str(a) for a in allowed))
-    text = message + (f" (allowed: {shown})" if shown is not None else "")
-    return PydanticCustomError("cnn_lab", "{text}", {"text": text, "message": message, "allowed": shown})
-
-
-def _did_you_mean(value: object, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-class _Check:
-    """An Annotated marker: a before-validator with a one-line message, and the JSON schema the Prefect form shows."""
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_before_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
-        return self.json_schema(handler(schema))
-
-    def check(self, value: Any) -> Any:
-        """The normalised value, or a PydanticCustomError."""
-        raise NotImplementedError
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """The form's schema for this field."""
-        return schema
-
-
 @dataclass(frozen=True)
-class Number(_Check):
-    """A finite number (an integer when `integer`) within the bounds; strings such as '1e-5' are parsed."""
-
-    integer: bool = False
-    ge: float | None = None
-    gt: float | None = None
-    lt: float | None = None
-    le: float | None = None
-
-    def allowed(self) -> str:
-        """The range in words, e.g. 'an integer >= 1' or 'a number in [0, 1)'."""
-        kind = "an integer" if self.integer else "a finite number"
-        low = None if self.ge is None and self.gt is None else ("[" if self.ge is not None else "(", self.ge if self.ge is not None else self.gt)
-        high = None if self.le is None and self.lt is None else ("]" if self.le is not None else ")", self.le if self.le is not None else self.lt)
-        if low and high:
-            return f"{kind} in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
-        if low:
-            return f"{kind} {'>=' if low[0] == '[' else '>'} {_num(low[1])}"
-        if high:
-            return f"{kind} {'<=' if high[0] == ']' else '<'} {_num(high[1])}"
-        return kind
-
-    def check(self, value: Any) -> int | float:
-        """Parse and range-check `value`."""
-        parsed = _parse_number(value, self.integer)
-        if parsed is None:
-            raise _fail(f"must be {self.allowed()}, got {value!r}", self.allowed())
-        low_ok = (self.ge is None or parsed >= self.ge) and (self.gt is None or parsed > self.gt)
-        high_ok = (self.le is None or parsed <= self.le) and (self.lt is None or parsed < self.lt)
-        if not (low_ok and high_ok):
-            raise _fail(f"must be {self.allowed()}, got {value!r}", self.allowed())
-        return parsed
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """Bounds as minimum/maximum (exclusive where open)."""
-        bounds = {"minimum": self.ge, "exclusiveMinimum": self.gt, "maximum": self.le, "exclusiveMaximum": self.lt}
-        return {**schema, **{k: v for k, v in bounds.items() if v is not None}}
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
-
-
-def _parse_number(value: Any, integer: bool) -> int | float | None:
-    """`value` as a finite int or float, or None when it is not one (bools, NaN, infinity, '5.5' for an integer)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
-        except ValueError:
-            return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        if integer:
-            return int(value) if value.is_integer() else None
-        return value
-    return None
-
-
-@dataclass(frozen=True)
-class Count(Number):
-    """An optional count: 0 (or empty) means all."""
-
-    integer: bool = True
-    ge: float | None = 0
-
-    def check(self, value: Any) -> int | float:
-        """None and '' become 0 (all)."""
-        return 0 if value is None or value == "" else super().check(value)
-
-
-@dataclass(frozen=True)
-class Share(_Check):
-    """A share in (0, 1) or a whole count >= 1 (the count's upper bound depends on the data)."""
-
-    def check(self, value: Any) -> float | int:
-        """A float below 1, or an int."""
-        allowed = "a share in (0, 1) or a whole count >= 1"
-        parsed = _parse_number(value, integer=False)
-        if parsed is None or parsed <= 0 or (parsed >= 1 and not float(parsed).is_integer()):
-            raise _fail(f"must be {allowed}, got {value!r}", allowed)
-        return parsed if parsed < 1 else int(parsed)
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """A number > 0."""
-        return {**schema, "exclusiveMinimum": 0}
-
-
-@dataclass(frozen=True)
-class Choice(_Check):
-    """One of a fixed set of names; a near miss gets a suggestion."""
-
-    choices: tuple[str, ...]
-    noun: str
-
-    def check(self, value: Any) -> str:
-        """The value, if it is one of the choices."""
-        if value not in self.choices:
-            raise _fail(f"unknown {self.noun} {value!r}{_did_you_mean(value, self.choices)}", self.choices)
-        return value
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """A select box."""
-        return {"type": "string", "enum": list(self.choices)}
-
-
-@dataclass(frozen=True)
-class Device(_Check):
+class Device(Check):
     """auto, cpu, cuda, cuda:N or mps (whether CUDA is there is checked when the run starts)."""
 
     def check(self, value: Any) -> str:
         """The device name, if it is one torch understands."""
         if not isinstance(value, str) or not _DEVICE.fullmatch(value):
-            raise _fail(f"unknown device {value!r}{_did_you_mean(value, ('auto', 'cpu', 'cuda', 'mps'))}", DEVICES)
+            raise fail(f"unknown device {value!r}{did_you_mean(value, ('auto', 'cpu', 'cuda', 'mps'))}", DEVICES)
         return value
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -186,68 +44,20 @@ class Device(_Check):
 
 
 @dataclass(frozen=True)
-class LearningRate(_Check):
-    """'auto' (the LR range test) or a positive finite number."""
-
-    def check(self, value: Any) -> float | str:
-        """'auto' or a float > 0."""
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        parsed = _parse_number(value, integer=False)
-        if parsed is None or parsed <= 0:
-            raise _fail(f"must be 'auto' or a positive number, got {value!r}", "'auto' or a finite number > 0")
-        return float(parsed)
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """Two kinds the form switches between: a number, or the word auto (a select, not a dead const field)."""
-        return {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "title": "number"}, {"type": "string", "enum": ["auto"], "title": "auto"}]}
-
-
-@dataclass(frozen=True)
-class Text(_Check):
-    """A string; `optional`: None and '' mean "not set" (stored as ''); `pattern`: what a set value must match."""
-
-    optional: bool = False
-    pattern: str | None = None
-    allowed: str = "a non-empty string"
-
-    def check(self, value: Any) -> str:
-        """The string."""
-        if value is None and self.optional:
-            return ""
-        if not isinstance(value, str) or (not value.strip() and not self.optional):
-            raise _fail(f"must be {self.allowed}, got {value!r}", self.allowed)
-        if value and self.pattern and not re.fullmatch(self.pattern, value):
-            raise _fail(f"{value!r} is not {self.allowed}", self.allowed)
-        return value
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """A string (empty allowed when optional)."""
-        return {"type": "string"} if self.optional else {"type": "string", "minLength": 1}
-
-
-def _as_list(value: Any) -> Any:
-    """A comma-separated string as a list of its non-empty parts; anything else unchanged."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return list(value) if isinstance(value, tuple) else value
-
-
-@dataclass(frozen=True)
-class VariantNames(_Check):
+class VariantNames(Check):
     """A non-empty list of variant names without duplicates (a comma-separated string is split)."""
 
     def check(self, value: Any) -> list[str]:
         """The names, in order."""
-        names = _as_list(value)
+        names = as_list(value)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise _fail(f"must be a list of variant names, got {value!r}", "a list such as ['lenet1', 'cnn2_5']")
+            raise fail(f"must be a list of variant names, got {value!r}", "a list such as ['lenet1', 'cnn2_5']")
         if not names:
-            raise _fail("the list is empty", "one or more variant names (see `cnn-lab variants`)")
+            raise fail("the list is empty", "one or more variant names (see `cnn-lab variants`)")
         for name in names:
             _check_variant_name(name)
         if len(set(names)) != len(names):
-            raise _fail(f"duplicates in {names}", "each variant once")
+            raise fail(f"duplicates in {names}", "each variant once")
         return names
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -258,17 +68,17 @@ class VariantNames(_Check):
 def _check_variant_name(name: str) -> None:
     if not VARIANT_NAME.fullmatch(name):
         hint = f"; did you mean {name.lower()!r}?" if VARIANT_NAME.fullmatch(name.lower()) else ""
-        raise _fail(f"{name!r} is not a variant name{hint}", VARIANT_NAME_ALLOWED)
+        raise fail(f"{name!r} is not a variant name{hint}", VARIANT_NAME_ALLOWED)
 
 
 @dataclass(frozen=True)
-class VariantName(_Check):
+class VariantName(Check):
     """One variant name."""
 
     def check(self, value: Any) -> str:
         """The name."""
         if not isinstance(value, str):
-            raise _fail(f"must be a variant name, got {value!r}", VARIANT_NAME_ALLOWED)
+            raise fail(f"must be a variant name, got {value!r}", VARIANT_NAME_ALLOWED)
         _check_variant_name(value)
         return value
 
@@ -278,14 +88,14 @@ class VariantName(_Check):
 
 
 @dataclass(frozen=True)
-class ModuleList(_Check):
+class ModuleList(Check):
     """Importable module names or .py file paths (a comma-separated string is split)."""
 
     def check(self, value: Any) -> list[str]:
         """The entries, in order."""
-        items = [] if value is None else _as_list(value)
+        items = [] if value is None else as_list(value)
         if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
-            raise _fail(f"must be a list of module names or .py paths, got {value!r}", "e.g. ['my_nets'] or ['path/to/my_nets.py']")
+            raise fail(f"must be a list of module names or .py paths, got {value!r}", "e.g. ['my_nets'] or ['path/to/my_nets.py']")
         return [i.strip() for i in items]
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -294,25 +104,25 @@ class ModuleList(_Check):
 
 
 @dataclass(frozen=True)
-class VariantFiles(_Check):
+class VariantFiles(Check):
     """Variant name -> GenericCNN JSON file (or the JSON text itself); 'name=path' strings are split."""
 
     def check(self, value: Any) -> dict[str, str]:
         """The mapping."""
         if value is None:
             return {}
-        items = _as_list(value) if isinstance(value, str) else value
+        items = as_list(value) if isinstance(value, str) else value
         if isinstance(items, list):
             pairs = [str(i).split("=", 1) for i in items]
             if not all(len(p) == 2 for p in pairs):
-                raise _fail(f"must be name=path entries, got {value!r}", "name=path/to/config.json")
+                raise fail(f"must be name=path entries, got {value!r}", "name=path/to/config.json")
             items = {name.strip(): path.strip() for name, path in pairs}
         if not isinstance(items, Mapping):
-            raise _fail(f"must map variant names to JSON files, got {value!r}", "{'mine': 'path/to/config.json'}")
+            raise fail(f"must map variant names to JSON files, got {value!r}", "{'mine': 'path/to/config.json'}")
         for name, source in items.items():
             _check_variant_name(str(name))
             if not isinstance(source, str) or not source.strip():
-                raise _fail(f"variant {name!r} needs a JSON file path or JSON text, got {source!r}", "name=path/to/config.json")
+                raise fail(f"variant {name!r} needs a JSON file path or JSON text, got {source!r}", "name=path/to/config.json")
         return dict(items)
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +131,7 @@ class VariantFiles(_Check):
 
 
 @dataclass(frozen=True)
-class Refresh(_Check):
+class Refresh(Check):
     """true (every step), false (none), or step names."""
 
     def check(self, value: Any) -> list[str]:
@@ -330,30 +140,17 @@ class Refresh(_Check):
             return list(REFRESH_STEPS)
         if value is False or value is None or (isinstance(value, str) and value.strip().lower() in ("false", "none", "")):
             return []
-        steps = _as_list(value)
+        steps = as_list(value)
         if not isinstance(steps, list):
-            raise _fail(f"must be true, false or a list of steps, got {value!r}", REFRESH_STEPS)
+            raise fail(f"must be true, false or a list of steps, got {value!r}", REFRESH_STEPS)
         unknown = [s for s in steps if s not in REFRESH_STEPS]
         if unknown:
-            raise _fail(f"unknown step(s) {unknown}{_did_you_mean(unknown[0], REFRESH_STEPS)}", REFRESH_STEPS)
+            raise fail(f"unknown step(s) {unknown}{did_you_mean(unknown[0], REFRESH_STEPS)}", REFRESH_STEPS)
         return steps
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """A switch for all/none, or a multi-select of steps."""
         return {"anyOf": [{"type": "boolean", "title": "all or none"}, {"type": "array", "items": {"type": "string", "enum": list(REFRESH_STEPS)}, "title": "steps"}]}
-
-
-@dataclass(frozen=True)
-class Flag(_Check):
-    """true or false ('true'/'false' strings too)."""
-
-    def check(self, value: Any) -> bool:
-        """The boolean."""
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            raise _fail(f"must be true or false, got {value!r}", "true, false")
-        return value
 
 
 class RunParams(BaseModel):
@@ -395,7 +192,7 @@ class RunParams(BaseModel):
     @model_validator(mode="after")
     def _lr_bounds(self) -> RunParams:
         if self.lr_max <= self.lr_min:
-            raise _fail(f"must be greater than lr_min={self.lr_min!r}, got {self.lr_max!r}", f"a number > {self.lr_min}")
+            raise fail(f"must be greater than lr_min={self.lr_min!r}, got {self.lr_max!r}", f"a number > {self.lr_min}")
         return self
 
     def compared(self) -> list[str]:
@@ -425,7 +222,7 @@ def config_error(err: ValidationError) -> ConfigError:
     if first["type"] == "cnn_lab":
         message, allowed = ctx["message"], ctx["allowed"]
     elif first["type"] == "extra_forbidden":
-        message, allowed = f"unknown parameter{_did_you_mean(field, RunParams.model_fields)}", list(RunParams.model_fields)
+        message, allowed = f"unknown parameter{did_you_mean(field, RunParams.model_fields)}", list(RunParams.model_fields)
     else:
         message, allowed = f"{first['msg']}, got {first.get('input')!r}", None
     error = ConfigError(field, message, allowed=allowed)

@@ -39,7 +39,8 @@ class Parser(argparse.ArgumentParser):
 
 def add_run_options(p: argparse.ArgumentParser, fields: Iterable[str]) -> None:
     """One option per run parameter, with its description and default as help; unset options keep the model's default."""
-    from cnn.params import Choice, LearningRate, ModuleList, Number, Refresh, RunParams, VariantFiles, VariantNames
+    from cnn.checks import Choice, LearningRate, Number
+    from cnn.params import ModuleList, Refresh, RunParams, VariantFiles, VariantNames
 
     for name in fields:
         info = RunParams.model_fields[name]
