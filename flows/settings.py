@@ -6,14 +6,16 @@ import dataclasses
 import datetime
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnn.data import get_dataset_spec
 from cnn.models import check_variant_names, load_variants, portable_plugins
 from cnn.params import REFRESH_STEPS, RunParams, default_of, parse_params
-from cnn.pipeline import DatasetRef
 from cnn.storage import Storage, safe_name
 from cnn.train import TrainConfig
+
+if TYPE_CHECKING:
+    from cnn.pipeline import DatasetRef
 
 DEFAULT_VARIANTS: list[str] = default_of("variants")
 
@@ -63,12 +65,15 @@ def build_settings(params: RunParams | None = None, variants: Sequence[str] | No
     dataset = safe_name(params.dataset.lower(), "dataset")
     lr = params.lr
     config = TrainConfig(epochs=params.epochs, batch_size=params.batch_size, lr=1.0 if lr == "auto" else float(lr), optimizer=params.optimizer, schedule=params.schedule, seed=params.seed, device=params.device, weight_decay=params.weight_decay, momentum=params.momentum).validate()
+    storage = check_storage(params.storage)
+    run = safe_name(params.run, "run") if params.run else default_run_name()
+    from cnn.pipeline import DatasetRef  # after the checks: the pipeline imports plotting and metrics libraries (seconds)
+
     data_dir = params.data_dir if "://" in params.data_dir else str(Path(params.data_dir).expanduser())
     ref = DatasetRef(name=dataset, data_dir=data_dir, val_size=params.val_size, seed=params.seed, max_train=params.max_train or None, max_test=params.max_test or None)
     lr_settings = {"batch_size": params.batch_size, "optimizer": params.optimizer, "momentum": params.momentum, "weight_decay": params.weight_decay, "seed": params.seed, "lr_min": params.lr_min, "lr_max": params.lr_max, "rule": params.lr_rule}
-    run = safe_name(params.run, "run") if params.run else default_run_name()
     plugins = portable_plugins(params.variant_modules, params.variant_files)
-    return RunSettings(params=params, variants=names, ref=ref, config=config, lr=lr, storage=check_storage(params.storage), run=run, refresh=tuple(params.refresh), lr_settings=lr_settings, plugins=plugins)
+    return RunSettings(params=params, variants=names, ref=ref, config=config, lr=lr, storage=storage, run=run, refresh=tuple(params.refresh), lr_settings=lr_settings, plugins=plugins)
 
 
 __all__ = ["DEFAULT_VARIANTS", "REFRESH_STEPS", "RunSettings", "build_settings", "check_storage", "default_run_name"]
