@@ -7,6 +7,7 @@ after plug-ins are loaded (flows/settings.py), never frozen into a type here.
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -201,8 +202,8 @@ class RunParams(BaseModel):
 
 
 def default_of(name: str) -> Any:
-    """The default of run parameter `name` (the only place defaults are written down)."""
-    return RunParams.model_fields[name].default
+    """The default of run parameter `name` (the only place defaults are written down); a copy, so callers may change it."""
+    return copy.deepcopy(RunParams.model_fields[name].default)
 
 
 def parse_params(values: Mapping[str, Any]) -> RunParams:
