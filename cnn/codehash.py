@@ -6,6 +6,7 @@ declarations, whose resolved values reach the steps as inputs) are neither hashe
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,13 +25,22 @@ def module_file(module: str, base: Path = PACKAGE_DIR) -> Path | None:
 def imported_modules(path: Path, base: Path = PACKAGE_DIR) -> set[str]:
     """The cnn modules that the file at `path` imports, at top level or inside functions."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "cnn")
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnn" and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names if module_file(f"{node.module}.{alias.name}", base))
+    for module, names in _cnn_imports(path.read_text(encoding="utf-8")):
+        found.add(module)
+        found.update(f"{module}.{name}" for name in names if module_file(f"{module}.{name}", base))
     return {name for name in found if module_file(name, base)}
+
+
+@functools.lru_cache(maxsize=256)
+def _cnn_imports(source: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(module, imported names) of each cnn import statement in `source` (parsed once per distinct text)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, ()) for alias in node.names if alias.name.split(".")[0] == "cnn"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnn" and node.level == 0:
+            found.append((node.module, tuple(alias.name for alias in node.names)))
+    return tuple(found)
 
 
 def dependencies(roots: Iterable[str], base: Path = PACKAGE_DIR, skip: Iterable[str] = NOT_RESULTS) -> list[str]:

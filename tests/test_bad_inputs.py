@@ -53,6 +53,7 @@ class Case:
     error: type[Exception]
     match: str
     setup: Callable[[Ctx], None] | None = None
+    pure: bool = False  # a parameter check that touches no store: tested without the store fixtures
 
 
 # --- helpers the cases use ------------------------------------------------------------------------------------------
@@ -146,40 +147,40 @@ CASES = [
     Case("unknown-dataset", lambda c: load_dataset("imagenet-22k"), ConfigError, r"^dataset: unknown dataset 'imagenet-22k' \(allowed: .*digits, .*fashion-mnist"),
     Case("dataset-typo", lambda c: load_dataset("fashion_mnist"), ConfigError, r"^dataset: unknown dataset 'fashion_mnist'; did you mean 'fashion-mnist'\? \(allowed: .*fashion-mnist"),
     Case("unknown-variant", lambda c: create_variant("lenet7", 1, 10), ConfigError, r"^variant: unknown variant 'lenet7'; did you mean 'lenet5'\? \(allowed: .*lenet1, .*lenet5"),
-    Case("unknown-variant-in-list", lambda c: _check_names(["lenet1", "cnn2_4"]), ConfigError, r"^variants: unknown variant 'cnn2_4'; did you mean 'cnn2_\d'\? \(allowed: .*cnn2_5"),
-    Case("variant-typo-in-list", lambda c: parse_params({"variants": "lenet1,LeNet5"}), ConfigError, r"^variants: 'LeNet5' is not a variant name; did you mean 'lenet5'\? \(allowed: lowercase letters, digits and _\)"),
-    Case("empty-variant-list", lambda c: parse_params({"variants": []}), ConfigError, r"^variants: the list is empty \(allowed: one or more variant names"),
-    Case("duplicate-variants", lambda c: parse_params({"variants": ["lenet1", "lenet1"]}), ConfigError, r"^variants: duplicates in \['lenet1', 'lenet1'\] \(allowed: each variant once\)"),
-    Case("unknown-parameter", lambda c: parse_params({"epoch": 3}), ConfigError, r"^epoch: unknown parameter; did you mean 'epochs'\? \(allowed: variant, dataset, variants, "),
-    Case("epochs-not-a-number", lambda c: parse_params({"epochs": "five"}), ConfigError, r"^epochs: must be an integer >= 1, got 'five' \(allowed: an integer >= 1\)"),
-    Case("fractional-epochs", lambda c: parse_params({"epochs": 2.5}), ConfigError, r"^epochs: must be an integer >= 1, got 2\.5 \(allowed: an integer >= 1\)"),
-    Case("zero-epochs-parameter", lambda c: parse_params({"epochs": 0}), ConfigError, r"^epochs: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)"),
-    Case("nan-batch-size", lambda c: parse_params({"batch_size": math.nan}), ConfigError, r"^batch_size: must be an integer >= 1, got nan \(allowed: an integer >= 1\)"),
-    Case("nan-lr", lambda c: parse_params({"lr": "nan"}), ConfigError, r"^lr: must be 'auto' or a positive number, got 'nan' \(allowed: 'auto' or a finite number > 0\)"),
-    Case("infinite-lr-max", lambda c: parse_params({"lr_max": math.inf}), ConfigError, r"^lr_max: must be a finite number > 0, got inf \(allowed: a finite number > 0\)"),
-    Case("negative-weight-decay", lambda c: parse_params({"weight_decay": -0.01}), ConfigError, r"^weight_decay: must be a finite number >= 0, got -0\.01 \(allowed: a finite number >= 0\)"),
-    Case("momentum-parameter-out-of-range", lambda c: parse_params({"momentum": 1.0}), ConfigError, r"^momentum: must be a finite number in \[0, 1\), got 1\.0 \(allowed: a finite number in \[0, 1\)\)"),
-    Case("negative-seed", lambda c: parse_params({"seed": -1}), ConfigError, r"^seed: must be an integer in \[0, 4294967296\), got -1 \(allowed: an integer in \[0, 4294967296\)\)"),
-    Case("repeats-zero", lambda c: parse_params({"repeats": 0}), ConfigError, r"^repeats: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)"),
-    Case("val-size-not-whole", lambda c: parse_params({"val_size": 1.5}), ConfigError, r"^val_size: must be a share in \(0, 1\) or a whole count >= 1, got 1\.5"),
-    Case("negative-max-train", lambda c: parse_params({"max_train": -5}), ConfigError, r"^max_train: must be an integer >= 0, got -5 \(allowed: an integer >= 0\)"),
-    Case("optimizer-typo", lambda c: parse_params({"optimizer": "adma"}), ConfigError, r"^optimizer: unknown optimizer 'adma'; did you mean 'adam'\? \(allowed: sgd, adam, adamw\)"),
-    Case("device-typo", lambda c: parse_params({"device": "cuda0"}), ConfigError, r"^device: unknown device 'cuda0'; did you mean 'cuda'\? \(allowed: auto, cpu, cuda, cuda:N, mps\)"),
-    Case("train-deployment-without-flow-name", lambda c: parse_params({"train_deployment": "train-variant-gpu"}), ConfigError, r"^train_deployment: 'train-variant-gpu' is not flow-name/deployment-name"),
-    Case("variant-file-entry-without-path", lambda c: parse_params({"variant_files": ["mine"]}), ConfigError, r"^variant_files: must be name=path entries, got \['mine'\] \(allowed: name=path/to/config\.json\)"),
-    Case("variant-file-missing", lambda c: load_variant_file("mine", str(c.tmp / "mine.json")), ConfigError, r"^variant_files: variant 'mine' from \S+/mine\.json: no such file: \S+/mine\.json \(allowed: a GenericCNN JSON config file"),
-    Case("variant-file-bad-key", lambda c: load_variant_file("mine", '{"conv_channels": [4], "fc_size": [8]}'), ConfigError, r"^variant_files: variant 'mine' from JSON text: fc_size: unknown key 'fc_size' in generic config; did you mean 'fc_sizes'\? \(allowed: conv_channels, kernel_sizes, pool_sizes, fc_sizes, dropout\)$"),
-    Case("variant-file-name-taken", lambda c: load_variant_file("lenet5", '{"conv_channels": [4]}'), ConfigError, r"^variant_files: 'lenet5' is already a variant \(built-in\); pick another name"),
-    Case("variant-module-not-importable", lambda c: load_variant_module("no_such_cnn_lab_plugin"), ConfigError, r"^variant_modules: cannot import 'no_such_cnn_lab_plugin': ModuleNotFoundError: No module named 'no_such_cnn_lab_plugin' \(allowed: an importable module name"),
-    Case("variant-module-file-missing", lambda c: load_variant_module(str(c.tmp / "my_nets.py")), ConfigError, r"^variant_modules: no such file: \S+/my_nets\.py \(allowed: an importable module name"),
-    Case("variant-module-raises", lambda c: load_variant_module(_module_file(c, "raise RuntimeError('needs a GPU library')")), ConfigError, r"^variant_modules: cannot import '\S+/broken_nets\.py': RuntimeError: needs a GPU library \(allowed: "),
+    Case("unknown-variant-in-list", lambda c: _check_names(["lenet1", "cnn2_4"]), ConfigError, r"^variants: unknown variant 'cnn2_4'; did you mean 'cnn2_\d'\? \(allowed: .*cnn2_5", pure=True),
+    Case("variant-typo-in-list", lambda c: parse_params({"variants": "lenet1,LeNet5"}), ConfigError, r"^variants: 'LeNet5' is not a variant name; did you mean 'lenet5'\? \(allowed: lowercase letters, digits and _\)", pure=True),
+    Case("empty-variant-list", lambda c: parse_params({"variants": []}), ConfigError, r"^variants: the list is empty \(allowed: one or more variant names", pure=True),
+    Case("duplicate-variants", lambda c: parse_params({"variants": ["lenet1", "lenet1"]}), ConfigError, r"^variants: duplicates in \['lenet1', 'lenet1'\] \(allowed: each variant once\)", pure=True),
+    Case("unknown-parameter", lambda c: parse_params({"epoch": 3}), ConfigError, r"^epoch: unknown parameter; did you mean 'epochs'\? \(allowed: variant, dataset, variants, ", pure=True),
+    Case("epochs-not-a-number", lambda c: parse_params({"epochs": "five"}), ConfigError, r"^epochs: must be an integer >= 1, got 'five' \(allowed: an integer >= 1\)", pure=True),
+    Case("fractional-epochs", lambda c: parse_params({"epochs": 2.5}), ConfigError, r"^epochs: must be an integer >= 1, got 2\.5 \(allowed: an integer >= 1\)", pure=True),
+    Case("zero-epochs-parameter", lambda c: parse_params({"epochs": 0}), ConfigError, r"^epochs: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)", pure=True),
+    Case("nan-batch-size", lambda c: parse_params({"batch_size": math.nan}), ConfigError, r"^batch_size: must be an integer >= 1, got nan \(allowed: an integer >= 1\)", pure=True),
+    Case("nan-lr", lambda c: parse_params({"lr": "nan"}), ConfigError, r"^lr: must be 'auto' or a positive number, got 'nan' \(allowed: 'auto' or a finite number > 0\)", pure=True),
+    Case("infinite-lr-max", lambda c: parse_params({"lr_max": math.inf}), ConfigError, r"^lr_max: must be a finite number > 0, got inf \(allowed: a finite number > 0\)", pure=True),
+    Case("negative-weight-decay", lambda c: parse_params({"weight_decay": -0.01}), ConfigError, r"^weight_decay: must be a finite number >= 0, got -0\.01 \(allowed: a finite number >= 0\)", pure=True),
+    Case("momentum-parameter-out-of-range", lambda c: parse_params({"momentum": 1.0}), ConfigError, r"^momentum: must be a finite number in \[0, 1\), got 1\.0 \(allowed: a finite number in \[0, 1\)\)", pure=True),
+    Case("negative-seed", lambda c: parse_params({"seed": -1}), ConfigError, r"^seed: must be an integer in \[0, 4294967296\), got -1 \(allowed: an integer in \[0, 4294967296\)\)", pure=True),
+    Case("repeats-zero", lambda c: parse_params({"repeats": 0}), ConfigError, r"^repeats: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)", pure=True),
+    Case("val-size-not-whole", lambda c: parse_params({"val_size": 1.5}), ConfigError, r"^val_size: must be a share in \(0, 1\) or a whole count >= 1, got 1\.5", pure=True),
+    Case("negative-max-train", lambda c: parse_params({"max_train": -5}), ConfigError, r"^max_train: must be an integer >= 0, got -5 \(allowed: an integer >= 0\)", pure=True),
+    Case("optimizer-typo", lambda c: parse_params({"optimizer": "adma"}), ConfigError, r"^optimizer: unknown optimizer 'adma'; did you mean 'adam'\? \(allowed: sgd, adam, adamw\)", pure=True),
+    Case("device-typo", lambda c: parse_params({"device": "cuda0"}), ConfigError, r"^device: unknown device 'cuda0'; did you mean 'cuda'\? \(allowed: auto, cpu, cuda, cuda:N, mps\)", pure=True),
+    Case("train-deployment-without-flow-name", lambda c: parse_params({"train_deployment": "train-variant-gpu"}), ConfigError, r"^train_deployment: 'train-variant-gpu' is not flow-name/deployment-name", pure=True),
+    Case("variant-file-entry-without-path", lambda c: parse_params({"variant_files": ["mine"]}), ConfigError, r"^variant_files: must be name=path entries, got \['mine'\] \(allowed: name=path/to/config\.json\)", pure=True),
+    Case("variant-file-missing", lambda c: load_variant_file("mine", str(c.tmp / "mine.json")), ConfigError, r"^variant_files: variant 'mine' from \S+/mine\.json: no such file: \S+/mine\.json \(allowed: a GenericCNN JSON config file", pure=True),
+    Case("variant-file-bad-key", lambda c: load_variant_file("mine", '{"conv_channels": [4], "fc_size": [8]}'), ConfigError, r"^variant_files: variant 'mine' from JSON text: fc_size: unknown key 'fc_size' in generic config; did you mean 'fc_sizes'\? \(allowed: conv_channels, kernel_sizes, pool_sizes, fc_sizes, dropout\)$", pure=True),
+    Case("variant-file-name-taken", lambda c: load_variant_file("lenet5", '{"conv_channels": [4]}'), ConfigError, r"^variant_files: 'lenet5' is already a variant \(built-in\); pick another name", pure=True),
+    Case("variant-module-not-importable", lambda c: load_variant_module("no_such_cnn_lab_plugin"), ConfigError, r"^variant_modules: cannot import 'no_such_cnn_lab_plugin': ModuleNotFoundError: No module named 'no_such_cnn_lab_plugin' \(allowed: an importable module name", pure=True),
+    Case("variant-module-file-missing", lambda c: load_variant_module(str(c.tmp / "my_nets.py")), ConfigError, r"^variant_modules: no such file: \S+/my_nets\.py \(allowed: an importable module name", pure=True),
+    Case("variant-module-raises", lambda c: load_variant_module(_module_file(c, "raise RuntimeError('needs a GPU library')")), ConfigError, r"^variant_modules: cannot import '\S+/broken_nets\.py': RuntimeError: needs a GPU library \(allowed: ", pure=True),
     Case("zero-epochs", lambda c: TrainConfig(epochs=0).validate(), ConfigError, r"^epochs: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
     Case("negative-batch-size", lambda c: TrainConfig(batch_size=-8).validate(), ConfigError, r"^batch_size: must be a positive integer, got -8 \(allowed: an int >= 1\)"),
     Case("batch-larger-than-train-split", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "big", {**TINY, "batch_size": 512}), ConfigError, r"^batch_size: 512 is larger than the 160 training images \(allowed: 1\.\.160\)"),
-    Case("negative-lr", lambda c: parse_params({"lr": -0.1}), ConfigError, r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a finite number > 0\)"),
+    Case("negative-lr", lambda c: parse_params({"lr": -0.1}), ConfigError, r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a finite number > 0\)", pure=True),
     Case("infinite-lr", lambda c: TrainConfig(lr=math.inf).validate(), ConfigError, r"^lr: must be a positive finite number, got inf \(allowed: a float > 0"),
-    Case("lr-bounds-reversed", lambda c: parse_params({"lr_min": 1.0, "lr_max": 0.01}), ConfigError, r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a number > 1\.0\)"),
-    Case("lr-min-not-positive", lambda c: parse_params({"lr_min": 0.0}), ConfigError, r"^lr_min: must be a finite number > 0, got 0\.0 \(allowed: a finite number > 0\)"),
+    Case("lr-bounds-reversed", lambda c: parse_params({"lr_min": 1.0, "lr_max": 0.01}), ConfigError, r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a number > 1\.0\)", pure=True),
+    Case("lr-min-not-positive", lambda c: parse_params({"lr_min": 0.0}), ConfigError, r"^lr_min: must be a finite number > 0, got 0\.0 \(allowed: a finite number > 0\)", pure=True),
     Case("unknown-optimizer", lambda c: TrainConfig(optimizer="rmsprop").validate(), ConfigError, r"^optimizer: unknown optimizer 'rmsprop' \(allowed: sgd, adam, adamw\)"),
     Case("unknown-schedule", lambda c: TrainConfig(schedule="step").validate(), ConfigError, r"^schedule: unknown schedule 'step' \(allowed: none, onecycle, cosine\)"),
     Case("momentum-out-of-range", lambda c: TrainConfig(momentum=1.5).validate(), ConfigError, r"^momentum: must be in \[0, 1\), got 1\.5 \(allowed: \[0, 1\)\)"),
@@ -219,7 +220,7 @@ CASES = [
     Case("run-name-with-dotdot", lambda c: pipeline.variant_dir("digits", "../escape", "lenet1"), ConfigError, r"^run: '\.\./escape' is not a safe name \(allowed: letters, digits, '\.', '_', '-'"),
     Case("absolute-run-name", lambda c: pipeline.variant_dir("digits", "/etc/cron.d", "lenet1"), ConfigError, r"^run: '/etc/cron\.d' is not a safe name \(allowed: letters, digits"),
     Case("unsafe-subdir", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "sub", TINY, subdir="../../x"), ConfigError, r"^subdir: '\.\./\.\./x' is not a safe name \(allowed: letters, digits"),
-    Case("unknown-refresh-step", lambda c: parse_params({"refresh": ["training"]}), ConfigError, r"^refresh: unknown step\(s\) \['training'\]; did you mean 'train'\? \(allowed: lr, train, evaluate, features\)"),
+    Case("unknown-refresh-step", lambda c: parse_params({"refresh": ["training"]}), ConfigError, r"^refresh: unknown step\(s\) \['training'\]; did you mean 'train'\? \(allowed: lr, train, evaluate, features\)", pure=True),
 ]
 
 
@@ -281,7 +282,22 @@ def test_the_matrix_has_at_least_25_bad_inputs_and_matches_the_docs() -> None:
     assert sorted(documented) == sorted(ids), "docs/bad-inputs.md and the tests list different bad inputs"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+PURE = [c for c in CASES if c.pure]
+STORED = [c for c in CASES if not c.pure]
+
+
+@pytest.mark.parametrize("case", PURE, ids=[c.id for c in PURE])
+def test_bad_parameter_gets_one_clear_error(case: Case, tmp_path: Path) -> None:
+    with pytest.raises(case.error) as err:
+        case.call(Ctx(tmp_path, tmp_path / "store", tmp_path / "data", None, None))  # type: ignore[arg-type]
+    text = str(err.value)
+    assert isinstance(err.value, CnnLabError), f"not a cnn-lab error: {type(err.value).__name__}"
+    assert re.search(case.match, text), text
+    assert "\n" not in text and "Traceback" not in text
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("case", STORED, ids=[c.id for c in STORED])
 def test_bad_input_gets_one_clear_error_and_loses_nothing(case: Case, ctx: Ctx) -> None:
     if case.setup:
         case.setup(ctx)
