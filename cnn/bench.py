@@ -41,6 +41,7 @@ from cnn.lr_find import LRFindResult, lr_range_test
 from cnn.pipeline import DEFAULT_LR_RULE
 from cnn.recipe import MIN_LR_TEST_STEPS
 from cnn.models import count_parameters, create_variant, resolve_input_size
+from cnn.params import default_of
 from cnn.train import Precision, TrainConfig, Trainer, build_optimizer, make_loader, resolve_device, seed_everything
 
 DEFAULT_BATCH_SIZE = 256  # CPU: 512 is at most ~18% faster and 1024 slower, and both trail seed-style's accuracy after 1 epoch
@@ -49,7 +50,7 @@ TARGET_RATIO_SEED_BATCH, TARGET_RATIO_DEFAULT_BATCH = 5.0, 6.0  # the issue's sp
 GPU_TARGET_IMG_S = {"cnn2_5": 500_000, "alexnet": 60_000}  # half the resident figures measured on one H100
 SEED_LR = 0.01
 BASE_LR, BASE_BATCH = 0.05, 256  # TrainConfig's default lr at its default batch; other batches scale linearly
-LR_MIN, LR_MAX = 1e-6, 1.0  # the flows' range-test bounds (cnn.pipeline.find_lr)
+LR_MIN, LR_MAX = default_of("lr_min"), default_of("lr_max")  # the flows' range-test bounds
 N_TEST = 10_000
 N_VAL = 1_000
 QUICK = {"n_train": 1_500, "n_test": 300, "sizes": (500, 1_000, 1_500), "variants": ("cnn2_3", "cnn2_5", "lenet1", "cnn2_7")}

@@ -13,6 +13,7 @@ class ConfigError(CnnLabError, ValueError):
 
     def __init__(self, field: str, message: str, allowed: Iterable[object] | str | None = None):
         self.field = field
+        self.message = message
         self.allowed = allowed
         text = f"{field}: {message}"
         if allowed is not None:

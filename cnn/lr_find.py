@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from cnn.errors import ConfigError
+from cnn.params import LR_RULES as RULES  # the lr_rule parameter's choices, defined once
 
-RULES = ("steepest", "min_loss_div10")
 _MIN_STEPS_BEFORE_DIVERGE = 3  # divergence is only checked once this many losses are recorded
 
 

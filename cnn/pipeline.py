@@ -24,6 +24,7 @@ from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_
 from cnn import fitting, lr_find, recipe
 from cnn.markdown import md_escape
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
+from cnn.params import default_of
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
 from cnn.train import Precision, TrainConfig, build_optimizer, checkpoint_to_resume, load_checkpoint, load_weights, make_loader, resolve_device, save_checkpoint, seed_everything
 
@@ -31,9 +32,7 @@ log = logging.getLogger(__name__)
 
 SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
-# fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
-# lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
-DEFAULT_LR_RULE = "min_loss_div10"
+DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
 DESIGN_SIDE = 28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
 
 
@@ -112,7 +111,7 @@ def _check_batch(batch_size: int, n_train: int) -> None:
         raise ConfigError("batch_size", f"{batch_size} is larger than the {n_train} training images", allowed=f"1..{n_train}, or auto")
 
 
-def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int | str = recipe.AUTO, epochs: int | str = recipe.AUTO, optimizer: str = recipe.DEFAULT_OPTIMIZER, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, lr_min: float = 1e-6, lr_max: float = 1.0, rule: str = DEFAULT_LR_RULE, device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
+def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int | str = default_of("batch_size"), epochs: int | str = default_of("epochs"), optimizer: str = default_of("optimizer"), momentum: float = default_of("momentum"), weight_decay: float = default_of("weight_decay"), seed: int = default_of("seed"), lr_min: float = default_of("lr_min"), lr_max: float = default_of("lr_max"), rule: str = DEFAULT_LR_RULE, device: str = default_of("device"), input_size: int | None = None) -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size within the recipe's budget; saves lr_finder.png/json.
 
     The suggestion is clipped into the optimizer's trust band; when the budget allows too few steps or the curve is

@@ -8,15 +8,18 @@ read for variants that have no file of their own, and never written.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cnn import report
-from cnn.errors import StorageError
+from cnn.errors import ConfigError, StorageError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
 from cnn.pipeline import DatasetRef, as_ref, get_dataset
 from cnn.storage import Storage, open_storage, safe_name
+
+log = logging.getLogger(__name__)
 
 LATEST_DIR = "latest"  # <dataset>/latest/<variant>.json: {run, repeats, rows} of the variant's last publication
 LATEST = "latest.json"  # <dataset>/latest.json: the whole table, as earlier versions published it (read only)
@@ -30,12 +33,13 @@ def relative_folder(store: Storage, folder: str | None) -> str | None:
     return folder[len(base):] if folder.startswith(base) else folder.strip("/")
 
 
-def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, *, with_latest: bool = False) -> dict[str, Any]:
-    """Write the rows' latest files, then aggregate, render galleries, write report.md/comparison.md/csv.
+def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, *, with_latest: bool = False, plugins: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write the rows' latest files (with the `plugins` a later retrain loads to rebuild these variants), then
+    aggregate, render galleries, write report.md/comparison.md/csv.
 
     with_latest=True (a retrain) reports every variant's latest rows, the fresh ones included, instead of `rows` alone."""
     ref, store = as_ref(ref), open_storage(storage)
-    publish_latest(store, ref.name, run, rows, repeats)
+    publish_latest(store, ref.name, run, rows, repeats, plugins)
     if with_latest:
         latest = latest_rows(store, ref.name)
         rows, repeats = latest["rows"], latest["repeats"]
@@ -45,14 +49,17 @@ def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage
     for row in rows:
         rel = relative_folder(store, row.get("folder"))
         if row.get("status") == "ok" and rel and row["variant"] not in models:
-            models[row["variant"]] = load_variant_model(store, rel, row["variant"], data)
+            try:
+                models[row["variant"]] = load_variant_model(store, rel, row["variant"], data)
+            except ConfigError as err:  # a plug-in variant this process cannot load: its row stays, its galleries go
+                log.warning("no galleries for %s: %s", row["variant"], err)
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
     return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats}
 
 
-def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1) -> list[str]:
+def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, plugins: Mapping[str, Any] | None = None) -> list[str]:
     """Write <dataset>/latest/<variant>.json for each variant with a finished row (all its rows, one atomic write each).
 
     A variant whose rows all failed keeps its earlier latest rows. Returns the URLs written."""
@@ -61,7 +68,7 @@ def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequenc
     for row in rows:
         by_variant.setdefault(str(row["variant"]), []).append(dict(row))
     return [
-        store.write_json(_latest_rel(dataset, variant), {"run": run, "repeats": repeats, "rows": group})
+        store.write_json(_latest_rel(dataset, variant), {"run": run, "repeats": repeats, "rows": group, "plugins": dict(plugins or {})})
         for variant, group in by_variant.items()
         if any(r.get("status") == "ok" for r in group)
     ]
@@ -86,7 +93,8 @@ def _read_published(store: Storage, rel: str, variant: str | None = None) -> dic
     if variant is not None and any(r["variant"] != variant for r in rows):
         raise StorageError(f"storage: {url} holds rows of another variant than {variant!r}; move it aside and rerun")
     repeats = data.get("repeats", 1)
-    return {"run": data.get("run"), "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1, "rows": rows}
+    plugins = data.get("plugins") if isinstance(data.get("plugins"), dict) else {}
+    return {"run": data.get("run"), "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1, "rows": rows, "plugins": plugins}
 
 
 def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
@@ -97,18 +105,20 @@ def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
     base = safe_name(dataset, "dataset")
     found: dict[str, list[dict[str, Any]]] = {}
     repeats = [1]
-    if store.exists(f"{base}/{LATEST}"):
-        legacy = _read_published(store, f"{base}/{LATEST}")
-        repeats.append(legacy["repeats"])
-        for row in legacy["rows"]:
-            found.setdefault(row["variant"], []).append(row)
+    plugins: dict[str, Any] = {"variant_modules": [], "variant_files": {}}
+    files = [_read_published(store, f"{base}/{LATEST}")] if store.exists(f"{base}/{LATEST}") else []
+    for row in files[0]["rows"] if files else []:
+        found.setdefault(row["variant"], []).append(row)
     for name in store.list(f"{base}/{LATEST_DIR}"):
         if name.endswith(".json") and not name.startswith("."):
             variant = name.removesuffix(".json")
-            published = _read_published(store, f"{base}/{LATEST_DIR}/{name}", variant)
-            found[variant] = published["rows"]
-            repeats.append(published["repeats"])
-    return {"run": None, "repeats": max(repeats), "rows": [r for group in found.values() for r in group]}
+            files.append(_read_published(store, f"{base}/{LATEST_DIR}/{name}", variant))
+            found[variant] = files[-1]["rows"]
+    for published in files:
+        repeats.append(published["repeats"])
+        plugins["variant_modules"] = list(dict.fromkeys([*plugins["variant_modules"], *published["plugins"].get("variant_modules", [])]))
+        plugins["variant_files"].update(published["plugins"].get("variant_files", {}))
+    return {"run": None, "repeats": max(repeats), "rows": [r for group in found.values() for r in group], "plugins": plugins}
 
 
 RETRAIN_SETTINGS = ("epochs", "batch_size", "optimizer", "schedule")  # what a retrain takes over from the published rows

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 
 import torch
 
-AUTO = "auto"
-DEFAULT_OPTIMIZER = "adam"  # beat SGD+momentum on every variant at every size measured (benchmarks/recipe.py)
-DEFAULT_SCHEDULE = "onecycle"
+from cnn.checks import AUTO
+from cnn.params import default_of
+
+DEFAULT_OPTIMIZER = default_of("optimizer")  # Adam: beat SGD+momentum wherever measured (benchmarks/recipe.py)
+DEFAULT_SCHEDULE = default_of("schedule")
 MIN_STEPS_PER_EPOCH = 50  # the batch rule never leaves an epoch with fewer optimizer steps than this
 AUTO_BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 512)}  # powers of two; other devices use the CPU bounds
 EPOCH_IMAGES = 20_000  # the epoch rule trains on at least this many images ...

@@ -21,13 +21,11 @@ from torch import Tensor, nn
 from cnn.data.batches import BatchLoader
 from cnn.data.splits import DatasetSplits
 from cnn.errors import CheckpointError, ConfigError, TrainingDiverged
+from cnn.params import DEVICES, OPTIMIZERS, SCHEDULES  # the run parameters' vocabulary, defined once (torch-free)
 from cnn.storage import Storage, buffer_bytes
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "onecycle", "cosine")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 NAN_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
 

@@ -8,60 +8,84 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from cnn.params import RunParams
+    from flows.settings import RunSettings
 
 QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,cnn2_5,generic_2 --epochs 4 --batch-size 32"
 
 
-def _lr(value: str) -> float | str:
-    return value if value == "auto" else float(value)
+# CLI spellings that differ from the parameter names (the parameters keep theirs in flows and deployments)
+OPTION_NAMES = {"variant_files": "--variant", "variant_modules": "--variant-module"}
+RETRAIN_FIXED = ("variant", "publish", "subdir", "refresh")  # retrain: positional variant, always refresh + publish
 
 
-def _int_or_auto(value: str) -> int | str:
-    return value if value == "auto" else int(value)
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`cnn-lab: ...`, exit 2) and a suggestion for a mistyped option."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        """Print one line and exit 2."""
+        import difflib
+
+        unknown = message.removeprefix("unrecognized arguments: ").split()
+        options = [o for action in self._actions for o in action.option_strings]
+        for sub in self._subparsers._group_actions if self._subparsers else []:  # type: ignore[union-attr]
+            for parser in getattr(sub, "choices", {}).values():
+                options += [o for action in parser._actions for o in action.option_strings]
+        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1) if message.startswith("unrecognized") and unknown else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        self.exit(2, f"{self.prog}: {message}{hint}\n")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    """Options shared by compare and retrain (the flows' parameters)."""
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, kmnist, cifar10, digits, or a torchvision set name")
-    p.add_argument("--epochs", type=_int_or_auto, default="auto", help="a number, or 'auto' (default): enough to see 20,000 images, 5-30")
-    p.add_argument("--batch-size", type=_int_or_auto, default="auto", help="a number, or 'auto' (default): >= 50 steps per epoch, 8-128 on CPU, 8-512 on CUDA")
-    p.add_argument("--lr", type=_lr, default="auto", help="'auto' (LR range test) or a number")
-    p.add_argument("--lr-min", type=float, default=1e-5)
-    p.add_argument("--lr-max", type=float, default=1.0)
-    p.add_argument("--lr-rule", default="min_loss_div10", help="min_loss_div10 (fastai, default) or steepest")
-    p.add_argument("--optimizer", default="adam", help="adam (default), adamw or sgd")
-    p.add_argument("--schedule", default="onecycle", help="onecycle, cosine or none")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default="./data", help="raw files in torchvision's layout (a mirror), or where to download")
-    p.add_argument("--storage", default="./results", help="local path or s3://bucket/prefix (endpoint: AWS_ENDPOINT_URL)")
-    p.add_argument("--run", default=None, help="run folder name (default: time and flow-run name)")
-    p.add_argument("--val-size", type=float, default=0.1)
-    p.add_argument("--max-train", type=int, default=None, help="use only this many training images")
-    p.add_argument("--max-test", type=int, default=None)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--quiet", action="store_true", help="no terminal progress lines")
+def add_run_options(p: argparse.ArgumentParser, fields: Iterable[str]) -> None:
+    """One option per run parameter, with its description and default as help; unset options keep the model's default."""
+    from cnn.checks import Choice, LearningRate, Number
+    from cnn.params import ModuleList, Refresh, RunParams, VariantFiles, VariantNames
+
+    for name in fields:
+        info = RunParams.model_fields[name]
+        marker = info.metadata[0] if info.metadata else None
+        default = info.default
+        shown = ",".join(default) if isinstance(default, list) else default
+        text = f"{info.description} Default: {shown if shown not in ('', {}) else 'none'}.".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": text, "metavar": name.upper()}
+        if isinstance(marker, Refresh):
+            kwargs.update(nargs="?", const=True, metavar="STEPS")
+        elif isinstance(marker, (VariantFiles, ModuleList)):
+            kwargs.update(action="append", metavar="NAME=FILE" if isinstance(marker, VariantFiles) else "MODULE")
+        elif isinstance(marker, Choice):
+            kwargs["metavar"] = "{" + ",".join(marker.choices) + "}"
+        elif isinstance(marker, Number):
+            kwargs["metavar"] = "N" if marker.integer else "X"
+        elif isinstance(marker, LearningRate):
+            kwargs["metavar"] = "auto|X"
+        elif isinstance(marker, VariantNames):
+            kwargs["metavar"] = "A,B,..."
+        p.add_argument(OPTION_NAMES.get(name, "--" + name.replace("_", "-")), **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its four subcommands."""
-    parser = argparse.ArgumentParser(prog="cnn-lab", description="Train, compare and inspect CNN architectures as Prefect flows.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The argument parser with its four subcommands; compare and retrain take the flows' parameters."""
+    from flows.parameters import COMPARE_FIELDS, VARIANT_FIELDS
+
+    parser = Parser(prog="cnn-lab", description="Train, compare and inspect CNN architectures as Prefect flows.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     compare = sub.add_parser("compare", help="compare variants on a dataset (the compare-architectures flow)", description=f"Example: {QUICKSTART}")
-    compare.add_argument("--variants", default="lenet1,lenet5,cnn2_5,generic_1", help="comma-separated names (see `cnn-lab variants`)")
-    compare.add_argument("--repeats", type=int, default=1, help="seeds per variant")
-    compare.add_argument("--refresh", action="store_true", help="ignore cached steps and run everything again")
-    compare.add_argument("--train-deployment", default=None, help="dispatch each variant to this deployment (e.g. train-variant/train-variant-gpu)")
-    _common(compare)
+    add_run_options(compare, COMPARE_FIELDS)
+    compare.add_argument("--quiet", action="store_true", help="no terminal progress lines")
     retrain = sub.add_parser("retrain", help="retrain one variant afresh and publish an updated comparison table")
     retrain.add_argument("variant")
-    _common(retrain)
+    add_run_options(retrain, [f for f in VARIANT_FIELDS if f not in RETRAIN_FIXED])
+    retrain.add_argument("--quiet", action="store_true", help="no terminal progress lines")
     variants = sub.add_parser("variants", help="list variants with parameter counts and input sizes")
     variants.add_argument("--channels", type=int, default=1)
     variants.add_argument("--classes", type=int, default=10)
     variants.add_argument("--size", type=int, default=28, help="native image side of the dataset")
     variants.add_argument("--json", action="store_true")
+    add_run_options(variants, ["variant_files", "variant_modules"])
     bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the seed-style pipeline")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--json", action="store_true")
@@ -75,13 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-        "schedule": args.schedule, "seed": args.seed, "data_dir": args.data_dir, "storage": args.storage, "run": args.run,
-        "val_size": args.val_size, "max_train": args.max_train, "max_test": args.max_test, "device": args.device,
-        "lr_min": args.lr_min, "lr_max": args.lr_max, "lr_rule": args.lr_rule,
-    }
+def run_params(args: argparse.Namespace, **fixed: Any) -> RunParams:
+    """The checked RunParams from the options given (and `fixed` values); the first bad one raises ConfigError."""
+    from cnn.params import RunParams, parse_params
+
+    given = {name: value for name, value in vars(args).items() if name in RunParams.model_fields}
+    return parse_params({**given, **fixed})
+
+
+def checked_settings(params: RunParams, variants: list[str] | None = None) -> RunSettings:
+    """Load plug-ins and check names, device and store before Prefect starts (ConfigError/StorageError otherwise)."""
+    from flows.settings import build_settings
+
+    return build_settings(params, variants)
 
 
 def _progress_printer(variant: str, row: dict[str, Any], done: float) -> None:
@@ -127,11 +157,15 @@ def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Run the comparison flow and print its table."""
-    from flows.compare import compare_architectures
+    """Check every parameter, run the comparison flow and print its table."""
+    from flows.parameters import COMPARE_FIELDS
 
     start = time.perf_counter()
-    kwargs = {**_flow_kwargs(args), "variants": [v.strip() for v in args.variants.split(",") if v.strip()], "repeats": args.repeats, "refresh": args.refresh, "train_deployment": args.train_deployment}
+    params = run_params(args)
+    checked_settings(params)
+    from flows.compare import compare_architectures
+
+    kwargs = params.model_dump(include=set(COMPARE_FIELDS))
     state = _run_flow(compare_architectures, kwargs, args.quiet)
     result = state.result(raise_on_failure=False)
     if isinstance(result, dict) and "comparison_md" in result:
@@ -143,24 +177,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
-def given_options(argv: Sequence[str]) -> set[str]:
-    """Destinations of the --options typed on the command line (`--batch-size 32` and `--batch-size=32` give batch_size)."""
-    return {tok[2:].split("=", 1)[0].replace("-", "_") for tok in argv if tok.startswith("--")}
-
-
-def published_defaults(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    """The published comparison's settings for every recipe option the user did not type (retrain keeps them)."""
+def published_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """The published comparison's settings for every recipe option the user did not type (retrain keeps them);
+    options left out are absent from `args` (their default is argparse.SUPPRESS)."""
+    from cnn.params import default_of
     from cnn.publishing import comparison_settings, latest_rows
 
-    published = comparison_settings(latest_rows(args.storage, args.dataset.lower())["rows"])
-    return {k: v for k, v in published.items() if k not in given_options(argv)}
+    storage, dataset = vars(args).get("storage", default_of("storage")), vars(args).get("dataset", default_of("dataset"))
+    published = comparison_settings(latest_rows(storage, str(dataset).lower())["rows"])
+    return {k: v for k, v in published.items() if k not in vars(args)}
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Retrain one variant afresh (every cached step refreshed) with the published comparison's settings, and republish."""
+    from flows.parameters import VARIANT_FIELDS
+
+    params = run_params(args, refresh=True, publish=True, **published_defaults(args))
+    checked_settings(params, [params.variant])
     from flows.variant import train_variant_flow
 
-    kwargs = {**_flow_kwargs(args), **published_defaults(args, args.argv), "variant": args.variant, "refresh": True, "publish": True}
+    kwargs = params.model_dump(include=set(VARIANT_FIELDS))
     state = _run_flow(train_variant_flow, kwargs, args.quiet)
     row = state.result(raise_on_failure=False)
     if state.is_completed():
@@ -171,16 +207,19 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    """Print the variants table."""
-    from cnn.models import variant_table
+    """Print the variants table (with the plug-ins named by --variant-module and --variant)."""
+    from cnn.models import load_variants, variant_table
 
+    params = run_params(args)
+    load_variants(params.variant_modules, params.variant_files)
     rows = variant_table(args.channels, args.classes, args.size)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'name':<16} {'params':>12} {'input':>6}  description")
     for r in rows:
-        print(f"{r['name']:<16} {r['params']:>12,} {r['input_size']:>6}  {r['description']}")
+        origin = "" if r["origin"] == "built-in" else f" [{r['origin']}]"
+        print(f"{r['name']:<16} {r['params']:>12,} {r['input_size']:>6}  {r['description']}{origin}")
     return 0
 
 
@@ -214,9 +253,7 @@ COMMANDS = {"compare": cmd_compare, "retrain": cmd_retrain, "variants": cmd_vari
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-lab` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
     from cnn.errors import CnnLabError
 
     try:

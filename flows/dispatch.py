@@ -12,20 +12,17 @@ from cnn.errors import ConfigError
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
 from cnn.storage import open_storage
+from flows.parameters import VARIANT_FIELDS
 from flows.settings import RunSettings
 
 WAIT_TIMEOUT_S = 6 * 3600
 
 
 def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
-    """The train-variant flow's parameters for one (variant, seed) of this comparison."""
-    cfg, ref = settings.config, settings.ref
-    return {
-        "variant": variant, "dataset": ref.name, "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "lr": settings.lr,
-        "optimizer": cfg["optimizer"], "schedule": cfg["schedule"], "seed": seed, "data_dir": ref.data_dir, "storage": settings.storage,
-        "run": settings.run, "val_size": ref.val_size, "max_train": ref.max_train, "max_test": ref.max_test, "device": cfg["device"],
-        "refresh": list(settings.refresh), "subdir": subdir, "lr_min": settings.lr_settings["lr_min"], "lr_max": settings.lr_settings["lr_max"], "lr_rule": settings.lr_settings["rule"],
-    }
+    """The train-variant flow's parameters for one (variant, seed) of this comparison: the run's parameters, with the
+    resolved run name, file variants as their JSON text (a worker needs no copy of the file) and .py modules by path."""
+    values = {**settings.params.model_dump(include=set(VARIANT_FIELDS)), **settings.plugins, "variant": variant, "seed": seed, "run": settings.run, "subdir": subdir or "", "publish": False}
+    return {name: values[name] for name in VARIANT_FIELDS}
 
 
 async def _deployment_names() -> list[str] | None:

@@ -1,15 +1,18 @@
 """The `train-variant` flow: one variant end to end (LR test, train, evaluate, features); the unit a retrain or a GPU pool runs."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 
+from cnn.models import builtin_variants
+from cnn.params import parse_params
 from cnn.pipeline import variant_dir
 from cnn.publishing import latest_rows
 from cnn.report import make_row
+from flows.parameters import VARIANT_FIELDS, run_parameters
 from flows.results import with_result_storage
-from flows.settings import DEFAULT_LR_RULE, DEFAULT_OPTIMIZER, LRRule, OptimizerName, RefreshStep, RunSettings, ScheduleName, VariantName, build_settings
+from flows.settings import RunSettings, build_settings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 from tasks.progress import announce_run
 
@@ -42,55 +45,12 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
 
 
 @flow(name="train-variant", flow_run_name="{variant}-on-{dataset}")
-def train_variant_flow(
-    variant: VariantName = "cnn2_5",  # type: ignore[valid-type]
-    dataset: str = "fashion-mnist",
-    epochs: int | Literal["auto"] = "auto",
-    batch_size: int | Literal["auto"] = "auto",
-    lr: float | Literal["auto"] = "auto",
-    optimizer: OptimizerName = DEFAULT_OPTIMIZER,  # type: ignore[valid-type]
-    schedule: ScheduleName = "onecycle",  # type: ignore[valid-type]
-    seed: int = 0,
-    data_dir: str = "./data",
-    storage: str = "./results",
-    run: str | None = None,
-    val_size: float = 0.1,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    device: str = "auto",
-    refresh: bool | list[RefreshStep] = False,
-    publish: bool = False,
-    subdir: str | None = None,
-    lr_min: float = 1e-5,
-    lr_max: float = 1.0,
-    lr_rule: LRRule = DEFAULT_LR_RULE,  # type: ignore[valid-type]
-) -> dict[str, Any]:
-    """Train and inspect one CNN variant; with publish=True, also refresh the dataset's comparison table.
-
-    Args:
-        variant: Architecture to train (see `cnn-lab variants`).
-        dataset: fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.
-        epochs: Training epochs (>= 1), or "auto": enough to see 20,000 images, 5 to 30.
-        batch_size: Images per step, or "auto": the largest power of two leaving >= 50 steps per epoch (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size.
-        lr: "auto" runs Leslie Smith's LR range test; a number uses that learning rate.
-        optimizer: adam (default), adamw or sgd (momentum 0.9).
-        schedule: Per-step LR schedule: onecycle (peak at lr), cosine or none.
-        seed: Seed of the split, the weights and the batch order (same seed, same metrics on CPU).
-        data_dir: Folder with the raw files (torchvision layout) or where to download them.
-        storage: Where artifacts go: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).
-        run: Run folder name under <storage>/<dataset>/; default: time and flow-run name.
-        val_size: Validation share (0-1) or count, split from the training set with the seed.
-        max_train: Use only this many training images (quick runs); all when empty.
-        max_test: Use only this many test images; all when empty.
-        device: auto (CUDA when present), cpu or cuda.
-        refresh: Re-run cached steps: true for all, or a list of lr, train, evaluate, features.
-        publish: After training, publish a new version of the comparison table with this variant's row replaced.
-        subdir: Sub-folder under the variant's folder (used by repeats: seed-<n>).
-        lr_min: Lower bound of the LR range test.
-        lr_max: Upper bound of the LR range test.
-        lr_rule: How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.
-    """
-    settings = build_settings(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule, seed=seed, data_dir=data_dir, storage=storage, run=run, val_size=val_size, max_train=max_train, max_test=max_test, device=device, refresh=refresh, lr_min=lr_min, lr_max=lr_max, lr_rule=lr_rule)
+@run_parameters(VARIANT_FIELDS, notes={"variant": f"Built in: {', '.join(builtin_variants())}."})
+def train_variant_flow(**values: Any) -> dict[str, Any]:
+    """Train and inspect one CNN variant; with publish=True, also refresh the dataset's comparison table."""
+    params = parse_params(values)
+    settings = build_settings(params, variants=[params.variant])
+    variant, seed, subdir, publish = params.variant, params.seed, params.subdir or None, params.publish
     if publish:
         latest_rows(settings.storage, settings.ref.name)  # the published rows this retrain will merge into: checked before training
     announce_run(settings.run)

@@ -3,29 +3,46 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
-from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
 
-import cnn
+from cnn.codehash import all_modules, code_digest
 from cnn.errors import StorageError
+
+# The cnn code each step's result depends on: these modules and the cnn modules they import (cnn.codehash leaves out
+# plots, reports, publishing, benchmarks, storage I/O and error texts). cnn/pipeline.py, which holds every step's
+# glue, is hashed without following its imports; the variant's own builder (and config) is hashed per variant.
+STEP_CODE: dict[str, tuple[str, ...]] = {
+    "prepare_dataset": ("cnn.data",),
+    "lr_range_test": ("cnn.data", "cnn.models.registry", "cnn.train", "cnn.lr_find"),
+    "train_variant": ("cnn.data", "cnn.models.registry", "cnn.train"),
+    "evaluate_variant": ("cnn.data", "cnn.models.registry", "cnn.train", "cnn.evaluate"),
+    "extract_features": ("cnn.data", "cnn.models.registry", "cnn.train", "cnn.inspect"),
+}
+STEP_GLUE = ("cnn.pipeline",)
 
 
 @functools.cache
-def cnn_code_version() -> str:
-    """Hash of every cnn/ source file: a change to the training code invalidates cached steps, as a task change does."""
-    h = hashlib.blake2b(digest_size=12)
-    for path in sorted(Path(cnn.__file__).parent.rglob("*.py")):
-        h.update(path.relative_to(Path(cnn.__file__).parent).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+def step_code_version(step: str) -> str:
+    """Digest of the cnn source that `step` depends on (read once per process, as task source is)."""
+    return code_digest(STEP_CODE[step], files=STEP_GLUE)
 
 
-CNN_SOURCE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, inputs: cnn_code_version())
+def step_code_key(context: Any, inputs: dict[str, Any]) -> str:
+    """Cache-key part for the running task: its step's code, and the variant's builder and config when it has one."""
+    step = context.task.name
+    key = step_code_version(step) if step in STEP_CODE else code_digest([], files=all_modules())  # an unlisted step: all of cnn/
+    if inputs.get("variant"):
+        from cnn.models import variant_fingerprint
+
+        key += "-" + variant_fingerprint(str(inputs["variant"]))
+    return key
+
+
+STEP_SOURCE = CacheKeyFnPolicy(cache_key_fn=step_code_key)
 # Inputs that never change results are left out: where progress goes, the run folder name, the device, resuming
-STEP_CACHE = INPUTS + TASK_SOURCE + CNN_SOURCE - "run" - "device" - "progress" - "resume"
+STEP_CACHE = INPUTS + TASK_SOURCE + STEP_SOURCE - "run" - "device" - "progress" - "resume"
 CACHE_EXPIRATION = datetime.timedelta(days=30)
 RETRY_DELAYS = [2, 8, 30]  # seconds: exponential backoff for store and network trouble
 

@@ -23,11 +23,11 @@ def publish_variant(dataset: str, storage: str, row_rel: str, row: dict[str, Any
 
 
 @task(name="publish_comparison", **_PUBLISH)
-def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1, with_latest: bool = False) -> dict[str, Any]:
+def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[dict[str, Any]], repeats: int = 1, with_latest: bool = False, plugins: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the rows' latest files and report.md/comparison.md/csv; publish the comparison, table, error-analysis and link artifacts.
 
     with_latest=True (a retrain): the table holds every variant's latest rows, the fresh ones included."""
-    built = publishing.build_comparison(ref, storage, run, rows, repeats, with_latest=with_latest)
+    built = publishing.build_comparison(ref, storage, run, rows, repeats, with_latest=with_latest, plugins=plugins)
     dataset, repeats = ref["name"], built["repeats"]
     comparison_id = create_markdown_artifact(publishing.comparison_artifact_markdown(built), key=publishing.artifact_key(dataset, "comparison"), description=f"{dataset}: variants ranked by test accuracy")
     table = publishing.comparison_table_rows(built["summaries"], repeats)

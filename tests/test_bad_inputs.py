@@ -18,8 +18,9 @@ import torch
 from cnn import pipeline
 from cnn.data import load_dataset
 from cnn.errors import CheckpointError, CnnLabError, ConfigError, DataError, StorageError, TrainingDiverged
-from cnn.models import create_variant, register_variant, resolve_input_size
+from cnn.models import create_variant, load_variant_file, load_variant_module, register_variant, resolve_input_size
 from cnn.models.generic import GenericCNN, GenericConfig, load_generic_config
+from cnn.params import parse_params
 from cnn.pipeline import DatasetRef
 from cnn.publishing import latest_rows
 from cnn.storage import Storage
@@ -53,6 +54,7 @@ class Case:
     error: type[Exception]
     match: str
     setup: Callable[[Ctx], None] | None = None
+    pure: bool = False  # a parameter check that touches no store: tested without the store fixtures
 
 
 # --- helpers the cases use ------------------------------------------------------------------------------------------
@@ -144,17 +146,42 @@ def _file_in_place_of_dir(ctx: Ctx) -> str:
 
 CASES = [
     Case("unknown-dataset", lambda c: load_dataset("imagenet-22k"), ConfigError, r"^dataset: unknown dataset 'imagenet-22k' \(allowed: .*digits, .*fashion-mnist"),
-    Case("unknown-variant", lambda c: create_variant("lenet7", 1, 10), ConfigError, r"^variant: unknown variant 'lenet7' \(allowed: .*lenet1, .*lenet5"),
-    Case("variant-typo-in-list", lambda c: _check_variants("lenet1,LeNet5"), ConfigError, r"^variant: unknown variant 'LeNet5' \(allowed: .*lenet5"),
-    Case("empty-variant-list", lambda c: _check_variants([]), ConfigError, r"^variants: the list is empty \(allowed: .*lenet1"),
-    Case("duplicate-variants", lambda c: _check_variants(["lenet1", "lenet1"]), ConfigError, r"^variants: duplicates in \['lenet1', 'lenet1'\] \(allowed: each variant once\)"),
+    Case("dataset-typo", lambda c: load_dataset("fashion_mnist"), ConfigError, r"^dataset: unknown dataset 'fashion_mnist'; did you mean 'fashion-mnist'\? \(allowed: .*fashion-mnist"),
+    Case("unknown-variant", lambda c: create_variant("lenet7", 1, 10), ConfigError, r"^variant: unknown variant 'lenet7'; did you mean 'lenet5'\? \(allowed: .*lenet1, .*lenet5"),
+    Case("unknown-variant-in-list", lambda c: _check_names(["lenet1", "cnn2_4"]), ConfigError, r"^variants: unknown variant 'cnn2_4'; did you mean 'cnn2_\d'\? \(allowed: .*cnn2_5", pure=True),
+    Case("variant-typo-in-list", lambda c: parse_params({"variants": "lenet1,LeNet5"}), ConfigError, r"^variants: 'LeNet5' is not a variant name; did you mean 'lenet5'\? \(allowed: lowercase letters, digits and _\)", pure=True),
+    Case("empty-variant-list", lambda c: parse_params({"variants": []}), ConfigError, r"^variants: the list is empty \(allowed: one or more variant names", pure=True),
+    Case("duplicate-variants", lambda c: parse_params({"variants": ["lenet1", "lenet1"]}), ConfigError, r"^variants: duplicates in \['lenet1', 'lenet1'\] \(allowed: each variant once\)", pure=True),
+    Case("unknown-parameter", lambda c: parse_params({"epoch": 3}), ConfigError, r"^epoch: unknown parameter; did you mean 'epochs'\? \(allowed: variant, dataset, variants, ", pure=True),
+    Case("epochs-not-a-number", lambda c: parse_params({"epochs": "five"}), ConfigError, r"^epochs: must be 'auto' or an integer >= 1, got 'five' \(allowed: 'auto' or an integer >= 1\)", pure=True),
+    Case("fractional-epochs", lambda c: parse_params({"epochs": 2.5}), ConfigError, r"^epochs: must be 'auto' or an integer >= 1, got 2\.5 \(allowed: 'auto' or an integer >= 1\)", pure=True),
+    Case("zero-epochs-parameter", lambda c: parse_params({"epochs": 0}), ConfigError, r"^epochs: must be 'auto' or an integer >= 1, got 0 \(allowed: 'auto' or an integer >= 1\)", pure=True),
+    Case("nan-batch-size", lambda c: parse_params({"batch_size": math.nan}), ConfigError, r"^batch_size: must be 'auto' or an integer >= 1, got nan \(allowed: 'auto' or an integer >= 1\)", pure=True),
+    Case("nan-lr", lambda c: parse_params({"lr": "nan"}), ConfigError, r"^lr: must be 'auto' or a positive number, got 'nan' \(allowed: 'auto' or a finite number > 0\)", pure=True),
+    Case("infinite-lr-max", lambda c: parse_params({"lr_max": math.inf}), ConfigError, r"^lr_max: must be a finite number > 0, got inf \(allowed: a finite number > 0\)", pure=True),
+    Case("negative-weight-decay", lambda c: parse_params({"weight_decay": -0.01}), ConfigError, r"^weight_decay: must be a finite number >= 0, got -0\.01 \(allowed: a finite number >= 0\)", pure=True),
+    Case("momentum-parameter-out-of-range", lambda c: parse_params({"momentum": 1.0}), ConfigError, r"^momentum: must be a finite number in \[0, 1\), got 1\.0 \(allowed: a finite number in \[0, 1\)\)", pure=True),
+    Case("negative-seed", lambda c: parse_params({"seed": -1}), ConfigError, r"^seed: must be an integer in \[0, 4294967296\), got -1 \(allowed: an integer in \[0, 4294967296\)\)", pure=True),
+    Case("repeats-zero", lambda c: parse_params({"repeats": 0}), ConfigError, r"^repeats: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)", pure=True),
+    Case("val-size-not-whole", lambda c: parse_params({"val_size": 1.5}), ConfigError, r"^val_size: must be a share in \(0, 1\) or a whole count >= 1, got 1\.5", pure=True),
+    Case("negative-max-train", lambda c: parse_params({"max_train": -5}), ConfigError, r"^max_train: must be an integer >= 0, got -5 \(allowed: an integer >= 0\)", pure=True),
+    Case("optimizer-typo", lambda c: parse_params({"optimizer": "adma"}), ConfigError, r"^optimizer: unknown optimizer 'adma'; did you mean 'adam'\? \(allowed: sgd, adam, adamw\)", pure=True),
+    Case("device-typo", lambda c: parse_params({"device": "cuda0"}), ConfigError, r"^device: unknown device 'cuda0'; did you mean 'cuda'\? \(allowed: auto, cpu, cuda, cuda:N, mps\)", pure=True),
+    Case("train-deployment-without-flow-name", lambda c: parse_params({"train_deployment": "train-variant-gpu"}), ConfigError, r"^train_deployment: 'train-variant-gpu' is not flow-name/deployment-name", pure=True),
+    Case("variant-file-entry-without-path", lambda c: parse_params({"variant_files": ["mine"]}), ConfigError, r"^variant_files: must be name=path entries, got \['mine'\] \(allowed: name=path/to/config\.json\)", pure=True),
+    Case("variant-file-missing", lambda c: load_variant_file("mine", str(c.tmp / "mine.json")), ConfigError, r"^variant_files: variant 'mine' from \S+/mine\.json: no such file: \S+/mine\.json \(allowed: a GenericCNN JSON config file", pure=True),
+    Case("variant-file-bad-key", lambda c: load_variant_file("mine", '{"conv_channels": [4], "fc_size": [8]}'), ConfigError, r"^variant_files: variant 'mine' from JSON text: fc_size: unknown key 'fc_size' in generic config; did you mean 'fc_sizes'\? \(allowed: conv_channels, kernel_sizes, pool_sizes, fc_sizes, dropout\)$", pure=True),
+    Case("variant-file-name-taken", lambda c: load_variant_file("lenet5", '{"conv_channels": [4]}'), ConfigError, r"^variant_files: 'lenet5' is already a variant \(built-in\); pick another name", pure=True),
+    Case("variant-module-not-importable", lambda c: load_variant_module("no_such_cnn_lab_plugin"), ConfigError, r"^variant_modules: cannot import 'no_such_cnn_lab_plugin': ModuleNotFoundError: No module named 'no_such_cnn_lab_plugin' \(allowed: an importable module name", pure=True),
+    Case("variant-module-file-missing", lambda c: load_variant_module(str(c.tmp / "my_nets.py")), ConfigError, r"^variant_modules: no such file: \S+/my_nets\.py \(allowed: an importable module name", pure=True),
+    Case("variant-module-raises", lambda c: load_variant_module(_module_file(c, "raise RuntimeError('needs a GPU library')")), ConfigError, r"^variant_modules: cannot import '\S+/broken_nets\.py': RuntimeError: needs a GPU library \(allowed: ", pure=True),
     Case("zero-epochs", lambda c: TrainConfig(epochs=0).validate(), ConfigError, r"^epochs: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
     Case("negative-batch-size", lambda c: TrainConfig(batch_size=-8).validate(), ConfigError, r"^batch_size: must be a positive integer, got -8 \(allowed: an int >= 1\)"),
     Case("batch-larger-than-train-split", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "big", {**TINY, "batch_size": 512}), ConfigError, r"^batch_size: 512 is larger than the 160 training images \(allowed: 1\.\.160, or auto\)"),
-    Case("negative-lr", lambda c: _settings().check_lr(-0.1), ConfigError, r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a float > 0\)"),
+    Case("negative-lr", lambda c: parse_params({"lr": -0.1}), ConfigError, r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a finite number > 0\)", pure=True),
     Case("infinite-lr", lambda c: TrainConfig(lr=math.inf).validate(), ConfigError, r"^lr: must be a positive finite number, got inf \(allowed: a float > 0"),
-    Case("lr-bounds-reversed", lambda c: _settings().check_lr_bounds(1.0, 0.01), ConfigError, r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a float > 1\.0\)"),
-    Case("lr-min-not-positive", lambda c: _settings().check_lr_bounds(0.0, 1.0), ConfigError, r"^lr_min: must be > 0, got 0\.0 \(allowed: a float > 0 and < lr_max\)"),
+    Case("lr-bounds-reversed", lambda c: parse_params({"lr_min": 1.0, "lr_max": 0.01}), ConfigError, r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a number > 1\.0\)", pure=True),
+    Case("lr-min-not-positive", lambda c: parse_params({"lr_min": 0.0}), ConfigError, r"^lr_min: must be a finite number > 0, got 0\.0 \(allowed: a finite number > 0\)", pure=True),
     Case("unknown-optimizer", lambda c: TrainConfig(optimizer="rmsprop").validate(), ConfigError, r"^optimizer: unknown optimizer 'rmsprop' \(allowed: sgd, adam, adamw\)"),
     Case("unknown-schedule", lambda c: TrainConfig(schedule="step").validate(), ConfigError, r"^schedule: unknown schedule 'step' \(allowed: none, onecycle, cosine\)"),
     Case("momentum-out-of-range", lambda c: TrainConfig(momentum=1.5).validate(), ConfigError, r"^momentum: must be in \[0, 1\), got 1\.5 \(allowed: \[0, 1\)\)"),
@@ -194,7 +221,7 @@ CASES = [
     Case("run-name-with-dotdot", lambda c: pipeline.variant_dir("digits", "../escape", "lenet1"), ConfigError, r"^run: '\.\./escape' is not a safe name \(allowed: letters, digits, '\.', '_', '-'"),
     Case("absolute-run-name", lambda c: pipeline.variant_dir("digits", "/etc/cron.d", "lenet1"), ConfigError, r"^run: '/etc/cron\.d' is not a safe name \(allowed: letters, digits"),
     Case("unsafe-subdir", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "sub", TINY, subdir="../../x"), ConfigError, r"^subdir: '\.\./\.\./x' is not a safe name \(allowed: letters, digits"),
-    Case("unknown-refresh-step", lambda c: _settings().check_refresh(["training"]), ConfigError, r"^refresh: unknown step\(s\) \['training'\] \(allowed: lr, train, evaluate, features\)"),
+    Case("unknown-refresh-step", lambda c: parse_params({"refresh": ["training"]}), ConfigError, r"^refresh: unknown step\(s\) \['training'\]; did you mean 'train'\? \(allowed: lr, train, evaluate, features\)", pure=True),
     Case("run-name-used-by-the-store", lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "latest.json", TINY), ConfigError, r"^run: 'latest\.json' is reserved: the store keeps <dataset>/latest/ .* \(allowed: any safe name except latest, latest\.json\)$"),
     Case("variant-name-used-by-the-store", lambda c: register_variant("report")(lambda channels, classes, size: None), ConfigError, r"^variant: 'report' is reserved: the store keeps <dataset>/<run>/report/ .* \(allowed: any safe name except report, "),
     Case("truncated-latest-json", lambda c: latest_rows(str(c.store), "digits"), StorageError, r"^storage: \S+/digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\); move it aside \(or restore it\) and rerun$", setup=lambda c: _truncated_latest(c, "digits")),
@@ -217,14 +244,16 @@ def _truncated_latest(ctx: Ctx, dataset: str) -> None:
     (ctx.store / dataset / "latest.json").write_text('{"run": "earlier", "repeats": 1, "rows": [{"variant": "generic_1", "test_a')
 
 
-def _settings():
-    from flows import settings
+def _check_names(names: list[str]) -> list[str]:
+    from cnn.models import check_variant_names
 
-    return settings
+    return check_variant_names(names)
 
 
-def _check_variants(value: Any) -> list[str]:
-    return _settings().check_variants(value)
+def _module_file(ctx: Ctx, body: str) -> str:
+    path = ctx.tmp / "broken_nets.py"
+    path.write_text(f"{body}\n")
+    return str(path)
 
 
 def _cuda_config() -> TrainConfig:
@@ -283,7 +312,22 @@ def test_the_fault_table_names_tests_that_exist() -> None:
         assert name in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, f"docs/faults.md names {path}::{name}, which does not exist"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+PURE = [c for c in CASES if c.pure]
+STORED = [c for c in CASES if not c.pure]
+
+
+@pytest.mark.parametrize("case", PURE, ids=[c.id for c in PURE])
+def test_bad_parameter_gets_one_clear_error(case: Case, tmp_path: Path) -> None:
+    with pytest.raises(case.error) as err:
+        case.call(Ctx(tmp_path, tmp_path / "store", tmp_path / "data", None, None))  # type: ignore[arg-type]
+    text = str(err.value)
+    assert isinstance(err.value, CnnLabError), f"not a cnn-lab error: {type(err.value).__name__}"
+    assert re.search(case.match, text), text
+    assert "\n" not in text and "Traceback" not in text
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("case", STORED, ids=[c.id for c in STORED])
 def test_bad_input_gets_one_clear_error_and_loses_nothing(case: Case, ctx: Ctx) -> None:
     if case.setup:
         case.setup(ctx)
@@ -301,9 +345,14 @@ def test_bad_input_gets_one_clear_error_and_loses_nothing(case: Case, ctx: Ctx) 
 # --- through the flows: the Prefect run ends Failed with the same message ------------------------------------------
 
 FLOW_CASES = [
-    ("flow-repeats-zero", "compare", {"repeats": 0}, r"ConfigError: repeats: must be a positive integer, got 0 \(allowed: an int >= 1\)"),
-    ("flow-unknown-optimizer", "compare", {"optimizer": "rmsprop"}, r"optimizer: Input should be 'sgd', 'adam' or 'adamw'"),
-    ("flow-unsafe-variant-name", "compare", {"variants": ["../../etc"]}, r"variants\.0: Input should be 'alexnet'.*'lenet1'"),
+    ("flow-repeats-zero", "compare", {"repeats": 0}, r"repeats: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)"),
+    ("flow-unknown-optimizer", "compare", {"optimizer": "rmsprop"}, r"optimizer: unknown optimizer 'rmsprop' \(allowed: sgd, adam, adamw\)"),
+    ("flow-nan-lr", "compare", {"lr": math.nan}, r"lr: must be 'auto' or a positive number, got nan \(allowed: 'auto' or a finite number > 0\)"),
+    ("flow-lr-bounds-reversed", "compare", {"lr_min": 0.1, "lr_max": 0.01}, r"ConfigError: lr_max: must be greater than lr_min=0\.1, got 0\.01"),
+    ("flow-unsafe-variant-name", "compare", {"variants": ["../../etc"]}, r"variants: '\.\./\.\./etc' is not a variant name \(allowed: lowercase letters, digits and _\)"),
+    ("flow-unknown-variant", "compare", {"variants": ["lenet1", "lenet7"]}, r"ConfigError: variants: unknown variant 'lenet7'; did you mean 'lenet5'\? \(allowed: .*lenet1"),
+    ("flow-variant-file-missing", "compare", {"variant_files": {"mine": "no/such/mine.json"}}, r"ConfigError: variant_files: variant 'mine' from \S+/no/such/mine\.json: no such file"),
+    ("flow-variant-module-missing", "variant", {"variant_modules": ["no_such_cnn_lab_plugin"]}, r"ConfigError: variant_modules: cannot import 'no_such_cnn_lab_plugin': ModuleNotFoundError"),
     ("flow-batch-larger-than-train-split", "compare", {"batch_size": 1000}, r"every variant failed: lenet1: ConfigError: batch_size: 1000 is larger than the 240 training images \(allowed: 1\.\.240, or auto\)"),
     ("flow-corrupt-idx-file", "compare", {"data_dir": "corrupt"}, r"DataError: data_dir: dataset 'FashionMNIST' in .* is corrupt or truncated"),
     ("flow-missing-bucket", "compare", {"storage": "s3://no-such-bucket/results"}, r"StorageError: storage: cannot write to s3://no-such-bucket/results: bucket 'no-such-bucket' does not exist"),

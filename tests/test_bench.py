@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -191,12 +189,6 @@ def test_main_prints_json_or_table(quick_results: dict, monkeypatch: pytest.Monk
     assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None, "lr": "auto", "sections": list(bench.SECTIONS)}
     bench.main([])
     assert "seed-style" in capsys.readouterr().out
-
-
-def test_importing_bench_does_not_import_prefect() -> None:
-    code = "import sys, cnn.bench; print('prefect' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
-    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(("epoch_steps", "steps"), [(235, 100), (938, 100), (40, 40), (6, 30)])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -11,14 +10,6 @@ import torch
 from cnn.data import BatchLoader, compute_normalization, list_datasets, load_dataset
 from cnn.errors import ConfigError, DataError
 from idx_data import write_idx_labels, write_mnist_like
-
-
-def test_cnn_does_not_import_prefect() -> None:
-    import subprocess
-
-    code = "import sys, cnn, cnn.data, cnn.models, cnn.train, cnn.pipeline, cnn.lr_find, cnn.evaluate, cnn.inspect, cnn.plots, cnn.storage; print('prefect' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 def test_registry_lists_builtins_and_rejects_unknown() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cnn.params import default_of, parse_params
 from prefect_server import REPO, prefect, running_server, running_worker, tail
 
 DEPLOYMENTS = REPO / "deployments"
@@ -69,9 +70,20 @@ def test_entrypoint_imports_and_its_flow_accepts_the_parameters(name: str, monke
     flow = _flow(dep["entrypoint"], monkeypatch)
     assert FLOW_OF[flow.name] == dep["entrypoint"]
     validated = flow.validate_parameters(dep["parameters"])
-    assert validated["dataset"] == "fashion-mnist" and validated["epochs"] == 5
-    with pytest.raises(ParameterTypeError):
+    assert validated["dataset"] == default_of("dataset") and validated["epochs"] == default_of("epochs")
+    with pytest.raises(ParameterTypeError, match="epochs: must be 'auto' or an integer >= 1, got 'five'"):
         flow.validate_parameters({**dep["parameters"], "epochs": "five"})
+
+
+@pytest.mark.parametrize("name", CLUSTER + LAPTOP)
+def test_deployments_set_run_parameters_only_where_they_differ_from_the_defaults(name: str) -> None:
+    from flows.parameters import COMPARE_FIELDS, VARIANT_FIELDS
+
+    dep = _deployments()[name]
+    fields = COMPARE_FIELDS if dep["entrypoint"] == FLOW_OF["compare-architectures"] else VARIANT_FIELDS
+    assert set(dep["parameters"]) <= set(fields), f"{name}: not a parameter of its flow"
+    parse_params(dep["parameters"])
+    assert not [k for k, v in dep["parameters"].items() if v == default_of(k)], f"{name} repeats a default of cnn/params.py"
 
 
 def test_aliases_share_schedule_parameters_and_pools() -> None:
@@ -88,8 +100,8 @@ def test_aliases_share_schedule_parameters_and_pools() -> None:
         assert read[name]["parameters"]["refresh"] is True and read[name]["parameters"]["publish"] is True
     # a retrain publishes where the nightly comparison of the same target does
     for compare, retrain in (("compare-nightly", "retrain-variant"), ("compare-nightly-local", "retrain-variant-local")):
-        for key in ("dataset", "storage", "data_dir", "epochs"):
-            assert read[compare]["parameters"][key] == read[retrain]["parameters"][key], (compare, key)
+        for key in ("dataset", "storage", "data_dir", "epochs", "variant_modules", "variant_files"):
+            assert read[compare]["parameters"].get(key) == read[retrain]["parameters"].get(key), (compare, key)
     assert read["compare-nightly"]["work_pool"]["job_variables"]["gpu_count"] == 0
     assert read["train-variant-gpu"]["work_pool"]["job_variables"]["gpu_count"] == 1
 
@@ -161,7 +173,15 @@ def test_process_pool_template_runs_flows_headless() -> None:
 
 # ---------------------------------------------------------------- real server, worker and flow runs
 
-VARIANTS = ["lenet1", "generic_2"]
+VARIANTS = ["my_net", "mine"]  # defined outside the project: a .py module (variant_modules) and a JSON config (variant_files)
+MY_NETS = '''
+from torch import nn
+from cnn.models import register_variant
+
+@register_variant("my_net", min_input_size=3, description="a variant from a file outside the project")
+def my_net(in_channels, num_classes, input_size):
+    return nn.Sequential(nn.Conv2d(in_channels, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, num_classes))
+'''
 WAIT_S = 150
 SERVER_ENV = {
     "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # the nightly schedule is checked, not run
@@ -203,6 +223,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = write_mnist_like(root / "data", "FashionMNIST")
     storage = root / "results"
     common = {"epochs": 1, "batch_size": 64, "lr": 0.05, "data_dir": str(data), "storage": str(storage), "max_train": 200, "val_size": 50}
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "my_nets.py").write_text(MY_NETS)
+    (outside / "mine.json").write_text(json.dumps({"conv_channels": [4], "pool_sizes": [2], "fc_sizes": [16]}))
+    mine = {"mine": str(outside / "mine.json")}
     with running_server(root / "home", SERVER_ENV) as (api, env):
         env = {**env, "CNN_LAB_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1"}
         prefect(["work-pool", "create", "cnn-lab-local", "--type", "process", "--base-job-template", "deployments/local-pool.json"], env)
@@ -211,11 +236,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         prefect(["deploy", "--prefect-file", "deployments/prefect.yaml", "-n", "*-local"], env, timeout=240)
         worker_log = root / "worker.log"
         with running_worker("cnn-lab-local", env, worker_log), SyncPrefectClient(api) as client:
-            compare_params = {**common, "variants": VARIANTS, "run": "e2e-compare"}
+            compare_params = {**common, "variants": ["my_net"], "variant_modules": [str(outside / "my_nets.py")], "variant_files": mine, "run": "e2e-compare"}
             compare_id = _run_id(prefect(["deployment", "run", "compare-architectures/compare-nightly-local", "--params", json.dumps(compare_params)], env))
             compare = _wait_final(client, compare_id, worker_log)
             children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[compare.id])))
-            retrain_args = ["--param", "variant=lenet1", "--param", "run=e2e-retrain", *[a for k, v in common.items() for a in ("--param", f"{k}={v}")]]
+            retrain_args = ["--param", "variant=mine", "--param", f"variant_files={json.dumps(mine)}", "--param", "run=e2e-retrain", *[a for k, v in common.items() for a in ("--param", f"{k}={v}")]]
             retrain_id = _run_id(prefect(["deployment", "run", "train-variant/retrain-variant-local", *retrain_args], env))
             retrain = _wait_final(client, retrain_id, worker_log)
             seen = {
@@ -248,6 +273,7 @@ def _get(url: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the shared fixture deploys and runs a comparison and a retrain on a 2-core box
 def test_deploy_registers_the_laptop_deployments_from_prefect_yaml(e2e) -> None:
     assert e2e["ui_api_url"] == e2e["api"]
     assert e2e["pools"]["cnn-lab-local"].type == "process"
@@ -263,12 +289,16 @@ def test_deploy_registers_the_laptop_deployments_from_prefect_yaml(e2e) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the shared fixture deploys and runs a comparison and a retrain on a 2-core box
 def test_comparison_runs_each_variant_as_a_linked_flow_run_on_the_pool(e2e) -> None:
     compare, children = e2e["compare"], e2e["children"]
     assert compare.state_name == "Completed", f"{compare.state.message}\n{e2e['worker_log']}"
     assert sorted(c.parameters["variant"] for c in children) == sorted(VARIANTS)
     training = e2e["deployments"]["train-variant-local"]
     parent_tasks = {t.id for t in e2e["compare_tasks"]}
+    by_variant = {c.parameters["variant"]: c for c in children}
+    assert by_variant["mine"].parameters["variant_files"]["mine"].startswith("{")  # the config travels as JSON text
+    assert by_variant["my_net"].parameters["variant_modules"] == [str(e2e["storage"].parent / "outside" / "my_nets.py")]  # the worker imports the file
     for child in children:
         assert child.state_name == "Completed", child.state.message
         assert child.deployment_id == training.id and child.work_pool_name == "cnn-lab-local"
@@ -283,6 +313,7 @@ def test_comparison_runs_each_variant_as_a_linked_flow_run_on_the_pool(e2e) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the shared fixture deploys and runs a comparison and a retrain on a 2-core box
 def test_retrain_deployment_refreshes_and_publishes_a_new_table_version(e2e) -> None:
     retrain, versions = e2e["retrain"], e2e["comparison_versions"]
     assert retrain.state_name == "Completed", f"{retrain.state.message}\n{e2e['worker_log']}"
@@ -291,5 +322,5 @@ def test_retrain_deployment_refreshes_and_publishes_a_new_table_version(e2e) -> 
     assert states["train_variant"] == "Completed" and states["evaluate_variant"] == "Completed"  # refreshed, not Cached
     assert [v.flow_run_id for v in versions] == [e2e["compare"].id, retrain.id]
     latest = versions[-1].data
-    assert "| lenet1 |" in latest and "| generic_2 |" in latest  # generic_2's row kept from the comparison
-    assert "e2e-retrain/lenet1" in latest and "e2e-compare/generic_2" in latest
+    assert "| mine |" in latest and "| my_net |" in latest  # my_net's row kept from the comparison
+    assert "e2e-retrain/mine" in latest and "e2e-compare/my_net" in latest  # the worker loaded mine.json itself

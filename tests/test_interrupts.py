@@ -145,7 +145,7 @@ def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() 
     def record(err: BaseException) -> logging.LogRecord:
         try:
             raise err
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a record of any error
             return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, sys.exc_info())
 
     ours, interrupt, bug = record(StorageError("storage: cannot write x", transient=True)), record(KeyboardInterrupt()), record(ZeroDivisionError("bug"))

@@ -31,7 +31,7 @@ def test_run_variant_writes_the_layout(digits_run) -> None:
 def test_digits_learns_with_the_auto_lr(digits_run) -> None:
     _, out = digits_run
     assert out["lr"]["rule"].startswith(("steepest", "min_loss_div10", "base lr")) and out["lr"]["lr"] > 0
-    assert out["lr"]["num_steps"] == 64 and out["lr"]["budget_share"] <= 0.1  # 10% of 8 epochs x 1,293 images at batch 16
+    assert out["lr"]["num_steps"] <= 64 and out["lr"]["budget_share"] <= 0.1  # 10% of 8 epochs x 1,293 images at batch 16
     assert out["eval"]["accuracy"] > 0.7
     assert out["train"]["input_size"] == 28  # 8x8 digits upsampled to the side the seeds were designed for
 

@@ -21,7 +21,7 @@ VARIANTS = ["lenet1", "lenet5", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "gene
 def _row(variant: str, acc: float = 0.5, seed: int = 0, folder: str | None = None, classes: tuple[str, str] = ("a", "b")) -> dict:
     lr = {"lr": 0.05, "rule": "given"}
     train = {"params": 100, "epochs": 1, "best_val_acc": acc, "seconds": 1.0, "images_per_sec": 10.0, "folder": folder}
-    evaluation = {"accuracy": acc, "macro_f1": acc, "per_class_f1": dict.fromkeys(classes, acc), "confusion": [[1, 2], [3, 4]], "most_confused": [{"true": classes[1], "predicted": classes[0], "count": 3}]}
+    evaluation = {"accuracy": acc, "macro_f1": acc, "per_class_f1": dict.fromkeys(classes, acc), "confusion": [[500, 500], [500, 500]], "most_confused": [{"true": classes[1], "predicted": classes[0], "count": 3}]}
     return make_row(variant, seed, lr, train, evaluation)
 
 

@@ -167,6 +167,6 @@ def test_retrain_keeps_the_published_settings_unless_overridden(tmp_path) -> Non
     rows = [_row("a", 0.7, batch_size=32, epochs=4), _row("b", 0.7, batch_size=32, epochs=4)]
     Storage(str(tmp_path)).write_json("digits/latest.json", {"run": "r", "repeats": 1, "rows": rows})
     argv = ["retrain", "a", "--dataset", "digits", "--storage", str(tmp_path), "--epochs=2"]
-    kept = published_defaults(build_parser().parse_args(argv), argv)
+    kept = published_defaults(build_parser().parse_args(argv))
     assert kept == {"batch_size": 32, "optimizer": "adam", "schedule": "onecycle"}  # --epochs was typed: the user's 2 wins
-    assert published_defaults(build_parser().parse_args(argv[:6]), argv[:6])["epochs"] == 4
+    assert published_defaults(build_parser().parse_args(argv[:6]))["epochs"] == 4

@@ -1,6 +1,7 @@
 """Name-keyed dataset registry: `list_datasets`, `load_dataset`, and `register_dataset` for new sources."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 from collections.abc import Callable
@@ -61,7 +62,9 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     for tv in TORCHVISION_SETS:
         if tv.lower() == key:
             return DatasetSpec(key, _tv_loader(tv), f"torchvision {tv}")
-    raise ConfigError("dataset", f"unknown dataset {name!r}", allowed=list_datasets())
+    close = difflib.get_close_matches(key, sorted(_REGISTRY), n=1, cutoff=0.6) or difflib.get_close_matches(key, list_datasets(), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError("dataset", f"unknown dataset {name!r}{hint}", allowed=list_datasets())
 
 
 register_dataset("fashion-mnist", _tv_loader("FashionMNIST"), "Zalando Fashion-MNIST, 28x28 grey, 10 classes")

@@ -172,7 +172,7 @@ def load_generic_config(path_or_json: str | Path | dict) -> GenericConfig:
     return GenericConfig(**data)
 
 
-def register_generic_variant(name: str, config: GenericConfig, *, description: str = "") -> None:
+def register_generic_variant(name: str, config: GenericConfig, *, description: str = "", origin: str | None = None) -> None:
     """Register `config` as variant `name`, built as a GenericCNN with the dataset's channels and classes."""
     if not isinstance(config, GenericConfig):
         raise ConfigError("config", f"expected a GenericConfig, got {type(config).__name__}")
@@ -180,7 +180,7 @@ def register_generic_variant(name: str, config: GenericConfig, *, description: s
     def build(in_channels: int, num_classes: int, input_size: int) -> GenericCNN:
         return GenericCNN(config, in_channels, num_classes, input_size)
 
-    register_variant(name, min_input_size=min_input_size(config), description=description)(build)
+    register_variant(name, min_input_size=min_input_size(config), description=description, origin=origin, config=dataclasses.asdict(config))(build)
 
 
 def _read_text(path: Path) -> str:

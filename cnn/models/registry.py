@@ -1,10 +1,14 @@
 """Name-keyed registry of CNN variants: register, list, look up, size-check and build them."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import importlib.metadata
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,23 +16,40 @@ from torch import nn
 from cnn.errors import ConfigError
 from cnn.storage import safe_name
 
+log = logging.getLogger(__name__)
+
 Builder = Callable[[int, int, int], nn.Module]
 
 _NAME_PATTERN = re.compile(r"[a-z0-9_]+")
+ENTRY_POINT_GROUP = "cnn_lab.variants"  # name = variant name, object = builder(in_channels, num_classes, input_size)
+BUILTIN_PREFIX = "cnn.models."
 
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One registered variant: its builder (in_channels, num_classes, input_size) and input-size needs."""
+    """One registered variant: its builder (in_channels, num_classes, input_size), input-size needs and where it came from.
+
+    `origin` is the builder's module, "file <path>" or "entry point <value>"; `config` is the architecture's config
+    for variants built from one (GenericCNN), so that a changed config is a changed variant.
+    """
 
     name: str
     builder: Builder
     input_size: int | None
     min_input_size: int
     description: str
+    origin: str = ""
+    config: Mapping[str, Any] | None = None
+
+    @property
+    def builtin(self) -> bool:
+        """Shipped with cnn-lab (registered by a cnn.models module)."""
+        return self.origin.startswith(BUILTIN_PREFIX)
 
 
 _REGISTRY: dict[str, VariantSpec] = {}
+_BROKEN: dict[str, str] = {}  # entry-point variants that failed to load: name -> why
+_entry_points_loaded = False
 
 
 def register_variant(
@@ -37,6 +58,8 @@ def register_variant(
     input_size: int | None = None,
     min_input_size: int = 1,
     description: str = "",
+    origin: str | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a builder under `name` (default: the function's name); returns the builder unchanged."""
 
@@ -49,7 +72,8 @@ def register_variant(
             if input_size < min_input_size:
                 message = f"variant '{key}': fixed size {input_size} is below its minimum {min_input_size}"
                 raise ConfigError("input_size", message)
-        _REGISTRY[key] = VariantSpec(key, builder, input_size, min_input_size, description)
+        where = origin if origin is not None else getattr(builder, "__module__", "")
+        _REGISTRY[key] = VariantSpec(key, builder, input_size, min_input_size, description, where, config)
         return builder
 
     return decorator
@@ -62,16 +86,56 @@ def unregister_variant(name: str) -> None:
 
 
 def list_variants(pattern: str = "*") -> list[str]:
-    """Sorted names of registered variants matching the shell-style `pattern`."""
+    """Sorted names of registered variants (entry points of installed packages included) matching `pattern`."""
+    if not _entry_points_loaded:
+        load_entry_point_variants()
     return sorted(fnmatch.filter(_REGISTRY, pattern))
 
 
 def get_variant(name: str) -> VariantSpec:
-    """The spec registered as `name`; an unknown name raises ConfigError listing the valid ones."""
+    """The spec registered as `name`; an unknown name raises ConfigError suggesting the closest and listing the valid ones."""
+    if not _entry_points_loaded:
+        load_entry_point_variants()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ConfigError("variant", f"unknown variant {name!r}", allowed=list_variants()) from None
+        pass
+    if name in _BROKEN:
+        raise ConfigError("variant", _BROKEN[name], allowed=list_variants())
+    close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError("variant", f"unknown variant {name!r}{hint}", allowed=list_variants())
+
+
+def load_entry_point_variants() -> list[str]:
+    """Register the builders that installed packages declare in the `cnn_lab.variants` entry-point group; new names.
+
+    The entry point's name is the variant name; its object is a builder (in_channels, num_classes, input_size) ->
+    nn.Module whose first docstring line is the description (optional attributes: input_size, min_input_size).
+    A plug-in that fails to load is remembered and named when its variant is asked for; the others still load.
+    """
+    global _entry_points_loaded
+    _entry_points_loaded = True
+    added = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY and _REGISTRY[ep.name].origin.startswith("entry point"):
+            continue
+        where = f"entry point {ep.name} = {ep.value}"
+        try:
+            builder = ep.load()
+            if ep.name in _REGISTRY and _REGISTRY[ep.name].builder is builder:
+                continue  # the module registered it with @register_variant when it was imported
+            if not callable(builder):
+                raise TypeError(f"{ep.value} is a {type(builder).__name__}, not a builder function")
+            doc = (getattr(builder, "__doc__", None) or "").strip().splitlines()
+            register_variant(ep.name, input_size=getattr(builder, "input_size", None), min_input_size=getattr(builder, "min_input_size", 1), description=doc[0] if doc else "", origin=where)(builder)
+        except Exception as err:  # noqa: BLE001 - one broken plug-in must not hide the others
+            _BROKEN[ep.name] = f"variant {ep.name!r} from {where} failed to load: {type(err).__name__}: {err}"
+            log.warning(_BROKEN[ep.name])
+            continue
+        _BROKEN.pop(ep.name, None)
+        added.append(ep.name)
+    return added
 
 
 def resolve_input_size(name: str, native_size: int, override: int | None = None) -> int:
@@ -106,7 +170,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int = 28) -> list[dict]:
-    """One row {name, params, input_size, description} per variant, built on the meta device (no memory used)."""
+    """One row {name, params, input_size, description, origin} per variant, built on the meta device (no memory used)."""
     rows = []
     for name in list_variants():
         spec = get_variant(name)
@@ -114,7 +178,7 @@ def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int 
         with torch.device("meta"):
             model = create_variant(name, in_channels, num_classes, size)
         params = count_parameters(model)
-        rows.append({"name": name, "params": params, "input_size": size, "description": spec.description})
+        rows.append({"name": name, "params": params, "input_size": size, "description": spec.description, "origin": "built-in" if spec.builtin else spec.origin})
     return rows
 
 
@@ -135,7 +199,7 @@ def _first_shrinking_layer(spec: VariantSpec, size: int) -> str | None:
                 return layer_name
             if x.dim() == 4 and min(x.shape[-2:]) < 1:
                 return layer_name
-    except Exception:  # a plug-in builder may not run on the meta device; the message just loses the layer name
+    except Exception:  # noqa: BLE001 - a plug-in builder may not run on the meta device; the message just loses the layer name
         return None
     return None
 

@@ -1,0 +1,236 @@
+"""Annotated markers for pydantic fields: a check whose error names the bad value and the allowed values in one line,
+and the JSON schema a Prefect form shows for the field (bounds, select boxes, no const or None-typed fields)."""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
+
+
+def fail(message: str, allowed: object = None) -> PydanticCustomError:
+    """A validation error whose text is ours: the message and the allowed values (the field comes from its location)."""
+    shown = None if allowed is None else (allowed if isinstance(allowed, str) else ", ".join(str(a) for a in allowed))
+    text = message + (f" (allowed: {shown})" if shown is not None else "")
+    return PydanticCustomError("cnn_lab", "{text}", {"text": text, "message": message, "allowed": shown})
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the closest choice, or ''."""
+    close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Check:
+    """An Annotated marker: a before-validator with a one-line message, and the JSON schema the Prefect form shows."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return self.json_schema(handler(schema))
+
+    def check(self, value: Any) -> Any:
+        """The normalised value, or a PydanticCustomError."""
+        raise NotImplementedError
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """The form's schema for this field."""
+        return schema
+
+
+@dataclass(frozen=True)
+class Number(Check):
+    """A finite number (an integer when `integer`) within the bounds; strings such as '1e-5' are parsed."""
+
+    integer: bool = False
+    ge: float | None = None
+    gt: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def allowed(self) -> str:
+        """The range in words, e.g. 'an integer >= 1' or 'a number in [0, 1)'."""
+        kind = "an integer" if self.integer else "a finite number"
+        low = None if self.ge is None and self.gt is None else ("[" if self.ge is not None else "(", self.ge if self.ge is not None else self.gt)
+        high = None if self.le is None and self.lt is None else ("]" if self.le is not None else ")", self.le if self.le is not None else self.lt)
+        if low and high:
+            return f"{kind} in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
+        if low:
+            return f"{kind} {'>=' if low[0] == '[' else '>'} {_num(low[1])}"
+        if high:
+            return f"{kind} {'<=' if high[0] == ']' else '<'} {_num(high[1])}"
+        return kind
+
+    def check(self, value: Any) -> int | float:
+        """Parse and range-check `value`."""
+        parsed = parse_number(value, self.integer)
+        if parsed is None:
+            raise fail(f"must be {self.allowed()}, got {value!r}", self.allowed())
+        low_ok = (self.ge is None or parsed >= self.ge) and (self.gt is None or parsed > self.gt)
+        high_ok = (self.le is None or parsed <= self.le) and (self.lt is None or parsed < self.lt)
+        if not (low_ok and high_ok):
+            raise fail(f"must be {self.allowed()}, got {value!r}", self.allowed())
+        return parsed
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Bounds as minimum/maximum (exclusive where open)."""
+        bounds = {"minimum": self.ge, "exclusiveMinimum": self.gt, "maximum": self.le, "exclusiveMaximum": self.lt}
+        return {**schema, **{k: v for k, v in bounds.items() if v is not None}}
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def parse_number(value: Any, integer: bool) -> int | float | None:
+    """`value` as a finite int or float, or None when it is not one (bools, NaN, infinity, '5.5' for an integer)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except ValueError:
+            return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        if integer:
+            return int(value) if value.is_integer() else None
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class Count(Number):
+    """An optional count: 0 (or empty) means all."""
+
+    integer: bool = True
+    ge: float | None = 0
+
+    def check(self, value: Any) -> int | float:
+        """None and '' become 0 (all)."""
+        return 0 if value is None or value == "" else super().check(value)
+
+
+@dataclass(frozen=True)
+class Share(Check):
+    """A share in (0, 1) or a whole count >= 1 (the count's upper bound depends on the data)."""
+
+    def check(self, value: Any) -> float | int:
+        """A float below 1, or an int."""
+        allowed = "a share in (0, 1) or a whole count >= 1"
+        parsed = parse_number(value, integer=False)
+        if parsed is None or parsed <= 0 or (parsed >= 1 and not float(parsed).is_integer()):
+            raise fail(f"must be {allowed}, got {value!r}", allowed)
+        return parsed if parsed < 1 else int(parsed)
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A number > 0."""
+        return {**schema, "exclusiveMinimum": 0}
+
+
+@dataclass(frozen=True)
+class Choice(Check):
+    """One of a fixed set of names; a near miss gets a suggestion."""
+
+    choices: tuple[str, ...]
+    noun: str
+
+    def check(self, value: Any) -> str:
+        """The value, if it is one of the choices."""
+        if value not in self.choices:
+            raise fail(f"unknown {self.noun} {value!r}{did_you_mean(value, self.choices)}", self.choices)
+        return value
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A select box."""
+        return {"type": "string", "enum": list(self.choices)}
+
+
+@dataclass(frozen=True)
+class LearningRate(Check):
+    """'auto' (the LR range test) or a positive finite number."""
+
+    def check(self, value: Any) -> float | str:
+        """'auto' or a float > 0."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        parsed = parse_number(value, integer=False)
+        if parsed is None or parsed <= 0:
+            raise fail(f"must be 'auto' or a positive number, got {value!r}", "'auto' or a finite number > 0")
+        return float(parsed)
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """Two kinds the form switches between: a number, or the word auto (a select, not a dead const field)."""
+        return {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "title": "number"}, {"type": "string", "enum": ["auto"], "title": "auto"}]}
+
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class AutoOrCount(Check):
+    """'auto' (a rule of the data picks the value, cnn/recipe.py) or an integer >= 1."""
+
+    def check(self, value: Any) -> int | str:
+        """'auto' or an int >= 1."""
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        parsed = parse_number(value, integer=True)
+        if parsed is None or parsed < 1:
+            raise fail(f"must be 'auto' or an integer >= 1, got {value!r}", "'auto' or an integer >= 1")
+        return int(parsed)
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A number or the word auto, as for the learning rate."""
+        return {"anyOf": [{"type": "integer", "minimum": 1, "title": "number"}, {"type": "string", "enum": [AUTO], "title": "auto"}]}
+
+
+@dataclass(frozen=True)
+class Text(Check):
+    """A string; `optional`: None and '' mean "not set" (stored as ''); `pattern`: what a set value must match."""
+
+    optional: bool = False
+    pattern: str | None = None
+    allowed: str = "a non-empty string"
+
+    def check(self, value: Any) -> str:
+        """The string."""
+        if value is None and self.optional:
+            return ""
+        if not isinstance(value, str) or (not value.strip() and not self.optional):
+            raise fail(f"must be {self.allowed}, got {value!r}", self.allowed)
+        if value and self.pattern and not re.fullmatch(self.pattern, value):
+            raise fail(f"{value!r} is not {self.allowed}", self.allowed)
+        return value
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A string (empty allowed when optional)."""
+        return {"type": "string"} if self.optional else {"type": "string", "minLength": 1}
+
+
+def as_list(value: Any) -> Any:
+    """A comma-separated string as a list of its non-empty parts; anything else unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class Flag(Check):
+    """true or false ('true'/'false' strings too)."""
+
+    def check(self, value: Any) -> bool:
+        """The boolean."""
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise fail(f"must be true or false, got {value!r}", "true, false")
+        return value

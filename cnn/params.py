@@ -1,0 +1,234 @@
+"""Every run parameter in one pydantic model: type, default, bounds and description, checked without torch or prefect.
+
+The flows take these fields as their parameters (flows/parameters.py), the CLI builds its options from them
+(flows/cli.py), and a training deployment receives them from `RunParams.model_dump()`. A new parameter is one field
+here (and the code that uses it). Names that live in registries (variants, datasets) are checked when a run starts,
+after plug-ins are loaded (flows/settings.py), never frozen into a type here.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cnn.checks import AutoOrCount, Check, Choice, Count, Flag, LearningRate, Number, Share, Text, as_list, did_you_mean, fail
+from cnn.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "onecycle", "cosine")
+LR_RULES = ("min_loss_div10", "steepest")
+REFRESH_STEPS = ("lr", "train", "evaluate", "features")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+VARIANT_NAME = re.compile(r"[a-z0-9_]+")
+VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
+
+
+@dataclass(frozen=True)
+class Device(Check):
+    """auto, cpu, cuda, cuda:N or mps (whether CUDA is there is checked when the run starts)."""
+
+    def check(self, value: Any) -> str:
+        """The device name, if it is one torch understands."""
+        if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+            raise fail(f"unknown device {value!r}{did_you_mean(value, ('auto', 'cpu', 'cuda', 'mps'))}", DEVICES)
+        return value
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A string with the pattern."""
+        return {"type": "string", "pattern": f"^({_DEVICE.pattern})$"}
+
+
+@dataclass(frozen=True)
+class VariantNames(Check):
+    """A non-empty list of variant names without duplicates (a comma-separated string is split)."""
+
+    def check(self, value: Any) -> list[str]:
+        """The names, in order."""
+        names = as_list(value)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise fail(f"must be a list of variant names, got {value!r}", "a list such as ['lenet1', 'cnn2_5']")
+        if not names:
+            raise fail("the list is empty", "one or more variant names (see `cnn-lab variants`)")
+        for name in names:
+            _check_variant_name(name)
+        if len(set(names)) != len(names):
+            raise fail(f"duplicates in {names}", "each variant once")
+        return names
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """An array of names."""
+        return {"type": "array", "items": {"type": "string", "pattern": f"^{VARIANT_NAME.pattern}$"}, "minItems": 1, "uniqueItems": True}
+
+
+def _check_variant_name(name: str) -> None:
+    if not VARIANT_NAME.fullmatch(name):
+        hint = f"; did you mean {name.lower()!r}?" if VARIANT_NAME.fullmatch(name.lower()) else ""
+        raise fail(f"{name!r} is not a variant name{hint}", VARIANT_NAME_ALLOWED)
+
+
+@dataclass(frozen=True)
+class VariantName(Check):
+    """One variant name."""
+
+    def check(self, value: Any) -> str:
+        """The name."""
+        if not isinstance(value, str):
+            raise fail(f"must be a variant name, got {value!r}", VARIANT_NAME_ALLOWED)
+        _check_variant_name(value)
+        return value
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A string with the name pattern."""
+        return {"type": "string", "pattern": f"^{VARIANT_NAME.pattern}$"}
+
+
+@dataclass(frozen=True)
+class ModuleList(Check):
+    """Importable module names or .py file paths (a comma-separated string is split)."""
+
+    def check(self, value: Any) -> list[str]:
+        """The entries, in order."""
+        items = [] if value is None else as_list(value)
+        if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+            raise fail(f"must be a list of module names or .py paths, got {value!r}", "e.g. ['my_nets'] or ['path/to/my_nets.py']")
+        return [i.strip() for i in items]
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """An array of strings."""
+        return {"type": "array", "items": {"type": "string", "minLength": 1}}
+
+
+@dataclass(frozen=True)
+class VariantFiles(Check):
+    """Variant name -> GenericCNN JSON file (or the JSON text itself); 'name=path' strings are split."""
+
+    def check(self, value: Any) -> dict[str, str]:
+        """The mapping."""
+        if value is None:
+            return {}
+        items = as_list(value) if isinstance(value, str) else value
+        if isinstance(items, list):
+            pairs = [str(i).split("=", 1) for i in items]
+            if not all(len(p) == 2 for p in pairs):
+                raise fail(f"must be name=path entries, got {value!r}", "name=path/to/config.json")
+            items = {name.strip(): path.strip() for name, path in pairs}
+        if not isinstance(items, Mapping):
+            raise fail(f"must map variant names to JSON files, got {value!r}", "{'mine': 'path/to/config.json'}")
+        for name, source in items.items():
+            _check_variant_name(str(name))
+            if not isinstance(source, str) or not source.strip():
+                raise fail(f"variant {name!r} needs a JSON file path or JSON text, got {source!r}", "name=path/to/config.json")
+        return dict(items)
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """An object of strings."""
+        return {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}}
+
+
+@dataclass(frozen=True)
+class Refresh(Check):
+    """true (every step), false (none), or step names."""
+
+    def check(self, value: Any) -> list[str]:
+        """The steps to refresh."""
+        if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "all")):
+            return list(REFRESH_STEPS)
+        if value is False or value is None or (isinstance(value, str) and value.strip().lower() in ("false", "none", "")):
+            return []
+        steps = as_list(value)
+        if not isinstance(steps, list):
+            raise fail(f"must be true, false or a list of steps, got {value!r}", REFRESH_STEPS)
+        unknown = [s for s in steps if s not in REFRESH_STEPS]
+        if unknown:
+            raise fail(f"unknown step(s) {unknown}{did_you_mean(unknown[0], REFRESH_STEPS)}", REFRESH_STEPS)
+        return steps
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A switch for all/none, or a multi-select of steps."""
+        return {"anyOf": [{"type": "boolean", "title": "all or none"}, {"type": "array", "items": {"type": "string", "enum": list(REFRESH_STEPS)}, "title": "steps"}]}
+
+
+class RunParams(BaseModel):
+    """The parameters of a comparison or a one-variant training run; each flow exposes the fields it uses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variant: Annotated[str, VariantName()] = Field("cnn2_5", description="Architecture to train (see `cnn-lab variants`).")
+    dataset: Annotated[str, Text()] = Field("fashion-mnist", description="fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.")
+    variants: Annotated[list[str], VariantNames()] = Field(["lenet1", "lenet5", "cnn2_5", "generic_1"], description="Architectures to compare (see `cnn-lab variants`); the variants of variant_files are compared too.")
+    variant_files: Annotated[dict[str, str], VariantFiles()] = Field({}, description="Your GenericCNN variants: each name mapped to a JSON config file (see examples/generic_small.json) or to the JSON text; the file must exist where the run executes.")
+    variant_modules: Annotated[list[str], ModuleList()] = Field([], description="Python modules (importable names or .py file paths) whose @register_variant functions add variants; a worker imports them too.")
+    epochs: Annotated[int | str, AutoOrCount()] = Field("auto", description="Training epochs per variant, or auto: enough to see 20,000 training images, 5 to 30.")
+    batch_size: Annotated[int | str, AutoOrCount()] = Field("auto", description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size.")
+    lr: Annotated[float | str, LearningRate()] = Field("auto", description="auto runs Leslie Smith's LR range test per variant; a number uses that learning rate for all.")
+    optimizer: Annotated[str, Choice(OPTIMIZERS, "optimizer")] = Field("adam", description="adam (the default recipe), adamw, or sgd (with momentum).")
+    schedule: Annotated[str, Choice(SCHEDULES, "schedule")] = Field("onecycle", description="Per-step LR schedule: onecycle (peak at lr), cosine or none.")
+    momentum: Annotated[float, Number(ge=0, lt=1)] = Field(0.9, description="SGD momentum, in [0, 1).")
+    weight_decay: Annotated[float, Number(ge=0)] = Field(0.0, description="L2 weight decay (decoupled for adamw), >= 0.")
+    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32)] = Field(0, description="First seed; the split, the weights and the batch order follow it.")
+    repeats: Annotated[int, Number(integer=True, ge=1)] = Field(1, description="Seeds per variant (seed, seed+1, ...); the table shows mean, std and wins.")
+    data_dir: Annotated[str, Text()] = Field("./data", description="Folder with the raw files (torchvision layout) or where to download them.")
+    storage: Annotated[str, Text()] = Field("./results", description="Where artifacts go: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).")
+    run: Annotated[str, Text(optional=True)] = Field("", description="Run folder name under the storage's dataset folder; empty: the flow run's start time and name.")
+    val_size: Annotated[float, Share()] = Field(0.1, description="Validation share in (0, 1), or a count of images, split from the training set with the seed.")
+    max_train: Annotated[int, Count()] = Field(0, description="Use only this many training images (quick runs); 0: all.")
+    max_test: Annotated[int, Count()] = Field(0, description="Use only this many test images; 0: all.")
+    device: Annotated[str, Device()] = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps.")
+    refresh: Annotated[list[str], Refresh()] = Field([], description="Re-run cached steps: true for all, or some of lr, train, evaluate, features.")
+    train_deployment: Annotated[str, Text(optional=True, pattern=_DEPLOYMENT.pattern, allowed="flow-name/deployment-name")] = Field("", description="Run each variant as a flow run of this deployment (e.g. train-variant/train-variant-gpu) on its work pool; empty: in this process.")
+    publish: Annotated[bool, Flag()] = Field(False, description="After training, publish a new version of the comparison table with this variant's row replaced.")
+    subdir: Annotated[str, Text(optional=True)] = Field("", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none.")
+    lr_min: Annotated[float, Number(gt=0)] = Field(1e-5, description="Lower bound of the LR range test.")
+    lr_max: Annotated[float, Number(gt=0)] = Field(1.0, description="Upper bound of the LR range test; above lr_min.")
+    # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
+    # lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
+    lr_rule: Annotated[str, Choice(LR_RULES, "rule")] = Field("min_loss_div10", description="How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.")
+
+    @model_validator(mode="after")
+    def _lr_bounds(self) -> RunParams:
+        if self.lr_max <= self.lr_min:
+            raise fail(f"must be greater than lr_min={self.lr_min!r}, got {self.lr_max!r}", f"a number > {self.lr_min}")
+        return self
+
+    def compared(self) -> list[str]:
+        """The variants a comparison runs: `variants`, then the names from `variant_files` not already listed."""
+        return [*self.variants, *(name for name in self.variant_files if name not in self.variants)]
+
+
+def default_of(name: str) -> Any:
+    """The default of run parameter `name` (the only place defaults are written down); a copy, so callers may change it."""
+    return copy.deepcopy(RunParams.model_fields[name].default)
+
+
+def parse_params(values: Mapping[str, Any]) -> RunParams:
+    """RunParams from `values`; the first bad one raises ConfigError naming the field, the value and what is allowed."""
+    try:
+        return RunParams.model_validate(dict(values))
+    except ValidationError as err:
+        raise config_error(err) from None
+
+
+def config_error(err: ValidationError) -> ConfigError:
+    """The first error of `err` as a one-line ConfigError (others counted at the end)."""
+    errors = err.errors()
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else "lr_max"  # the one cross-field check
+    ctx = first.get("ctx") or {}
+    if first["type"] == "cnn_lab":
+        message, allowed = ctx["message"], ctx["allowed"]
+    elif first["type"] == "extra_forbidden":
+        message, allowed = f"unknown parameter{did_you_mean(field, RunParams.model_fields)}", list(RunParams.model_fields)
+    else:
+        message, allowed = f"{first['msg']}, got {first.get('input')!r}", None
+    error = ConfigError(field, message, allowed=allowed)
+    others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {field})
+    if others:
+        error.args = (f"{error}; also bad: {', '.join(others)}",)
+    return error
+

@@ -1,0 +1,51 @@
+"""Flow signatures made from cnn.params.RunParams: one typed, described parameter per field (no prefect import here).
+
+Prefect reads a flow's parameters from its signature and their descriptions from the docstring's Args section: each
+parameter gets the field's type (with the checks and the schema the UI form shows), its default and its description.
+The flow function itself takes `**values` and builds the model from them.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any, TypeVar
+
+from cnn.params import RunParams
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+VARIANT_ONLY = ("variant", "publish", "subdir")
+COMPARE_ONLY = ("variants", "repeats", "train_deployment")
+COMPARE_FIELDS = tuple(name for name in RunParams.model_fields if name not in VARIANT_ONLY)
+VARIANT_FIELDS = tuple(name for name in RunParams.model_fields if name not in COMPARE_ONLY)
+
+
+def flow_signature(fields: Iterable[str]) -> inspect.Signature:
+    """Keyword parameters for `fields` in the model's order, typed as the model types them, with its defaults."""
+    parameters = []
+    for name in fields:
+        info = RunParams.model_fields[name]
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info.default, annotation=annotation))
+    return inspect.Signature(parameters)
+
+
+def flow_docstring(summary: str, fields: Iterable[str], notes: Mapping[str, str] | None = None) -> str:
+    """`summary` and an Args section with each field's description (and its note, e.g. the built-in names)."""
+    lines = [summary.strip(), "", "Args:"]
+    for name in fields:
+        text = RunParams.model_fields[name].description or ""
+        lines.append(f"    {name}: {text} {(notes or {}).get(name, '')}".rstrip())
+    return "\n".join(lines)
+
+
+def run_parameters(fields: Iterable[str], notes: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Decorator (below @flow): give `fn(**values)` the fields as its signature and their descriptions as its Args."""
+    names = tuple(fields)
+
+    def apply(fn: F) -> F:
+        fn.__signature__ = flow_signature(names)  # type: ignore[attr-defined]
+        fn.__doc__ = flow_docstring(fn.__doc__ or "", names, notes)
+        return fn
+
+    return apply
