@@ -160,9 +160,12 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
 
 
 def _chosen_lr(result: lr_find.LRFindResult, optimizer: str) -> tuple[float, str]:
-    """The suggestion clipped into the optimizer's trust band, with how it was chosen."""
+    """The suggestion, capped at the top of the optimizer's trust band; the base lr for an unusable curve or a suggestion
+    below the band (on 486 images cnn2_5 reached 0.48 at the band's floor against 0.57 at the base lr); and how."""
     if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:
         return recipe.base_lr(optimizer), f"base lr: {str(result.flag).replace('_', ' ')} curve"
+    if result.suggestion < recipe.LR_TRUST[optimizer][0]:  # a minimum at the sweep's start: the loss never really fell
+        return recipe.base_lr(optimizer), f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
     clipped = recipe.clip_lr(result.suggestion, optimizer)
     if clipped != result.suggestion:
         return clipped, f"{result.rule}, clipped from {result.suggestion:.2g}"
