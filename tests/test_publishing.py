@@ -118,7 +118,7 @@ def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: st
 
     monkeypatch.setattr(report, "_report_figures", lambda *args: {})  # the figures take seconds and touch no row
     jobs = [([_row("lenet1"), _row("lenet5")], False), ([_row("cnn2_3"), _row("cnn2_5")], False), ([_row("generic_1", 0.7)], True), ([_row("generic_2", 0.6)], True)]
-    context = multiprocessing.get_context("fork")  # the children inherit the imports and the patch: no seconds of torch import each
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: forking after a test left Prefect's threads running broke the children
     barrier, results = context.Barrier(len(jobs)), context.Queue()
     procs = [context.Process(target=_publish, args=(store_url, rows, latest, barrier, results)) for rows, latest in jobs]
     for p in procs:
