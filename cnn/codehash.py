@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-NOT_RESULTS = frozenset({"cnn.plots", "cnn.report", "cnn.publishing", "cnn.gallery", "cnn.bench", "cnn.bench_variants", "cnn.storage", "cnn.errors", "cnn.params", "cnn.checks", "cnn.codehash"})
+NOT_RESULTS = frozenset({"cnn.plots", "cnn.report", "cnn.publishing", "cnn.gallery", "cnn.storage", "cnn.errors", "cnn.params", "cnn.checks", "cnn.codehash"})
 
 
 def module_file(module: str, base: Path = PACKAGE_DIR) -> Path | None:

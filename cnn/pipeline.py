@@ -128,20 +128,8 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         out = _base_lr_info(optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
         store.write_json(f"{folder}/lr_finder.json", out)
         return out
-    dev = resolve_device(device)
-    precision = Precision(dev, None, None)
-    model = model.to(dev)
-    if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(data, "train", batch_size=cfg.batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
-    opt = build_optimizer(optimizer, model.parameters(), lr_min, momentum, weight_decay)
-
-    def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with precision.autocast():
-            return torch.nn.functional.cross_entropy(m(x).float(), y)
-
-    result = lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=recipe.base_lr(optimizer), step_fn=step_fn)
-    lr, how = _chosen_lr(result, optimizer)
+    result = range_test_sweep(model, data, size, cfg.batch_size, steps, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, lr_min=lr_min, lr_max=lr_max, rule=rule, device=device)
+    lr, how = chosen_lr(result, optimizer)
     out = {
         "lr": lr,
         "rule": how,
@@ -159,7 +147,24 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     return out
 
 
-def _chosen_lr(result: lr_find.LRFindResult, optimizer: str) -> tuple[float, str]:
+def range_test_sweep(model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, steps: int, *, optimizer: str = default_of("optimizer"), momentum: float = default_of("momentum"), weight_decay: float = default_of("weight_decay"), seed: int = default_of("seed"), lr_min: float = default_of("lr_min"), lr_max: float = default_of("lr_max"), rule: str = DEFAULT_LR_RULE, device: str = default_of("device")) -> lr_find.LRFindResult:
+    """The sweep itself, on resident batches with the trainer's precision (the flows' step and the benchmarks share it)."""
+    dev = resolve_device(device)
+    precision = Precision(dev, None, None)
+    model = model.to(dev)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_loader(data, "train", batch_size=batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
+    opt = build_optimizer(optimizer, model.parameters(), lr_min, momentum, weight_decay)
+
+    def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with precision.autocast():
+            return torch.nn.functional.cross_entropy(m(x).float(), y)
+
+    return lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=recipe.base_lr(optimizer), step_fn=step_fn)
+
+
+def chosen_lr(result: lr_find.LRFindResult, optimizer: str) -> tuple[float, str]:
     """The suggestion, capped at the top of the optimizer's trust band; the base lr for an unusable curve or a suggestion
     below the band (on 486 images cnn2_5 reached 0.48 at the band's floor against 0.57 at the base lr); and how."""
     if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:

@@ -154,7 +154,7 @@ class Precision:
     def __init__(self, device: torch.device, amp: bool | None, channels_last: bool | None) -> None:
         self.device = device
         self.amp = device.type == "cuda" if amp is None else bool(amp)
-        # channels_last also pays on CPU (oneDNN): +9-17% img/s at batch 256 on 2 cores, measured by cnn/bench.py
+        # channels_last also pays on CPU (oneDNN): +9-17% img/s at batch 256 on 2 cores, measured by benchmarks/speed.py
         self.channels_last = device.type in ("cuda", "cpu") if channels_last is None else bool(channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager:

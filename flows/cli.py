@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--prefect-overhead", action="store_true", help="also time the comparison flow against a plain loop")
-    bench.add_argument("--all-variants", action="store_true", help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see cnn/bench_variants.py)")
+    bench.add_argument("--all-variants", action="store_true", help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see benchmarks/variants.py)")
     bench.add_argument("--recipe", action="store_true", help="instead: the default recipe against a plain PyTorch loop (Adam 1e-3, batch 32), variant x dataset x seed")
     bench.add_argument("--datasets", default="digits,distorted-digits-small", help="with --recipe: digits, distorted-digits-small/-medium/-large")
     bench.add_argument("--variants", default="all", help="with --recipe: comma-separated variant names, or 'all'")
@@ -225,7 +225,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks and print a table (or JSON)."""
-    from cnn import bench
+    from benchmarks import speed as bench
 
     if args.recipe:
         from benchmarks import recipe
@@ -233,7 +233,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         recipe.main(["--datasets", args.datasets, "--variants", args.variants, "--seeds", args.seeds, "--device", "cpu" if args.device == "auto" else args.device] + (["--json", "/dev/stdout"] if args.json else []))
         return 0
     if args.all_variants:
-        from cnn import bench_variants
+        from benchmarks import variants as bench_variants
 
         small = {"variants": ["lenet1", "cnn2_5"], "epochs": 2, "batch_size": 256, "n_train": 1_500, "n_test": 300} if args.quick else {}
         result = bench_variants.bench_variants(device=args.device, **small)

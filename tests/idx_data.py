@@ -1,26 +1,11 @@
 """Test-made datasets: IDX files in torchvision's raw layout, with a learnable class structure."""
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
 
-FILES = {
-    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-def write_idx_images(path: Path, images: np.ndarray) -> None:
-    """Write uint8 (N, H, W) images as an IDX3 file."""
-    n, h, w = images.shape
-    path.write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.astype(np.uint8).tobytes())
-
-
-def write_idx_labels(path: Path, labels: np.ndarray) -> None:
-    """Write uint8 labels as an IDX1 file."""
-    path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes())
+from benchmarks.idx import FILES, write_idx_dataset, write_idx_images, write_idx_labels  # noqa: F401  (the tests' one writer)
 
 
 def make_images(n: int, num_classes: int = 10, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,11 +23,4 @@ def make_images(n: int, num_classes: int = 10, size: int = 28, seed: int = 0) ->
 
 def write_mnist_like(root: Path, folder: str = "FashionMNIST", n_train: int = 600, n_test: int = 200, size: int = 28, num_classes: int = 10, seed: int = 0) -> Path:
     """Write train/test IDX files under <root>/<folder>/raw/ as torchvision expects; returns root."""
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for train, n in ((True, n_train), (False, n_test)):
-        images, labels = make_images(n, num_classes, size, seed + int(train))
-        img_name, lbl_name = FILES[train]
-        write_idx_images(raw / img_name, images)
-        write_idx_labels(raw / lbl_name, labels)
-    return root
+    return write_idx_dataset(root, lambda n, s: make_images(n, num_classes, size, s), n_train, n_test, seed=seed, folder=folder)

@@ -1,4 +1,4 @@
-"""cnn.bench: both pipelines run on the same IDX data and the report has every figure; speed is never asserted."""
+"""benchmarks.speed: both pipelines run on the same IDX data and the report has every figure; speed is never asserted."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import datasets
 
-from cnn import bench
+from benchmarks import speed as bench
 from cnn.errors import ConfigError
 from cnn.train import TrainConfig
 

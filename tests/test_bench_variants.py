@@ -1,4 +1,4 @@
-"""cnn.bench_variants: every variant at a large batch against the seeds' batch; figures reported, never asserted as speed."""
+"""benchmarks.variants: every variant at a large batch against the seeds' batch; figures reported, never asserted as speed."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cnn import bench, bench_variants
+from benchmarks import speed as bench
+from benchmarks import variants as bench_variants
 from cnn.errors import ConfigError
 
 

@@ -12,7 +12,7 @@ from cnn.codehash import PACKAGE_DIR, code_digest, dependencies
 from cnn.models import load_variant_file, load_variant_module, unregister_variant, variant_fingerprint
 
 STEPS = ["prepare_dataset", "lr_range_test", "train_variant", "evaluate_variant", "extract_features"]
-KEEP = ["plots.py", "report.py", "publishing.py", "gallery.py", "bench.py", "bench_variants.py", "storage.py", "params.py"]
+KEEP = ["plots.py", "report.py", "publishing.py", "gallery.py", "storage.py", "params.py"]
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_the_training_key_covers_model_data_and_training_code_only() -> None:
 
     deps = dependencies(STEP_CODE["train_variant"])
     assert {"cnn.train", "cnn.models.registry", "cnn.data.batches", "cnn.data.sources"} <= set(deps)
-    assert not {"cnn.plots", "cnn.report", "cnn.publishing", "cnn.bench", "cnn.evaluate"} & set(deps)
+    assert not {"cnn.plots", "cnn.report", "cnn.publishing", "benchmarks.speed", "cnn.evaluate"} & set(deps)
 
 
 def test_key_includes_the_variant_and_follows_its_own_file(tmp_path: Path) -> None:

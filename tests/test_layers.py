@@ -1,5 +1,5 @@
-"""Layering, read from the source (milliseconds, no imports): cnn/ never imports prefect, tasks or flows; tasks/
-never imports flows; the run parameters are checked without torch or prefect (the same contracts as `lint-imports`)."""
+"""Layering, read from the source (milliseconds, no imports): cnn/ never imports prefect, tasks, flows or
+benchmarks; benchmarks/ never imports prefect, tasks or flows; tasks/ never imports flows; the run parameters are checked without torch or prefect (the same contracts as `lint-imports`)."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"cnn": {"prefect", "tasks", "flows"}, "tasks": {"flows"}}
+FORBIDDEN = {"cnn": {"prefect", "tasks", "flows", "benchmarks"}, "tasks": {"flows"}, "benchmarks": {"prefect", "tasks", "flows"}}
 LIGHT = {"cnn/params.py", "cnn/checks.py", "cnn/errors.py", "flows/parameters.py"}  # what the CLI imports before it checks parameters
 HEAVY = {"torch", "torchvision", "prefect", "pandas", "matplotlib", "fsspec"}
 
@@ -32,7 +32,7 @@ MODULES = sorted(str(p.relative_to(ROOT)) for package in FORBIDDEN for p in (ROO
 
 
 def test_every_cnn_and_tasks_module_is_checked() -> None:
-    assert "cnn/report.py" in MODULES and "cnn/publishing.py" in MODULES and "cnn/bench_variants.py" in MODULES
+    assert "cnn/report.py" in MODULES and "cnn/publishing.py" in MODULES and "benchmarks/variants.py" in MODULES
     assert "cnn/models/plugins.py" in MODULES and "tasks/policy.py" in MODULES
 
 

@@ -45,7 +45,8 @@ def test_every_field_belongs_to_a_flow_and_both_flows_share_the_rest() -> None:
 
 
 def test_library_defaults_come_from_the_model() -> None:
-    from cnn import bench, pipeline
+    from benchmarks import speed as bench
+    from cnn import pipeline
 
     defaults = inspect.signature(pipeline.lr_range_test).parameters
     for name in ("lr_min", "lr_max", "batch_size", "optimizer", "momentum", "weight_decay", "seed", "device"):

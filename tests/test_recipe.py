@@ -10,7 +10,7 @@ from torch import nn
 from cnn import fitting, recipe, report
 from cnn.data.splits import DatasetSplits
 from cnn.lr_find import LRFindResult
-from cnn.pipeline import _chosen_lr, resolve_config
+from cnn.pipeline import chosen_lr, resolve_config
 from cnn.train import TrainConfig
 
 
@@ -55,18 +55,18 @@ def _sweep(lrs: list[float], losses: list[float], rule: str, suggestion: float, 
 def test_a_flat_curve_falls_back_to_the_optimizers_base_lr() -> None:
     lrs = [10 ** (-6 + 6 * i / 49) for i in range(50)]
     flat = _sweep(lrs, [2.3] * 50, "fallback", 1e-3, "no_descent")
-    assert _chosen_lr(flat, "adam") == (1e-3, "base lr: no descent curve")
-    assert _chosen_lr(flat, "sgd")[0] == 0.01
+    assert chosen_lr(flat, "adam") == (1e-3, "base lr: no descent curve")
+    assert chosen_lr(flat, "sgd")[0] == 0.01
 
 
 def test_a_suggestion_above_the_trust_band_is_capped_and_one_below_gives_the_base_lr() -> None:
     lrs = [10 ** (-6 + 6 * i / 49) for i in range(50)]
     falling = [2.3 - 0.04 * i for i in range(50)]
-    lr, how = _chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.2, None), "adam")
+    lr, how = chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.2, None), "adam")
     assert lr == recipe.LR_TRUST["adam"][1] and how == "min_loss_div10, clipped from 0.2"
-    assert _chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.003, None), "adam") == (0.003, "min_loss_div10")
-    assert _chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1e-7, "disagree"), "adam")[1] == "base lr: disagree curve"
-    assert _chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1.5e-5, None), "adam") == (1e-3, "base lr: min_loss_div10 1.5e-05 below the trust band")
+    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.003, None), "adam") == (0.003, "min_loss_div10")
+    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1e-7, "disagree"), "adam")[1] == "base lr: disagree curve"
+    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1.5e-5, None), "adam") == (1e-3, "base lr: min_loss_div10 1.5e-05 below the trust band")
 
 
 def test_fallback_plan_goes_up_to_the_base_lr_or_down_tenfold_then_switches_optimizer() -> None:

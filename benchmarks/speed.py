@@ -2,24 +2,25 @@
 
 Both pipelines train the same seeded model on the same IDX files (FashionMNIST-shaped, written here when no
 data_root is given) for the same epochs; the report gives img/s, their ratio, batch size, device, torch
-version, peak memory and test accuracy. Speed is printed, never asserted. Run: `python -m cnn.bench --quick`.
+version, peak memory and test accuracy. Speed is printed, never asserted. Run: `python -m benchmarks.speed --quick`.
 
 Measured (cnn2_5, 60k images, 1 epoch, 2-core x86_64, torch 2.14.1, idle machine, medians of 3): seed-style
 5.6k img/s, test acc 0.965; cnn-lab batch 64 18.8k (3.3x), batch 256 25.1k (4.5x, acc 0.968); with channels_last
 19.3k (3.4x) and 27.2k (4.8x). The model's conv/pool kernels take ~95% of cnn-lab's step on CPU.
 One H200 (torch 2.11, 1 epoch): seed-style 6.3k img/s; cnn-lab batch 2048 634k (101x). AlexNet 100x100: seed-style
-5.0k, cnn-lab batch 512 104k, 2048 144k. `cnn.bench_variants` measures every variant x 10 epochs.
+5.0k, cnn-lab batch 512 104k, 2048 144k. `benchmarks.variants` measures every variant x 10 epochs.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
+import math
 import os
 import platform
 import resource
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -32,24 +33,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.idx import write_idx_dataset
 from cnn.data.sources import load_torchvision
 from cnn.data.splits import DatasetSplits
 from cnn.data.stats import compute_normalization, fingerprint
 from cnn.errors import ConfigError
 from cnn.evaluate import predict
-from cnn.lr_find import LRFindResult, lr_range_test
-from cnn.pipeline import DEFAULT_LR_RULE
+from cnn.lr_find import LRFindResult
+from cnn.pipeline import DEFAULT_LR_RULE, chosen_lr, range_test_sweep
+from cnn import recipe
 from cnn.recipe import MIN_LR_TEST_STEPS
 from cnn.models import count_parameters, create_variant, resolve_input_size
 from cnn.params import default_of
-from cnn.train import Precision, TrainConfig, Trainer, build_optimizer, make_loader, resolve_device, seed_everything
+from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device, seed_everything
 
 DEFAULT_BATCH_SIZE = 256  # CPU: 512 is at most ~18% faster and 1024 slower, and both trail seed-style's accuracy after 1 epoch
 SEED_BATCH_SIZE = 64
 TARGET_RATIO_SEED_BATCH, TARGET_RATIO_DEFAULT_BATCH = 5.0, 6.0  # the issue's speed-up targets on CPU
 GPU_TARGET_IMG_S = {"cnn2_5": 500_000, "alexnet": 60_000}  # half the resident figures measured on one H100
 SEED_LR = 0.01
-BASE_LR, BASE_BATCH = 0.05, 256  # TrainConfig's default lr at its default batch; other batches scale linearly
+REFERENCE_BATCH = 32  # the recipe's base lr is the reference loop's, at its batch
 LR_MIN, LR_MAX = default_of("lr_min"), default_of("lr_max")  # the flows' range-test bounds
 N_TEST = 10_000
 N_VAL = 1_000
@@ -79,16 +82,8 @@ def make_images(n: int, num_classes: int = 10, size: int = 28, seed: int = 0) ->
 
 
 def write_idx(root: str | Path, n_train: int, n_test: int = N_TEST, seed: int = 0, folder: str = "FashionMNIST") -> Path:
-    """Write train/test IDX files under <root>/<folder>/raw/ as torchvision reads them; returns root."""
-    raw = Path(root) / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    names = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-    for train, n in ((True, n_train), (False, n_test)):
-        images, labels = make_images(n, seed=seed + int(train))
-        img_name, lbl_name = names[train]
-        (raw / img_name).write_bytes(struct.pack(">IIII", 0x803, *images.shape) + images.tobytes())
-        (raw / lbl_name).write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.tobytes())
-    return Path(root)
+    """Write `make_images` train/test IDX files under <root>/<folder>/raw/ as torchvision reads them; returns root."""
+    return write_idx_dataset(root, lambda n, s: make_images(n, seed=s), n_train, n_test, seed=seed, folder=folder)
 
 
 def load_splits(root: str | Path, n_val: int = N_VAL, max_train: int | None = None) -> DatasetSplits:
@@ -177,8 +172,9 @@ def _warm_up(model: nn.Module, x: Tensor, y: Tensor, steps: int = 3) -> None:
 
 
 def scaled_lr(batch_size: int) -> float:
-    """Peak one-cycle lr for `batch_size`: TrainConfig's 0.05 at 256, scaled linearly (the LR follows the batch)."""
-    return BASE_LR * batch_size / BASE_BATCH
+    """The default optimizer's base lr scaled by sqrt(batch / 32) (Adam's rule), kept inside the recipe's trust band."""
+    optimizer = default_of("optimizer")
+    return recipe.clip_lr(recipe.base_lr(optimizer) * math.sqrt(batch_size / REFERENCE_BATCH), optimizer)
 
 
 def test_accuracy(model: nn.Module, data: DatasetSplits, input_size: int, device: torch.device, batch_size: int = 1024) -> float:
@@ -336,25 +332,18 @@ def sweep_steps(num_steps: int, epoch_steps: int) -> int:
 
 
 def find_lr(model: nn.Module, data: DatasetSplits, input_size: int, batch_size: int, device: torch.device, *, num_steps: int = 100, seed: int = 0, lr_max: float = LR_MAX, rule: str = DEFAULT_LR_RULE) -> tuple[LRFindResult, float]:
-    """The LR range test at the training batch size (`sweep_steps` steps); returns (result, seconds)."""
+    """The flows' LR range test (`pipeline.range_test_sweep`, default optimizer) at the training batch size for
+    `sweep_steps` steps, after a warm-up; returns (result with the flows' chosen lr as its suggestion, seconds)."""
     model = copy.deepcopy(model).to(device)
-    precision = Precision(device, None, None)
-    if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(data, "train", batch_size=batch_size, input_size=input_size, device=device, shuffle=True, seed=seed, channels_last=precision.channels_last)
-    opt = build_optimizer("sgd", model.parameters(), LR_MIN, 0.9)
-
-    def step_fn(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        with precision.autocast():
-            return F.cross_entropy(m(x).float(), y)
-
-    wx, wy = next(iter(loader))
-    _warm_up(model, wx, wy)
+    wx, wy = next(iter(make_loader(data, "train", batch_size=batch_size, input_size=input_size, device=device, max_batches=1)))
+    _warm_up(copy.deepcopy(model), wx, wy)
     torch.manual_seed(seed)  # dropout masks of the sweep, so the suggestion does not depend on earlier calls
     start = time.perf_counter()
-    result = lr_range_test(model, opt, loader, start_lr=LR_MIN, end_lr=lr_max, num_steps=sweep_steps(num_steps, len(loader)), rule=rule, fallback_lr=SEED_LR, step_fn=step_fn)
+    steps = sweep_steps(num_steps, -(-int(data.train_y.numel()) // batch_size))
+    result = range_test_sweep(model, data, input_size, batch_size, steps, seed=seed, lr_min=LR_MIN, lr_max=lr_max, rule=rule, device=str(device))
     _sync(device)
-    return result, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return dataclasses.replace(result, suggestion=chosen_lr(result, default_of("optimizer"))[0]), seconds
 
 
 def _pick_lr(lr: float | str, model: nn.Module, data: DatasetSplits, input_size: int, batch_size: int, device: torch.device, seed: int) -> tuple[float, str]:
@@ -648,7 +637,7 @@ def _lr_arg(text: str) -> float | str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line options of `python -m cnn.bench`."""
+    """Command-line options of `python -m benchmarks.speed`."""
     p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a seed-style torchvision pipeline")
     p.add_argument("--quick", action="store_true", help="a few thousand images (smoke run)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")

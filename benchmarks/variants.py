@@ -3,7 +3,7 @@
 Each variant trains on resident data (bf16 autocast + channels_last on CUDA) with the LR its range test picks at
 that batch size, timed after a one-epoch warm-up that lets cudnn autotune every batch shape (training and
 validation); the seeds' batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
-`python -m cnn.bench_variants --json-out variants.json`; it runs on CPU with small sizes (tests).
+`python -m benchmarks.variants --json-out variants.json`; it runs on CPU with small sizes (tests).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from cnn.bench import LR_MAX, N_TEST, SEED_BATCH_SIZE, _data_root, _model, _pick_lr, _table, environment, find_lr, load_splits, run_fast
+from benchmarks.speed import LR_MAX, N_TEST, SEED_BATCH_SIZE, _data_root, _model, _pick_lr, _table, environment, find_lr, load_splits, run_fast
 from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import count_parameters, list_variants
@@ -148,7 +148,7 @@ def format_variants(result: dict[str, Any]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """Command-line options of `python -m cnn.bench_variants`."""
+    """Command-line options of `python -m benchmarks.variants`."""
     p = argparse.ArgumentParser(description="Train every variant at a large batch and at the seeds' batch; print the comparison's training floor")
     p.add_argument("--variants", nargs="+", default=None, help="default: every registered variant")
     p.add_argument("--epochs", type=int, default=10)
