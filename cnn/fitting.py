@@ -11,26 +11,17 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
 from cnn import recipe
+from cnn.checkpoints import CheckpointIO
 from cnn.data.splits import DatasetSplits
 from cnn.errors import TrainingDiverged
 from cnn.train import Trainer, TrainConfig, TrainResult, check_resumable
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass(frozen=True)
-class CheckpointIO:
-    """How the caller stores checkpoints by name (the trainer never touches storage): load, save, and a name's URL."""
-
-    load: Callable[[str], Mapping[str, Any] | None] = lambda name: None
-    save: Callable[[str, Mapping[str, Any]], None] = lambda name, state: None
-    where: Callable[[str], str] = lambda name: name
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_
 from cnn.models import create_variant, resolve_input_size  # noqa: E402
 from cnn.pipeline import FULL_DPI  # noqa: E402
 from cnn.storage import Storage  # noqa: E402
-from cnn.train import load_checkpoint, load_weights  # noqa: E402
+from cnn.checkpoints import load_checkpoint  # noqa: E402
+from cnn.train import load_weights  # noqa: E402
 
 Models = Mapping[str, tuple[nn.Module, int]]
 MAX_MAPS = 8  # channels shown per variant and layer

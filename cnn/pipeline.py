@@ -21,12 +21,13 @@ from cnn.data import DatasetSplits, load_dataset
 from cnn.errors import CheckpointError, ConfigError
 from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
-from cnn import fitting, lr_find, recipe
+from cnn import checkpoints, fitting, lr_find, recipe
 from cnn.markdown import md_escape
 from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
 from cnn.params import default_of
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
-from cnn.train import Precision, TrainConfig, build_optimizer, checkpoint_to_resume, load_checkpoint, load_weights, make_loader, resolve_device, save_checkpoint, seed_everything
+from cnn.checkpoints import load_checkpoint
+from cnn.train import Precision, TrainConfig, build_optimizer, load_weights, make_loader, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     _, data, size = _build(ref, variant, 0, input_size)
     cfg = resolve_config(config, int(data.train_y.numel()))
     _check_batch(cfg.batch_size, int(data.train_y.numel()))
-    model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=_checkpoint_io(store, folder, variant, resume, session), resume=True, fallback=fallback, callback=callback)
+    model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=checkpoints.in_storage(store, folder, variant, resume, session), resume=True, fallback=fallback, callback=callback)
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
@@ -216,18 +217,6 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         "learned": fitted.learned,
         "chance": recipe.chance_level(data.val_y),
     }
-
-
-def _checkpoint_io(store: Storage, folder: str, variant: str, resume: bool, session: str | None) -> fitting.CheckpointIO:
-    """Named checkpoints in `folder` of `store`, tagged with `session`: the trainer never touches storage itself."""
-
-    def load(name: str) -> dict[str, Any] | None:
-        return checkpoint_to_resume(store, f"{folder}/{name}", variant, resume, session)
-
-    def save(name: str, state: Mapping[str, Any]) -> None:
-        save_checkpoint(store, f"{folder}/{name}", {**state, "session": session})
-
-    return fitting.CheckpointIO(load, save, lambda name: store.path(f"{folder}/{name}"))
 
 
 def _trained_model(ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None) -> tuple[torch.nn.Module, DatasetSplits, int]:

@@ -1,10 +1,9 @@
-"""Training: seeded, checkpointed every epoch, resumable, with device-side metrics and a per-epoch history."""
+"""Training: seeded, resumable from a saved state (the caller stores it: cnn/checkpoints.py), with device-side metrics and a per-epoch history."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import io
 import logging
 import math
 import random
@@ -22,7 +21,6 @@ from cnn.data.batches import BatchLoader
 from cnn.data.splits import DatasetSplits
 from cnn.errors import CheckpointError, ConfigError, TrainingDiverged
 from cnn.params import DEVICES, OPTIMIZERS, SCHEDULES  # the run parameters' vocabulary, defined once (torch-free)
-from cnn.storage import Storage, buffer_bytes
 
 log = logging.getLogger(__name__)
 
@@ -188,25 +186,6 @@ def _set_rng_state(state: Mapping[str, Tensor], loader: BatchLoader) -> None:
     loader.generator.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def save_checkpoint(storage: Storage, rel: str, payload: Mapping[str, Any]) -> str:
-    """Write one checkpoint dict atomically; returns its URL."""
-    return storage.write_bytes(rel, buffer_bytes(lambda buf: torch.save(dict(payload), buf)))
-
-
-def load_checkpoint(storage: Storage, rel: str, variant: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True; a corrupt file or another variant's raises CheckpointError."""
-    raw = storage.read_bytes(rel)
-    try:
-        ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(f"checkpoint {storage.path(rel)} is corrupt or unreadable ({type(err).__name__}: {str(err).split('. ')[0][:160]}); move it aside or use another run name to train afresh") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CheckpointError(f"checkpoint {storage.path(rel)} is not a cnn-lab checkpoint (no 'model' entry)")
-    if variant is not None and ckpt.get("variant") not in (None, variant):
-        raise CheckpointError(f"checkpoint {storage.path(rel)} belongs to variant {ckpt.get('variant')!r}, not {variant!r}; each variant resumes only from its own folder's checkpoint")
-    return ckpt
 
 
 def load_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str = "checkpoint") -> None:
@@ -397,36 +376,18 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> 
         raise CheckpointError(f"checkpoint {url} was written with other settings ({', '.join(changed)}); resume with the same settings, or use another run name to train afresh")
 
 
-def checkpoint_to_resume(storage: Storage | None, checkpoint: str | None, variant: str, resume: bool, session: str | None) -> dict[str, Any] | None:
-    """The checkpoint to continue from: any (resume=True), only one tagged with `session` (resume=False), or None."""
-    if storage is None or not checkpoint or not (resume or session) or not storage.exists(checkpoint):
-        return None
-    if resume:
-        return load_checkpoint(storage, checkpoint, variant or None)
-    try:
-        ckpt = load_checkpoint(storage, checkpoint, variant or None)
-    except CheckpointError:
-        return None  # training afresh anyway: an unreadable older checkpoint is simply not used
-    return ckpt if ckpt.get("session") == session else None
-
-
-def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", storage: Storage | None = None, checkpoint: str | None = None, resume: bool = False, session: str | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Train `model` in place; with `storage`+`checkpoint`, checkpoint after every epoch and resume from it if asked.
-
-    `session` tags the checkpoints: with resume=False, only a checkpoint of the same session is continued (a retried step
-    picks up its own epochs, never an older run's)."""
+def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", resume_from: Mapping[str, Any] | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `model` in place, continuing from the state `resume_from` if given; `on_epoch` receives the state after
+    every epoch (the caller saves it, as torchvision's reference scripts do: the trainer never touches storage)."""
     trainer = Trainer(model, data, config, input_size=input_size, variant=variant, callback=callback)
-    resumed_from = 0
-    ckpt = checkpoint_to_resume(storage, checkpoint, variant, resume, session)
-    if ckpt is not None and storage is not None and checkpoint:
-        check_resumable(ckpt.get("config") or {}, config, storage.path(checkpoint))
-        trainer.restore(ckpt)
-        resumed_from = trainer.start_epoch - 1
-        log.info("resuming %s from epoch %d", variant, resumed_from)
+    if resume_from is not None:
+        check_resumable(resume_from.get("config") or {}, config, f"the checkpoint of {variant or 'this model'}")
+        trainer.restore(resume_from)
+        log.info("resuming %s from epoch %d", variant, trainer.start_epoch - 1)
+    resumed_from = trainer.start_epoch - 1
     for row in trainer.epochs():
-        if storage is not None and checkpoint:
-            state = trainer.state(int(row["epoch"]))
-            save_checkpoint(storage, checkpoint, {**state, "session": session} if session else state)
+        if on_epoch is not None:
+            on_epoch(trainer.state(int(row["epoch"])))
     result = trainer.result()
     result.resumed_from = resumed_from
     return result

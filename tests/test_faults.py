@@ -53,7 +53,7 @@ def _checkpoint_epoch(store: Storage, rel: str) -> int:
     """Epoch of the checkpoint in the store (0 if none); a reader always sees a whole file, so this never fails on a partial write."""
     if not store.exists(rel):
         return 0
-    from cnn.train import load_checkpoint
+    from cnn.checkpoints import load_checkpoint
 
     return int(load_checkpoint(store, rel, "cnn2_5")["epoch"])
 

@@ -8,7 +8,8 @@ from cnn.data import load_dataset
 from cnn.errors import CheckpointError, ConfigError, TrainingDiverged
 from cnn.models import create_variant
 from cnn.storage import Storage
-from cnn.train import TrainConfig, Trainer, load_checkpoint, seed_everything, train
+from cnn.checkpoints import in_storage, load_checkpoint, save_checkpoint
+from cnn.train import TrainConfig, Trainer, seed_everything, train
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +50,10 @@ def test_resume_equals_uninterrupted(digits, tmp_path) -> None:
     # interrupted after epoch 1: same config but the process "dies" after one epoch
     model = _model(1, "cnn2_3", 10)
     trainer = Trainer(model, digits, cfg, input_size=10, variant="cnn2_3")
-    from cnn.train import save_checkpoint
-
     first = next(trainer.epochs())
     save_checkpoint(store, "run/ckpt.pt", trainer.state(int(first["epoch"])))
     fresh = _model(99, "cnn2_3", 10)  # a new process: different init, restored from the checkpoint
-    resumed = train(fresh, digits, cfg, input_size=10, variant="cnn2_3", storage=store, checkpoint="run/ckpt.pt", resume=True)
+    resumed = train(fresh, digits, cfg, input_size=10, variant="cnn2_3", resume_from=load_checkpoint(store, "run/ckpt.pt", "cnn2_3"))
     assert resumed.resumed_from == 1
     assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in full.history], abs=1e-6)
     for p, q in zip(full_model.parameters(), fresh.parameters()):
@@ -63,14 +62,15 @@ def test_resume_equals_uninterrupted(digits, tmp_path) -> None:
 
 def test_checkpoint_written_every_epoch_and_loads_weights_only(digits, tmp_path) -> None:
     store = Storage(str(tmp_path))
-    _run(digits, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), storage=store, checkpoint="v/checkpoint.pt", variant="lenet1")
+    saved = in_storage(store, "v", "lenet1", resume=True, session=None)
+    _run(digits, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), on_epoch=lambda state: saved.save("checkpoint.pt", state), variant="lenet1")
     ckpt = load_checkpoint(store, "v/checkpoint.pt", "lenet1")
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng"}
 
 
 def test_checkpoint_of_another_variant_and_corrupt_checkpoint(digits, tmp_path) -> None:
     store = Storage(str(tmp_path))
-    _run(digits, TrainConfig(epochs=1, batch_size=128, lr=0.05, device="cpu"), storage=store, checkpoint="v/checkpoint.pt", variant="lenet1")
+    _run(digits, TrainConfig(epochs=1, batch_size=128, lr=0.05, device="cpu"), on_epoch=lambda state: save_checkpoint(store, "v/checkpoint.pt", state), variant="lenet1")
     with pytest.raises(CheckpointError, match="belongs to variant 'lenet1'"):
         load_checkpoint(store, "v/checkpoint.pt", "cnn2_5")
     store.write_bytes("v/bad.pt", b"not a checkpoint")
