@@ -174,7 +174,7 @@ def _warm_up(model: nn.Module, x: Tensor, y: Tensor, steps: int = 3) -> None:
 def scaled_lr(batch_size: int) -> float:
     """The default optimizer's base lr scaled by sqrt(batch / 32) (Adam's rule), kept inside the recipe's trust band."""
     optimizer = default_of("optimizer")
-    return recipe.clip_lr(recipe.base_lr(optimizer) * math.sqrt(batch_size / REFERENCE_BATCH), optimizer)
+    return recipe.clip_lr(recipe.base_lr(optimizer, batch_size) * math.sqrt(batch_size / REFERENCE_BATCH), optimizer, batch_size)
 
 
 def test_accuracy(model: nn.Module, data: DatasetSplits, input_size: int, device: torch.device, batch_size: int = 1024) -> float:
@@ -343,7 +343,7 @@ def find_lr(model: nn.Module, data: DatasetSplits, input_size: int, batch_size: 
     result = range_test_sweep(model, data, input_size, batch_size, steps, seed=seed, lr_min=LR_MIN, lr_max=lr_max, rule=rule, device=str(device))
     _sync(device)
     seconds = time.perf_counter() - start
-    return dataclasses.replace(result, suggestion=chosen_lr(result, default_of("optimizer"))[0]), seconds
+    return dataclasses.replace(result, suggestion=chosen_lr(result, default_of("optimizer"), batch_size)[0]), seconds
 
 
 def _pick_lr(lr: float | str, model: nn.Module, data: DatasetSplits, input_size: int, batch_size: int, device: torch.device, seed: int) -> tuple[float, str]:

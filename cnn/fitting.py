@@ -47,15 +47,15 @@ class FitResult:
         return f"fallback: {'; '.join(self.fallbacks)}" if self.fallbacks else None
 
 
-def attempts(optimizer: str, lr: float) -> list[Attempt]:
+def attempts(optimizer: str, lr: float, batch_size: int) -> list[Attempt]:
     """The chosen setting; then the optimizer's base lr if `lr` was below it, else lr/10; then the other optimizer
     family at its base lr (at most two fallbacks)."""
     other = "sgd" if optimizer in ("adam", "adamw") else "adam"
-    base = recipe.base_lr(optimizer)
+    base = recipe.base_lr(optimizer, batch_size)
     return [
         Attempt(optimizer, lr, "checkpoint.pt"),
         Attempt(optimizer, base if lr < base else lr / 10, "checkpoint-fallback1.pt"),
-        Attempt(other, recipe.base_lr(other), "checkpoint-fallback2.pt"),
+        Attempt(other, recipe.base_lr(other, batch_size), "checkpoint-fallback2.pt"),
     ]
 
 
@@ -87,7 +87,7 @@ def fit(build: Callable[[], nn.Module], data: DatasetSplits, config: TrainConfig
     io = checkpoints or CheckpointIO()
     chance, n_val = recipe.chance_level(data.val_y), int(data.val_y.numel())
     fallbacks: list[str] = []
-    plan = attempts(config.optimizer, config.lr) if fallback else attempts(config.optimizer, config.lr)[:1]
+    plan = attempts(config.optimizer, config.lr, config.batch_size)[: 3 if fallback else 1]
     for i, attempt in enumerate(plan):
         cfg = dataclasses.replace(config, optimizer=attempt.optimizer, lr=attempt.lr).validate()
         trainer = Trainer(build(), data, cfg, input_size=input_size, variant=variant, callback=callback)

@@ -130,7 +130,7 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         store.write_json(f"{folder}/lr_finder.json", out)
         return out
     result = range_test_sweep(model, data, size, cfg.batch_size, steps, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, lr_min=lr_min, lr_max=lr_max, rule=rule, device=device)
-    lr, how = chosen_lr(result, optimizer)
+    lr, how = chosen_lr(result, optimizer, cfg.batch_size)
     out = {
         "lr": lr,
         "rule": how,
@@ -162,17 +162,17 @@ def range_test_sweep(model: torch.nn.Module, data: DatasetSplits, size: int, bat
         with precision.autocast():
             return torch.nn.functional.cross_entropy(m(x).float(), y)
 
-    return lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=recipe.base_lr(optimizer), step_fn=step_fn)
+    return lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=recipe.base_lr(optimizer, batch_size), step_fn=step_fn)
 
 
-def chosen_lr(result: lr_find.LRFindResult, optimizer: str) -> tuple[float, str]:
+def chosen_lr(result: lr_find.LRFindResult, optimizer: str, batch_size: int) -> tuple[float, str]:
     """The suggestion, capped at the top of the optimizer's trust band; the base lr for an unusable curve or a suggestion
     below the band (on 486 images cnn2_5 reached 0.48 at the band's floor against 0.57 at the base lr); and how."""
     if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:
-        return recipe.base_lr(optimizer), f"base lr: {str(result.flag).replace('_', ' ')} curve"
-    if result.suggestion < recipe.LR_TRUST[optimizer][0]:  # a minimum at the sweep's start: the loss never really fell
-        return recipe.base_lr(optimizer), f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
-    clipped = recipe.clip_lr(result.suggestion, optimizer)
+        return recipe.base_lr(optimizer, batch_size), f"base lr: {str(result.flag).replace('_', ' ')} curve"
+    if result.suggestion < recipe.trust_band(optimizer, batch_size)[0]:  # a minimum at the sweep's start: the loss never really fell
+        return recipe.base_lr(optimizer, batch_size), f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
+    clipped = recipe.clip_lr(result.suggestion, optimizer, batch_size)
     if clipped != result.suggestion:
         return clipped, f"{result.rule}, clipped from {result.suggestion:.2g}"
     return clipped, result.rule
@@ -180,7 +180,7 @@ def chosen_lr(result: lr_find.LRFindResult, optimizer: str) -> tuple[float, str]
 
 def _base_lr_info(optimizer: str, why: str, cfg: TrainConfig) -> dict[str, Any]:
     """lr_info when no range test ran."""
-    return {"lr": recipe.base_lr(optimizer), "rule": why, "suggestions": {}, "flag": None, "num_steps": 0, "epochs_cost": 0.0, "budget_share": 0.0, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
+    return {"lr": recipe.base_lr(optimizer, cfg.batch_size), "rule": why, "suggestions": {}, "flag": None, "num_steps": 0, "epochs_cost": 0.0, "budget_share": 0.0, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
 
 
 def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, fallback: bool = False, session: str | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:

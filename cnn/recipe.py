@@ -24,6 +24,11 @@ LR_TEST_MAX_EPOCHS = 1.0  # ... and at most one epoch
 MIN_LR_TEST_STEPS = 30  # fewer steps than this give no usable curve: the optimizer's base lr is used instead
 BASE_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01}  # used when the range test is skipped or fails
 LR_TRUST = {"adam": (3e-4, 3e-3), "adamw": (3e-4, 3e-3), "sgd": (3e-3, 0.1)}  # suggestions are clipped into this band (base lr x/÷ ~3)
+# Above this batch (the largest the CPU rule picks, where BASE_LR and LR_TRUST were measured) both scale with the batch:
+# linearly for SGD (Goyal et al. 2017), by the square root for Adam/AdamW (Malladi et al. 2022); one-cycle's warm-up
+# is the warm-up those rules need.
+LR_SCALE_FROM_BATCH = 128
+ADAPTIVE = ("adam", "adamw")
 UNTRUSTED_CURVES = ("too_short", "no_descent", "disagree")  # range-test flags whose suggestion is replaced by the base lr
 CHANCE_SIGMAS = 3.0  # "clearly above chance": this many binomial standard deviations ...
 CHANCE_MIN_MARGIN = 0.05  # ... and at least this many points above the majority-class share
@@ -68,14 +73,28 @@ def lr_test_steps(epochs: int, n_train: int, batch_size: int) -> int:
     return steps if steps >= MIN_LR_TEST_STEPS else 0
 
 
-def base_lr(optimizer: str) -> float:
-    """The optimizer's well-known safe learning rate (Adam 1e-3, SGD 0.01)."""
-    return BASE_LR[optimizer]
+def lr_scale(optimizer: str, batch_size: int) -> float:
+    """How much the base lr and trust band grow at `batch_size`: 1 up to LR_SCALE_FROM_BATCH, then linear (SGD) or
+    square-root (Adam) in the batch."""
+    ratio = max(1.0, batch_size / LR_SCALE_FROM_BATCH)
+    return ratio**0.5 if optimizer in ADAPTIVE else ratio
 
 
-def clip_lr(lr: float, optimizer: str) -> float:
-    """`lr` clipped into the optimizer's trust band."""
+def base_lr(optimizer: str, batch_size: int) -> float:
+    """The optimizer's well-known safe learning rate (Adam 1e-3, SGD 0.01), scaled for large batches."""
+    return BASE_LR[optimizer] * lr_scale(optimizer, batch_size)
+
+
+def trust_band(optimizer: str, batch_size: int) -> tuple[float, float]:
+    """The (low, high) lr band a range-test suggestion is kept in, scaled for large batches."""
+    scale = lr_scale(optimizer, batch_size)
     low, high = LR_TRUST[optimizer]
+    return low * scale, high * scale
+
+
+def clip_lr(lr: float, optimizer: str, batch_size: int) -> float:
+    """`lr` clipped into the optimizer's trust band at `batch_size`."""
+    low, high = trust_band(optimizer, batch_size)
     return float(min(high, max(low, lr)))
 
 
