@@ -38,7 +38,7 @@ def test_digits_learns_with_the_auto_lr(digits_run) -> None:
 
 def test_a_budget_too_small_for_a_curve_uses_the_base_lr(tmp_path) -> None:
     out = run_variant(DatasetRef("digits"), "lenet1", str(tmp_path), "r2", TrainConfig(epochs=1, batch_size=64, device="cpu"), features=False)
-    assert out["lr"]["lr"] == 1e-3 and out["lr"]["rule"].startswith("base lr: range test budget")
+    assert out["lr"]["lr"] == 3e-3 and out["lr"]["rule"].startswith("base lr: range test budget")
     assert not (tmp_path / "digits" / "r2" / "lenet1" / "lr_finder.png").exists()
 
 

@@ -55,7 +55,7 @@ def _sweep(lrs: list[float], losses: list[float], rule: str, suggestion: float, 
 def test_a_flat_curve_falls_back_to_the_optimizers_base_lr() -> None:
     lrs = [10 ** (-6 + 6 * i / 49) for i in range(50)]
     flat = _sweep(lrs, [2.3] * 50, "fallback", 1e-3, "no_descent")
-    assert chosen_lr(flat, "adam", 64) == (1e-3, "base lr: no descent curve")
+    assert chosen_lr(flat, "adam", 64) == (3e-3, "base lr: no descent curve")
     assert chosen_lr(flat, "sgd", 64)[0] == 0.01
 
 
@@ -66,24 +66,24 @@ def test_a_suggestion_above_the_trust_band_is_capped_and_one_below_gives_the_bas
     assert lr == recipe.LR_TRUST["adam"][1] and how == "min_loss_div10, clipped from 0.2"
     assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.003, None), "adam", 64) == (0.003, "min_loss_div10")
     assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1e-7, "disagree"), "adam", 64)[1] == "base lr: disagree curve"
-    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1.5e-5, None), "adam", 64) == (1e-3, "base lr: min_loss_div10 1.5e-05 below the trust band")
+    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1.5e-5, None), "adam", 64) == (3e-3, "base lr: min_loss_div10 1.5e-05 below the trust band")
 
 
 def test_large_batches_scale_the_base_lr_and_band_by_sqrt_for_adam_and_linearly_for_sgd() -> None:
-    assert recipe.base_lr("adam", 32) == recipe.base_lr("adam", 128) == 1e-3  # the measured regime is unchanged
-    assert recipe.base_lr("adam", 512) == pytest.approx(2e-3) and recipe.base_lr("sgd", 512) == pytest.approx(0.04)
+    assert recipe.base_lr("adam", 32) == recipe.base_lr("adam", 128) == 3e-3  # the measured regime is unchanged
+    assert recipe.base_lr("adam", 512) == pytest.approx(6e-3) and recipe.base_lr("sgd", 512) == pytest.approx(0.04)
     assert recipe.trust_band("adam", 2048) == pytest.approx((1.2e-3, 1.2e-2))
     lrs = [1e-5 * 1.2**i for i in range(80)]
     falling = [2.3 - 0.01 * i for i in range(80)]
     assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.2, None), "adam", 1024)[0] == pytest.approx(3e-3 * 8**0.5)
-    assert fitting.attempts("adam", 1e-4, 1024)[1].lr == pytest.approx(1e-3 * 8**0.5)
+    assert fitting.attempts("adam", 1e-4, 1024)[1].lr == pytest.approx(3e-3 * 8**0.5)
 
 
 def test_fallback_plan_goes_up_to_the_base_lr_or_down_tenfold_then_switches_optimizer() -> None:
     low = fitting.attempts("adam", 1e-4, 64)
-    assert [(a.optimizer, a.lr) for a in low] == [("adam", 1e-4), ("adam", 1e-3), ("sgd", 0.01)]
+    assert [(a.optimizer, a.lr) for a in low] == [("adam", 1e-4), ("adam", 3e-3), ("sgd", 0.01)]
     high = fitting.attempts("sgd", 0.3, 64)
-    assert [(a.optimizer, a.lr) for a in high] == [("sgd", 0.3), ("sgd", pytest.approx(0.03)), ("adam", 1e-3)]
+    assert [(a.optimizer, a.lr) for a in high] == [("sgd", 0.3), ("sgd", pytest.approx(0.03)), ("adam", 3e-3)]
     assert len({a.checkpoint for a in high}) == 3
 
 
@@ -120,7 +120,7 @@ def test_a_model_that_cannot_learn_tries_every_fallback_and_says_so() -> None:
     config = TrainConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="adam", device="cpu")
     _, fitted = fitting.fit(Blind, _splits(), config, input_size=8, variant="blind")
     assert not fitted.learned
-    assert fitted.fallbacks == ["did not learn at adam 0.001", "did not learn at adam 0.0001"]
+    assert fitted.fallbacks == ["did not learn at adam 0.001", "did not learn at adam 0.003"]
     assert fitted.config.optimizer == "sgd" and fitted.lr_note().startswith("fallback: did not learn at adam 0.001")
 
 
