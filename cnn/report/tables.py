@@ -1,0 +1,153 @@
+"""The comparison as tables: a frame (CSV, the UI's table artifact), Markdown (UI, report.md), and terminal text.
+
+Every table takes its columns from `metrics.COLUMNS` for its view; long text (errors, paths, how each setting was
+chosen) goes in lines below the table, so the terminal table fits 120 columns and the UI's a 1400 px window.
+"""
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from cnn.markdown import md_escape
+from cnn.report.analysis import best_per_class, confusion_shifts, per_class_f1_table
+from cnn.report.metrics import CSV, HEADLINE, SCORE, TERMINAL, UI, columns_for, format_number, pair_text
+from cnn.report.rows import Row, is_ok, learned
+from cnn.report.sentences import summary_sentences
+from cnn.report.summaries import best_variant, common_settings
+
+TERMINAL_WIDTH = 120
+MAX_ERROR = 200  # characters of a failed run's first error line shown below a table
+
+
+def _ordered(summaries: Sequence[Row]) -> list[Row]:
+    """Finished and learned first, by test accuracy; then did-not-learn; failed last."""
+    return sorted(summaries, key=lambda s: (not is_ok(s), not learned(s), -(s.get(HEADLINE) or 0.0)))
+
+
+def _repeats(summaries: Sequence[Row], repeats: int | None) -> int:
+    return repeats if repeats is not None else max([int(s.get("n_seeds", 1)) for s in summaries] or [1])
+
+
+def comparison_frame(summaries: Sequence[Row], repeats: int | None = None, view: str = CSV) -> pd.DataFrame:
+    """The comparison table as text cells in `view`'s columns (CSV: all of them), sorted by test accuracy."""
+    repeats = _repeats(summaries, repeats)
+    columns = columns_for(view, repeats)
+    ordered = _ordered(summaries)
+    return pd.DataFrame({c.header: pd.Series([c.cell(s, repeats) for s in ordered], dtype=object) for c in columns})
+
+
+def settings_line(summaries: Sequence[Row]) -> str:
+    """"adam, batch 32, 4 epochs, onecycle schedule" for the settings every finished variant shares ('' if none)."""
+    shared = common_settings(summaries)
+    parts = [shared.get("optimizer"), f"batch {shared['batch_size']}" if "batch_size" in shared else None, f"{shared['epochs']} epochs" if "epochs" in shared else None, f"{shared['schedule']} schedule" if shared.get("schedule") else None]
+    return ", ".join(str(p) for p in parts if p)
+
+
+def failure_lines(summaries: Sequence[Row]) -> list[str]:
+    """"lenet1 failed: RuntimeError: CUDA out of memory" for each variant with a failed run (first error line)."""
+    lines = []
+    for s in summaries:
+        if s.get("error"):
+            first = (str(s["error"]).strip().splitlines() or ["unknown error"])[0][:MAX_ERROR]
+            lines.append(f"{s['variant']} failed: {first}")
+    return lines
+
+
+def files_line(summaries: Sequence[Row], root: str | None = None) -> str:
+    """Where the variants' files are, relative to the storage `root`, on one line: "files under ROOT: d/run/<variant>/"."""
+    folders = {s["variant"]: relative_path(str(s["folder"]), root) for s in summaries if s.get("folder")}
+    if not folders:
+        return ""
+    where = f"files under {root}: " if root else "files: "
+    parents = {f.rsplit(f"/{v}", 1)[0] for v, f in folders.items() if f"/{v}" in f}
+    if len(parents) == 1 and all(f"/{v}" in f for v, f in folders.items()):
+        return f"{where}{parents.pop()}/<variant>/"
+    return where + ", ".join(f"{v} {f}" for v, f in folders.items())
+
+
+def relative_path(url: str, root: str | None) -> str:
+    """`url` relative to the storage `root` (as it is when it lies elsewhere or there is no root)."""
+    base = (root or "").rstrip("/") + "/"
+    return url[len(base):] if root and url.startswith(base) else url
+
+
+def _heading(summaries: Sequence[Row], dataset: str, repeats: int) -> str:
+    seeds = f", mean \u00b1 std over {repeats} seeds" if repeats > 1 else ""
+    settings = settings_line(summaries)
+    return f"{dataset}: {len(summaries)} variant{'s' * (len(summaries) != 1)}{seeds}" + (f" ({settings})" if settings else "")
+
+
+def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None) -> str:
+    """Markdown comparison (sorted by test accuracy): heading with the shared settings, table, failures, summary, files."""
+    frame = comparison_frame(summaries, repeats, UI)
+    table = markdown_table(list(frame.columns), [[md_escape(v) for v in rec] for rec in frame.itertuples(index=False)])
+    below = [f"- {md_escape(line)}" for line in failure_lines(summaries)]
+    parts = [f"### {md_escape(_heading(summaries, dataset, repeats))}", table, "\n".join(below), summary_sentences(summaries), md_escape(files_line(summaries, root))]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def comparison_text(summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None, width: int = TERMINAL_WIDTH) -> str:
+    """The comparison for a terminal, every line at most `width` characters: table, failures, summary, files."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    frame = comparison_frame(summaries, repeats, TERMINAL)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False, title=_heading(summaries, dataset, repeats), title_justify="left")
+    for header in frame.columns:
+        table.add_column(header, justify="left" if header in ("variant", "most confused") else "right", overflow="fold")
+    for rec in frame.itertuples(index=False):
+        table.add_row(*rec)
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, legacy_windows=False, soft_wrap=False).print(table)
+    wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ", break_on_hyphens=False)
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()] + [""]
+    for text in [*failure_lines(summaries), summary_sentences(summaries, markdown=False), files_line(summaries, root)]:
+        lines += wrap.wrap(text) if text else []
+    return "\n".join(lines) + "\n"
+
+
+def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE) -> str:
+    """The per-class F1 table as Markdown, every best cell of each class in bold (ties all bold)."""
+    best = best_per_class(table, fmt)
+    body = []
+    for cls, row in table.iterrows():
+        cells = [f"**{format_number(f, fmt)}**" if variant in best.get(str(cls), ()) else format_number(f, fmt) for variant, f in row.items()]
+        body.append([md_escape(cls), *cells])
+    return markdown_table(["class", *map(str, table.columns)], body)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table from already-formatted (and escaped) cells."""
+    lines = ["| " + " | ".join(md_escape(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+def error_analysis_markdown(rows: Sequence[Row], class_names: Sequence[str], k: int = 3) -> str:
+    """Per-class F1 (best cells bold), then each variant's top confused pairs with what it fixes/introduces vs the best."""
+    best = best_variant(rows)
+    if best is None:
+        return "### Error analysis\n\nNo variant finished, so there is nothing to analyse.\n"
+    parts = ["### Per-class F1", "", per_class_f1_markdown(per_class_f1_table(rows, class_names)), "", f"### Most confused pairs (top {k}, counts summed over seeds; fixed/introduced vs the best variant, {best})", ""]
+    for variant, shift in confusion_shifts(rows, best, k).items():
+        top = ", ".join(md_escape(pair_text(p["true"], p["predicted"], p["count"])) for p in shift["top_pairs"]) or "none"
+        line = f"- **{variant}**{' (best)' if variant == best else ''}: {top}"
+        if variant != best:
+            line += f"; fixed: {_pair_list(shift['fixed'])}; introduced: {_pair_list(shift['introduced'])}"
+        parts.append(line)
+    return "\n".join(parts) + "\n"
+
+
+def _pair_list(pairs: Sequence[tuple[str, str]]) -> str:
+    return ", ".join(md_escape(pair_text(t, p)) for t, p in pairs) or "none"
+
+
+def table_records(summaries: Sequence[Row], repeats: int) -> list[dict[str, Any]]:
+    """The UI's comparison rows as records for a Prefect table artifact (the same cells as the Markdown table)."""
+    return comparison_frame(summaries, repeats, UI).to_dict("records")
+
