@@ -100,7 +100,7 @@ def _maps_figure(blocks: Mapping[str, tuple[str, Tensor]], probe_names: list[str
         shown = "" if variant == "probes" else f" (first {min(channels, MAX_MAPS)} of {channels} channels)"
         ax.set_title(f"{variant}: {layer}{shown}", fontsize=10, loc="left")
     fig.suptitle(f"feature maps, {title} (columns: the same probe images)", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
@@ -123,7 +123,7 @@ def gallery_filters(models: Models) -> Figure:
         ax.set_yticks([])
         ax.set_title(f"{variant}: {name} {tuple(shape)}", fontsize=10, loc="left")
     fig.suptitle("first-layer filters (input channel 0)", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 

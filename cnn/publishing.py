@@ -59,7 +59,7 @@ def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
-    return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats}
+    return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats, "root": store.url}
 
 
 def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, plugins: Mapping[str, Any] | None = None) -> list[str]:
@@ -191,9 +191,11 @@ def comparison_artifact_markdown(built: Mapping[str, Any]) -> str:
     """The comparison artifact: the table, the figures rendered for the UI's width, and where the full-size files are."""
     shown = {name: uri for name, uri in built["images_small"].items() if not name.startswith(GALLERY)}
     images = "\n\n".join(f"![{md_escape(name)}]({uri})" for name, uri in shown.items())
-    paths = "\n".join(f"- {md_escape(name)}: {md_escape(url)}" for name, url in built["images"].items())
+    root = built.get("root")
+    paths = "\n".join(f"- {md_escape(name)}: {md_escape(relative_path(url, root))}" for name, url in built["images"].items())
     galleries = "Galleries (each variant's first- and last-conv feature maps, first-layer filters): the galleries artifact.\n\n" if len(shown) < len(built["images_small"]) else ""
-    return f"{built['comparison_md']}\n\n{images}\n\n{galleries}Full-size files: {md_escape(built['report'])}\n{paths}\n"
+    under = f" (under {md_escape(root)})" if root else ""
+    return f"{built['comparison_md']}\n\n{images}\n\n{galleries}Full-size files{under}: {md_escape(relative_path(built['report'], root))}\n{paths}\n"
 
 
 def galleries_markdown(built: Mapping[str, Any], dataset: str) -> str:
@@ -207,8 +209,9 @@ def galleries_markdown(built: Mapping[str, Any], dataset: str) -> str:
 def link_description(name: str, dataset: str) -> str:
     """What a link artifact to a full-size report image shows."""
     what = {"f1_heatmap": "per-class F1 heatmap", "accuracy_vs_params": "test accuracy against parameters", "accuracy_vs_seconds": "test accuracy against training seconds"}
-    text = what.get(name) or f"gallery: {name.removeprefix(GALLERY).replace('_', ' ')}"
-    return f"{dataset}: {text}, full size (the comparison artifact embeds it at the page's width)"
+    if name.startswith(GALLERY):
+        return f"{dataset}: gallery of {name.removeprefix(GALLERY).replace('_', ' ')}, full size (the galleries artifact embeds it at the page's width)"
+    return f"{dataset}: {what.get(name, name.replace('_', ' '))}, full size (the comparison artifact embeds it at the page's width)"
 
 
 def artifact_key(*parts: str) -> str:

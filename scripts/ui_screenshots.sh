@@ -28,7 +28,7 @@ for _ in $(seq 120); do curl -sf "$PREFECT_API_URL/health" >/dev/null && break; 
 
 "$ROOT/.venv/bin/cnn-lab" compare --dataset digits --variants "$VARIANTS" --epochs "$EPOCHS" --lr "$LR" \
   --storage "$WORK/results" --quiet >"$OUT/terminal.txt" 2>"$OUT/terminal-stderr.txt"
-echo "terminal: widest line $(awk '{ print length }' "$OUT/terminal.txt" | sort -n | tail -1) characters ($OUT/terminal.txt)"
+"$PY" -c 'import sys; lines = open(sys.argv[1], encoding="utf-8").read().splitlines(); print(f"terminal: widest line {max(map(len, lines))} characters ({sys.argv[1]})")' "$OUT/terminal.txt"
 
 "$PY" - "$OUT" "$CHROMIUM" <<'EOF'
 """Screenshot each artifact's page and print the natural size of every image embedded in its markdown."""
@@ -57,6 +57,5 @@ for art in sorted(artifacts, key=lambda a: a["key"] or ""):
             raw = base64.b64decode(uri)
             w, h = Image.open(io.BytesIO(raw)).size
             sizes.append(f"{w}x{h} ({len(raw) // 1024} KB)")
-    extra = f"; description: {art['description']!r}" if kind == "link" else ""
-    print(f"{key:<32} {kind:<9} {', '.join(sizes) or '-'}{extra}")
+    print(f"{key:<32} {kind:<9} {', '.join(sizes) or '-'}; description: {art['description']!r}")
 EOF

@@ -187,7 +187,7 @@ def test_link_artifacts_say_what_they_show_and_galleries_get_their_own_page() ->
     from cnn.publishing import galleries_markdown, link_description
 
     assert link_description("f1_heatmap", "digits") == "digits: per-class F1 heatmap, full size (the comparison artifact embeds it at the page's width)"
-    assert link_description("gallery_first_conv", "digits").startswith("digits: gallery: first conv, full size")
+    assert link_description("gallery_first_conv", "digits") == "digits: gallery of first conv, full size (the galleries artifact embeds it at the page's width)"
     built = {"comparison_md": "table", "report": "/r/report.md", "images": {"f1_heatmap": "/r/f1.png", "gallery_filters": "/r/g.png"}, "images_small": {"f1_heatmap": "data:image/png;base64,AA", "gallery_filters": "data:image/png;base64,BB"}}
     comparison = comparison_artifact_markdown(built)
     assert "base64,AA" in comparison and "base64,BB" not in comparison and "the galleries artifact" in comparison

@@ -249,6 +249,23 @@ def test_ui_table_has_no_paths_and_stays_narrow() -> None:
     assert f"files under {ROOT}: fashion-mnist/20261128-140000/&lt;variant&gt;/" in md
 
 
+def test_per_class_f1_of_eleven_variants_splits_into_tables_that_fit_the_ui() -> None:
+    rows = eleven_variants((0,))
+    classes = list(rows[0]["per_class_f1"])
+    md = report.per_class_f1_markdown(report.per_class_f1_table(rows, classes))
+    tables = md.split("\n\n")
+    assert len(tables) > 1
+    seen = []
+    for table in tables:
+        cells = [[c.strip().replace("**", "") for c in line.strip("|").split(" | ")] for line in table.splitlines() if not line.startswith("|---")]
+        widest = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        assert sum(widest) * 7.2 + 25 * len(widest) <= 830, widest  # the UI's measured character and cell widths
+        assert cells[0][0] == "class" and len(cells) == 1 + len(classes)
+        seen += cells[0][1:]
+    assert sorted(seen) == sorted(ELEVEN)  # every variant once
+    assert md.count("**") == 2 * len(classes)  # lenet5_dropout is best in every class, in whichever table it is
+
+
 def test_scores_have_one_format_everywhere() -> None:
     summaries = report.aggregate_repeats([row("a", 0, 1.0, f1=0.6667), row("b", 0, 0.9)])
     frame = report.comparison_frame(summaries, repeats=1)

@@ -109,7 +109,7 @@ def _metric_cell(metric: Metric) -> Callable[[Row, int], str]:
 
 
 def _per_1k(s: Row, repeats: int) -> str:
-    return format_number(accuracy_per_1k_params(s["test_acc"], s["params"]), ".3g") if s.get("params") and s.get("test_acc") is not None else ""
+    return format_number(accuracy_per_1k_params(s[HEADLINE], s["params"]), ".3g") if s.get("params") and s.get(HEADLINE) is not None else ""
 
 
 def _most_confused(s: Row, repeats: int) -> str:

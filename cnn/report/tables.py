@@ -11,6 +11,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from cnn.markdown import md_escape
 from cnn.report.analysis import best_per_class, confusion_shifts, per_class_f1_table
@@ -20,6 +23,8 @@ from cnn.report.sentences import summary_sentences
 from cnn.report.summaries import best_variant, common_settings
 
 TERMINAL_WIDTH = 120
+UI_TABLE_PX = 830  # the artifact page's content column at a 1400 px window; its tables never wrap a cell
+CHAR_PX, CELL_PX = 7.2, 25  # measured in the UI's screenshots: width of a character and padding of a cell
 MAX_ERROR = 200  # characters of a failed run's first error line shown below a table
 
 
@@ -92,10 +97,6 @@ def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int, ro
 
 def comparison_text(summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None, width: int = TERMINAL_WIDTH) -> str:
     """The comparison for a terminal, every line at most `width` characters: table, failures, summary, files."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     frame = comparison_frame(summaries, repeats, TERMINAL)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False, title=_heading(summaries, dataset, repeats), title_justify="left")
     for header in frame.columns:
@@ -111,14 +112,25 @@ def comparison_text(summaries: Sequence[Row], dataset: str, repeats: int, root: 
     return "\n".join(lines) + "\n"
 
 
-def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE) -> str:
-    """The per-class F1 table as Markdown, every best cell of each class in bold (ties all bold)."""
+def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE, width_px: float = UI_TABLE_PX) -> str:
+    """The per-class F1 table as Markdown, every best cell of each class in bold (ties all bold); split into tables of
+    as many variants as fit `width_px` in the UI, each starting with the class column."""
     best = best_per_class(table, fmt)
-    body = []
-    for cls, row in table.iterrows():
-        cells = [f"**{format_number(f, fmt)}**" if variant in best.get(str(cls), ()) else format_number(f, fmt) for variant, f in row.items()]
-        body.append([md_escape(cls), *cells])
-    return markdown_table(["class", *map(str, table.columns)], body)
+    classes = [md_escape(c) for c in table.index]
+    columns = {str(v): [f"**{format_number(f, fmt)}**" if v in best.get(str(c), ()) else format_number(f, fmt) for c, f in table[v].items()] for v in table.columns}
+    parts, chunk = [], []
+    for variant in columns:
+        if chunk and _table_px([["class", *classes], *([v, *columns[v]] for v in [*chunk, variant])]) > width_px:
+            parts.append(chunk)
+            chunk = []
+        chunk.append(variant)
+    parts.append(chunk)
+    return "\n\n".join(markdown_table(["class", *part], [[c, *(columns[v][i] for v in part)] for i, c in enumerate(classes)]) for part in parts if part)
+
+
+def _table_px(columns: Sequence[Sequence[str]]) -> float:
+    """Estimated width in the UI of a table with these columns (header first), bold markers not counted."""
+    return sum(max(len(cell.replace("**", "")) for cell in column) * CHAR_PX + CELL_PX for column in columns)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
