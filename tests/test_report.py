@@ -72,6 +72,17 @@ def test_failed_row_keeps_error_and_blank_numbers() -> None:
     assert r["test_acc"] is None and r["params"] is None and r["folder"] == "memory://x"
 
 
+STORED_KEYS = {"variant", "seed", "status", "error", "learned", "params", "lr", "lr_rule", "lr_flag", "optimizer", "schedule", "batch_size", "epochs", "best_val_acc", "test_acc", "macro_f1", "train_seconds", "images_per_sec", "per_class_f1", "confusion", "most_confused", "folder"}
+
+
+def test_rows_keep_the_stored_json_shape_and_older_rows_still_read() -> None:
+    assert set(row("a", 0, 0.9)) == set(report.make_row("b", 0, None, None, None, error="x")) == STORED_KEYS  # row.json, latest/<variant>.json
+    older = {k: v for k, v in row("old", 0, 0.9).items() if k not in ("learned", "status", "lr_flag")}  # before those keys existed
+    (summary,) = report.aggregate_repeats([older])
+    assert summary["status"] == "ok" and summary["learned"] and summary["test_acc"] == pytest.approx(0.9)
+    assert report.RunRow.from_dict({**older, "a_later_key": 1}).variant == "old"
+
+
 def test_aggregate_repeats_mean_std_wins_and_order(rows: list[dict]) -> None:
     summaries = report.aggregate_repeats(rows)
     assert [s["variant"] for s in summaries] == ["big", "mid", "small", "broken"]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnn.markdown import md_escape
+from cnn.plots import UI_COLUMN_PX
 from cnn.report.analysis import best_per_class, confusion_shifts, per_class_f1_table
 from cnn.report.metrics import CSV, HEADLINE, SCORE, TERMINAL, UI, columns_for, format_number, pair_text
 from cnn.report.rows import Row, is_ok, learned
@@ -23,8 +24,7 @@ from cnn.report.sentences import summary_sentences
 from cnn.report.summaries import best_variant, common_settings
 
 TERMINAL_WIDTH = 120
-UI_TABLE_PX = 830  # the artifact page's content column at a 1400 px window; its tables never wrap a cell
-CHAR_PX, CELL_PX = 7.2, 25  # measured in the UI's screenshots: width of a character and padding of a cell
+CHAR_PX, CELL_PX = 7.2, 25  # measured in the UI's screenshots: width of a character and padding of a table cell
 MAX_ERROR = 200  # characters of a failed run's first error line shown below a table
 
 
@@ -68,10 +68,18 @@ def files_line(summaries: Sequence[Row], root: str | None = None) -> str:
     if not folders:
         return ""
     where = f"files under {root}: " if root else "files: "
-    parents = {f.rsplit(f"/{v}", 1)[0] for v, f in folders.items() if f"/{v}" in f}
-    if len(parents) == 1 and all(f"/{v}" in f for v, f in folders.items()):
+    parents = {_parent_of(f, v) for v, f in folders.items()}
+    if len(parents) == 1 and None not in parents:
         return f"{where}{parents.pop()}/<variant>/"
-    return where + ", ".join(f"{v} {f}" for v, f in folders.items())
+    return where + ", ".join(folders.values())
+
+
+def _parent_of(folder: str, variant: str) -> str | None:
+    """The folder holding `variant`'s folder ("d/run" for "d/run/lenet1" or "d/run/lenet1/seed-0"), None if not in it."""
+    parts = folder.split("/")
+    if variant not in parts[1:]:
+        return None
+    return "/".join(parts[: len(parts) - 1 - parts[::-1].index(variant)])
 
 
 def relative_path(url: str, root: str | None) -> str:
@@ -112,7 +120,7 @@ def comparison_text(summaries: Sequence[Row], dataset: str, repeats: int, root: 
     return "\n".join(lines) + "\n"
 
 
-def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE, width_px: float = UI_TABLE_PX) -> str:
+def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE, width_px: float = UI_COLUMN_PX) -> str:
     """The per-class F1 table as Markdown, every best cell of each class in bold (ties all bold); split into tables of
     as many variants as fit `width_px` in the UI, each starting with the class column."""
     best = best_per_class(table, fmt)
