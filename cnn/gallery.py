@@ -26,7 +26,7 @@ Models = Mapping[str, tuple[nn.Module, int]]
 MAX_MAPS = 8  # channels shown per variant and layer
 MAX_FILTERS = 16  # first-layer filters shown per variant
 MAP_TILE_IN = 0.65  # inches per feature-map tile: ten probes fill the UI's width (plots.UI_WIDTH_IN), 65 px a tile
-FILTER_TILE_IN = 0.42  # inches per filter tile: sixteen fill the UI's width
+FILTER_TILE_IN = 0.6  # inches per filter tile (at most UI_WIDTH_IN wide in all: a row of sixteen is scaled to fit)
 GAP_COLOR = "#cfe3f3"
 
 
@@ -116,7 +116,7 @@ def gallery_filters(models: Models) -> Figure:
             rows[variant] = (name, weight.shape, plots._mosaic(tiles / limit, 1, len(tiles)))
     if not rows:
         raise ConfigError("models", "no variant has an nn.Conv2d layer to show", allowed=list(models))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.5 + FILTER_TILE_IN * MAX_FILTERS, 0.5 + (FILTER_TILE_IN + 0.4) * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.5 + FILTER_TILE_IN * MAX_FILTERS, 0.5 + (FILTER_TILE_IN + 0.45) * len(rows)), squeeze=False)
     for ax, (variant, (name, shape, mosaic)) in zip(axes[:, 0], rows.items()):
         ax.imshow(mosaic, cmap=_cmap(), vmin=-1, vmax=1, interpolation="nearest")
         ax.set_xticks([])

@@ -126,13 +126,20 @@ def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE, width_px: float
     best = best_per_class(table, fmt)
     classes = [md_escape(c) for c in table.index]
     columns = {str(v): [f"**{format_number(f, fmt)}**" if v in best.get(str(c), ()) else format_number(f, fmt) for c, f in table[v].items()] for v in table.columns}
+    def fits(part: Sequence[str]) -> bool:
+        return _table_px([["class", *classes], *([v, *columns[v]] for v in part)]) <= width_px
+
     parts, chunk = [], []
     for variant in columns:
-        if chunk and _table_px([["class", *classes], *([v, *columns[v]] for v in [*chunk, variant])]) > width_px:
+        if chunk and not fits([*chunk, variant]):
             parts.append(chunk)
             chunk = []
         chunk.append(variant)
     parts.append(chunk)
+    size = -(-len(columns) // len(parts))  # the same number of tables, as even as they go
+    even = [list(columns)[i : i + size] for i in range(0, len(columns), size)]
+    if len(even) == len(parts) and all(map(fits, even)):
+        parts = even
     return "\n\n".join(markdown_table(["class", *part], [[c, *(columns[v][i] for v in part)] for i, c in enumerate(classes)]) for part in parts if part)
 
 
