@@ -44,11 +44,11 @@ def _cnn_imports(source: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 def dependencies(roots: Iterable[str], base: Path = PACKAGE_DIR, skip: Iterable[str] = NOT_RESULTS) -> list[str]:
-    """`roots` and every cnn module they import, directly or not, minus `skip` (not followed either); sorted."""
+    """`roots` and every cnn module they import, directly or not, minus `skip` and its submodules (not followed either); sorted."""
     skipped, seen, todo = set(skip), set(), [r for r in roots]
     while todo:
         name = todo.pop()
-        if name in seen or name in skipped:
+        if name in seen or name in skipped or name.rsplit(".", 1)[0] in skipped:
             continue
         path = module_file(name, base)
         if path is None:

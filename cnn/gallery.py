@@ -26,6 +26,8 @@ from cnn.train import load_weights  # noqa: E402
 Models = Mapping[str, tuple[nn.Module, int]]
 MAX_MAPS = 8  # channels shown per variant and layer
 MAX_FILTERS = 16  # first-layer filters shown per variant
+MAP_TILE_IN = 0.65  # inches per feature-map tile: ten probes fill the UI's width (plots.UI_WIDTH_IN), 65 px a tile
+FILTER_TILE_IN = 0.6  # inches per filter tile (at most UI_WIDTH_IN wide in all: a row of sixteen is scaled to fit)
 GAP_COLOR = "#cfe3f3"
 
 
@@ -88,18 +90,18 @@ def _maps_figure(blocks: Mapping[str, tuple[str, Tensor]], probe_names: list[str
         rows, _, h, w = m.shape
         mosaics[variant] = (layer, fmap.shape[1], plots._mosaic(plots._minmax(m.reshape(rows * cols, h, w)), rows, cols))
     heights = [min(int(blocks[v][1].shape[1]), MAX_MAPS) for v in mosaics]
-    fig, axes = plt.subplots(len(mosaics), 1, figsize=(1.5 + 0.6 * cols, 0.6 + sum(0.45 + 0.6 * n for n in heights)), squeeze=False, gridspec_kw={"height_ratios": [0.75 + n for n in heights]})
+    fig, axes = plt.subplots(len(mosaics), 1, figsize=(1.5 + MAP_TILE_IN * cols, 0.6 + sum(0.45 + MAP_TILE_IN * n for n in heights)), squeeze=False, gridspec_kw={"height_ratios": [0.6 + n for n in heights]})
     for ax, (variant, (layer, channels, mosaic)) in zip(axes[:, 0], mosaics.items()):
         ax.imshow(mosaic, cmap=_cmap(), vmin=0, vmax=1, interpolation="nearest")
         tile_w = (mosaic.shape[1] + 1) / cols
-        ax.set_xticks([c * tile_w + (tile_w - 2) / 2 for c in range(cols)], probe_names[:cols], fontsize=7)
+        ax.set_xticks([c * tile_w + (tile_w - 2) / 2 for c in range(cols)], probe_names[:cols], fontsize=9)
         ax.set_yticks([])
         ax.tick_params(length=0)
-        ax.set_ylabel("channel", fontsize=7)
+        ax.set_ylabel("channel", fontsize=9)
         shown = "" if variant == "probes" else f" (first {min(channels, MAX_MAPS)} of {channels} channels)"
-        ax.set_title(f"{variant}: {layer}{shown}", fontsize=8, loc="left")
-    fig.suptitle(f"feature maps, {title} (columns: the same probe images)", fontsize=10)
-    fig.tight_layout()
+        ax.set_title(f"{variant}: {layer}{shown}", fontsize=10, loc="left")
+    fig.suptitle(f"feature maps, {title} (columns: the same probe images)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
@@ -115,14 +117,14 @@ def gallery_filters(models: Models) -> Figure:
             rows[variant] = (name, weight.shape, plots._mosaic(tiles / limit, 1, len(tiles)))
     if not rows:
         raise ConfigError("models", "no variant has an nn.Conv2d layer to show", allowed=list(models))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.5 + 0.45 * MAX_FILTERS, 0.4 + 0.9 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(1.5 + FILTER_TILE_IN * MAX_FILTERS, 0.5 + (FILTER_TILE_IN + 0.45) * len(rows)), squeeze=False)
     for ax, (variant, (name, shape, mosaic)) in zip(axes[:, 0], rows.items()):
         ax.imshow(mosaic, cmap=_cmap(), vmin=-1, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{variant}: {name} {tuple(shape)}", fontsize=8, loc="left")
-    fig.suptitle("first-layer filters (input channel 0)", fontsize=10)
-    fig.tight_layout()
+        ax.set_title(f"{variant}: {name} {tuple(shape)}", fontsize=10, loc="left")
+    fig.suptitle("first-layer filters (input channel 0)", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 

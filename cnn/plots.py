@@ -26,6 +26,10 @@ from cnn.evaluate import normalize_rows  # noqa: E402
 
 MAX_FILTER_TILES = 64
 MAX_PROBE_ROWS = 10
+UI_DPI = 100  # figures embedded in the Prefect UI render at 100 px per inch, so one inch of figure is 100 px on screen
+UI_COLUMN_PX = 830  # the artifact page's content column in the Prefect UI at a 1400 px window (measured); tables never wrap
+UI_WIDTH = UI_COLUMN_PX - 10  # px an embedded figure is drawn for
+UI_WIDTH_IN = UI_WIDTH / UI_DPI
 
 
 def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -41,6 +45,18 @@ def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:
 def png_data_uri(png: bytes) -> str:
     """A `data:image/png;base64,...` URI for embedding PNG bytes in HTML or Markdown."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def display_png(png: bytes, width: int = UI_WIDTH) -> bytes:
+    """PNG bytes for showing at most `width` px wide: scaled down (never up) and stored as a 256-colour palette image."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGBA")
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def _grid_shape(count: int) -> tuple[int, int]:

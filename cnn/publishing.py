@@ -7,16 +7,22 @@ read for variants that have no file of their own, and never written.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cnn import report
+import pandas as pd
+
+from cnn import plots, report
 from cnn.errors import ConfigError, StorageError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
 from cnn.pipeline import DatasetRef, as_ref, get_dataset
+from cnn.report.files import GALLERY
+from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
+from cnn.report.tables import relative_path
 from cnn.storage import Storage, open_storage, safe_name
 
 log = logging.getLogger(__name__)
@@ -27,10 +33,7 @@ LATEST = "latest.json"  # <dataset>/latest.json: the whole table, as earlier ver
 
 def relative_folder(store: Storage, folder: str | None) -> str | None:
     """A row's folder URL made relative to the store's base (None stays None)."""
-    if not folder:
-        return None
-    base = store.url.rstrip("/") + "/"
-    return folder[len(base):] if folder.startswith(base) else folder.strip("/")
+    return relative_path(folder, store.url).strip("/") if folder else None
 
 
 def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, *, with_latest: bool = False, plugins: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -56,7 +59,7 @@ def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
-    return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats}
+    return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats, "root": store.url}
 
 
 def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, plugins: Mapping[str, Any] | None = None) -> list[str]:
@@ -137,36 +140,78 @@ def comparison_settings(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return settings
 
 
-def variant_markdown(row: Mapping[str, Any], lr_info: Mapping[str, Any], train_info: Mapping[str, Any], eval_info: Mapping[str, Any], features: Mapping[str, Any]) -> str:
-    """The per-variant artifact: headline numbers, classification report, small embedded plots, storage paths."""
+VARIANT_PLOTS = (("loss curves", "losses.png"), ("confusion matrix", "confusion_matrix.png"))  # in the variant's folder
+
+
+def variant_images(store: Storage, row: Mapping[str, Any], lr_info: Mapping[str, Any]) -> dict[str, bytes]:
+    """The variant's stored plots (loss curves, confusion matrix, LR sweep) as PNG bytes, by title; missing ones left out."""
+    folder = relative_folder(store, row.get("folder"))
+    wanted = [(title, f"{folder}/{name}") for title, name in VARIANT_PLOTS] if folder else []
+    if lr_info.get("plot"):
+        wanted.append(("LR sweep", relative_folder(store, str(lr_info["plot"]))))
+    return {title: store.read_bytes(rel) for title, rel in wanted if rel and store.exists(rel)}
+
+
+def classification_table(store: Storage, row: Mapping[str, Any]) -> str:
+    """The variant's classification report (stored CSV) as Markdown, scores in the one score format ('' when missing)."""
+    folder = relative_folder(store, row.get("folder"))
+    rel = f"{folder}/classification_report.csv"
+    if not folder or not store.exists(rel):
+        return ""
+    frame = pd.read_csv(io.BytesIO(store.read_bytes(rel)), dtype={"class": str})
+    body = [[md_escape(r["class"]), *(format_number(r[c], SCORE) for c in ("precision", "recall", "f1-score")), format_number(int(r["support"]), ",")] for _, r in frame.iterrows()]
+    return report.markdown_table(["class", "precision", "recall", "F1", "support"], body)
+
+
+def variant_markdown(row: Mapping[str, Any], images: Mapping[str, bytes], classification_md: str, features: Mapping[str, Any], root: str | None = None) -> str:
+    """The per-variant artifact: headline numbers, classification report, plots rendered for the UI's width, file paths
+    (relative to the storage `root` when given)."""
+    numbers = ", ".join(f"{m.header} **{format_number(row[m.field], m.fmt)}**" if m.field == HEADLINE else f"{m.header} {format_number(row[m.field], m.fmt)}" for m in METRICS)
     lines = [
-        f"# {row['variant']} (seed {row['seed']})",
+        f"# {md_escape(row['variant'])} (seed {row['seed']})",
         "",
-        f"test accuracy **{row['test_acc']:.4f}**, macro F1 {row['macro_f1']:.4f}, {row['params']:,} parameters, "
-        f"{row['epochs']} epochs, lr {report.lr_text(row['lr'], row['lr_rule'], row['lr_flag'])}, "
-        f"{row['train_seconds']:.1f} s at {row['images_per_sec']:.0f} img/s",
+        f"{numbers}; {row['params']:,} parameters, {row['epochs']} epochs, lr {md_escape(report.lr_text(row['lr'], row['lr_rule'], row['lr_flag']))}",
         "",
         "## Classification report",
         "",
-        str(eval_info.get("report_markdown", "")),
+        classification_md,
         "",
         "## Plots",
         "",
     ]
-    for title, key, source in (("loss curves", "losses_small", train_info), ("confusion matrix", "confusion_small", eval_info), ("LR sweep", "plot_small", lr_info)):
-        if source.get(key):
-            lines += [f"![{title}]({source[key]})", ""]
-    lines += ["## Files", "", f"- folder: {md_escape(row['folder'])}"]
-    lines += [f"- filters: {md_escape(p)}" for p in features.get("filters", [])]
-    lines += [f"- feature maps: {md_escape(p)}" for p in features.get("feature_maps", [])]
+    for title, png in images.items():
+        lines += [f"![{md_escape(title)}]({plots.png_data_uri(plots.display_png(png))})", ""]
+    lines += ["## Files" + (f" (under {md_escape(root)})" if root else ""), "", f"- folder: {md_escape(relative_path(str(row['folder']), root))}"]
+    lines += [f"- filters: {md_escape(relative_path(p, root))}" for p in features.get("filters", [])]
+    lines += [f"- feature maps: {md_escape(relative_path(p, root))}" for p in features.get("feature_maps", [])]
     return "\n".join(lines)
 
 
 def comparison_artifact_markdown(built: Mapping[str, Any]) -> str:
-    """The comparison artifact: the table, small embedded plots, and where the full-size files are."""
-    images = "\n\n".join(f"![{md_escape(name)}]({uri})" for name, uri in built["images_small"].items())
-    paths = "\n".join(f"- {md_escape(name)}: {md_escape(url)}" for name, url in built["images"].items())
-    return f"{built['comparison_md']}\n\n{images}\n\nFull-size files: {md_escape(built['report'])}\n{paths}\n"
+    """The comparison artifact: the table, the figures rendered for the UI's width, and where the full-size files are."""
+    shown = {name: uri for name, uri in built["images_small"].items() if not name.startswith(GALLERY)}
+    images = "\n\n".join(f"![{md_escape(name)}]({uri})" for name, uri in shown.items())
+    root = built.get("root")
+    paths = "\n".join(f"- {md_escape(name)}: {md_escape(relative_path(url, root))}" for name, url in built["images"].items())
+    galleries = "Galleries (each variant's first- and last-conv feature maps, first-layer filters): the galleries artifact.\n\n" if len(shown) < len(built["images_small"]) else ""
+    under = f" (under {md_escape(root)})" if root else ""
+    return f"{built['comparison_md']}\n\n{images}\n\n{galleries}Full-size files{under}: {md_escape(relative_path(built['report'], root))}\n{paths}\n"
+
+
+def galleries_markdown(built: Mapping[str, Any], dataset: str) -> str:
+    """The galleries artifact: every gallery rendered for the UI's width ('' when there is none)."""
+    shown = {name.removeprefix(GALLERY): uri for name, uri in built["images_small"].items() if name.startswith(GALLERY)}
+    if not shown:
+        return ""
+    return f"# {md_escape(dataset)}: galleries\n\n" + "\n\n".join(f"## {md_escape(name.replace('_', ' '))}\n\n![{md_escape(name)}]({uri})" for name, uri in shown.items()) + "\n"
+
+
+def link_description(name: str, dataset: str) -> str:
+    """What a link artifact to a full-size report image shows."""
+    what = {"f1_heatmap": "per-class F1 heatmap", "accuracy_vs_params": "test accuracy against parameters", "accuracy_vs_seconds": "test accuracy against training seconds"}
+    if name.startswith(GALLERY):
+        return f"{dataset}: gallery of {name.removeprefix(GALLERY).replace('_', ' ')}, full size (the galleries artifact embeds it at the page's width)"
+    return f"{dataset}: {what.get(name, name.replace('_', ' '))}, full size (the comparison artifact embeds it at the page's width)"
 
 
 def artifact_key(*parts: str) -> str:
@@ -176,9 +221,8 @@ def artifact_key(*parts: str) -> str:
 
 
 def comparison_table_rows(summaries: Sequence[Mapping[str, Any]], repeats: int) -> list[dict[str, Any]]:
-    """The comparison's rows as JSON-safe records (NaN -> None) for a Prefect table artifact."""
-    frame = report.comparison_frame(list(summaries), repeats)
-    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()} for rec in frame.to_dict("records")]
+    """The comparison's rows for a Prefect table artifact: the UI's columns, every number in its table format."""
+    return report.table_records(list(summaries), repeats)
 
 
 def link_url(url: str) -> str:

@@ -169,12 +169,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     state = _run_flow(compare_architectures, kwargs, args.quiet)
     result = state.result(raise_on_failure=False)
     if isinstance(result, dict) and "comparison_md" in result:
-        print(result["comparison_md"])
-        print(f"\nreport: {result['report']}")
+        print(comparison_table_text(result, params))
     else:
         print(f"comparison failed: {state.message or result}", file=sys.stderr)
     print(f"flow run {state.name}, {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0 if state.is_completed() else 1
+
+
+def comparison_table_text(result: dict[str, Any], params: RunParams) -> str:
+    """The comparison as the terminal shows it (120 columns), the report's path relative to the store on the last line."""
+    from cnn.report import aggregate_repeats, comparison_text
+    from cnn.report.tables import relative_path
+    from cnn.storage import open_storage
+
+    root = open_storage(params.storage).url
+    text = comparison_text(aggregate_repeats(result["rows"]), params.dataset, params.repeats, root=root)
+    return f"{text}report: {relative_path(result['report'], root)}"
 
 
 def published_defaults(args: argparse.Namespace) -> dict[str, Any]:

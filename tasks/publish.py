@@ -16,9 +16,11 @@ _PUBLISH: dict[str, Any] = {"retries": len(RETRY_DELAYS), "retry_delay_seconds":
 @task(name="publish_variant", **_PUBLISH)
 def publish_variant(dataset: str, storage: str, row_rel: str, row: dict[str, Any], lr_info: dict[str, Any], train_info: dict[str, Any], eval_info: dict[str, Any], features: dict[str, Any]) -> str:
     """Write the row as `row_rel` (this run's row.json) and publish the variant's markdown artifact; returns its key."""
-    open_storage(storage).write_json(row_rel, row)
+    store = open_storage(storage)
+    store.write_json(row_rel, row)
     key = publishing.artifact_key(dataset, row["variant"])
-    create_markdown_artifact(publishing.variant_markdown(row, lr_info, train_info, eval_info, features), key=key, description=f"{row['variant']} on {dataset}")
+    page = publishing.variant_markdown(row, publishing.variant_images(store, row, lr_info), publishing.classification_table(store, row), features, root=store.url)
+    create_markdown_artifact(page, key=key, description=f"{row['variant']} on {dataset}")
     return key
 
 
@@ -33,6 +35,9 @@ def publish_comparison(ref: dict[str, Any], storage: str, run: str, rows: list[d
     table = publishing.comparison_table_rows(built["summaries"], repeats)
     create_table_artifact(table, key=publishing.artifact_key(dataset, "comparison-table"), description=f"{dataset}: comparison rows")
     create_markdown_artifact(built["error_analysis_md"], key=publishing.artifact_key(dataset, "error-analysis"), description=f"{dataset}: errors across variants")
+    galleries = publishing.galleries_markdown(built, dataset)
+    if galleries:
+        create_markdown_artifact(galleries, key=publishing.artifact_key(dataset, "galleries"), description=f"{dataset}: the same probe images through each variant's first and last conv; first-layer filters")
     for name, url in built["images"].items():
-        create_link_artifact(publishing.link_url(url), link_text=name, key=publishing.artifact_key(dataset, "plot", name))
+        create_link_artifact(publishing.link_url(url), link_text=name, key=publishing.artifact_key(dataset, "plot", name), description=publishing.link_description(name, dataset))
     return {"report": built["report"], "folder": built["folder"], "comparison_artifact": str(comparison_id), "rows": len(built["rows"]), "comparison_md": built["comparison_md"]}

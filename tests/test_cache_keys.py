@@ -12,7 +12,7 @@ from cnn.codehash import PACKAGE_DIR, code_digest, dependencies
 from cnn.models import load_variant_file, load_variant_module, unregister_variant, variant_fingerprint
 
 STEPS = ["prepare_dataset", "lr_range_test", "train_variant", "evaluate_variant", "extract_features"]
-KEEP = ["plots.py", "report.py", "publishing.py", "gallery.py", "storage.py", "params.py"]
+KEEP = ["plots.py", *(f"report/{m}.py" for m in ("__init__", "rows", "metrics", "summaries", "analysis", "sentences", "tables", "figures", "files")), "publishing.py", "gallery.py", "storage.py", "params.py"]
 
 
 @pytest.fixture

@@ -48,12 +48,15 @@ def test_artifacts_hold_the_table(first_run) -> None:
     for variant in VARIANTS:
         assert f"| {variant} |" in text
     acc = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
-    assert f"{acc['lenet1']:.4f}" in text
+    assert f"{acc['lenet1']:.3f}" in text
     table = artifacts("fashion-mnist-comparison-table")
     assert table and table[0].type == "table"
     per_variant = artifacts("fashion-mnist-lenet1")
     assert per_variant and "data:image/png;base64," in per_variant[0].data and "Classification report" in per_variant[0].data
     assert artifacts("fashion-mnist-error-analysis")
+    assert "first conv" in artifacts("fashion-mnist-galleries")[0].data
+    link = artifacts("fashion-mnist-plot-f1-heatmap")
+    assert link and link[0].description.startswith("fashion-mnist: per-class F1 heatmap, full size")
     progress = artifacts("fashion-mnist-progress")
     assert progress and float(progress[0].data) == pytest.approx(100.0)
 

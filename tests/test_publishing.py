@@ -114,9 +114,9 @@ def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, result
 
 def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: str, monkeypatch) -> None:
     """Two comparisons and two retrains, each in its own process, publish to one store at the same moment."""
-    from cnn import report
+    from cnn.report import files
 
-    monkeypatch.setattr(report, "_report_figures", lambda *args: {})  # the figures take seconds and touch no row
+    monkeypatch.setattr(files, "_report_figures", lambda *args: {})  # the figures take seconds and touch no row
     jobs = [([_row("lenet1"), _row("lenet5")], False), ([_row("cnn2_3"), _row("cnn2_5")], False), ([_row("generic_1", 0.7)], True), ([_row("generic_2", 0.6)], True)]
     context = multiprocessing.get_context("spawn")  # fresh interpreters: forking after a test left Prefect's threads running broke the children
     barrier, results = context.Barrier(len(jobs)), context.Queue()
@@ -143,10 +143,53 @@ def test_markdown_escapes_paths_class_names_and_errors() -> None:
     texts = [
         comparison_markdown(aggregate_repeats(rows), "digits", 1),
         error_analysis_markdown(rows, list(classes)),
-        variant_markdown(rows[0], {}, {}, {"report_markdown": ""}, {"filters": [f"/data/{HOSTILE}/f.png"], "feature_maps": []}),
+        variant_markdown(rows[0], {}, "", {"filters": [f"/data/{HOSTILE}/f.png"], "feature_maps": []}),
         comparison_artifact_markdown({"comparison_md": "", "images_small": {}, "images": {"f1_heatmap": f"/data/{HOSTILE}/f1.png"}, "report": f"/data/{HOSTILE}/report.md"}),
     ]
     for text in texts:
         assert "<script" not in text and "<img" not in text, text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in texts[0] + texts[2]
     assert "dog\\|&lt;img" in texts[1]  # a pipe in a class name does not split the table
+
+
+# --- what the UI shows ------------------------------------------------------------------------------------------------
+
+
+def test_variant_page_scores_one_format_and_plots_at_the_ui_width(tmp_path: Path) -> None:
+    import base64
+    import io
+    import re
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from cnn import plots
+    from cnn.publishing import classification_table, variant_images
+    from cnn.storage import Storage
+
+    store = Storage(str(tmp_path))
+    folder = store.path("digits/r/lenet1")
+    store.write_text("digits/r/lenet1/classification_report.csv", "class,precision,recall,f1-score,support\n0,1.0,0.6666667,0.8,3\nmacro avg,0.5,1.0,0.6666667,3\n")
+    for name in ("losses.png", "confusion_matrix.png", "lr_finder.png"):
+        store.write_bytes(f"digits/r/lenet1/{name}", plots.figure_to_png(plt.figure(figsize=(10, 4)), dpi=110))
+    row = _row("lenet1", 0.6666667, folder=folder)
+    table = classification_table(store, row)
+    assert "| 0 | 1.000 | 0.667 | 0.800 | 3 |" in table  # never "1" next to "0.667"
+    images = variant_images(store, row, {"plot": store.path("digits/r/lenet1/lr_finder.png")})
+    assert list(images) == ["loss curves", "confusion matrix", "LR sweep"]
+    page = variant_markdown(row, images, table, {"filters": [f"{folder}/filters/conv1.png"], "feature_maps": []}, root=store.url)
+    widths = [Image.open(io.BytesIO(base64.b64decode(uri))).width for uri in re.findall(r"base64,([A-Za-z0-9+/=]+)", page)]
+    assert widths == [plots.UI_WIDTH] * 3  # 1100 px files shown at the content column's width, not 450 px thumbnails
+    assert "test acc **0.667**" in page and "- filters: digits/r/lenet1/filters/conv1.png" in page
+
+
+def test_link_artifacts_say_what_they_show_and_galleries_get_their_own_page() -> None:
+    from cnn.publishing import galleries_markdown, link_description
+
+    assert link_description("f1_heatmap", "digits") == "digits: per-class F1 heatmap, full size (the comparison artifact embeds it at the page's width)"
+    assert link_description("gallery_first_conv", "digits") == "digits: gallery of first conv, full size (the galleries artifact embeds it at the page's width)"
+    built = {"comparison_md": "table", "report": "/r/report.md", "images": {"f1_heatmap": "/r/f1.png", "gallery_filters": "/r/g.png"}, "images_small": {"f1_heatmap": "data:image/png;base64,AA", "gallery_filters": "data:image/png;base64,BB"}}
+    comparison = comparison_artifact_markdown(built)
+    assert "base64,AA" in comparison and "base64,BB" not in comparison and "the galleries artifact" in comparison
+    assert "## filters\n\n![filters](data:image/png;base64,BB)" in galleries_markdown(built, "digits")
+    assert galleries_markdown({**built, "images_small": {"f1_heatmap": "x"}}, "digits") == ""

@@ -154,7 +154,7 @@ def test_a_variant_that_did_not_learn_is_flagged_and_never_named_best() -> None:
     summaries = report.aggregate_repeats(rows)
     md = report.comparison_markdown(summaries, "toy", 1)
     assert report.best_variant(rows) == "good" and "good is the most accurate" in md
-    assert "0.9500 (did not learn)" in md and "Did not learn" in md and "idle is the most" not in md
+    assert "0.950 ✗" in md and "Did not learn (✗: test accuracy not clearly above chance" in md and "idle is the most" not in md
     assert report.count_wins(rows) == {"good": 1}
 
 

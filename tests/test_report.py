@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 
 import matplotlib.pyplot as plt
@@ -71,6 +72,17 @@ def test_failed_row_keeps_error_and_blank_numbers() -> None:
     assert r["test_acc"] is None and r["params"] is None and r["folder"] == "memory://x"
 
 
+STORED_KEYS = {"variant", "seed", "status", "error", "learned", "params", "lr", "lr_rule", "lr_flag", "optimizer", "schedule", "batch_size", "epochs", "best_val_acc", "test_acc", "macro_f1", "train_seconds", "images_per_sec", "per_class_f1", "confusion", "most_confused", "folder"}
+
+
+def test_rows_keep_the_stored_json_shape_and_older_rows_still_read() -> None:
+    assert set(row("a", 0, 0.9)) == set(report.make_row("b", 0, None, None, None, error="x")) == STORED_KEYS  # row.json, latest/<variant>.json
+    older = {k: v for k, v in row("old", 0, 0.9).items() if k not in ("learned", "status", "lr_flag")}  # before those keys existed
+    (summary,) = report.aggregate_repeats([older])
+    assert summary["status"] == "ok" and summary["learned"] and summary["test_acc"] == pytest.approx(0.9)
+    assert report.RunRow.from_dict({**older, "a_later_key": 1}).variant == "old"
+
+
 def test_aggregate_repeats_mean_std_wins_and_order(rows: list[dict]) -> None:
     summaries = report.aggregate_repeats(rows)
     assert [s["variant"] for s in summaries] == ["big", "mid", "small", "broken"]
@@ -129,12 +141,19 @@ def test_per_class_table_and_best_marked(rows: list[dict]) -> None:
     assert list(table.columns) == ["big", "mid", "small"]  # by mean test accuracy; the failed variant left out
     assert table.loc["T-shirt/top", "small"] == pytest.approx(0.8)
     best = report.best_per_class(table)
-    assert best == {"T-shirt/top": "big", "Trouser": "big", "Shirt": "mid"}  # big and mid tie at 0.85: leftmost wins
+    assert best == {"T-shirt/top": ["big", "mid"], "Trouser": ["big"], "Shirt": ["mid"]}  # big and mid tie at 0.850
     md = report.per_class_f1_markdown(table)
     lines = md.splitlines()
     assert len(lines) == 2 + len(CLASSES)
     assert "**0.980**" in next(line for line in lines if line.startswith("| Trouser"))
-    assert all(line.count("**") == 2 for line in lines[2:])
+    assert next(line for line in lines if line.startswith("| T-shirt/top")).count("**0.850**") == 2  # a tie: both bold
+    assert [line.count("**") for line in lines[2:]] == [4, 2, 2]
+
+
+def test_f1_values_equal_as_shown_are_a_tie() -> None:
+    table = report.per_class_f1_table([row("a", 0, 0.9, per_class={c: 0.9996 for c in CLASSES}), row("b", 0, 0.8, per_class={c: 1.0 for c in CLASSES})], CLASSES)
+    md = report.per_class_f1_markdown(table)
+    assert all(line.count("**1.000**") == 2 for line in md.splitlines()[2:])
 
 
 def test_confusion_shifts_fixed_and_introduced() -> None:
@@ -170,28 +189,101 @@ def test_comparison_markdown_rows_sorted_failed_kept(rows: list[dict]) -> None:
     header = md.splitlines()[2]
     assert [r[0] for r in body] == ["big", "mid", "small", "broken"]
     test_col = [c.strip() for c in header.strip("|").split(" | ")].index("test acc")
-    assert body[0][test_col] == "0.8600 ± 0.0400"
-    assert [body[0][1], body[0][5]] == ["8,000", "3"]  # params and epochs stay integers next to a failed row
-    assert body[-1][test_col] == "failed: RuntimeError: CUDA out of memory"
+    assert body[0][test_col] == "0.860 ± 0.040"
+    assert body[0][1] == "8,000"  # params stay integers next to a failed row
+    assert "3 epochs" in md.splitlines()[0]  # settings every variant shares: in the heading, not a column each
+    assert body[-1][test_col] == "failed"
+    assert "- broken failed: RuntimeError: CUDA out of memory" in md  # the error below the table, first line only
     assert "Tried to allocate" not in md
-    assert "wins" in header and "Shirt→T-shirt/top (2)" in md
-    assert "memory://runs/big" in md
+    assert "wins" in header and "most confused" not in header  # the UI shows confused pairs in the error analysis
+    assert "files: memory://runs/&lt;variant&gt;/" in md and "files" not in header  # rendered: memory://runs/<variant>/
 
 
 def test_disagree_flag_shows_in_lr_column(rows: list[dict]) -> None:
     frame = report.comparison_frame(report.aggregate_repeats(rows))
     lr = dict(zip(frame["variant"], frame["LR"]))
-    assert lr["mid"] == "0.031 (steepest, ⚠ disagree)"
-    assert lr["big"] == "0.031 (steepest)"
+    assert lr["mid"] == "0.031 ⚠"
+    assert lr["big"] == "0.031"
+    assert set(frame["LR rule"][:3]) == {"steepest"}
+    assert "check those curves (⚠ in the LR column)" in report.comparison_markdown(report.aggregate_repeats(rows), "d", 2)
 
 
 def test_single_seed_has_no_wins_and_plain_numbers() -> None:
     summaries = report.aggregate_repeats([row("a", 0, 0.7), row("b", 0, 0.8)])
     frame = report.comparison_frame(summaries, repeats=1)
     assert "wins" not in frame.columns
-    assert list(frame["test acc"]) == [0.8, 0.7]
+    assert list(frame["test acc"]) == ["0.800", "0.700"]
     md = report.comparison_markdown(summaries, "digits", repeats=1)
-    assert "±" not in table_rows(md)[0][5]
+    assert "±" not in md
+
+
+ELEVEN = {"alexnet": 57_029_322, "cnn2_3": 824, "cnn2_5": 1_090, "cnn2_7": 1_428, "generic_0": 1_090, "generic_1": 14_748, "generic_2": 654, "generic_3": 2_832_134, "lenet1": 186, "lenet5": 61_706, "lenet5_dropout": 61_706}
+ROOT = "/home/someone/projects/cnn-lab/results"
+
+
+def eleven_variants(seeds: tuple[int, ...]) -> list[dict]:
+    """Every built-in variant over `seeds` on ten long class names, with long folders, a flagged LR and a failed run."""
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    out = []
+    for i, (variant, params) in enumerate(ELEVEN.items()):
+        for seed in seeds:
+            acc = 0.8 + i / 100 + seed / 1000
+            train = {"params": params, "epochs": 10, "best_val_acc": acc, "seconds": 1234.5, "images_per_sec": 123456.0, "folder": f"{ROOT}/fashion-mnist/20261128-140000/{variant}/seed-{seed}", "config": {"lr": 0.00316, "optimizer": "adamw", "batch_size": 256, "schedule": "onecycle"}}
+            evaluation = {"accuracy": acc, "macro_f1": acc - 0.01, "per_class_f1": dict.fromkeys(classes, acc), "confusion": [[90, 10], [5, 95]], "most_confused": [pair("T-shirt/top", "Pullover", 123)]}
+            out.append(report.make_row(variant, seed, {"lr": 0.00316, "rule": "steepest", "flag": "disagree" if i % 3 else None}, train, evaluation))
+    return out + [report.make_row("broken", 0, None, None, None, f"{ROOT}/fashion-mnist/20261128-140000/broken", error=RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)"))]
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_terminal_table_fits_120_columns_with_paths_relative_below(seeds: tuple[int, ...]) -> None:
+    rows = eleven_variants(seeds)
+    text = report.comparison_text(report.aggregate_repeats(rows), "fashion-mnist", len(seeds), root=ROOT)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    table = lines[: lines.index("")]
+    assert len(table) == 3 + len(ELEVEN) + 1  # title, header, rule, one line per variant (none folded), the failed one
+    assert all(ROOT not in line and "20261128" not in line for line in table)
+    assert f"files under {ROOT}: fashion-mnist/20261128-140000/<variant>/" in lines
+    assert "broken failed: RuntimeError: CUDA out of memory." in text
+    assert "adamw, batch 256, 10 epochs, onecycle schedule" in lines[0]
+
+
+def test_ui_table_has_no_paths_and_stays_narrow() -> None:
+    summaries = report.aggregate_repeats(eleven_variants((0, 1, 2)))
+    md = report.comparison_markdown(summaries, "fashion-mnist", 3, root=ROOT)
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    widest = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    # the UI's markdown tables never wrap a cell: measured in its screenshots, 7.2 px a character and 25 px of padding a
+    # cell; the artifact page's content column is 830 px wide at a 1400 px window
+    assert sum(widest) * 7.2 + 25 * len(widest) <= 830, widest
+    assert ROOT not in "".join("".join(row) for row in cells)
+    assert f"files under {ROOT}: fashion-mnist/20261128-140000/&lt;variant&gt;/" in md
+
+
+def test_per_class_f1_of_eleven_variants_splits_into_tables_that_fit_the_ui() -> None:
+    rows = eleven_variants((0,))
+    classes = list(rows[0]["per_class_f1"])
+    md = report.per_class_f1_markdown(report.per_class_f1_table(rows, classes))
+    tables = md.split("\n\n")
+    assert len(tables) > 1
+    seen = []
+    for table in tables:
+        cells = [[c.strip().replace("**", "") for c in line.strip("|").split(" | ")] for line in table.splitlines() if not line.startswith("|---")]
+        widest = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        assert sum(widest) * 7.2 + 25 * len(widest) <= 830, widest  # the UI's measured character and cell widths
+        assert cells[0][0] == "class" and len(cells) == 1 + len(classes)
+        seen += cells[0][1:]
+    assert sorted(seen) == sorted(ELEVEN)  # every variant once
+    assert md.count("**") == 2 * len(classes)  # lenet5_dropout is best in every class, in whichever table it is
+
+
+def test_scores_have_one_format_everywhere() -> None:
+    summaries = report.aggregate_repeats([row("a", 0, 1.0, f1=0.6667), row("b", 0, 0.9)])
+    frame = report.comparison_frame(summaries, repeats=1)
+    assert list(frame["test acc"]) == ["1.000", "0.900"] and list(frame["macro F1"]) == ["0.667", "0.880"]
+    assert list(frame["val acc"]) == ["1.010", "0.910"]
+    assert "with 1.000 test accuracy" in report.summary_sentences(summaries)
+    assert all(re.fullmatch(r"\d\.\d{3}", c) for c in frame["test acc"])
 
 
 def test_summary_sentences_name_best_thrifty_common_and_flags(rows: list[dict]) -> None:
@@ -245,8 +337,8 @@ def test_write_report_files_and_relative_links(tmp_path, rows: list[dict]) -> No
     assert out["error_analysis_md"] in text
     assert set(out["images"]) == set(out["images_small"]) == {"f1_heatmap", "accuracy_vs_params", "accuracy_vs_seconds", "gallery_filters"}
     for uri in out["images_small"].values():
-        assert uri.startswith("data:image/png;base64,") and len(uri) < 60_000
-        assert base64.b64decode(uri.split(",", 1)[1]).startswith(PNG_MAGIC)
+        assert uri.startswith("data:image/png;base64,")
+        assert _png_size(uri)[0] <= plots.UI_WIDTH
 
 
 def test_write_report_when_everything_failed(tmp_path) -> None:
@@ -256,10 +348,32 @@ def test_write_report_when_everything_failed(tmp_path) -> None:
     assert "failed: boom" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_small_png_shrinks_big_images() -> None:
-    big = plots.figure_to_png(report.plot_f1_heatmap(report.per_class_f1_table([row("a", 0, 0.5)], CLASSES)), dpi=400)
-    assert len(plots.png_data_uri(big)) > 20_000
-    assert len(plots.png_data_uri(report.small_png(big, max_chars=20_000))) <= 20_000
+def _png_size(uri_or_png: str | bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    raw = base64.b64decode(uri_or_png.split(",", 1)[1]) if isinstance(uri_or_png, str) else uri_or_png
+    assert raw.startswith(PNG_MAGIC)
+    return Image.open(io.BytesIO(raw)).size
+
+
+def test_display_png_scales_down_to_the_ui_width_never_up() -> None:
+    big = plots.figure_to_png(plt.figure(figsize=(20, 5)), dpi=100)
+    small = plots.figure_to_png(plt.figure(figsize=(3, 2)), dpi=100)
+    assert _png_size(plots.display_png(big))[0] == plots.UI_WIDTH
+    assert _png_size(plots.display_png(small)) == _png_size(small)
+
+
+@pytest.mark.parametrize("n_variants", [3, 11])
+def test_heatmap_is_drawn_for_the_ui_width_with_legible_numbers(n_variants: int) -> None:
+    names = [f"variant_{i}" for i in range(n_variants)]
+    classes = [str(c) for c in range(10)]
+    table = report.per_class_f1_table([row(v, 0, 0.5 + i / 100, per_class=dict.fromkeys(classes, 0.9)) for i, v in enumerate(names)], classes)
+    fig = report.plot_f1_heatmap(table)
+    cell_font_px = min(t.get_fontsize() for t in fig.axes[0].texts) * plots.UI_DPI / 72
+    width, _ = _png_size(plots.display_png(plots.figure_to_png(fig, dpi=plots.UI_DPI)))
+    assert cell_font_px >= 12  # the old heatmap's numbers were ~4 px high in the UI
+    assert 450 <= width <= plots.UI_WIDTH  # the old one was ~185 px wide
+    assert table.shape == (10, n_variants)
 
 
 # ---------------------------------------------------------------- galleries
@@ -326,3 +440,12 @@ def test_load_variant_model_round_trip(tmp_path, digits, tiny_models) -> None:
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     with pytest.raises(CheckpointError, match="lenet1"):
         gallery.load_variant_model(storage, "d/r/cnn2_3", "lenet1", digits)
+
+
+def test_galleries_fill_the_ui_width(digits, tiny_models) -> None:
+    pngs = gallery.gallery_pngs(tiny_models, digits)
+    shown = {name: _png_size(plots.display_png(png)) for name, png in pngs.items()}
+    for name in ("first_conv", "last_conv"):
+        width, height = shown[name]
+        assert width >= 700  # ten probe tiles of ~65 px each; the old embedded galleries were ~50-100 px wide in all
+        assert height >= 8 * 60  # at least one variant's eight channels at tile size
