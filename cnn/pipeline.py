@@ -103,7 +103,7 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> Tra
     device = str(values.get("device", "auto"))
     dev = resolve_device(device)
     values["epochs"] = recipe.resolve_epochs(values.get("epochs", recipe.AUTO), n_train)
-    values["batch_size"] = recipe.resolve_batch_size(values.get("batch_size", recipe.AUTO), n_train, dev)
+    values["batch_size"] = recipe.resolve_batch_size(values.get("batch_size", recipe.AUTO), n_train, dev, values["epochs"])
     return TrainConfig.from_dict(values)
 
 

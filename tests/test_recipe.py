@@ -16,12 +16,14 @@ from cnn.train import TrainConfig
 
 @pytest.mark.parametrize(
     ("n_train", "device", "batch"),
-    [(100, "cpu", 8), (486, "cpu", 8), (1_293, "cpu", 16), (4_860, "cpu", 64), (54_000, "cpu", 128), (54_000, "cuda", 512), (54_000, "cuda:1", 512), (3_000_000, "cpu", 128)],
+    [(100, "cpu", 8), (486, "cpu", 8), (1_293, "cpu", 16), (4_860, "cpu", 16), (20_000, "cpu", 64), (54_000, "cpu", 128), (54_000, "cuda", 256), (54_000, "cuda:1", 256), (3_000_000, "cpu", 128), (3_000_000, "cuda", 512)],
 )
 def test_batch_rule_follows_the_training_set(n_train: int, device: str, batch: int) -> None:
     assert recipe.auto_batch_size(n_train, device) == batch
     if n_train >= recipe.MIN_STEPS_PER_EPOCH * recipe.AUTO_BATCH_BOUNDS["cpu"][0]:
-        assert n_train // batch >= recipe.MIN_STEPS_PER_EPOCH  # never fewer steps per epoch than stated
+        assert n_train // batch >= recipe.MIN_STEPS_PER_EPOCH  # never fewer steps per epoch than stated ...
+        assert n_train * recipe.auto_epochs(n_train) // batch >= recipe.MIN_TOTAL_STEPS  # ... nor in the whole run
+    assert recipe.auto_batch_size(4_860, device, epochs=20) == 64  # more epochs: the per-epoch floor binds again
 
 
 @pytest.mark.parametrize(("n_train", "epochs"), [(486, 30), (1_293, 16), (4_860, 5), (54_000, 5)])
