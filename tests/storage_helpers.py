@@ -1,8 +1,10 @@
 """Shared checks on the artifact store for the local and S3 tests."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 
 from cnn.storage import Storage
 
@@ -76,3 +78,22 @@ class S3Server:
 def s3_env(endpoint: str) -> dict[str, str]:
     """Fake credentials and the endpoint, as a worker gets them from its environment."""
     return {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1", "CNN_LAB_S3_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@contextlib.contextmanager
+def s3_in_environment() -> Iterator[S3Server]:
+    """A started server with bucket BUCKET, its endpoint and fake credentials in the environment (processes started
+    inside the block inherit them)."""
+    import pytest
+
+    server = S3Server().start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+                mp.delenv(var, raising=False)
+            for var, value in s3_env(server.endpoint).items():
+                mp.setenv(var, value)
+            server.client().create_bucket(Bucket=BUCKET)
+            yield server
+    finally:
+        server.stop()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from storage_helpers import BUCKET, S3Server, s3_env
+from storage_helpers import BUCKET, s3_in_environment
 
 pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
@@ -18,16 +18,8 @@ VARIANTS = ["lenet1", "generic_2"]
 @pytest.fixture(scope="module")
 def s3_and_cluster():
     """moto's S3 with the bucket, then 2 Dask worker processes that inherit its endpoint and credentials."""
-    server = S3Server().start()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            mp.delenv(var, raising=False)
-        for var, value in s3_env(server.endpoint).items():
-            mp.setenv(var, value)
-        server.client().create_bucket(Bucket=BUCKET)
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
-            yield server, cluster
-    server.stop()
+    with s3_in_environment() as server, distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+        yield server, cluster
 
 
 def test_comparison_runs_on_the_cluster_with_artifacts_in_s3(s3_and_cluster, prefect_harness, fashion_dir: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from cnn.errors import StorageError
 from cnn.storage import Storage
-from storage_helpers import BUCKET, KEY_ID, SECRET, S3Server, reads_during_rewrites, s3_env
+from storage_helpers import BUCKET, KEY_ID, SECRET, S3Server, reads_during_rewrites, s3_in_environment
 
 VARIANTS = ["lenet1", "generic_2"]
 LAYOUT = ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.json", "metrics.json", "history.csv", "checkpoint.pt", "model.pt", "row.json")
@@ -23,15 +23,8 @@ LAYOUT = ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr
 @pytest.fixture(scope="module")
 def s3():
     """A started server with bucket BUCKET, its endpoint and fake credentials in the environment."""
-    server = S3Server().start()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
-            mp.delenv(var, raising=False)
-        for var, value in s3_env(server.endpoint).items():
-            mp.setenv(var, value)
-        server.client().create_bucket(Bucket=BUCKET)
+    with s3_in_environment() as server:
         yield server
-    server.stop()
 
 
 def test_keys_follow_the_layout_under_the_prefix(s3) -> None:
