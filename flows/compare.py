@@ -16,6 +16,7 @@ from flows.results import with_result_storage
 from flows.runners import run_variants
 from flows.settings import build_settings
 from tasks import prepare_dataset, publish_comparison
+from tasks.policy import CACHE_EXPIRATION, REPORT_CACHE
 from tasks.progress import announce_run
 
 
@@ -37,7 +38,8 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         rows = dispatch_variants(train_deployment, settings, names, seeds)
     else:
         rows = run_variants(settings, names, seeds, progress_id, info)
-    published = publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats, plugins=settings.plugins)
+    publish = with_result_storage(publish_comparison, settings.storage).with_options(cache_policy=REPORT_CACHE, cache_expiration=CACHE_EXPIRATION, persist_result=True, refresh_cache=bool(settings.refresh) or None)
+    published = publish(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats, plugins=settings.plugins)
     failed = [r for r in rows if r["status"] != "ok"]
     result = {"run": settings.run, "rows": rows, "report": published["report"], "comparison_md": published["comparison_md"]}
     if len(failed) == len(rows):
