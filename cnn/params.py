@@ -27,6 +27,7 @@ VARIANT_NAME = re.compile(r"[a-z0-9_]+")
 VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
+_TASK_RUNNER = re.compile(r"dask|(dask|tcp|tls)://[^/\s]+")
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ class RunParams(BaseModel):
     max_test: Annotated[int, Count()] = Field(0, description="Use only this many test images; 0: all.")
     device: Annotated[str, Device()] = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps.")
     refresh: Annotated[list[str], Refresh()] = Field([], description="Re-run cached steps: true for all, or some of lr, train, evaluate, features.")
+    parallel: Annotated[int | str, AutoOrCount()] = Field("auto", description="Variants trained at once, each in its own process with the CPU cores split between them (on one GPU: sharing it); 1: one after another in this process; auto: by cores, memory and the comparison's size (cnn/parallel.py).")
+    task_runner: Annotated[str, Text(optional=True, pattern=_TASK_RUNNER.pattern, allowed="dask, dask://host:port or tcp://host:port")] = Field("", description="Where the variants run: empty for this machine (see parallel); dask for a local Dask cluster of parallel worker processes; dask://host:8786 for an existing Dask cluster (pip install 'cnn-lab[dask]').")
     train_deployment: Annotated[str, Text(optional=True, pattern=_DEPLOYMENT.pattern, allowed="flow-name/deployment-name")] = Field("", description="Run each variant as a flow run of this deployment (e.g. train-variant/train-variant-gpu) on its work pool; empty: in this process.")
     publish: Annotated[bool, Flag()] = Field(False, description="After training, publish a new version of the comparison table with this variant's row replaced.")
     subdir: Annotated[str, Text(optional=True)] = Field("", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,6 +96,13 @@ def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
     return storage.write_bytes(rel, plots.figure_to_png(fig, dpi=dpi))
 
 
+def _save_png_and_thumbnail(storage: Storage, rel: str, fig: Any) -> tuple[str, str]:
+    """Save `fig` full size at `rel`; its URL and a small data-URI thumbnail of the same figure (built once, not twice)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=SMALL_DPI, bbox_inches="tight")
+    return _save_png(storage, rel, fig), plots.png_data_uri(buffer.getvalue())
+
+
 def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> TrainConfig:
     """A validated TrainConfig with "auto" epochs and batch size resolved by the recipe's rules for `n_train` images."""
     if isinstance(config, TrainConfig):
@@ -141,8 +149,7 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         "budget_share": result.images_seen / max(n_train * cfg.epochs, 1),
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
-        "plot": _save_png(store, f"{folder}/lr_finder.png", plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions)),
-        "plot_small": plots.png_data_uri(plots.figure_to_png(plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions), dpi=SMALL_DPI)),
+        **dict(zip(("plot", "plot_small"), _save_png_and_thumbnail(store, f"{folder}/lr_finder.png", plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions)))),
     }
     store.write_json(f"{folder}/lr_finder.json", {**result.to_dict(), **{k: v for k, v in out.items() if not k.startswith("plot")}})
     return out
@@ -195,7 +202,7 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
-    _save_png(store, f"{folder}/losses.png", plots.plot_history(result.history))
+    _, losses_small = _save_png_and_thumbnail(store, f"{folder}/losses.png", plots.plot_history(result.history))
     torch_weights = f"{folder}/model.pt"
     weights = buffer_bytes(lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b))
     store.write_bytes(torch_weights, weights)
@@ -209,7 +216,7 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         "folder_rel": folder,
         "model_id": hashlib.blake2b(weights, digest_size=12).hexdigest(),
         "dataset_fingerprint": data.fingerprint,
-        "losses_small": plots.png_data_uri(plots.figure_to_png(plots.plot_history(result.history), dpi=SMALL_DPI)),
+        "losses_small": losses_small,
         **{k: v for k, v in result.to_dict().items() if k != "extra"},
         "epochs": len(result.history),
         "config": fitted.config.to_dict(),
@@ -240,13 +247,13 @@ def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
     res = evaluate(model, loader, data.classes)
     store.write_text(f"{folder}/classification_report.csv", report_to_csv(res.report))
-    _save_png(store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes))
+    _, confusion_small = _save_png_and_thumbnail(store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes))
     metrics = {**res.to_dict(), "variant": variant, "params": count_parameters(model), "confusion": res.confusion.tolist()}
     store.write_json(f"{folder}/metrics.json", metrics)
     return {
         **metrics,
         "report_markdown": res.report.round(3).rename(index=md_escape).to_markdown(),
-        "confusion_small": plots.png_data_uri(plots.figure_to_png(plots.plot_confusion_matrix(res.confusion, data.classes), dpi=SMALL_DPI)),
+        "confusion_small": confusion_small,
     }
 
 

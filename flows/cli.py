@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
     bench.add_argument("--prefect-overhead", action="store_true", help="also time the comparison flow against a plain loop")
+    bench.add_argument("--end-to-end", action="store_true", help="instead: where the README quickstart's wall time goes (start-up, server, each step, Prefect) and what --parallel gains (see flows/overhead.py)")
     bench.add_argument("--all-variants", action="store_true", help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see benchmarks/variants.py)")
     bench.add_argument("--recipe", action="store_true", help="instead: the default recipe against a plain PyTorch loop (Adam 1e-3, batch 32), variant x dataset x seed")
     bench.add_argument("--datasets", default="digits,distorted-digits-small", help="with --recipe: digits, distorted-digits-small/-medium/-large")
@@ -156,12 +157,20 @@ def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
     return state
 
 
+def _launch_server() -> None:
+    """Start the temporary Prefect server now (when no PREFECT_API_URL is set), so that it starts while torch loads."""
+    from flows.local_server import launch_tied_server
+
+    launch_tied_server()
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Check every parameter, run the comparison flow and print its table."""
     from flows.parameters import COMPARE_FIELDS
 
     start = time.perf_counter()
     params = run_params(args)
+    _launch_server()
     checked_settings(params)
     from flows.compare import compare_architectures
 
@@ -203,6 +212,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from flows.parameters import VARIANT_FIELDS
 
     params = run_params(args, refresh=True, publish=True, **published_defaults(args))
+    _launch_server()
     checked_settings(params, [params.variant])
     from flows.variant import train_variant_flow
 
@@ -241,6 +251,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks import recipe
 
         recipe.main(["--datasets", args.datasets, "--variants", args.variants, "--seeds", args.seeds, "--device", "cpu" if args.device == "auto" else args.device] + (["--json", "/dev/stdout"] if args.json else []))
+        return 0
+    if args.end_to_end:
+        from flows.overhead import bench_end_to_end, format_end_to_end
+
+        result = bench_end_to_end(quick=args.quick)
+        print(json.dumps(result, indent=2, default=str) if args.json else format_end_to_end(result))
         return 0
     if args.all_variants:
         from benchmarks import variants as bench_variants

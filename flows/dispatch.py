@@ -11,9 +11,9 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from cnn.errors import ConfigError
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
-from cnn.storage import open_storage
 from flows.parameters import VARIANT_FIELDS
 from flows.settings import RunSettings
+from tasks.store import read_row
 
 WAIT_TIMEOUT_S = 6 * 3600
 
@@ -54,13 +54,13 @@ def dispatch_variants(deployment: str, settings: RunSettings, variants: list[str
             run = run_deployment(deployment, parameters=variant_parameters(settings, variant, seed, subdir), timeout=0, as_subflow=True, flow_run_name=f"{variant}-seed{seed}")
             logger.info("dispatched %s (seed %d) to %s as flow run %s", variant, seed, deployment, run.name)
             started.append((variant, seed, subdir, run))
-    store = open_storage(settings.storage)
     rows = []
     for variant, seed, subdir, run in started:
         final = run_coro_as_sync(wait_for_flow_run(run.id, timeout=WAIT_TIMEOUT_S))  # wait_for_flow_run is async-only
         rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "")
-        if final.state is not None and final.state.is_completed() and store.exists(f"{rel}/row.json"):
-            rows.append(store.read_json(f"{rel}/row.json"))
+        row = read_row(settings.storage, f"{rel}/row.json") if final.state is not None and final.state.is_completed() else None
+        if row is not None:
+            rows.append(row)
         else:
             message = final.state.message if final.state is not None else "no state"
             rows.append(failed_row(variant, seed, f"flow run {final.name} ended {final.state_name}: {message}"))

@@ -3,18 +3,20 @@
 Prefect starts its temporary server (when PREFECT_API_URL is unset) in the terminal's process group, so a Ctrl-C killed
 it before the flow run could be marked as ended, and a killed CLI left it running. This one runs in its own session
 (the terminal's SIGINT does not reach it) and reads a pipe from the CLI: when the CLI is gone, even after SIGKILL, the
-pipe closes and the server shuts down. Prefect's own clients use it, because it is registered as Prefect's instance.
+pipe closes and the server shuts down. Prefect's own clients use it through PREFECT_API_URL.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from typing import Any
-
-from prefect.server.api.server import SubprocessASGIServer
 
 STOP_WAIT_S = 1.5  # then SIGKILL: the SQLite database survives that, and the CLI exits within seconds of a Ctrl-C
 STARTUP_TIMEOUT_S = 120  # Prefect's default of 20 s is too short where training shares a few busy cores with the server
@@ -38,42 +40,102 @@ main()
 """
 
 
-class TiedServer(SubprocessASGIServer):
-    """Prefect's temporary server in its own session, shutting down when the process that started it is gone."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-        import prefect
-        from prefect.settings import get_current_settings
 
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
-        args = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
-        return subprocess.Popen([sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True)
+class TiedServer:
+    """Prefect's temporary server in its own session, shutting down when the process that started it is gone.
+
+    It is launched as soon as the CLI's parameters are checked and runs its start-up (importing Prefect's server,
+    migrating the database) while the CLI imports torch and checks the run; the CLI waits for it only before the flow
+    starts. Prefect's clients reach it through PREFECT_API_URL, so this process never imports Prefect's server code."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen[Any] | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The server's API address."""
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def launch(self) -> None:
+        """Start the server process (not waiting for it); it stops at this process's exit."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("prefect")  # its folder, without importing Prefect (seconds) first
+        app_dir = os.path.dirname(list(spec.submodule_search_locations or [])[0]) if spec else "."
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        args = ["--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
+        self.process = subprocess.Popen([sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True)
+        atexit.register(self.stop)
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Block until the API answers its health check (RuntimeError if the process ends or `timeout` passes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"the temporary Prefect server on port {self.port} exited during start-up")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the temporary Prefect server did not start within {timeout:.0f} s")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         """Send the logs still queued for it, then stop the server: a SIGTERM, then SIGKILL after STOP_WAIT_S (its clean
         shutdown can take 5 s on busy cores). Without the flush, logging's own exit handler waits 5 s for a server that is gone."""
-        from prefect.logging.handlers import APILogWorker
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        if "prefect.logging.handlers" in sys.modules:
+            from prefect.logging.handlers import APILogWorker
 
-        process = self.server_process
-        if process is not None and process.poll() is None:
             with contextlib.suppress(Exception):  # nothing to send, or the worker is gone: stop all the same
                 APILogWorker.drain_all(timeout=5)
-            process.terminate()
-            try:
-                process.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        super().stop()
+        process.terminate()
+        try:
+            process.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
-def start_tied_server() -> SubprocessASGIServer | None:
-    """Start the tied temporary server unless PREFECT_API_URL names a server (Prefect stops it at exit); returns it."""
+_LAUNCHED: list[TiedServer] = []
+
+
+def launch_tied_server() -> TiedServer | None:
+    """Launch the tied temporary server, without importing Prefect and without waiting for it, unless PREFECT_API_URL
+    is in the environment or one is launched already (`start_tied_server` stops it if a profile names a server)."""
+    if _LAUNCHED:
+        return _LAUNCHED[0]
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    server = TiedServer()
+    server.launch()
+    _LAUNCHED.append(server)
+    return server
+
+
+def start_tied_server() -> TiedServer | None:
+    """The tied temporary server (launched now unless it was), once it answers, with this process's Prefect settings
+    (and the processes it starts) pointed at it; None when Prefect's settings name a server."""
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    server = launch_tied_server()
+    if server is None:
         return None
-    server = TiedServer()  # becomes the instance every Prefect client of this process asks for
-    server.start(timeout=max(int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()), STARTUP_TIMEOUT_S))
+    if os.environ.get("PREFECT_API_URL") != server.api_url and (PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value()):
+        server.stop()  # a profile names a server (or forbids a temporary one): use that
+        return None
+    server.wait_ready(max(int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()), STARTUP_TIMEOUT_S))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    refresh_global_settings_context()
     return server
 
 

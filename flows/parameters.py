@@ -15,7 +15,7 @@ from cnn.params import RunParams
 F = TypeVar("F", bound=Callable[..., Any])
 
 VARIANT_ONLY = ("variant", "publish", "subdir")
-COMPARE_ONLY = ("variants", "repeats", "train_deployment")
+COMPARE_ONLY = ("variants", "repeats", "parallel", "task_runner", "train_deployment")
 COMPARE_FIELDS = tuple(name for name in RunParams.model_fields if name not in VARIANT_ONLY)
 VARIANT_FIELDS = tuple(name for name in RunParams.model_fields if name not in COMPARE_ONLY)
 

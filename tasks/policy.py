@@ -41,6 +41,19 @@ def step_code_key(context: Any, inputs: dict[str, Any]) -> str:
 
 
 STEP_SOURCE = CacheKeyFnPolicy(cache_key_fn=step_code_key)
+# What a comparison report is drawn with (hashed without following imports: the rows carry every result)
+REPORT_CODE = ("cnn.publishing", "cnn.report", "cnn.gallery", "cnn.plots", "cnn.markdown")
+
+
+def report_code_key(context: Any, inputs: dict[str, Any]) -> str:
+    """Cache-key part for the comparison report: the source of the modules that draw and write it."""
+    return code_digest([], files=REPORT_CODE)
+
+
+# A comparison's report depends on its rows, not on the run folder it is written to: an identical rerun (every step
+# cached, so its rows are the first run's, folders included) reuses the first report and artifacts instead of
+# redrawing the galleries and plots
+REPORT_CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=report_code_key) - "run"
 # Inputs that never change results are left out: where progress goes, the run folder name, the device, resuming
 STEP_CACHE = INPUTS + TASK_SOURCE + STEP_SOURCE - "run" - "device" - "progress" - "resume"
 CACHE_EXPIRATION = datetime.timedelta(days=30)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from prefect_server import _alive, descendants, running_server  # noqa: E402
-from test_s3 import S3Server, s3_env  # noqa: E402
+from storage_helpers import S3Server, s3_env  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 BASE = ["--dataset", "digits", "--batch-size", "32", "--lr", "0.05", "--device", "cpu"]

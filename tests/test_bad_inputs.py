@@ -26,7 +26,7 @@ from cnn.publishing import latest_rows
 from cnn.storage import Storage
 from cnn.train import TrainConfig
 from idx_data import write_idx_labels, write_mnist_like
-from test_s3 import BUCKET, SECRET, S3Server, free_port, s3_env
+from storage_helpers import BUCKET, SECRET, S3Server, free_port, s3_env
 
 DOC = Path(__file__).parents[1] / "docs" / "bad-inputs.md"
 DIGITS = DatasetRef(name="digits", max_train=200, val_size=40)  # 160 training images

@@ -15,7 +15,7 @@ import pytest
 
 from cnn.storage import Storage
 from prefect_helpers import task_states
-from test_s3 import KEY_ID, SECRET, S3Server, s3_env
+from storage_helpers import KEY_ID, SECRET, S3Server, s3_env
 
 pytestmark = pytest.mark.slow
 

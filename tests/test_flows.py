@@ -72,6 +72,8 @@ def test_second_identical_run_hits_the_cache(first_run, fashion_dir) -> None:
         assert states[step] == ["Cached"] * len(VARIANTS), (step, states[step])
     before = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
     assert {r["variant"]: r["test_acc"] for r in again.result()["rows"]} == before
+    assert states["publish_comparison"] == ["Cached"]  # the same rows: the first report, not its plots drawn again
+    assert again.result()["report"] == state.result()["report"]
 
 
 def test_retrain_refreshes_and_publishes_a_new_table_version(first_run, fashion_dir) -> None:

@@ -13,7 +13,7 @@ import pytest
 from cnn.errors import StorageError
 from cnn.publishing import LATEST, LATEST_DIR, build_comparison, comparison_artifact_markdown, latest_rows, publish_latest, variant_markdown
 from cnn.report import aggregate_repeats, comparison_markdown, error_analysis_markdown, make_row
-from test_s3 import S3Server, s3_env
+from storage_helpers import S3Server, s3_env
 
 VARIANTS = ["lenet1", "lenet5", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "generic_1", "generic_2"]
 

@@ -1,0 +1,125 @@
+"""Where a comparison's variants run: one after another in the flow's process, at once in worker processes on this
+machine (Prefect's ProcessPoolTaskRunner), or on a Dask cluster (prefect-dask's DaskTaskRunner)."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from prefect import get_run_logger
+
+from cnn import parallel
+from cnn.errors import ConfigError, StorageError
+from cnn.recipe import resolve_epochs
+from cnn.report import failed_row
+from flows.settings import RunSettings
+from flows.variant_steps import error_text, run_seeds, variant_steps
+
+DESIGN_SIDE = 28  # the side small images are upsampled to (cnn.pipeline): what the memory estimate plans for
+
+
+def workers_for(settings: RunSettings, info: dict[str, Any]) -> int:
+    """The `parallel` parameter, or for auto the rule of cnn/parallel.py on this machine and this comparison."""
+    chosen = settings.params.parallel
+    if chosen != "auto":
+        return int(chosen)
+    side = max(int(info["image_size"]), DESIGN_SIDE)
+    epochs = resolve_epochs(settings.config["epochs"], int(info["num_train"]))
+    work = parallel.Workload(jobs=len(settings.variants), train_images=int(info["num_train"]), epochs=epochs, image_values=int(info["channels"]) * side * side)
+    return parallel.choose_parallel(work, parallel.Machine.this_one(parallel.gpu_memory_free(settings.config["device"])))
+
+
+def task_runner_for(spec: str, workers: int) -> Any:
+    """A started-on-enter task runner: '' -> `workers` spawned processes; 'dask' -> a local Dask cluster of `workers`
+    processes; 'dask://host:port' (or tcp://, tls://) -> that Dask scheduler."""
+    if not spec:
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError("task_runner", f"{spec!r} needs prefect-dask, which is not installed", allowed="pip install 'cnn-lab[dask]'") from None
+    if spec == "dask":
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+    return DaskTaskRunner(address=spec.replace("dask://", "tcp://", 1))
+
+
+@contextlib.contextmanager
+def api_for_workers() -> Iterator[None]:
+    """Hand worker processes this flow's Prefect API: the CLI's temporary server is not in the settings they inherit."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url).rstrip("/")
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
+
+
+def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str) -> list[dict[str, Any]]:
+    """Each variant's steps in this process, one after another; a failing variant becomes a failed row."""
+    rows: list[dict[str, Any]] = []
+    for i, variant in enumerate(variants):
+        rows += run_seeds(variant, settings, seeds, {"artifact_id": progress_id, "done": i * len(seeds), "total": len(variants) * len(seeds)})
+    return rows
+
+
+def _next_done(futures: list[Any]) -> Any:
+    """The first of `futures` to finish."""
+    from prefect.futures import as_completed
+
+    return next(iter(as_completed(futures)))
+
+
+def run_on_workers(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, workers: int) -> list[dict[str, Any]]:
+    """One `variant_steps` task run per variant, `workers` at a time, each with its share of the CPU cores; rows in the
+    variants' order. On this machine the flow's own process is one of the workers (a thread task runner), so only
+    workers - 1 interpreters are spawned and their start-up overlaps its first variant; with a Dask task runner every
+    variant goes to the cluster. Variants are handed out as slots free up. A variant whose worker fails (or dies)
+    becomes failed rows and the others go on; a StorageError stops the comparison, as in the flow's process."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    spec = settings.params.task_runner
+    threads = None if spec.startswith(("dask://", "tcp://", "tls://")) else parallel.threads_per_worker(workers)
+    here = 0 if spec else 1  # slots in the flow's own process
+    total = len(variants) * len(seeds)
+    get_run_logger().info("%d variants on %s, %d at a time%s", len(variants), spec or "this process and worker processes", workers, f", {threads} thread(s) each" if threads else "")
+    pending = list(enumerate(variants))
+    results: dict[str, list[dict[str, Any]]] = {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(api_for_workers())
+        slots: list[tuple[Any, int]] = []
+        if workers - here:
+            slots.append((stack.enter_context(task_runner_for(spec, workers - here)), workers - here))
+        if here:
+            stack.enter_context(parallel.torch_threads(threads))
+            slots.append((stack.enter_context(ThreadPoolTaskRunner(max_workers=here)), here))
+        in_flight: dict[Any, tuple[Any, str]] = {}
+        while pending or in_flight:
+            for runner, size in slots:
+                while pending and sum(r is runner for r, _ in in_flight.values()) < size:
+                    i, variant = pending.pop(0)
+                    params = {"variant": variant, "settings": settings, "seeds": seeds, "progress": {"artifact_id": progress_id, "done": i * len(seeds), "total": total}, "threads": None if runner is slots[-1][0] and here else threads}
+                    in_flight[runner.submit(variant_steps, params)] = (runner, variant)
+            future = _next_done(list(in_flight))
+            _, variant = in_flight.pop(future)
+            try:
+                results[variant] = future.result()
+            except StorageError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a worker that failed or died loses its variant only
+                get_run_logger().error("variant %s failed on its worker: %s", variant, error_text(err))
+                results[variant] = [failed_row(variant, seed, error_text(err)) for seed in seeds]
+    return [row for variant in variants for row in results[variant]]
+
+
+def run_variants(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (variant, seed) row: on the named task runner, in worker processes when more than one runs at once, else here."""
+    workers = workers_for(settings, info)
+    if settings.params.task_runner or min(workers, len(variants)) > 1:
+        return run_on_workers(settings, variants, seeds, progress_id, min(workers, len(variants)))
+    return run_in_process(settings, variants, seeds, progress_id)
