@@ -10,19 +10,17 @@ from prefect.states import Failed
 from cnn.errors import ConfigError, StorageError
 from cnn.models import builtin_variants, load_variants
 from cnn.params import parse_params
+from cnn.pipeline import check_batch_size
 from cnn.publishing import artifact_key, latest_rows
 from cnn.report import failed_row
 from flows.dispatch import check_deployment, dispatch_variants
+from flows.failures import error_line, fail_in_one_line
 from flows.parameters import COMPARE_FIELDS, run_parameters
 from flows.results import with_result_storage
 from flows.settings import RunSettings, build_settings
 from flows.variant import run_variant_steps
 from tasks import prepare_dataset, publish_comparison
 from tasks.progress import announce_run
-
-
-def _error_text(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str) -> list[dict[str, Any]]:
@@ -40,8 +38,8 @@ def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int],
             except StorageError:
                 raise  # the store is every variant's: the next ones would fail the same way, after as long a wait
             except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
-                logger.error("variant %s (seed %d) failed: %s", variant, seed, _error_text(err))
-                rows.append(failed_row(variant, seed, _error_text(err)))
+                logger.error("variant %s (seed %d) failed: %s", variant, seed, error_line(err))
+                rows.append(failed_row(variant, seed, error_line(err)))
                 continue
             lr_info = out["lr_info"]
             rows.append(out["row"])
@@ -63,6 +61,7 @@ def republish_with(settings: RunSettings, fresh: list[dict[str, Any]]) -> dict[s
 
 
 @flow(name="compare-architectures", flow_run_name="compare-{dataset}")
+@fail_in_one_line
 @run_parameters(COMPARE_FIELDS, notes={"variants": f"Built in: {', '.join(builtin_variants())}."})
 def compare_architectures(**values: Any) -> dict[str, Any]:
     """Train, evaluate and inspect several CNN variants on one dataset and publish a ranked comparison."""
@@ -73,6 +72,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         check_deployment(train_deployment)
     announce_run(settings.run)
     info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
+    check_batch_size(settings.params.batch_size, info["num_train"])  # before any variant's LR test or training
     logger.info("%s: %d train / %d val / %d test images, %d classes, mean %s std %s", info["name"], info["num_train"], info["num_val"], info["num_test"], len(info["classes"]), info["mean"], info["std"])
     seeds = [seed + k for k in range(repeats)]
     progress_id = str(create_progress_artifact(0.0, key=artifact_key(settings.ref.name, "progress"), description="variants x epochs done"))

@@ -7,9 +7,10 @@ from prefect import flow, get_run_logger
 
 from cnn.models import builtin_variants
 from cnn.params import parse_params
-from cnn.pipeline import variant_dir
+from cnn.pipeline import check_batch_size, variant_dir
 from cnn.publishing import latest_rows
 from cnn.report import make_row
+from flows.failures import fail_in_one_line
 from flows.parameters import VARIANT_FIELDS, run_parameters
 from flows.results import with_result_storage
 from flows.settings import RunSettings, build_settings
@@ -27,6 +28,7 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
     """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
     ref = settings.ref.to_dict()
     info = _task(prepare_dataset, "dataset", settings)(ref)
+    check_batch_size(settings.params.batch_size, info["num_train"])
     device = settings.config["device"]
     if lr_info is None:
         if settings.lr == "auto":
@@ -45,6 +47,7 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
 
 
 @flow(name="train-variant", flow_run_name="{variant}-on-{dataset}")
+@fail_in_one_line
 @run_parameters(VARIANT_FIELDS, notes={"variant": f"Built in: {', '.join(builtin_variants())}."})
 def train_variant_flow(**values: Any) -> dict[str, Any]:
     """Train and inspect one CNN variant; with publish=True, also refresh the dataset's comparison table."""

@@ -140,7 +140,7 @@ def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() 
     import logging
 
     from cnn.errors import StorageError
-    from flows.local_server import _NoTraceback
+    from flows.failures import _NoTraceback
 
     def record(err: BaseException) -> logging.LogRecord:
         try:
