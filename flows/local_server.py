@@ -8,10 +8,10 @@ pipe closes and the server shuts down. Prefect's own clients use it, because it 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from prefect.server.api.server import SubprocessASGIServer
@@ -43,9 +43,8 @@ class TiedServer(SubprocessASGIServer):
 
     def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
         import prefect
-        from prefect.settings import get_current_settings
 
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+        env = server_environment()
         args = ["--app-dir", str(prefect.__module_path__.parent), "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
         return subprocess.Popen([sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True)
 
@@ -66,6 +65,26 @@ class TiedServer(SubprocessASGIServer):
         super().stop()
 
 
+def server_environment() -> dict[str, str]:
+    """The temporary server's environment: this process's, the current Prefect settings that are set, no UI."""
+    from prefect.settings import get_current_settings
+
+    return {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+
+
+@contextlib.contextmanager
+def quiet_server_settings() -> Iterator[None]:
+    """Prefect settings for a run on the temporary server: its telemetry off, unless the user set
+    PREFECT_SERVER_ANALYTICS_ENABLED (environment, profile or prefect.toml: a set value wins over a default).
+
+    Offline, the telemetry heartbeat logged `Failed to send telemetry` on every run; on a fresh database its read-then-write
+    (a deferred SQLite transaction) raced the flow run's first writes and logged a `database is locked` traceback."""
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    with temporary_settings(set_defaults={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield
+
+
 def start_tied_server() -> SubprocessASGIServer | None:
     """Start the tied temporary server unless PREFECT_API_URL names a server (Prefect stops it at exit); returns it."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
@@ -75,22 +94,3 @@ def start_tied_server() -> SubprocessASGIServer | None:
     server = TiedServer()  # becomes the instance every Prefect client of this process asks for
     server.start(timeout=max(int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()), STARTUP_TIMEOUT_S))
     return server
-
-
-class _NoTraceback(logging.Filter):
-    """Errors cnn-lab raises on purpose, and interrupts, show their one-line message in the terminal, not a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from cnn.errors import CnnLabError
-
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if isinstance(exc, (CnnLabError, KeyboardInterrupt)):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def quiet_tracebacks() -> None:
-    """Add the filter to the terminal's log handlers (the UI's log handler has already seen each record whole)."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, _NoTraceback) for f in handler.filters):
-            handler.addFilter(_NoTraceback())
