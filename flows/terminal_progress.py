@@ -7,9 +7,15 @@ import logging
 from typing import Any
 
 from rich.console import Console
+from rich.default_styles import DEFAULT_STYLES
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.theme import Theme
 
 from tasks.progress import EPOCH_RECORD
+
+
+# rich's styles for bars; Prefect's console has a theme of its own log styles only (inherit=False)
+BAR_STYLES = Theme({name: style for name, style in DEFAULT_STYLES.items() if name.startswith(("bar.", "progress."))})
 
 
 class _NoEpochRecords(logging.Filter):
@@ -48,6 +54,7 @@ class EpochDisplay:
         for handler in logging.getLogger().handlers:  # the terminal's handlers (the run's log handlers are on prefect.*)
             handler.addFilter(self._filter)
         if not self.quiet and self.console.is_terminal:
+            self.console.push_theme(BAR_STYLES)
             self.bars = Progress(
                 TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
                 TextColumn("loss {task.fields[loss]}  val_acc {task.fields[acc]}  {task.fields[speed]} img/s"),
@@ -59,6 +66,7 @@ class EpochDisplay:
     def __exit__(self, *exc: object) -> None:
         if self.bars is not None:
             self.bars.stop()
+            self.console.pop_theme()
         for handler in logging.getLogger().handlers:
             handler.removeFilter(self._filter)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.theme import Theme
 
 from cnn.errors import DataError
 
@@ -32,7 +33,8 @@ def _display(quiet: bool, terminal: bool) -> tuple[object, io.StringIO]:
     from flows.terminal_progress import EpochDisplay
 
     out = io.StringIO()
-    return EpochDisplay(quiet, Console(file=out, force_terminal=terminal, color_system=None, width=120)), out
+    console = Console(file=out, force_terminal=terminal, color_system=None, width=120, theme=Theme({"log.info_level": "cyan"}, inherit=False))  # as Prefect's
+    return EpochDisplay(quiet, console), out
 
 
 def test_off_a_terminal_each_epoch_is_one_plain_line_and_quiet_shows_none() -> None:
@@ -51,9 +53,10 @@ def test_on_a_terminal_each_variant_gets_a_bar_with_epoch_loss_accuracy_speed_an
     with display:
         display("lenet1", ROW, 0.5)
         display("cnn2_5", {**ROW, "epoch": 1}, 0.6)
+        display.console.print("12:00:01 | INFO | Task run 'evaluate_variant' - Finished in state Completed()")  # a log line meanwhile
     text = out.getvalue()
     assert "lenet1" in text and "2/4 epochs" in text and "loss 0.4321" in text and "val_acc 0.8750" in text and "2512 img/s" in text and "ETA" in text
-    assert "cnn2_5" in text and "1/4 epochs" in text
+    assert "cnn2_5" in text and "1/4 epochs" in text and "Finished in state Completed()" in text
 
 
 def test_the_epoch_record_stays_out_of_the_terminal_while_the_display_runs() -> None:
