@@ -134,8 +134,9 @@ def _exit_at_once(signum: int, frame: Any) -> None:
 def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
     """Run a flow in this process (on a temporary server tied to it unless PREFECT_API_URL is set); return its state.
 
-    Ctrl-C raises Interrupted once the flow run is recorded as Crashed; tracebacks of cnn-lab's own errors stay out of the
-    terminal (the run's logs in the UI keep them)."""
+    Ctrl-C raises Interrupted once the flow run is recorded as Crashed; cnn-lab's own errors are logged without their
+    traceback (flows.failures), each epoch shows once (flows.terminal_progress), and the temporary server's telemetry is
+    off unless the user set it (flows.local_server)."""
     from flows.failures import quiet_tracebacks
     from flows.local_server import quiet_server_settings, start_tied_server
     from flows.terminal_progress import EpochDisplay
@@ -162,9 +163,11 @@ def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
 def raise_flow_error(result: Any) -> None:
     """Raise the cnn-lab error that ended a flow run (flows.failures puts its line in the result), for main to print."""
     from cnn.errors import CnnLabError
+    from flows.failures import flow_error
 
-    if isinstance(result, dict) and set(result) == {"error"}:
-        raise CnnLabError(result["error"])
+    message = flow_error(result)
+    if message is not None:
+        raise CnnLabError(message)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from prefect.states import Failed
 from cnn.errors import CnnLabError
 
 F = TypeVar("F", bound=Callable[..., Any])
+ERROR_KEY = "error"  # the failed run's result: {ERROR_KEY: the message}
 RUN_LOGGERS = ("", "prefect.flow_runs", "prefect.task_runs")  # root (the terminal's handler) and the run-log (API) handlers
 
 
@@ -39,6 +40,11 @@ def quiet_tracebacks() -> None:
                 handler.addFilter(_NoTraceback())
 
 
+def flow_error(result: object) -> str | None:
+    """The message of the cnn-lab error that ended a flow run, from its result (what fail_in_one_line returns), else None."""
+    return result[ERROR_KEY] if isinstance(result, dict) and set(result) == {ERROR_KEY} else None
+
+
 def fail_in_one_line(fn: F) -> F:
     """Decorator (below @flow): a CnnLabError ends the run Failed('<ErrorClass>: <message>'), with {"error": message}
     as its data (what the CLI prints); other errors propagate as usual."""
@@ -49,6 +55,6 @@ def fail_in_one_line(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except CnnLabError as err:
-            return Failed(message=error_line(err), data={"error": str(err).splitlines()[0]})
+            return Failed(message=error_line(err), data={ERROR_KEY: str(err).splitlines()[0]})
 
     return run  # type: ignore[return-value]

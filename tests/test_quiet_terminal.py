@@ -124,3 +124,32 @@ def test_quickstart_with_a_batch_larger_than_the_data_ends_in_one_line_before_an
     assert "Traceback" not in done.stderr and "telemetry" not in done.stderr and "database is locked" not in done.stderr
     assert not [line for line in lines if "lr_range_test" in line or "train_variant" in line], "a step ran after the data step"
     assert not list((tmp_path / "store").rglob("checkpoint.pt"))
+
+
+def _online() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("ossci-datasets.s3.amazonaws.com", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_flow_run_outside_the_cli_logs_a_missing_dataset_in_one_line_without_traceback(tmp_path: Path) -> None:
+    """As a worker runs a flow (no CLI): offline, the default dataset cannot be downloaded."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    if _online():
+        pytest.skip("the dataset could be downloaded here")
+    code = (
+        "from flows.variant import train_variant_flow\n"
+        f"state = train_variant_flow(variant='lenet1', data_dir={str(tmp_path / 'no-data')!r}, storage={str(tmp_path / 'store')!r}, return_state=True)\n"
+        "print('STATE', state.type.value, state.message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert "STATE FAILED DataError: dataset 'FashionMNIST' could not be downloaded" in output, output[-3000:]
+    assert "or use dataset='digits', which ships with scikit-learn and needs no network." in output
+    assert "Traceback" not in output, output[-3000:]
