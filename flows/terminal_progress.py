@@ -48,6 +48,7 @@ class EpochDisplay:
         self.console = console or prefect_console() or Console(stderr=True)
         self.bars: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.shown: dict[str, int] = {}  # each variant's last epoch shown
         self._filter = _NoEpochRecords()
 
     def __enter__(self) -> EpochDisplay:
@@ -78,8 +79,10 @@ class EpochDisplay:
             print(plain_line(variant, row, done), file=self.console.file, flush=True)
             return
         fields = {"loss": f"{row['train_loss']:.4f}", "acc": f"{row['val_acc']:.4f}", "speed": f"{row['images_per_sec']:.0f}"}
+        epoch = int(row["epoch"])
         if variant not in self.tasks:
             self.tasks[variant] = self.bars.add_task(variant, total=int(row["epochs"]), **fields)
-        elif int(row["epoch"]) <= self.bars.tasks[self.tasks[variant]].completed:  # the next seed (repeats) starts over
+        elif epoch <= self.shown[variant]:  # the next seed (repeats) starts over
             self.bars.reset(self.tasks[variant])
-        self.bars.update(self.tasks[variant], completed=int(row["epoch"]), total=int(row["epochs"]), **fields)
+        self.shown[variant] = epoch
+        self.bars.update(self.tasks[variant], completed=epoch, total=int(row["epochs"]), **fields)
