@@ -1,7 +1,7 @@
 """Digests of the source a step's result depends on: named cnn modules and the cnn modules they import (read by AST).
 
 Modules that never change a result (plots, reports, publishing, benchmarks, storage I/O, error texts, parameter
-declarations, whose resolved values reach the steps as inputs) are neither hashed nor followed.
+declarations and built-in names, whose resolved values reach the steps as inputs) are neither hashed nor followed.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-NOT_RESULTS = frozenset({"cnn.plots", "cnn.report", "cnn.publishing", "cnn.gallery", "cnn.storage", "cnn.errors", "cnn.params", "cnn.checks", "cnn.codehash"})
+NOT_RESULTS = frozenset({"cnn.plots", "cnn.report", "cnn.publishing", "cnn.gallery", "cnn.storage", "cnn.errors", "cnn.params", "cnn.checks", "cnn.catalog", "cnn.fastchecks", "cnn.codehash"})
 
 
 def module_file(module: str, base: Path = PACKAGE_DIR) -> Path | None:

@@ -43,3 +43,8 @@ class StorageError(CnnLabError):
 
     def __reduce__(self) -> tuple:
         return (type(self), (str(self),), {"transient": self.transient})
+
+
+def no_gpu_error() -> ConfigError:
+    """The error for a CUDA device where there is none (torch's check and the CLI's driver check say the same)."""
+    return ConfigError("device", "CUDA was requested but no GPU is available", allowed=["auto", "cpu"])

@@ -115,8 +115,9 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> Tra
     return TrainConfig.from_dict(values)
 
 
-def _check_batch(batch_size: int, n_train: int) -> None:
-    if batch_size > n_train:
+def check_batch_size(batch_size: int | str, n_train: int) -> None:
+    """A batch size ("auto" always fits) no larger than the training split; the flows check it right after the data step."""
+    if batch_size != recipe.AUTO and int(batch_size) > n_train:
         raise ConfigError("batch_size", f"{batch_size} is larger than the {n_train} training images", allowed=f"1..{n_train}, or auto")
 
 
@@ -131,7 +132,7 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     model, data, size = _build(ref, variant, seed, input_size)
     n_train = int(data.train_y.numel())
     cfg = resolve_config({"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "device": device, "seed": seed}, n_train)
-    _check_batch(cfg.batch_size, n_train)
+    check_batch_size(cfg.batch_size, n_train)
     steps = recipe.lr_test_steps(cfg.epochs, n_train, cfg.batch_size)
     if steps == 0:
         out = _base_lr_info(optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
@@ -197,7 +198,7 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     folder = variant_dir(ref.name, run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
     _, data, size = _build(ref, variant, 0, input_size)
     cfg = resolve_config(config, int(data.train_y.numel()))
-    _check_batch(cfg.batch_size, int(data.train_y.numel()))
+    check_batch_size(cfg.batch_size, int(data.train_y.numel()))
     model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=checkpoints.in_storage(store, folder, variant, resume, session), resume=True, fallback=fallback, callback=callback)
     result = fitted.result
     history = pd.DataFrame(result.history)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from cnn.data.batches import BatchLoader
 from cnn.data.splits import DatasetSplits
-from cnn.errors import CheckpointError, ConfigError, TrainingDiverged
+from cnn.errors import CheckpointError, ConfigError, TrainingDiverged, no_gpu_error
 from cnn.params import DEVICES, OPTIMIZERS, SCHEDULES  # the run parameters' vocabulary, defined once (torch-free)
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise ConfigError("device", f"unknown device {device!r}", allowed=DEVICES) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "CUDA was requested but no GPU is available", allowed=["auto", "cpu"])
+        raise no_gpu_error()
     return dev
 
 

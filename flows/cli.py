@@ -75,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     compare = sub.add_parser("compare", help="compare variants on a dataset (the compare-architectures flow)", description=f"Example: {QUICKSTART}")
     add_run_options(compare, COMPARE_FIELDS)
-    compare.add_argument("--quiet", action="store_true", help="no terminal progress lines")
+    compare.add_argument("--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)")
     retrain = sub.add_parser("retrain", help="retrain one variant afresh and publish an updated comparison table")
     retrain.add_argument("variant")
     add_run_options(retrain, [f for f in VARIANT_FIELDS if f not in RETRAIN_FIXED])
-    retrain.add_argument("--quiet", action="store_true", help="no terminal progress lines")
+    retrain.add_argument("--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)")
     variants = sub.add_parser("variants", help="list variants with parameter counts and input sizes")
     variants.add_argument("--channels", type=int, default=1)
     variants.add_argument("--classes", type=int, default=10)
@@ -109,14 +109,14 @@ def run_params(args: argparse.Namespace, **fixed: Any) -> RunParams:
 
 
 def checked_settings(params: RunParams, variants: list[str] | None = None) -> RunSettings:
-    """Load plug-ins and check names, device and store before Prefect starts (ConfigError/StorageError otherwise)."""
+    """Check names, device and store before torch loads (cnn.fastchecks), then load plug-ins and check them all with
+    the registries and torch, before Prefect starts (ConfigError/StorageError otherwise)."""
+    from cnn.fastchecks import fast_checks
+
+    fast_checks(params, variants)
     from flows.settings import build_settings
 
     return build_settings(params, variants)
-
-
-def _progress_printer(variant: str, row: dict[str, Any], done: float) -> None:
-    print(f"[{100 * done:5.1f}%] {variant:<16} epoch {int(row['epoch'])}: loss {row['train_loss']:.4f} val_acc {row['val_acc']:.4f} ({row['images_per_sec']:.0f} img/s)", file=sys.stderr, flush=True)
 
 
 class Interrupted(Exception):
@@ -135,19 +135,23 @@ def _exit_at_once(signum: int, frame: Any) -> None:
 def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
     """Run a flow in this process (on a temporary server tied to it unless PREFECT_API_URL is set); return its state.
 
-    Ctrl-C raises Interrupted once the flow run is recorded as Crashed; tracebacks of cnn-lab's own errors stay out of the
-    terminal (the run's logs in the UI keep them)."""
-    from flows.local_server import quiet_tracebacks, start_tied_server
+    Ctrl-C raises Interrupted once the flow run is recorded as Crashed; cnn-lab's own errors are logged without their
+    traceback (flows.failures), each epoch shows once (flows.terminal_progress), and the temporary server's telemetry is
+    off unless the user set it (flows.local_server)."""
+    from flows.failures import quiet_tracebacks
+    from flows.local_server import start_tied_server
+    from flows.terminal_progress import EpochDisplay
     from tasks.progress import LISTENERS, RUN_LISTENERS
 
-    if not quiet:
-        LISTENERS.append(_progress_printer)
+    display = EpochDisplay(quiet)
+    LISTENERS.append(display)
     runs: list[str] = []
     RUN_LISTENERS.append(runs.append)
     quiet_tracebacks()
     try:
-        start_tied_server()
-        state = flow_fn(**kwargs, return_state=True)
+        with display:
+            start_tied_server()
+            state = flow_fn(**kwargs, return_state=True)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, _exit_at_once)
         raise Interrupted(runs[-1] if runs else None) from None
@@ -164,6 +168,16 @@ def _launch_server() -> None:
     launch_tied_server()
 
 
+def raise_flow_error(result: Any) -> None:
+    """Raise the cnn-lab error that ended a flow run (flows.failures puts its line in the result), for main to print."""
+    from cnn.errors import CnnLabError
+    from flows.failures import flow_error
+
+    message = flow_error(result)
+    if message is not None:
+        raise CnnLabError(message)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Check every parameter, run the comparison flow and print its table."""
     from flows.parameters import COMPARE_FIELDS
@@ -177,6 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     kwargs = params.model_dump(include=set(COMPARE_FIELDS))
     state = _run_flow(compare_architectures, kwargs, args.quiet)
     result = state.result(raise_on_failure=False)
+    raise_flow_error(result)
     if isinstance(result, dict) and "comparison_md" in result:
         print(comparison_table_text(result, params))
     else:
@@ -209,8 +224,10 @@ def published_defaults(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Retrain one variant afresh (every cached step refreshed) with the published comparison's settings, and republish."""
+    from cnn.fastchecks import fast_checks
     from flows.parameters import VARIANT_FIELDS
 
+    fast_checks(run_params(args, refresh=True, publish=True), [args.variant])  # before reading the published rows
     params = run_params(args, refresh=True, publish=True, **published_defaults(args))
     _launch_server()
     checked_settings(params, [params.variant])
@@ -219,6 +236,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     kwargs = params.model_dump(include=set(VARIANT_FIELDS))
     state = _run_flow(train_variant_flow, kwargs, args.quiet)
     row = state.result(raise_on_failure=False)
+    raise_flow_error(row)
     if state.is_completed():
         print(f"{args.variant}: test accuracy {row['test_acc']:.4f}, files in {row['folder']}")
         return 0

@@ -10,7 +10,9 @@ from prefect.states import Failed
 from cnn.models import builtin_variants
 from cnn.params import parse_params
 from cnn.publishing import artifact_key
+from cnn.pipeline import check_batch_size
 from flows.dispatch import check_deployment, dispatch_variants
+from flows.failures import fail_in_one_line
 from flows.parameters import COMPARE_FIELDS, run_parameters
 from flows.results import with_result_storage
 from flows.runners import run_variants
@@ -21,6 +23,7 @@ from tasks.progress import announce_run
 
 
 @flow(name="compare-architectures", flow_run_name="compare-{dataset}")
+@fail_in_one_line
 @run_parameters(COMPARE_FIELDS, notes={"variants": f"Built in: {', '.join(builtin_variants())}."})
 def compare_architectures(**values: Any) -> dict[str, Any]:
     """Train, evaluate and inspect several CNN variants on one dataset and publish a ranked comparison."""
@@ -31,6 +34,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         check_deployment(train_deployment)
     announce_run(settings.run)
     info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
+    check_batch_size(settings.params.batch_size, info["num_train"])  # before any variant's LR test or training
     logger.info("%s: %d train / %d val / %d test images, %d classes, mean %s std %s", info["name"], info["num_train"], info["num_val"], info["num_test"], len(info["classes"]), info["mean"], info["std"])
     seeds = [seed + k for k in range(repeats)]
     progress_id = str(create_progress_artifact(0.0, key=artifact_key(settings.ref.name, "progress"), description="variants x epochs done"))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 STOP_WAIT_S = 1.5  # then SIGKILL: the SQLite database survives that, and the CLI exits within seconds of a Ctrl-C
@@ -46,6 +46,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+ANALYTICS = "PREFECT_SERVER_ANALYTICS_ENABLED"
+
+
+def user_set_analytics() -> bool:
+    """Whether the user set the server's telemetry: in the environment, or in the profiles file, ./prefect.toml or
+    ./pyproject.toml (read as text, so that Prefect is not imported before the server launches)."""
+    if ANALYTICS in os.environ:
+        return True
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    files = [Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")), Path("prefect.toml"), Path("pyproject.toml")]
+    return any(f.is_file() and "analytics_enabled" in f.read_text(errors="ignore").lower() for f in files)
+
+
+def server_environment() -> dict[str, str]:
+    """The temporary server's environment: this process's, no UI, and telemetry off unless the user set it.
+
+    Offline, the telemetry heartbeat logged `Failed to send telemetry` on every run; on a fresh database its read-then-write
+    (a deferred SQLite transaction) raced the flow run's first writes and logged a `database is locked` traceback."""
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    if not user_set_analytics():
+        env[ANALYTICS] = "false"
+    return env
+
+
 class TiedServer:
     """Prefect's temporary server in its own session, shutting down when the process that started it is gone.
 
@@ -68,7 +92,7 @@ class TiedServer:
 
         spec = importlib.util.find_spec("prefect")  # its folder, without importing Prefect (seconds) first
         app_dir = os.path.dirname(list(spec.submodule_search_locations or [])[0]) if spec else "."
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env = server_environment()
         args = ["--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
         self.process = subprocess.Popen([sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True)
         atexit.register(self.stop)
@@ -137,22 +161,3 @@ def start_tied_server() -> TiedServer | None:
     os.environ["PREFECT_API_URL"] = server.api_url
     refresh_global_settings_context()
     return server
-
-
-class _NoTraceback(logging.Filter):
-    """Errors cnn-lab raises on purpose, and interrupts, show their one-line message in the terminal, not a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from cnn.errors import CnnLabError
-
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        if isinstance(exc, (CnnLabError, KeyboardInterrupt)):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def quiet_tracebacks() -> None:
-    """Add the filter to the terminal's log handlers (the UI's log handler has already seen each record whole)."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, _NoTraceback) for f in handler.filters):
-            handler.addFilter(_NoTraceback())

@@ -13,7 +13,8 @@ from cnn.errors import ConfigError, StorageError
 from cnn.recipe import resolve_epochs
 from cnn.report import failed_row
 from flows.settings import RunSettings
-from flows.variant_steps import error_text, run_seeds, variant_steps
+from flows.failures import error_line
+from flows.variant_steps import run_seeds, variant_steps
 
 DESIGN_SIDE = 28  # the side small images are upsampled to (cnn.pipeline): what the memory estimate plans for
 
@@ -112,8 +113,8 @@ def run_on_workers(settings: RunSettings, variants: list[str], seeds: list[int],
             except StorageError:
                 raise
             except Exception as err:  # noqa: BLE001 - a worker that failed or died loses its variant only
-                get_run_logger().error("variant %s failed on its worker: %s", variant, error_text(err))
-                results[variant] = [failed_row(variant, seed, error_text(err)) for seed in seeds]
+                get_run_logger().error("variant %s failed on its worker: %s", variant, error_line(err))
+                results[variant] = [failed_row(variant, seed, error_line(err)) for seed in seeds]
     return [row for variant in variants for row in results[variant]]
 
 

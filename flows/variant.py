@@ -7,6 +7,7 @@ from prefect import flow, get_run_logger
 
 from cnn.models import builtin_variants
 from cnn.params import parse_params
+from flows.failures import fail_in_one_line
 from flows.parameters import VARIANT_FIELDS, run_parameters
 from flows.republish import republish_with
 from flows.settings import build_settings
@@ -16,6 +17,7 @@ from tasks.store import read_latest_rows
 
 
 @flow(name="train-variant", flow_run_name="{variant}-on-{dataset}")
+@fail_in_one_line
 @run_parameters(VARIANT_FIELDS, notes={"variant": f"Built in: {', '.join(builtin_variants())}."})
 def train_variant_flow(**values: Any) -> dict[str, Any]:
     """Train and inspect one CNN variant; with publish=True, also refresh the dataset's comparison table."""

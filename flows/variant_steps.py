@@ -9,8 +9,9 @@ from prefect import get_run_logger, task
 from cnn.errors import StorageError
 from cnn.models import load_variants
 from cnn.parallel import set_threads
-from cnn.pipeline import variant_dir
+from cnn.pipeline import check_batch_size, variant_dir
 from cnn.report import failed_row, make_row
+from flows.failures import error_line
 from flows.results import with_result_storage
 from flows.settings import RunSettings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
@@ -22,15 +23,11 @@ def _task(t: Any, step: str, settings: RunSettings) -> Any:
     return t.with_options(refresh_cache=True) if step in settings.refresh else t
 
 
-def error_text(err: BaseException) -> str:
-    """The exception's type and first line, for a failed row."""
-    return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
 def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info: dict[str, Any] | None = None, subdir: str | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
     ref = settings.ref.to_dict()
     info = _task(prepare_dataset, "dataset", settings)(ref)
+    check_batch_size(settings.params.batch_size, info["num_train"])  # before this variant's LR test or training
     device = settings.config["device"]
     if lr_info is None:
         if settings.lr == "auto":
@@ -62,8 +59,8 @@ def run_seeds(variant: str, settings: RunSettings, seeds: list[int], progress: d
         except StorageError:
             raise
         except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
-            get_run_logger().error("variant %s (seed %d) failed: %s", variant, seed, error_text(err))
-            rows.append(failed_row(variant, seed, error_text(err)))
+            get_run_logger().error("variant %s (seed %d) failed: %s", variant, seed, error_line(err))
+            rows.append(failed_row(variant, seed, error_line(err)))
             continue
         lr_info = out["lr_info"]
         rows.append(out["row"])

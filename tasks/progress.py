@@ -1,4 +1,5 @@
-"""Per-epoch progress: one run-logger line per epoch, the Prefect progress artifact, and terminal listeners."""
+"""Per-epoch progress: one run-logger record per epoch (the run's log), the Prefect progress artifact, and listeners
+(the CLI's terminal display, which hides these records from the terminal: each epoch shows once)."""
 from __future__ import annotations
 
 import time
@@ -9,12 +10,13 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import update_progress_artifact
 
-# The CLI appends a printer here; each gets (variant, epoch row, fraction of the whole comparison done)
+# The CLI appends its display here; each gets (variant, epoch row with "epochs" added, fraction of the comparison done)
 LISTENERS: list[Callable[[str, dict[str, Any], float], None]] = []
 # ... and a recorder here; each gets the run folder name once a flow has settled it (the CLI names it when interrupted)
 RUN_LISTENERS: list[Callable[[str], None]] = []
 # Each progress update is an API call (~50-100 ms on a local server): at most one per this many seconds, plus the last epoch
 PROGRESS_MIN_INTERVAL_S = 2.0
+EPOCH_RECORD = "cnn_lab_epoch"  # set on each epoch's log record, so a terminal display can leave it to the run's log
 
 
 def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -> Callable[[dict[str, Any]], None]:
@@ -27,6 +29,7 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
         logger.info(
             "%s epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
             variant, row["epoch"], epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"], row["images_per_sec"],
+            extra={EPOCH_RECORD: True},
         )
         done = (progress.get("done", 0) + row["epoch"] / epochs) / max(progress.get("total", 1), 1)
         now = time.monotonic()
@@ -34,7 +37,7 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
             update_progress_artifact(UUID(str(progress["artifact_id"])), 100.0 * min(done, 1.0))
             last_update[0] = now
         for listener in LISTENERS:
-            listener(variant, row, done)
+            listener(variant, {**row, "epochs": epochs}, done)
 
     return report
 

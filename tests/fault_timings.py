@@ -152,7 +152,7 @@ def measure(work: Path) -> list[dict]:
         s3.client().create_bucket(Bucket="faults")
         s3env = {**env, **s3_env(s3.endpoint)}
         gone = Run(["compare", *BASE, "--variants", "lenet1,cnn2_5", "--epochs", "30", "--storage", "s3://faults/results", "--run", "gone"], s3env)
-        gone.wait_for(r"epoch 2:")
+        gone.wait_for(r"epoch 2/")
         s3.stop()
         stopped = time.time()
         gone.finish()
@@ -163,14 +163,14 @@ def measure(work: Path) -> list[dict]:
     home2 = work / "prefect-temp"
     env = env_for(home2, None)
     run = Run(["compare", *BASE, "--variants", "lenet1", "--epochs", "30", "--storage", str(work / "store2")], env)
-    run.wait_for(r"epoch 2:")
+    run.wait_for(r"epoch 2/")
     os.killpg(run.proc.pid, signal.SIGINT)
     sent = time.time()
     run.finish()
     at, line = run.error_line()
     results.append({"fault": "Ctrl-C mid-training (SIGINT to the process group)", "sees": line, "kept": "checkpoint of the last epoch; the flow run Crashed", "seconds": at - sent, "exit_s": time.time() - sent})
     run = Run(["compare", *BASE, "--variants", "lenet1", "--epochs", "30", "--storage", str(work / "store2"), "--run", "k"], env)
-    run.wait_for(r"epoch 1:")
+    run.wait_for(r"epoch 1/")
     [server] = [p for p in descendants(run.proc.pid) if "create_app" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
     os.kill(run.proc.pid, signal.SIGKILL)
     killed = time.time()

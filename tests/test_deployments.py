@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,32 @@ def test_deployments_set_run_parameters_only_where_they_differ_from_the_defaults
     assert set(dep["parameters"]) <= set(fields), f"{name}: not a parameter of its flow"
     parse_params(dep["parameters"])
     assert not [k for k, v in dep["parameters"].items() if v == default_of(k)], f"{name} repeats a default of cnn/params.py"
+
+
+def _documented_runs() -> list[tuple[str, list[str]]]:
+    """Each `prefect deployment run '<flow>/<deployment>' --param k=v ...` in deployments/README.md: name, k=v texts."""
+    text = (DEPLOYMENTS / "README.md").read_text().replace("\\\n", " ")
+    runs = []
+    for match in re.finditer(r"prefect deployment run '([^']+)'([^\n]*)", text):
+        words = shlex.split(match.group(2), comments=True)
+        runs.append((match.group(1), [words[i + 1] for i, word in enumerate(words) if word == "--param"]))
+    return runs
+
+
+def test_every_documented_run_passes_its_flows_checks_and_the_offline_ones_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.cli._utilities import load_json_key_values  # how `prefect deployment run --param` reads them
+
+    deployments, runs, offline = _deployments(), _documented_runs(), set()
+    assert len(runs) >= 8
+    for name, texts in runs:
+        dep = deployments[name.split("/")[1]]
+        params = load_json_key_values(texts, "parameter")
+        validated = _flow(dep["entrypoint"], monkeypatch).validate_parameters({**dep["parameters"], **params})
+        parse_params(validated)
+        if validated["dataset"] == "digits" or "data_dir" in params:
+            offline.add(name)
+    assert offline >= {"compare-architectures/compare-nightly-local", "train-variant/retrain-variant-local"}
+    assert default_of("dataset") == "fashion-mnist" and not [n for n, d in deployments.items() if "dataset" in d["parameters"]], "the schedule runs a real dataset"
 
 
 def test_aliases_share_schedule_parameters_and_pools() -> None:

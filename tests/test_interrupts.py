@@ -75,7 +75,7 @@ def _last_flow_run_state(home: Path) -> str:
 def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(prefect_home: Path, tmp_path: Path, prefect_harness, monkeypatch) -> None:
     cli = _cli(prefect_home, tmp_path / "store")
     err = Lines(cli)
-    err.wait_for("epoch 2:", cli)
+    err.wait_for("epoch 2/", cli)
     server = _server_pid(cli)
     os.killpg(cli.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground process group
     sent = time.monotonic()
@@ -140,7 +140,7 @@ def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() 
     import logging
 
     from cnn.errors import StorageError
-    from flows.local_server import _NoTraceback
+    from flows.failures import _NoTraceback
 
     def record(err: BaseException) -> logging.LogRecord:
         try:

@@ -1,7 +1,6 @@
 """Name-keyed dataset registry: `list_datasets`, `load_dataset`, and `register_dataset` for new sources."""
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 from collections.abc import Callable
@@ -12,6 +11,7 @@ import torch
 from cnn.data import sources
 from cnn.data.splits import DatasetSplits
 from cnn.data.stats import compute_normalization, fingerprint
+from cnn.catalog import DATASETS, TORCHVISION_SETS, dataset_names, unknown_dataset
 from cnn.errors import ConfigError
 
 # A loader takes (data_dir, download) and returns ((train_x, train_y), (test_x, test_y), classes).
@@ -28,9 +28,6 @@ class DatasetSpec:
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
-
-# torchvision classification sets whose splits load whole into memory (`.data` + `.targets`/`.labels`)
-TORCHVISION_SETS = ("MNIST", "FashionMNIST", "KMNIST", "QMNIST", "CIFAR10", "CIFAR100", "SVHN", "USPS", "STL10")
 
 
 def register_dataset(name: str, loader: Loader, description: str = "") -> None:
@@ -50,8 +47,7 @@ def _tv_loader(tv_name: str) -> Loader:
 
 def list_datasets(pattern: str = "*") -> list[str]:
     """Registered dataset names (plus every other torchvision set cnn-lab reads, by its torchvision name)."""
-    names = set(_REGISTRY) | {n.lower() for n in TORCHVISION_SETS}
-    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+    return [n for n in dataset_names(_REGISTRY) if fnmatch.fnmatch(n, pattern)]
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
@@ -62,16 +58,12 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     for tv in TORCHVISION_SETS:
         if tv.lower() == key:
             return DatasetSpec(key, _tv_loader(tv), f"torchvision {tv}")
-    close = difflib.get_close_matches(key, sorted(_REGISTRY), n=1, cutoff=0.6) or difflib.get_close_matches(key, list_datasets(), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError("dataset", f"unknown dataset {name!r}{hint}", allowed=list_datasets())
+    raise unknown_dataset(name, _REGISTRY)
 
 
-register_dataset("fashion-mnist", _tv_loader("FashionMNIST"), "Zalando Fashion-MNIST, 28x28 grey, 10 classes")
-register_dataset("mnist", _tv_loader("MNIST"), "MNIST handwritten digits, 28x28 grey")
-register_dataset("kmnist", _tv_loader("KMNIST"), "Kuzushiji-MNIST, 28x28 grey")
-register_dataset("cifar10", _tv_loader("CIFAR10"), "CIFAR-10, 32x32 colour")
-register_dataset("digits", lambda data_dir, download: sources.load_digits(), "scikit-learn's bundled 8x8 digits (offline)")
+_OFFLINE_LOADERS: dict[str, Loader] = {"digits": lambda data_dir, download: sources.load_digits()}
+for _name, (_tv, _description) in DATASETS.items():
+    register_dataset(_name, _tv_loader(_tv) if _tv else _OFFLINE_LOADERS[_name], _description)
 
 
 def _validate_sizes(val_size: float | int, n_train: int) -> int:

@@ -1,7 +1,6 @@
 """Name-keyed registry of CNN variants: register, list, look up, size-check and build them."""
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib.metadata
 import logging
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnn.catalog import ENTRY_POINT_GROUP, unknown_variant
 from cnn.errors import ConfigError
 from cnn.storage import safe_name
 
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 Builder = Callable[[int, int, int], nn.Module]
 
 _NAME_PATTERN = re.compile(r"[a-z0-9_]+")
-ENTRY_POINT_GROUP = "cnn_lab.variants"  # name = variant name, object = builder(in_channels, num_classes, input_size)
 BUILTIN_PREFIX = "cnn.models."
 
 
@@ -102,9 +101,7 @@ def get_variant(name: str) -> VariantSpec:
         pass
     if name in _BROKEN:
         raise ConfigError("variant", _BROKEN[name], allowed=list_variants())
-    close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError("variant", f"unknown variant {name!r}{hint}", allowed=list_variants())
+    raise unknown_variant(name, list_variants())
 
 
 def load_entry_point_variants() -> list[str]:
