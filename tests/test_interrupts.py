@@ -17,7 +17,7 @@ import pytest
 from prefect_server import _alive, descendants
 
 ROOT = Path(__file__).parents[1]
-EPOCHS = 12
+EPOCHS = 40  # training must outlast the signal: an epoch of lenet1 on digits takes 0.15 s on a quiet machine
 
 
 @pytest.fixture(scope="module")
