@@ -4,6 +4,7 @@ Each image is a real 8x8 digit upsampled, randomly rotated, scaled, sheared and 
 fragment of another digit and Gaussian noise. Train images come only from the digits' training bases and test
 images only from its test bases, so no base digit appears in both splits.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,6 +86,10 @@ def register_distorted_digits() -> list[str]:
     for size in SIZES:
         name = dataset_name(size)
         if name not in list_datasets():
-            register_dataset(name, lambda data_dir, download, s=size: distorted_digits(s), f"test-made distorted digits, {SIZES[size]} train images")
+            register_dataset(
+                name,
+                lambda data_dir, download, s=size: distorted_digits(s),
+                f"test-made distorted digits, {SIZES[size]} train images",
+            )
         names.append(name)
     return names

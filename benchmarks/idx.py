@@ -1,5 +1,6 @@
 """IDX files in torchvision's raw layout (`<root>/<folder>/raw/train-images-idx3-ubyte`, ...): the one writer that the
 benchmarks and the tests share; each brings its own image generator."""
+
 from __future__ import annotations
 
 import struct
@@ -26,7 +27,9 @@ def write_idx_labels(path: Path, labels: np.ndarray) -> None:
     path.write_bytes(struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes())
 
 
-def write_idx_dataset(root: str | Path, make: ImageMaker, n_train: int, n_test: int, *, seed: int = 0, folder: str = "FashionMNIST") -> Path:
+def write_idx_dataset(
+    root: str | Path, make: ImageMaker, n_train: int, n_test: int, *, seed: int = 0, folder: str = "FashionMNIST"
+) -> Path:
     """Write the train (seed + 1) and test (seed) splits that `make` draws under <root>/<folder>/raw/; returns root."""
     raw = Path(root) / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ range test chose at that batch. On CPU the issue's check is batch 1024 against 6
 
     python -m benchmarks.large_batch --dataset distorted-digits-large --variants lenet5,cnn2_5 --batches 64,1024
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ from benchmarks.datasets import register_distorted_digits
 from benchmarks.recipe import TOLERANCE, run_cnn_lab
 
 
-def bench_batches(dataset: str, variants: list[str], batches: list[int], seed: int = 0, device: str = "cpu") -> list[dict[str, Any]]:
+def bench_batches(
+    dataset: str, variants: list[str], batches: list[int], seed: int = 0, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """One row per (variant, batch): accuracy and the difference from the variant's first batch."""
     register_distorted_digits()
     rows = []
@@ -24,8 +27,18 @@ def bench_batches(dataset: str, variants: list[str], batches: list[int], seed: i
         for batch in batches:
             out = run_cnn_lab(dataset, variant, seed, None, device, batch)
             base = out["test_acc"] if base is None else base
-            row = {"variant": variant, "batch": batch, **out, "diff": out["test_acc"] - base, "ok": out["test_acc"] >= base - TOLERANCE}
-            print(f"{variant} batch {batch}: {out['test_acc']:.4f} ({out['seconds']:.0f}s, lr {out['lr']:.2g} {out['lr_rule']}, fallbacks {out['fallbacks']})", file=sys.stderr, flush=True)
+            row = {
+                "variant": variant,
+                "batch": batch,
+                **out,
+                "diff": out["test_acc"] - base,
+                "ok": out["test_acc"] >= base - TOLERANCE,
+            }
+            print(
+                f"{variant} batch {batch}: {out['test_acc']:.4f} ({out['seconds']:.0f}s, lr {out['lr']:.2g} {out['lr_rule']}, fallbacks {out['fallbacks']})",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append(row)
     return rows
 
@@ -34,7 +47,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of `bench_batches` rows."""
     lines = [f"{'variant':<15} {'batch':>5} {'epochs':>6} {'lr':>8} {'test acc':>8} {'diff':>7} {'s':>6}  ok"]
     for r in rows:
-        lines.append(f"{r['variant']:<15} {r['batch']:>5} {r['epochs']:>6} {r['lr']:>8.2g} {r['test_acc']:>8.4f} {r['diff']:>+7.4f} {r['seconds']:>6.0f}  {'yes' if r['ok'] else 'NO'}")
+        lines.append(
+            f"{r['variant']:<15} {r['batch']:>5} {r['epochs']:>6} {r['lr']:>8.2g} {r['test_acc']:>8.4f} {r['diff']:>+7.4f} {r['seconds']:>6.0f}  {'yes' if r['ok'] else 'NO'}"
+        )
     return "\n".join(lines)
 
 
@@ -47,7 +62,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    rows = bench_batches(args.dataset, args.variants.split(","), [int(b) for b in args.batches.split(",")], args.seed, args.device)
+    rows = bench_batches(
+        args.dataset, args.variants.split(","), [int(b) for b in args.batches.split(",")], args.seed, args.device
+    )
     print(format_rows(rows))
     return rows
 

@@ -6,6 +6,7 @@ the reference runs Adam 1e-3 at batch 32 for the same number of epochs on the sa
 
     python -m benchmarks.recipe --datasets digits,distorted-digits-small --seeds 0,1,2 [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,21 @@ DATASETS = ("digits", "distorted-digits-small", "distorted-digits-medium", "dist
 TOLERANCE = 0.01  # cnn-lab's mean may trail the reference's by at most one point
 
 
-def run_cnn_lab(dataset: str, variant: str, seed: int, max_train: int | None, device: str, batch_size: int | str = recipe.AUTO) -> dict[str, Any]:
+def run_cnn_lab(
+    dataset: str, variant: str, seed: int, max_train: int | None, device: str, batch_size: int | str = recipe.AUTO
+) -> dict[str, Any]:
     """One comparison row as the flows make it (features skipped), in a throwaway in-memory store; `batch_size` as a
     user would type it (the recipe's rule when "auto")."""
     ref = pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False)
     start = time.perf_counter()
-    out = pipeline.run_variant(ref, variant, f"memory://recipe-{dataset}-{variant}-{seed}-{batch_size}", "bench", {"seed": seed, "device": device, "batch_size": batch_size}, features=False)
+    out = pipeline.run_variant(
+        ref,
+        variant,
+        f"memory://recipe-{dataset}-{variant}-{seed}-{batch_size}",
+        "bench",
+        {"seed": seed, "device": device, "batch_size": batch_size},
+        features=False,
+    )
     train = out["train"]
     return {
         "test_acc": out["eval"]["accuracy"],
@@ -48,12 +58,21 @@ def run_cnn_lab(dataset: str, variant: str, seed: int, max_train: int | None, de
     }
 
 
-def run_pair(dataset: str, variant: str, seed: int, max_train: int | None, device: str, batch_size: int | str = recipe.AUTO) -> dict[str, Any]:
+def run_pair(
+    dataset: str, variant: str, seed: int, max_train: int | None, device: str, batch_size: int | str = recipe.AUTO
+) -> dict[str, Any]:
     """cnn-lab (default recipe, or at `batch_size`) and the reference on one (dataset, variant, seed), at the same epochs."""
     ours = run_cnn_lab(dataset, variant, seed, max_train, device, batch_size)
     data = pipeline.get_dataset(pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False))
     ref = train_reference(variant, data, ours["epochs"], seed)
-    return {"dataset": dataset, "variant": variant, "seed": seed, "n_train": int(data.train_y.numel()), "cnn_lab": ours, "reference": {"test_acc": ref.test_acc, "seconds": ref.seconds}}
+    return {
+        "dataset": dataset,
+        "variant": variant,
+        "seed": seed,
+        "n_train": int(data.train_y.numel()),
+        "cnn_lab": ours,
+        "reference": {"test_acc": ref.test_acc, "seconds": ref.seconds},
+    }
 
 
 def summarise(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,16 +85,25 @@ def summarise(pairs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         ours = statistics.fmean(p["cnn_lab"]["test_acc"] for p in group)
         ref = statistics.fmean(p["reference"]["test_acc"] for p in group)
         first = group[0]["cnn_lab"]
-        rows.append({
-            "dataset": dataset, "variant": variant, "n_train": group[0]["n_train"], "seeds": len(group),
-            "cnn_lab": ours, "reference": ref, "diff": ours - ref, "ok": ours >= ref - TOLERANCE,
-            "cnn_lab_s": statistics.fmean(p["cnn_lab"]["seconds"] for p in group),
-            "reference_s": statistics.fmean(p["reference"]["seconds"] for p in group),
-            "epochs": first["epochs"], "batch_size": first["batch_size"],
-            "lr": statistics.fmean(p["cnn_lab"]["lr"] for p in group),
-            "fallbacks": sum(len(p["cnn_lab"]["fallbacks"]) for p in group),
-            "lr_test_share": max(p["cnn_lab"]["lr_test_share"] for p in group),
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "variant": variant,
+                "n_train": group[0]["n_train"],
+                "seeds": len(group),
+                "cnn_lab": ours,
+                "reference": ref,
+                "diff": ours - ref,
+                "ok": ours >= ref - TOLERANCE,
+                "cnn_lab_s": statistics.fmean(p["cnn_lab"]["seconds"] for p in group),
+                "reference_s": statistics.fmean(p["reference"]["seconds"] for p in group),
+                "epochs": first["epochs"],
+                "batch_size": first["batch_size"],
+                "lr": statistics.fmean(p["cnn_lab"]["lr"] for p in group),
+                "fallbacks": sum(len(p["cnn_lab"]["fallbacks"]) for p in group),
+                "lr_test_share": max(p["cnn_lab"]["lr_test_share"] for p in group),
+            }
+        )
     return rows
 
 
@@ -93,7 +121,16 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bench_recipe(datasets: Sequence[str], variants: Sequence[str], seeds: Sequence[int], *, max_train: dict[str, int] | None = None, device: str = "cpu", batch_size: int | str = recipe.AUTO, on_pair: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def bench_recipe(
+    datasets: Sequence[str],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    max_train: dict[str, int] | None = None,
+    device: str = "cpu",
+    batch_size: int | str = recipe.AUTO,
+    on_pair: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Every (dataset, variant, seed) pair; returns {"pairs", "rows", "environment"}."""
     register_distorted_digits()
     pairs = []
@@ -104,19 +141,33 @@ def bench_recipe(datasets: Sequence[str], variants: Sequence[str], seeds: Sequen
                 pairs.append(pair)
                 if on_pair:
                     on_pair(pair)
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device, "rules": {"min_steps_per_epoch": recipe.MIN_STEPS_PER_EPOCH, "epoch_images": recipe.EPOCH_IMAGES}}
+    env = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "rules": {"min_steps_per_epoch": recipe.MIN_STEPS_PER_EPOCH, "epoch_images": recipe.EPOCH_IMAGES},
+    }
     return {"pairs": pairs, "rows": summarise(pairs), "environment": env}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Options of the recipe benchmark."""
-    p = argparse.ArgumentParser(description="cnn-lab's default recipe vs a plain PyTorch reference loop (Adam 1e-3, batch 32)")
+    p = argparse.ArgumentParser(
+        description="cnn-lab's default recipe vs a plain PyTorch reference loop (Adam 1e-3, batch 32)"
+    )
     p.add_argument("--datasets", default=",".join(DATASETS[:2]), help=f"comma-separated, from {', '.join(DATASETS)}")
     p.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--alexnet-max-train", type=int, default=None, help="train AlexNet on at most this many images (CPU)")
+    p.add_argument(
+        "--alexnet-max-train", type=int, default=None, help="train AlexNet on at most this many images (CPU)"
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", default=recipe.AUTO, type=lambda t: t if t == recipe.AUTO else int(t), help="cnn-lab's batch size (default: the recipe's rule); the reference keeps 32")
+    p.add_argument(
+        "--batch-size",
+        default=recipe.AUTO,
+        type=lambda t: t if t == recipe.AUTO else int(t),
+        help="cnn-lab's batch size (default: the recipe's rule); the reference keeps 32",
+    )
     p.add_argument("--json", default=None, help="also write every pair and row to this file")
     return p
 
@@ -128,9 +179,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     limits = {"alexnet": args.alexnet_max_train} if args.alexnet_max_train else None
 
     def show(p: dict[str, Any]) -> None:
-        print(f"{p['dataset']} {p['variant']} seed {p['seed']}: cnn-lab {p['cnn_lab']['test_acc']:.4f} ({p['cnn_lab']['seconds']:.0f}s, batch {p['cnn_lab']['batch_size']}, lr {p['cnn_lab']['lr']:.2g} {p['cnn_lab']['lr_rule']}, fallbacks {p['cnn_lab']['fallbacks']}) reference {p['reference']['test_acc']:.4f} ({p['reference']['seconds']:.0f}s)", file=sys.stderr, flush=True)
+        print(
+            f"{p['dataset']} {p['variant']} seed {p['seed']}: cnn-lab {p['cnn_lab']['test_acc']:.4f} ({p['cnn_lab']['seconds']:.0f}s, batch {p['cnn_lab']['batch_size']}, lr {p['cnn_lab']['lr']:.2g} {p['cnn_lab']['lr_rule']}, fallbacks {p['cnn_lab']['fallbacks']}) reference {p['reference']['test_acc']:.4f} ({p['reference']['seconds']:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    result = bench_recipe(args.datasets.split(","), variants, [int(s) for s in args.seeds.split(",")], max_train=limits, device=args.device, batch_size=args.batch_size, on_pair=show)
+    result = bench_recipe(
+        args.datasets.split(","),
+        variants,
+        [int(s) for s in args.seeds.split(",")],
+        max_train=limits,
+        device=args.device,
+        batch_size=args.batch_size,
+        on_pair=show,
+    )
     print(format_table(result["rows"]))
     if args.json:
         with open(args.json, "w") as fh:

@@ -3,6 +3,7 @@
 It shares nothing with cnn-lab's trainer but the model builder and the dataset splits (same split, same train-only
 normalisation, same input size), so a gap between the two is the recipe's, not the data's.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,7 +44,12 @@ def train_reference(variant: str, data: DatasetSplits, epochs: int, seed: int = 
     size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE))
     torch.manual_seed(seed)
     model = create_variant(variant, data.channels, data.num_classes, size)
-    train = DataLoader(_tensors(data.train_x, data.train_y, data, size), batch_size=BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    train = DataLoader(
+        _tensors(data.train_x, data.train_y, data, size),
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     start = time.perf_counter()
     for _ in range(epochs):

@@ -5,6 +5,7 @@ that batch size, timed after a one-epoch warm-up that lets cudnn autotune every 
 validation); the seeds' batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
 `python -m benchmarks.variants --json-out variants.json`; it runs on CPU with small sizes (tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,19 @@ from typing import Any
 
 import torch
 
-from benchmarks.speed import LR_MAX, N_TEST, SEED_BATCH_SIZE, _data_root, _model, _pick_lr, _table, environment, find_lr, load_splits, run_fast
+from benchmarks.speed import (
+    LR_MAX,
+    N_TEST,
+    SEED_BATCH_SIZE,
+    _data_root,
+    _model,
+    _pick_lr,
+    _table,
+    environment,
+    find_lr,
+    load_splits,
+    run_fast,
+)
 from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import count_parameters, list_variants
@@ -30,7 +43,17 @@ FLOOR_TARGET_SECONDS = 60.0  # all variants x 10 epochs x 60k images on one H100
 ACCURACY_TOLERANCE = 0.01  # each variant within 1 point of its seed-batch accuracy
 
 
-def _lr(lr: float | str, model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, device: torch.device, seed: int, lr_max: float = LR_MAX, rule: str = DEFAULT_LR_RULE) -> tuple[float, str, float]:
+def _lr(
+    lr: float | str,
+    model: torch.nn.Module,
+    data: DatasetSplits,
+    size: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    lr_max: float = LR_MAX,
+    rule: str = DEFAULT_LR_RULE,
+) -> tuple[float, str, float]:
     """(lr, how chosen, range-test seconds): "auto" runs the flows' range test at `batch_size` up to `lr_max`."""
     if lr == "auto":
         result, seconds = find_lr(model, data, size, batch_size, device, seed=seed, lr_max=lr_max, rule=rule)
@@ -39,7 +62,9 @@ def _lr(lr: float | str, model: torch.nn.Module, data: DatasetSplits, size: int,
     return value, source, 0.0
 
 
-def warm_up_epoch(model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, lr: float, device: torch.device, seed: int) -> float:
+def warm_up_epoch(
+    model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, lr: float, device: torch.device, seed: int
+) -> float:
     """One throwaway epoch (train + validation) on a copy, so every batch shape is autotuned before timing; its seconds."""
     start = time.perf_counter()
     config = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed, device=str(device))
@@ -47,18 +72,52 @@ def warm_up_epoch(model: torch.nn.Module, data: DatasetSplits, size: int, batch_
     return time.perf_counter() - start
 
 
-def train_timed(variant: str, data: DatasetSplits, *, epochs: int, batch_size: int, device: torch.device, lr: float | str = "auto", seed: int = 0, warmup: bool = True, lr_max: float = LR_MAX, rule: str = DEFAULT_LR_RULE) -> dict[str, Any]:
+def train_timed(
+    variant: str,
+    data: DatasetSplits,
+    *,
+    epochs: int,
+    batch_size: int,
+    device: torch.device,
+    lr: float | str = "auto",
+    seed: int = 0,
+    warmup: bool = True,
+    lr_max: float = LR_MAX,
+    rule: str = DEFAULT_LR_RULE,
+) -> dict[str, Any]:
     """One variant: LR range test at `batch_size`, optional warm-up epoch, then `epochs` timed epochs and test accuracy."""
     model, size = _model(variant, data, seed)
-    head = {"variant": variant, "params": count_parameters(model), "input_size": size, "batch_size": batch_size, "epochs": epochs}
+    head = {
+        "variant": variant,
+        "params": count_parameters(model),
+        "input_size": size,
+        "batch_size": batch_size,
+        "epochs": epochs,
+    }
     lr_value, lr_source, lr_seconds = _lr(lr, model, data, size, batch_size, device, seed, lr_max, rule)
     head.update(lr=lr_value, lr_source=lr_source, lr_seconds=lr_seconds)
     try:
         warm = warm_up_epoch(model, data, size, batch_size, lr_value, device, seed) if warmup else None
         row = run_fast(model, data, size, epochs, batch_size, device, lr=lr_value, seed=seed)
     except TrainingDiverged as err:  # one variant's divergence is a result, not the end of the benchmark
-        return {**head, "warmup_seconds": None, "train_seconds": 0.0, "img_per_s": None, "test_acc": None, "peak_mem_mb": None, "error": str(err)}
-    return {**head, "warmup_seconds": warm, "train_seconds": row["seconds"], "img_per_s": row["img_per_s"], "test_acc": row["test_acc"], "peak_mem_mb": row["peak_mem_mb"], "error": None}
+        return {
+            **head,
+            "warmup_seconds": None,
+            "train_seconds": 0.0,
+            "img_per_s": None,
+            "test_acc": None,
+            "peak_mem_mb": None,
+            "error": str(err),
+        }
+    return {
+        **head,
+        "warmup_seconds": warm,
+        "train_seconds": row["seconds"],
+        "img_per_s": row["img_per_s"],
+        "test_acc": row["test_acc"],
+        "peak_mem_mb": row["peak_mem_mb"],
+        "error": None,
+    }
 
 
 def _check(variants: Sequence[str] | None, epochs: int, batch_size: int, reference_batch: int | None) -> list[str]:
@@ -72,16 +131,55 @@ def _check(variants: Sequence[str] | None, epochs: int, batch_size: int, referen
     return names
 
 
-def bench_variants(variants: Sequence[str] | None = None, *, epochs: int = 10, batch_size: int = GPU_BATCH_SIZE, reference_batch: int | None = SEED_BATCH_SIZE, n_train: int = 60_000, n_test: int = N_TEST, device: str = "auto", data_root: str | Path | None = None, lr: float | str = "auto", seed: int = 0, warmup: bool = True, lr_max: float = LR_MAX, rule: str = DEFAULT_LR_RULE, on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def bench_variants(
+    variants: Sequence[str] | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = GPU_BATCH_SIZE,
+    reference_batch: int | None = SEED_BATCH_SIZE,
+    n_train: int = 60_000,
+    n_test: int = N_TEST,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    lr: float | str = "auto",
+    seed: int = 0,
+    warmup: bool = True,
+    lr_max: float = LR_MAX,
+    rule: str = DEFAULT_LR_RULE,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Every variant at `batch_size` (timed after warm-up), then at `reference_batch` for accuracy; `on_row` sees each row."""
     names = _check(variants, epochs, batch_size, reference_batch)
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
     data = load_splits(_data_root(data_root, n_train, n_test, keep))
-    result: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "reference_batch": reference_batch, "n_train": int(data.train_y.numel()), "n_test": int(data.test_y.numel()), **environment(dev), "rows": [], "reference": []}
+    result: dict[str, Any] = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "reference_batch": reference_batch,
+        "n_train": int(data.train_y.numel()),
+        "n_test": int(data.test_y.numel()),
+        **environment(dev),
+        "rows": [],
+        "reference": [],
+    }
     for key, bs, warm in (("rows", batch_size, warmup), ("reference", reference_batch, False)):
         for name in names if bs else ():
-            row = {**train_timed(name, data, epochs=epochs, batch_size=bs, device=dev, lr=lr, seed=seed, warmup=warm, lr_max=lr_max, rule=rule), "run": key}
+            row = {
+                **train_timed(
+                    name,
+                    data,
+                    epochs=epochs,
+                    batch_size=bs,
+                    device=dev,
+                    lr=lr,
+                    seed=seed,
+                    warmup=warm,
+                    lr_max=lr_max,
+                    rule=rule,
+                ),
+                "run": key,
+            }
             result[key].append(row)
             if on_row:
                 on_row(row)
@@ -92,18 +190,41 @@ def bench_variants(variants: Sequence[str] | None = None, *, epochs: int = 10, b
 
 def variants_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Floor under FLOOR_TARGET_SECONDS (full-size runs only) and each variant within ACCURACY_TOLERANCE of its reference."""
-    checks = [{"target": f"all {len(result['rows'])} variants x {result['epochs']} epochs at batch {result['batch_size']}: train time < {FLOOR_TARGET_SECONDS:g} s", "value": result["total_train_seconds"], "met": result["total_train_seconds"] < FLOOR_TARGET_SECONDS}]
+    checks = [
+        {
+            "target": f"all {len(result['rows'])} variants x {result['epochs']} epochs at batch {result['batch_size']}: train time < {FLOOR_TARGET_SECONDS:g} s",
+            "value": result["total_train_seconds"],
+            "met": result["total_train_seconds"] < FLOOR_TARGET_SECONDS,
+        }
+    ]
     reference = {r["variant"]: r for r in result["reference"]}
     for row in result["rows"]:
         ref = reference.get(row["variant"])
         if ref is not None and ref["test_acc"] is not None:
             delta = (row["test_acc"] or 0.0) - ref["test_acc"]  # a diverged run counts as accuracy 0
             row["acc_delta"] = delta
-            checks.append({"target": f"{row['variant']}: test acc at batch {row['batch_size']} within {100 * ACCURACY_TOLERANCE:g} pt of batch {ref['batch_size']} ({ref['test_acc']:.4f})", "value": row["test_acc"], "met": delta >= -ACCURACY_TOLERANCE})
+            checks.append(
+                {
+                    "target": f"{row['variant']}: test acc at batch {row['batch_size']} within {100 * ACCURACY_TOLERANCE:g} pt of batch {ref['batch_size']} ({ref['test_acc']:.4f})",
+                    "value": row["test_acc"],
+                    "met": delta >= -ACCURACY_TOLERANCE,
+                }
+            )
     return checks
 
 
-def bench_compile(variant: str = "cnn2_5", *, epochs: int = 3, batch_size: int = GPU_BATCH_SIZE, n_train: int = 60_000, n_test: int = N_TEST, device: str = "auto", data_root: str | Path | None = None, lr: float = 0.05, seed: int = 0) -> dict[str, Any]:
+def bench_compile(
+    variant: str = "cnn2_5",
+    *,
+    epochs: int = 3,
+    batch_size: int = GPU_BATCH_SIZE,
+    n_train: int = 60_000,
+    n_test: int = N_TEST,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per-epoch seconds with and without torch.compile (first epoch includes compiling): is it worth it on short runs?"""
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
@@ -112,12 +233,30 @@ def bench_compile(variant: str = "cnn2_5", *, epochs: int = 3, batch_size: int =
     for compiled in (False, True):
         model, size = _model(variant, data, seed)
         start = time.perf_counter()
-        trainer = Trainer(model, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), compile=compiled), input_size=size)
+        trainer = Trainer(
+            model,
+            data,
+            TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(dev), compile=compiled),
+            input_size=size,
+        )
         history = list(trainer.epochs())
-        rows.append({"compile": compiled, "epoch_seconds": [h["seconds"] for h in history], "wall_seconds": time.perf_counter() - start, "val_acc": history[-1]["val_acc"]})
+        rows.append(
+            {
+                "compile": compiled,
+                "epoch_seconds": [h["seconds"] for h in history],
+                "wall_seconds": time.perf_counter() - start,
+                "val_acc": history[-1]["val_acc"],
+            }
+        )
     plain, compiled_row = rows
-    return {"variant": variant, "batch_size": batch_size, "epochs": epochs, "rows": rows,
-            "break_even_epochs": _break_even(plain["epoch_seconds"], compiled_row["epoch_seconds"]), **environment(dev)}
+    return {
+        "variant": variant,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "rows": rows,
+        "break_even_epochs": _break_even(plain["epoch_seconds"], compiled_row["epoch_seconds"]),
+        **environment(dev),
+    }
 
 
 def _break_even(plain: list[float], compiled: list[float]) -> float | None:
@@ -130,18 +269,34 @@ def _break_even(plain: list[float], compiled: list[float]) -> float | None:
 
 
 VARIANT_COLUMNS = [
-    ("variant", "variant", "s"), ("params", "params", ",d"), ("input_size", "input", "d"), ("batch_size", "batch", "d"), ("lr", "lr", ".3g"),
-    ("lr_seconds", "lr test s", ".2f"), ("warmup_seconds", "warm-up s", ".2f"), ("train_seconds", "train s", ".2f"), ("img_per_s", "img/s", ",.0f"),
-    ("test_acc", "test acc", ".4f"), ("acc_delta", "vs seed batch", "+.4f"), ("peak_mem_mb", "peak MiB", ",.0f"), ("error", "error", "s"),
+    ("variant", "variant", "s"),
+    ("params", "params", ",d"),
+    ("input_size", "input", "d"),
+    ("batch_size", "batch", "d"),
+    ("lr", "lr", ".3g"),
+    ("lr_seconds", "lr test s", ".2f"),
+    ("warmup_seconds", "warm-up s", ".2f"),
+    ("train_seconds", "train s", ".2f"),
+    ("img_per_s", "img/s", ",.0f"),
+    ("test_acc", "test acc", ".4f"),
+    ("acc_delta", "vs seed batch", "+.4f"),
+    ("peak_mem_mb", "peak MiB", ",.0f"),
+    ("error", "error", "s"),
 ]
 
 
 def format_variants(result: dict[str, Any]) -> str:
     """Text tables: the large-batch rows, the reference rows, the targets."""
-    parts = [f"All variants, {result['epochs']} epochs, {result['n_train']} train / {result['n_test']} test images on {result['device']} ({result['device_name']}), torch {result['torch']}",
-             _table(result["rows"], VARIANT_COLUMNS), f"total training time {result['total_train_seconds']:.2f} s (warm-up, LR tests and validation excluded)"]
+    parts = [
+        f"All variants, {result['epochs']} epochs, {result['n_train']} train / {result['n_test']} test images on {result['device']} ({result['device_name']}), torch {result['torch']}",
+        _table(result["rows"], VARIANT_COLUMNS),
+        f"total training time {result['total_train_seconds']:.2f} s (warm-up, LR tests and validation excluded)",
+    ]
     if result["reference"]:
-        parts += [f"Reference at the seeds' batch {result['reference_batch']} (no warm-up)", _table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"])]
+        parts += [
+            f"Reference at the seeds' batch {result['reference_batch']} (no warm-up)",
+            _table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"]),
+        ]
     rows = [{**t, "met": "met" if t["met"] else "MISSED"} for t in result["targets"]]
     parts.append("Targets\n" + _table(rows, [("target", "target", "s"), ("value", "value", ".4g"), ("met", "", "s")]))
     return "\n\n".join(parts)
@@ -149,7 +304,9 @@ def format_variants(result: dict[str, Any]) -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of `python -m benchmarks.variants`."""
-    p = argparse.ArgumentParser(description="Train every variant at a large batch and at the seeds' batch; print the comparison's training floor")
+    p = argparse.ArgumentParser(
+        description="Train every variant at a large batch and at the seeds' batch; print the comparison's training floor"
+    )
     p.add_argument("--variants", nargs="+", default=None, help="default: every registered variant")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=GPU_BATCH_SIZE)
@@ -181,7 +338,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if out:
                 out.write_text(json.dumps({"partial": rows}, indent=2))
 
-        result = bench_variants(args.variants, epochs=args.epochs, batch_size=args.batch_size, reference_batch=args.reference_batch or None, n_train=args.n_train, n_test=args.n_test, device=args.device, on_row=on_row, warmup=not args.no_warmup, lr_max=args.lr_max, rule=args.lr_rule)
+        result = bench_variants(
+            args.variants,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            reference_batch=args.reference_batch or None,
+            n_train=args.n_train,
+            n_test=args.n_test,
+            device=args.device,
+            on_row=on_row,
+            warmup=not args.no_warmup,
+            lr_max=args.lr_max,
+            rule=args.lr_rule,
+        )
         text = format_variants(result)
     if out:
         out.write_text(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@ The CLI checks names against these in milliseconds, before torch loads (cnn/fast
 registers exactly DATASETS; the built-in variants are registered by cnn/models (tests/test_catalog.py checks that
 their names are BUILTIN_VARIANTS).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -12,7 +13,19 @@ from collections.abc import Iterable
 from cnn.errors import ConfigError
 
 ENTRY_POINT_GROUP = "cnn_lab.variants"  # installed packages' variants: name = variant name, object = builder
-BUILTIN_VARIANTS = ("alexnet", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "generic_1", "generic_2", "generic_3", "lenet1", "lenet5", "lenet5_dropout")
+BUILTIN_VARIANTS = (
+    "alexnet",
+    "cnn2_3",
+    "cnn2_5",
+    "cnn2_7",
+    "generic_0",
+    "generic_1",
+    "generic_2",
+    "generic_3",
+    "lenet1",
+    "lenet5",
+    "lenet5_dropout",
+)
 # name -> (torchvision class, description); None: not from torchvision (digits: scikit-learn's bundled set, offline)
 DATASETS: dict[str, tuple[str | None, str]] = {
     "fashion-mnist": ("FashionMNIST", "Zalando Fashion-MNIST, 28x28 grey, 10 classes"),
@@ -41,6 +54,8 @@ def unknown_variant(name: object, known: Iterable[str], field: str = "variant") 
 def unknown_dataset(name: object, registered: Iterable[str] = DATASETS) -> ConfigError:
     """The error for a dataset name no loader knows: a registered near name first, else any near name; every name."""
     key, names = str(name).lower(), sorted(registered)
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) or difflib.get_close_matches(key, dataset_names(names), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key, dataset_names(names), n=1, cutoff=0.6
+    )
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError("dataset", f"unknown dataset {name!r}{hint}", allowed=dataset_names(names))

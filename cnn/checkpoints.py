@@ -1,5 +1,6 @@
 """Checkpoint I/O: where a training state is saved and found again. The trainer only returns states; this module
 (and the pipeline that calls it) stores them, tagged with the session that wrote them."""
+
 from __future__ import annotations
 
 import io
@@ -33,15 +34,21 @@ def load_checkpoint(storage: Storage, rel: str, variant: str | None = None) -> d
     try:
         ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(f"checkpoint {storage.path(rel)} is corrupt or unreadable ({type(err).__name__}: {str(err).split('. ')[0][:160]}); move it aside or use another run name to train afresh") from err
+        raise CheckpointError(
+            f"checkpoint {storage.path(rel)} is corrupt or unreadable ({type(err).__name__}: {str(err).split('. ')[0][:160]}); move it aside or use another run name to train afresh"
+        ) from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"checkpoint {storage.path(rel)} is not a cnn-lab checkpoint (no 'model' entry)")
     if variant is not None and ckpt.get("variant") not in (None, variant):
-        raise CheckpointError(f"checkpoint {storage.path(rel)} belongs to variant {ckpt.get('variant')!r}, not {variant!r}; each variant resumes only from its own folder's checkpoint")
+        raise CheckpointError(
+            f"checkpoint {storage.path(rel)} belongs to variant {ckpt.get('variant')!r}, not {variant!r}; each variant resumes only from its own folder's checkpoint"
+        )
     return ckpt
 
 
-def checkpoint_to_resume(storage: Storage | None, checkpoint: str | None, variant: str, resume: bool, session: str | None) -> dict[str, Any] | None:
+def checkpoint_to_resume(
+    storage: Storage | None, checkpoint: str | None, variant: str, resume: bool, session: str | None
+) -> dict[str, Any] | None:
     """The checkpoint to continue from: any (resume=True), only one tagged with `session` (resume=False), or None."""
     if storage is None or not checkpoint or not (resume or session) or not storage.exists(checkpoint):
         return None

@@ -1,5 +1,6 @@
 """Annotated markers for pydantic fields: a check whose error names the bad value and the allowed values in one line,
 and the JSON schema a Prefect form shows for the field (bounds, select boxes, no const or None-typed fields)."""
+
 from __future__ import annotations
 
 import difflib
@@ -32,7 +33,9 @@ class Check:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_before_validator_function(self.check, handler(source))
 
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
         return self.json_schema(handler(schema))
 
     def check(self, value: Any) -> Any:
@@ -57,8 +60,16 @@ class Number(Check):
     def allowed(self) -> str:
         """The range in words, e.g. 'an integer >= 1' or 'a number in [0, 1)'."""
         kind = "an integer" if self.integer else "a finite number"
-        low = None if self.ge is None and self.gt is None else ("[" if self.ge is not None else "(", self.ge if self.ge is not None else self.gt)
-        high = None if self.le is None and self.lt is None else ("]" if self.le is not None else ")", self.le if self.le is not None else self.lt)
+        low = (
+            None
+            if self.ge is None and self.gt is None
+            else ("[" if self.ge is not None else "(", self.ge if self.ge is not None else self.gt)
+        )
+        high = (
+            None
+            if self.le is None and self.lt is None
+            else ("]" if self.le is not None else ")", self.le if self.le is not None else self.lt)
+        )
         if low and high:
             return f"{kind} in {low[0]}{_num(low[1])}, {_num(high[1])}{high[0]}"
         if low:
@@ -169,7 +180,12 @@ class LearningRate(Check):
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """Two kinds the form switches between: a number, or the word auto (a select, not a dead const field)."""
-        return {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "title": "number"}, {"type": "string", "enum": ["auto"], "title": "auto"}]}
+        return {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "title": "number"},
+                {"type": "string", "enum": ["auto"], "title": "auto"},
+            ]
+        }
 
 
 AUTO = "auto"
@@ -190,7 +206,12 @@ class AutoOrCount(Check):
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """A number or the word auto, as for the learning rate."""
-        return {"anyOf": [{"type": "integer", "minimum": 1, "title": "number"}, {"type": "string", "enum": [AUTO], "title": "auto"}]}
+        return {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "title": "number"},
+                {"type": "string", "enum": [AUTO], "title": "auto"},
+            ]
+        }
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 Modules that never change a result (plots, reports, publishing, benchmarks, storage I/O, error texts, parameter
 declarations and built-in names, whose resolved values reach the steps as inputs) are neither hashed nor followed.
 """
+
 from __future__ import annotations
 
 import ast
@@ -12,13 +13,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-NOT_RESULTS = frozenset({"cnn.plots", "cnn.report", "cnn.publishing", "cnn.gallery", "cnn.storage", "cnn.errors", "cnn.params", "cnn.checks", "cnn.catalog", "cnn.fastchecks", "cnn.codehash"})
+NOT_RESULTS = frozenset(
+    {
+        "cnn.plots",
+        "cnn.report",
+        "cnn.publishing",
+        "cnn.gallery",
+        "cnn.storage",
+        "cnn.errors",
+        "cnn.params",
+        "cnn.checks",
+        "cnn.catalog",
+        "cnn.fastchecks",
+        "cnn.codehash",
+    }
+)
 
 
 def module_file(module: str, base: Path = PACKAGE_DIR) -> Path | None:
     """The file of cnn module `module` under `base` (the cnn package folder), or None when there is none."""
     parts = module.split(".")[1:]
-    candidates = [base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")] if parts else [base / "__init__.py"]
+    candidates = (
+        [base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")]
+        if parts
+        else [base / "__init__.py"]
+    )
     return next((path for path in candidates if path.is_file()), None)
 
 
@@ -38,7 +57,9 @@ def _cnn_imports(source: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [(alias.name, ()) for alias in node.names if alias.name.split(".")[0] == "cnn"]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnn" and node.level == 0:
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnn" and node.level == 0
+        ):
             found.append((node.module, tuple(alias.name for alias in node.names)))
     return tuple(found)
 

@@ -1,4 +1,5 @@
 """Errors that cnn-lab raises for bad input: each names the field and, where known, the allowed values."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

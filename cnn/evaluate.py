@@ -1,4 +1,5 @@
 """Evaluate a classifier: predictions, loss and scikit-learn metrics (report, confusion, most-confused pairs)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -122,9 +123,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], class_n
     _check_labels(y_true, n, "labels", "label {bad} is out of range of the {n} class names")
     _check_labels(y_pred, n, "class_names", "model predicted class {bad} but only {n} class names were given")
     labels = list(range(n))
-    report = classification_report(
-        y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
-    )
+    report = classification_report(y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0)
     rows = [*names, "macro avg", "weighted avg"]
     frame = pd.DataFrame.from_dict({row: report[row] for row in rows}, orient="index")
     frame = frame[["precision", "recall", "f1-score", "support"]].astype({"support": int})
@@ -155,7 +154,9 @@ def most_confused_pairs(confusion: np.ndarray, class_names: Sequence[str], k: in
     for flat in order:
         true, pred = np.unravel_index(flat, off.shape)
         if off[true, pred] > 0:
-            pairs.append({"true": str(class_names[true]), "predicted": str(class_names[pred]), "count": int(off[true, pred])})
+            pairs.append(
+                {"true": str(class_names[true]), "predicted": str(class_names[pred]), "count": int(off[true, pred])}
+            )
     return pairs
 
 

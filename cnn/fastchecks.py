@@ -5,6 +5,7 @@ They only ever reject what the full checks (flows/settings.py, after plug-ins lo
 checked here when variant modules are given (a module may register any name), and CUDA is refused only where no NVIDIA
 driver can be present; torch decides everywhere else.
 """
+
 from __future__ import annotations
 
 import importlib.metadata

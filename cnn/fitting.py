@@ -5,6 +5,7 @@ above the untrained model's, or its best validation accuracy is not clearly abov
 initial weights at a tenth of that lr; if that fails too, attempt 3 uses the other optimizer family at its base lr.
 Each attempt has its own checkpoint, so a crash resumes the attempt it was in. The result records every failure.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,6 @@ from cnn.errors import TrainingDiverged
 from cnn.train import Trainer, TrainConfig, TrainResult, check_resumable
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class FitResult:
     learned: bool = True
 
     def lr_note(self) -> str | None:
-        """"fallback: no descent at 0.03" style note, or None when the first attempt was kept."""
+        """ "fallback: no descent at 0.03" style note, or None when the first attempt was kept."""
         return f"fallback: {'; '.join(self.fallbacks)}" if self.fallbacks else None
 
 
@@ -60,13 +60,18 @@ def attempts(optimizer: str, lr: float, batch_size: int) -> list[Attempt]:
 
 
 def first_epoch_failure(row: Mapping[str, float], initial_val_loss: float, chance: float, n_val: int) -> str | None:
-    """"loss rose" when the first epoch left the validation loss far above the untrained model's (and not above
+    """ "loss rose" when the first epoch left the validation loss far above the untrained model's (and not above
     chance), else None: the cheap check that catches an lr too high without waiting for the whole run."""
     rose = not row["val_loss"] <= initial_val_loss * (1 + recipe.FIRST_EPOCH_MAX_RISE)
     return "loss rose" if rose and not recipe.learned(row["val_acc"], chance, n_val) else None
 
 
-def _failure(trainer: Trainer, check: Callable[[Mapping[str, float]], str | None], learned: Callable[[float], bool], save: Callable[[dict], None]) -> tuple[str | None, TrainResult | None]:
+def _failure(
+    trainer: Trainer,
+    check: Callable[[Mapping[str, float]], str | None],
+    learned: Callable[[float], bool],
+    save: Callable[[dict], None],
+) -> tuple[str | None, TrainResult | None]:
     """Run the remaining epochs, stopping when `check` rejects the first; return (why it failed or None, the result)."""
     try:
         if trainer.history and (why := check(trainer.history[0])):
@@ -81,7 +86,18 @@ def _failure(trainer: Trainer, check: Callable[[Mapping[str, float]], str | None
     return (None if learned(result.best_val_acc) else "did not learn"), result
 
 
-def fit(build: Callable[[], nn.Module], data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", checkpoints: CheckpointIO | None = None, resume: bool = True, fallback: bool = True, callback: Callable[[dict[str, float]], None] | None = None) -> tuple[nn.Module, FitResult]:
+def fit(
+    build: Callable[[], nn.Module],
+    data: DatasetSplits,
+    config: TrainConfig,
+    *,
+    input_size: int,
+    variant: str = "",
+    checkpoints: CheckpointIO | None = None,
+    resume: bool = True,
+    fallback: bool = True,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[nn.Module, FitResult]:
     """Train a fresh `build()` model with the learn check and (unless fallback=False, as for a user's own lr) the
     fallbacks; returns the kept model and its FitResult. Without fallbacks a non-finite loss raises TrainingDiverged."""
     io = checkpoints or CheckpointIO()
@@ -99,9 +115,18 @@ def fit(build: Callable[[], nn.Module], data: DatasetSplits, config: TrainConfig
         resumed_from = trainer.start_epoch - 1
         last = i == len(plan) - 1
         if not fallback:
-            return trainer.model, _single(trainer, lambda state, name=attempt.checkpoint: io.save(name, state), chance, n_val, resumed_from)
-        check = (lambda row: None) if last else (lambda row, v=initial_val_loss: first_epoch_failure(row, v, chance, n_val))
-        why, result = _failure(trainer, check, lambda acc: recipe.learned(acc, chance, n_val), lambda state, name=attempt.checkpoint: io.save(name, state))
+            return trainer.model, _single(
+                trainer, lambda state, name=attempt.checkpoint: io.save(name, state), chance, n_val, resumed_from
+            )
+        check = (
+            (lambda row: None) if last else (lambda row, v=initial_val_loss: first_epoch_failure(row, v, chance, n_val))
+        )
+        why, result = _failure(
+            trainer,
+            check,
+            lambda acc: recipe.learned(acc, chance, n_val),
+            lambda state, name=attempt.checkpoint: io.save(name, state),
+        )
         if why is None or last:
             result = result or _diverged_result(trainer)
             result.resumed_from = resumed_from
@@ -124,5 +149,17 @@ def _diverged_result(trainer: Trainer) -> TrainResult:
     """Result of a last attempt whose loss turned non-finite: its finished epochs, or one row of NaN losses."""
     if not trainer.history:
         nan = float("nan")
-        trainer.history.append({"epoch": 1, "lr": trainer.config.lr, "train_loss": nan, "train_acc": 0.0, "seconds": 0.0, "images_per_sec": 0.0, "images": 0, "val_loss": nan, "val_acc": 0.0})
+        trainer.history.append(
+            {
+                "epoch": 1,
+                "lr": trainer.config.lr,
+                "train_loss": nan,
+                "train_acc": 0.0,
+                "seconds": 0.0,
+                "images_per_sec": 0.0,
+                "images": 0,
+                "val_loss": nan,
+                "val_acc": 0.0,
+            }
+        )
     return trainer.result()

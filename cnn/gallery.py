@@ -1,4 +1,5 @@
 """Side-by-side galleries across variants: the same probe images through each one's first and last conv, and first-layer filters."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -43,7 +44,14 @@ def probe_batch(data: DatasetSplits, seed: int = 0) -> tuple[Tensor, Tensor]:
 
 def normalise_probes(data: DatasetSplits, images: Tensor, input_size: int) -> Tensor:
     """uint8 probes -> float batch with the dataset's train mean/std, resized to `input_size`."""
-    loader = BatchLoader(images, torch.zeros(len(images), dtype=torch.long), mean=data.mean, std=data.std, batch_size=max(1, len(images)), input_size=input_size)
+    loader = BatchLoader(
+        images,
+        torch.zeros(len(images), dtype=torch.long),
+        mean=data.mean,
+        std=data.std,
+        batch_size=max(1, len(images)),
+        input_size=input_size,
+    )
     return loader.transform(images)
 
 
@@ -88,9 +96,19 @@ def _maps_figure(blocks: Mapping[str, tuple[str, Tensor]], probe_names: list[str
     for variant, (layer, fmap) in blocks.items():
         m = fmap[:cols, :MAX_MAPS].float().transpose(0, 1).numpy()  # (channels, probes, h, w)
         rows, _, h, w = m.shape
-        mosaics[variant] = (layer, fmap.shape[1], plots._mosaic(plots._minmax(m.reshape(rows * cols, h, w)), rows, cols))
+        mosaics[variant] = (
+            layer,
+            fmap.shape[1],
+            plots._mosaic(plots._minmax(m.reshape(rows * cols, h, w)), rows, cols),
+        )
     heights = [min(int(blocks[v][1].shape[1]), MAX_MAPS) for v in mosaics]
-    fig, axes = plt.subplots(len(mosaics), 1, figsize=(1.5 + MAP_TILE_IN * cols, 0.6 + sum(0.45 + MAP_TILE_IN * n for n in heights)), squeeze=False, gridspec_kw={"height_ratios": [0.6 + n for n in heights]})
+    fig, axes = plt.subplots(
+        len(mosaics),
+        1,
+        figsize=(1.5 + MAP_TILE_IN * cols, 0.6 + sum(0.45 + MAP_TILE_IN * n for n in heights)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [0.6 + n for n in heights]},
+    )
     for ax, (variant, (layer, channels, mosaic)) in zip(axes[:, 0], mosaics.items()):
         ax.imshow(mosaic, cmap=_cmap(), vmin=0, vmax=1, interpolation="nearest")
         tile_w = (mosaic.shape[1] + 1) / cols
@@ -117,7 +135,12 @@ def gallery_filters(models: Models) -> Figure:
             rows[variant] = (name, weight.shape, plots._mosaic(tiles / limit, 1, len(tiles)))
     if not rows:
         raise ConfigError("models", "no variant has an nn.Conv2d layer to show", allowed=list(models))
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.5 + FILTER_TILE_IN * MAX_FILTERS, 0.5 + (FILTER_TILE_IN + 0.45) * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(1.5 + FILTER_TILE_IN * MAX_FILTERS, 0.5 + (FILTER_TILE_IN + 0.45) * len(rows)),
+        squeeze=False,
+    )
     for ax, (variant, (name, shape, mosaic)) in zip(axes[:, 0], rows.items()):
         ax.imshow(mosaic, cmap=_cmap(), vmin=-1, vmax=1, interpolation="nearest")
         ax.set_xticks([])

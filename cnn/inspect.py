@@ -1,4 +1,5 @@
 """Look inside a CNN: list layers, capture feature maps with forward hooks, read conv filters, pick probe images."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -3,6 +3,7 @@
 Follows davidtvs/pytorch-lr-finder (exponential schedule, smoothing, divergence stop, steepest-descent
 suggestion) but returns plain data and always puts model, optimizer and RNG state back.
 """
+
 from __future__ import annotations
 
 import copy
@@ -115,8 +116,9 @@ def exp_lrs(start_lr: float, end_lr: float, num_steps: int) -> list[float]:
     return [start_lr * (end_lr / start_lr) ** (i / (num_steps - 1)) for i in range(num_steps)]
 
 
-def _validate(start_lr: float, end_lr: float, num_steps: int, smooth_f: float, diverge_th: float,
-              fallback_lr: float | None) -> None:
+def _validate(
+    start_lr: float, end_lr: float, num_steps: int, smooth_f: float, diverge_th: float, fallback_lr: float | None
+) -> None:
     """Raise ConfigError naming the first invalid range-test setting."""
     if not start_lr > 0:
         raise ConfigError("start_lr (lr_min)", f"must be > 0, got {start_lr}")
@@ -168,10 +170,15 @@ class _Snapshot:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
 
-def _sweep(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[Tensor, Tensor]],
-           schedule: list[float], smooth_f: float, diverge_th: float,
-           step_fn: Callable[[nn.Module, Tensor, Tensor], Tensor]
-           ) -> tuple[list[float], list[float], list[float], bool, int]:
+def _sweep(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    schedule: list[float],
+    smooth_f: float,
+    diverge_th: float,
+    step_fn: Callable[[nn.Module, Tensor, Tensor], Tensor],
+) -> tuple[list[float], list[float], list[float], bool, int]:
     """Train one step per lr in `schedule`; return (lrs, smoothed, raw, diverged, images_seen)."""
     lrs: list[float] = []
     raw: list[float] = []
@@ -236,6 +243,14 @@ def lr_range_test(
         snapshot.restore()
     suggestion, rule_used, suggestions, flag = suggest_lr(lrs, losses, rule, fallback_lr)
     return LRFindResult(
-        lrs=lrs, losses=losses, raw_losses=raw, suggestion=suggestion, rule=rule_used,
-        suggestions=suggestions, flag=flag, diverged=diverged, num_steps=len(lrs), images_seen=images,
+        lrs=lrs,
+        losses=losses,
+        raw_losses=raw,
+        suggestion=suggestion,
+        rule=rule_used,
+        suggestions=suggestions,
+        flag=flag,
+        diverged=diverged,
+        num_steps=len(lrs),
+        images_seen=images,
     )

@@ -12,6 +12,7 @@ The rule, one place:
   GPU_MAX_SHARED of them, each planned at `gpu_memory` and bounded by MEMORY_SHARE of the free device memory; small
   models leave the device mostly idle at one variant (launch-bound), so the image rule does not apply there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,7 +82,11 @@ def worker_memory(work: Workload) -> int:
 
 def gpu_memory(work: Workload, batch_size: int) -> int:
     """Device bytes one variant holds: its CUDA context, the model with Adam's state, and a batch's activations (x32)."""
-    return CUDA_CONTEXT_BYTES + work.max_params * BYTES_PER_VALUE * 4 + 32 * batch_size * work.image_values * BYTES_PER_VALUE
+    return (
+        CUDA_CONTEXT_BYTES
+        + work.max_params * BYTES_PER_VALUE * 4
+        + 32 * batch_size * work.image_values * BYTES_PER_VALUE
+    )
 
 
 def choose_parallel(work: Workload, machine: Machine, batch_size: int = 256) -> int:

@@ -5,6 +5,7 @@ The flows take these fields as their parameters (flows/parameters.py), the CLI b
 here (and the code that uses it). Names that live in registries (variants, datasets) are checked when a run starts,
 after plug-ins are loaded (flows/settings.py), never frozen into a type here.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,20 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cnn.checks import AutoOrCount, Check, Choice, Count, Flag, LearningRate, Number, Share, Text, as_list, did_you_mean, fail
+from cnn.checks import (
+    AutoOrCount,
+    Check,
+    Choice,
+    Count,
+    Flag,
+    LearningRate,
+    Number,
+    Share,
+    Text,
+    as_list,
+    did_you_mean,
+    fail,
+)
 from cnn.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -64,7 +78,12 @@ class VariantNames(Check):
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """An array of names."""
-        return {"type": "array", "items": {"type": "string", "pattern": f"^{VARIANT_NAME.pattern}$"}, "minItems": 1, "uniqueItems": True}
+        return {
+            "type": "array",
+            "items": {"type": "string", "pattern": f"^{VARIANT_NAME.pattern}$"},
+            "minItems": 1,
+            "uniqueItems": True,
+        }
 
 
 def _check_variant_name(name: str) -> None:
@@ -97,7 +116,10 @@ class ModuleList(Check):
         """The entries, in order."""
         items = [] if value is None else as_list(value)
         if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
-            raise fail(f"must be a list of module names or .py paths, got {value!r}", "e.g. ['my_nets'] or ['path/to/my_nets.py']")
+            raise fail(
+                f"must be a list of module names or .py paths, got {value!r}",
+                "e.g. ['my_nets'] or ['path/to/my_nets.py']",
+            )
         return [i.strip() for i in items]
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +146,9 @@ class VariantFiles(Check):
         for name, source in items.items():
             _check_variant_name(str(name))
             if not isinstance(source, str) or not source.strip():
-                raise fail(f"variant {name!r} needs a JSON file path or JSON text, got {source!r}", "name=path/to/config.json")
+                raise fail(
+                    f"variant {name!r} needs a JSON file path or JSON text, got {source!r}", "name=path/to/config.json"
+                )
         return dict(items)
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +164,11 @@ class Refresh(Check):
         """The steps to refresh."""
         if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "all")):
             return list(REFRESH_STEPS)
-        if value is False or value is None or (isinstance(value, str) and value.strip().lower() in ("false", "none", "")):
+        if (
+            value is False
+            or value is None
+            or (isinstance(value, str) and value.strip().lower() in ("false", "none", ""))
+        ):
             return []
         steps = as_list(value)
         if not isinstance(steps, list):
@@ -152,7 +180,12 @@ class Refresh(Check):
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """A switch for all/none, or a multi-select of steps."""
-        return {"anyOf": [{"type": "boolean", "title": "all or none"}, {"type": "array", "items": {"type": "string", "enum": list(REFRESH_STEPS)}, "title": "steps"}]}
+        return {
+            "anyOf": [
+                {"type": "boolean", "title": "all or none"},
+                {"type": "array", "items": {"type": "string", "enum": list(REFRESH_STEPS)}, "title": "steps"},
+            ]
+        }
 
 
 class RunParams(BaseModel):
@@ -160,38 +193,104 @@ class RunParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    variant: Annotated[str, VariantName()] = Field("cnn2_5", description="Architecture to train (see `cnn-lab variants`).")
-    dataset: Annotated[str, Text()] = Field("fashion-mnist", description="fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.")
-    variants: Annotated[list[str], VariantNames()] = Field(["lenet1", "lenet5", "cnn2_5", "generic_1"], description="Architectures to compare (see `cnn-lab variants`); the variants of variant_files are compared too.")
-    variant_files: Annotated[dict[str, str], VariantFiles()] = Field({}, description="Your GenericCNN variants: each name mapped to a JSON config file (see examples/generic_small.json) or to the JSON text; the file must exist where the run executes.")
-    variant_modules: Annotated[list[str], ModuleList()] = Field([], description="Python modules (importable names or .py file paths) whose @register_variant functions add variants; a worker imports them too.")
-    epochs: Annotated[int | str, AutoOrCount()] = Field("auto", description="Training epochs per variant, or auto: enough to see 20,000 training images, 5 to 30.")
-    batch_size: Annotated[int | str, AutoOrCount()] = Field("auto", description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size.")
-    lr: Annotated[float | str, LearningRate()] = Field("auto", description="auto runs Leslie Smith's LR range test per variant; a number uses that learning rate for all.")
-    optimizer: Annotated[str, Choice(OPTIMIZERS, "optimizer")] = Field("adam", description="adam (the default recipe), adamw, or sgd (with momentum).")
-    schedule: Annotated[str, Choice(SCHEDULES, "schedule")] = Field("onecycle", description="Per-step LR schedule: onecycle (peak at lr), cosine or none.")
+    variant: Annotated[str, VariantName()] = Field(
+        "cnn2_5", description="Architecture to train (see `cnn-lab variants`)."
+    )
+    dataset: Annotated[str, Text()] = Field(
+        "fashion-mnist",
+        description="fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.",
+    )
+    variants: Annotated[list[str], VariantNames()] = Field(
+        ["lenet1", "lenet5", "cnn2_5", "generic_1"],
+        description="Architectures to compare (see `cnn-lab variants`); the variants of variant_files are compared too.",
+    )
+    variant_files: Annotated[dict[str, str], VariantFiles()] = Field(
+        {},
+        description="Your GenericCNN variants: each name mapped to a JSON config file (see examples/generic_small.json) or to the JSON text; the file must exist where the run executes.",
+    )
+    variant_modules: Annotated[list[str], ModuleList()] = Field(
+        [],
+        description="Python modules (importable names or .py file paths) whose @register_variant functions add variants; a worker imports them too.",
+    )
+    epochs: Annotated[int | str, AutoOrCount()] = Field(
+        "auto", description="Training epochs per variant, or auto: enough to see 20,000 training images, 5 to 30."
+    )
+    batch_size: Annotated[int | str, AutoOrCount()] = Field(
+        "auto",
+        description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size.",
+    )
+    lr: Annotated[float | str, LearningRate()] = Field(
+        "auto",
+        description="auto runs Leslie Smith's LR range test per variant; a number uses that learning rate for all.",
+    )
+    optimizer: Annotated[str, Choice(OPTIMIZERS, "optimizer")] = Field(
+        "adam", description="adam (the default recipe), adamw, or sgd (with momentum)."
+    )
+    schedule: Annotated[str, Choice(SCHEDULES, "schedule")] = Field(
+        "onecycle", description="Per-step LR schedule: onecycle (peak at lr), cosine or none."
+    )
     momentum: Annotated[float, Number(ge=0, lt=1)] = Field(0.9, description="SGD momentum, in [0, 1).")
-    weight_decay: Annotated[float, Number(ge=0)] = Field(0.0, description="L2 weight decay (decoupled for adamw), >= 0.")
-    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32)] = Field(0, description="First seed; the split, the weights and the batch order follow it.")
-    repeats: Annotated[int, Number(integer=True, ge=1)] = Field(1, description="Seeds per variant (seed, seed+1, ...); the table shows mean, std and wins.")
-    data_dir: Annotated[str, Text()] = Field("./data", description="Folder with the raw files (torchvision layout) or where to download them.")
-    storage: Annotated[str, Text()] = Field("./results", description="Where artifacts go: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).")
-    run: Annotated[str, Text(optional=True)] = Field("", description="Run folder name under the storage's dataset folder; empty: the flow run's start time and name.")
-    val_size: Annotated[float, Share()] = Field(0.1, description="Validation share in (0, 1), or a count of images, split from the training set with the seed.")
-    max_train: Annotated[int, Count()] = Field(0, description="Use only this many training images (quick runs); 0: all.")
+    weight_decay: Annotated[float, Number(ge=0)] = Field(
+        0.0, description="L2 weight decay (decoupled for adamw), >= 0."
+    )
+    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32)] = Field(
+        0, description="First seed; the split, the weights and the batch order follow it."
+    )
+    repeats: Annotated[int, Number(integer=True, ge=1)] = Field(
+        1, description="Seeds per variant (seed, seed+1, ...); the table shows mean, std and wins."
+    )
+    data_dir: Annotated[str, Text()] = Field(
+        "./data", description="Folder with the raw files (torchvision layout) or where to download them."
+    )
+    storage: Annotated[str, Text()] = Field(
+        "./results",
+        description="Where artifacts go: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).",
+    )
+    run: Annotated[str, Text(optional=True)] = Field(
+        "", description="Run folder name under the storage's dataset folder; empty: the flow run's start time and name."
+    )
+    val_size: Annotated[float, Share()] = Field(
+        0.1, description="Validation share in (0, 1), or a count of images, split from the training set with the seed."
+    )
+    max_train: Annotated[int, Count()] = Field(
+        0, description="Use only this many training images (quick runs); 0: all."
+    )
     max_test: Annotated[int, Count()] = Field(0, description="Use only this many test images; 0: all.")
     device: Annotated[str, Device()] = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps.")
-    refresh: Annotated[list[str], Refresh()] = Field([], description="Re-run cached steps: true for all, or some of lr, train, evaluate, features.")
-    parallel: Annotated[int | str, AutoOrCount()] = Field("auto", description="Variants trained at once, each in its own process with the CPU cores split between them (on one GPU: sharing it); 1: one after another in this process; auto: by cores, memory and the comparison's size (cnn/parallel.py).")
-    task_runner: Annotated[str, Text(optional=True, pattern=_TASK_RUNNER.pattern, allowed="dask, dask://host:port or tcp://host:port")] = Field("", description="Where the variants run: empty for this machine (see parallel); dask for a local Dask cluster of parallel worker processes; dask://host:8786 for an existing Dask cluster (pip install 'cnn-lab[dask]').")
-    train_deployment: Annotated[str, Text(optional=True, pattern=_DEPLOYMENT.pattern, allowed="flow-name/deployment-name")] = Field("", description="Run each variant as a flow run of this deployment (e.g. train-variant/train-variant-gpu) on its work pool; empty: in this process.")
-    publish: Annotated[bool, Flag()] = Field(False, description="After training, publish a new version of the comparison table with this variant's row replaced.")
-    subdir: Annotated[str, Text(optional=True)] = Field("", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none.")
+    refresh: Annotated[list[str], Refresh()] = Field(
+        [], description="Re-run cached steps: true for all, or some of lr, train, evaluate, features."
+    )
+    parallel: Annotated[int | str, AutoOrCount()] = Field(
+        "auto",
+        description="Variants trained at once, each in its own process with the CPU cores split between them (on one GPU: sharing it); 1: one after another in this process; auto: by cores, memory and the comparison's size (cnn/parallel.py).",
+    )
+    task_runner: Annotated[
+        str, Text(optional=True, pattern=_TASK_RUNNER.pattern, allowed="dask, dask://host:port or tcp://host:port")
+    ] = Field(
+        "",
+        description="Where the variants run: empty for this machine (see parallel); dask for a local Dask cluster of parallel worker processes; dask://host:8786 for an existing Dask cluster (pip install 'cnn-lab[dask]').",
+    )
+    train_deployment: Annotated[
+        str, Text(optional=True, pattern=_DEPLOYMENT.pattern, allowed="flow-name/deployment-name")
+    ] = Field(
+        "",
+        description="Run each variant as a flow run of this deployment (e.g. train-variant/train-variant-gpu) on its work pool; empty: in this process.",
+    )
+    publish: Annotated[bool, Flag()] = Field(
+        False,
+        description="After training, publish a new version of the comparison table with this variant's row replaced.",
+    )
+    subdir: Annotated[str, Text(optional=True)] = Field(
+        "", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none."
+    )
     lr_min: Annotated[float, Number(gt=0)] = Field(1e-5, description="Lower bound of the LR range test.")
     lr_max: Annotated[float, Number(gt=0)] = Field(1.0, description="Upper bound of the LR range test; above lr_min.")
     # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
     # lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
-    lr_rule: Annotated[str, Choice(LR_RULES, "rule")] = Field("min_loss_div10", description="How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.")
+    lr_rule: Annotated[str, Choice(LR_RULES, "rule")] = Field(
+        "min_loss_div10",
+        description="How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.",
+    )
 
     @model_validator(mode="after")
     def _lr_bounds(self) -> RunParams:
@@ -226,7 +325,10 @@ def config_error(err: ValidationError) -> ConfigError:
     if first["type"] == "cnn_lab":
         message, allowed = ctx["message"], ctx["allowed"]
     elif first["type"] == "extra_forbidden":
-        message, allowed = f"unknown parameter{did_you_mean(field, RunParams.model_fields)}", list(RunParams.model_fields)
+        message, allowed = (
+            f"unknown parameter{did_you_mean(field, RunParams.model_fields)}",
+            list(RunParams.model_fields),
+        )
     else:
         message, allowed = f"{first['msg']}, got {first.get('input')!r}", None
     error = ConfigError(field, message, allowed=allowed)
@@ -234,4 +336,3 @@ def config_error(err: ValidationError) -> ConfigError:
     if others:
         error.args = (f"{error}; also bad: {', '.join(others)}",)
     return error
-

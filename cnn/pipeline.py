@@ -3,6 +3,7 @@
 Each step takes small serialisable inputs (a DatasetRef, a variant name, a storage URL, a run name) and
 returns a small dict; tensors and models stay inside the step or in storage.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,14 +29,24 @@ from cnn.models import count_parameters, create_variant, get_variant, resolve_in
 from cnn.params import default_of
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
 from cnn.checkpoints import load_checkpoint
-from cnn.train import Precision, TrainConfig, build_optimizer, load_weights, make_loader, resolve_device, seed_everything
+from cnn.train import (
+    Precision,
+    TrainConfig,
+    build_optimizer,
+    load_weights,
+    make_loader,
+    resolve_device,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
 SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
 DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
-DESIGN_SIDE = 28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
+DESIGN_SIDE = (
+    28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,15 @@ def as_ref(ref: DatasetRef | Mapping[str, Any]) -> DatasetRef:
 @functools.lru_cache(maxsize=4)
 def get_dataset(ref: DatasetRef) -> DatasetSplits:
     """Load (once per process) the splits that `ref` describes."""
-    return load_dataset(ref.name, ref.data_dir, val_size=ref.val_size, seed=ref.seed, download=ref.download, max_train=ref.max_train, max_test=ref.max_test)
+    return load_dataset(
+        ref.name,
+        ref.data_dir,
+        val_size=ref.val_size,
+        seed=ref.seed,
+        download=ref.download,
+        max_train=ref.max_train,
+        max_test=ref.max_test,
+    )
 
 
 def prepare_dataset(ref: DatasetRef | Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +103,9 @@ def variant_dir(dataset: str, run: str, variant: str) -> str:
     return f"{safe_name(dataset, 'dataset')}/{safe_name(run, 'run')}/{safe_name(variant, 'variant')}"
 
 
-def _build(ref: DatasetRef, variant: str, seed: int, input_size: int | None) -> tuple[torch.nn.Module, DatasetSplits, int]:
+def _build(
+    ref: DatasetRef, variant: str, seed: int, input_size: int | None
+) -> tuple[torch.nn.Module, DatasetSplits, int]:
     data = get_dataset(ref)
     size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE), input_size)
     seed_everything(seed)
@@ -111,17 +132,38 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> Tra
     device = str(values.get("device", "auto"))
     dev = resolve_device(device)
     values["epochs"] = recipe.resolve_epochs(values.get("epochs", recipe.AUTO), n_train)
-    values["batch_size"] = recipe.resolve_batch_size(values.get("batch_size", recipe.AUTO), n_train, dev, values["epochs"])
+    values["batch_size"] = recipe.resolve_batch_size(
+        values.get("batch_size", recipe.AUTO), n_train, dev, values["epochs"]
+    )
     return TrainConfig.from_dict(values)
 
 
 def check_batch_size(batch_size: int | str, n_train: int) -> None:
     """A batch size ("auto" always fits) no larger than the training split; the flows check it right after the data step."""
     if batch_size != recipe.AUTO and int(batch_size) > n_train:
-        raise ConfigError("batch_size", f"{batch_size} is larger than the {n_train} training images", allowed=f"1..{n_train}, or auto")
+        raise ConfigError(
+            "batch_size", f"{batch_size} is larger than the {n_train} training images", allowed=f"1..{n_train}, or auto"
+        )
 
 
-def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, *, batch_size: int | str = default_of("batch_size"), epochs: int | str = default_of("epochs"), optimizer: str = default_of("optimizer"), momentum: float = default_of("momentum"), weight_decay: float = default_of("weight_decay"), seed: int = default_of("seed"), lr_min: float = default_of("lr_min"), lr_max: float = default_of("lr_max"), rule: str = DEFAULT_LR_RULE, device: str = default_of("device"), input_size: int | None = None) -> dict[str, Any]:
+def lr_range_test(
+    ref: DatasetRef | Mapping[str, Any],
+    variant: str,
+    storage: str | Storage,
+    run: str,
+    *,
+    batch_size: int | str = default_of("batch_size"),
+    epochs: int | str = default_of("epochs"),
+    optimizer: str = default_of("optimizer"),
+    momentum: float = default_of("momentum"),
+    weight_decay: float = default_of("weight_decay"),
+    seed: int = default_of("seed"),
+    lr_min: float = default_of("lr_min"),
+    lr_max: float = default_of("lr_max"),
+    rule: str = DEFAULT_LR_RULE,
+    device: str = default_of("device"),
+    input_size: int | None = None,
+) -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size within the recipe's budget; saves lr_finder.png/json.
 
     The suggestion is clipped into the optimizer's trust band; when the budget allows too few steps or the curve is
@@ -131,14 +173,30 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     folder = variant_dir(ref.name, run, variant)
     model, data, size = _build(ref, variant, seed, input_size)
     n_train = int(data.train_y.numel())
-    cfg = resolve_config({"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "device": device, "seed": seed}, n_train)
+    cfg = resolve_config(
+        {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "device": device, "seed": seed}, n_train
+    )
     check_batch_size(cfg.batch_size, n_train)
     steps = recipe.lr_test_steps(cfg.epochs, n_train, cfg.batch_size)
     if steps == 0:
         out = _base_lr_info(optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
         store.write_json(f"{folder}/lr_finder.json", out)
         return out
-    result = range_test_sweep(model, data, size, cfg.batch_size, steps, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed, lr_min=lr_min, lr_max=lr_max, rule=rule, device=device)
+    result = range_test_sweep(
+        model,
+        data,
+        size,
+        cfg.batch_size,
+        steps,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        rule=rule,
+        device=device,
+    )
     lr, how = chosen_lr(result, optimizer, cfg.batch_size)
     out = {
         "lr": lr,
@@ -150,27 +208,72 @@ def lr_range_test(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
         "budget_share": result.images_seen / max(n_train * cfg.epochs, 1),
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
-        **dict(zip(("plot", "plot_small"), _save_png_and_thumbnail(store, f"{folder}/lr_finder.png", plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions)))),
+        **dict(
+            zip(
+                ("plot", "plot_small"),
+                _save_png_and_thumbnail(
+                    store,
+                    f"{folder}/lr_finder.png",
+                    plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions),
+                ),
+            )
+        ),
     }
-    store.write_json(f"{folder}/lr_finder.json", {**result.to_dict(), **{k: v for k, v in out.items() if not k.startswith("plot")}})
+    store.write_json(
+        f"{folder}/lr_finder.json", {**result.to_dict(), **{k: v for k, v in out.items() if not k.startswith("plot")}}
+    )
     return out
 
 
-def range_test_sweep(model: torch.nn.Module, data: DatasetSplits, size: int, batch_size: int, steps: int, *, optimizer: str = default_of("optimizer"), momentum: float = default_of("momentum"), weight_decay: float = default_of("weight_decay"), seed: int = default_of("seed"), lr_min: float = default_of("lr_min"), lr_max: float = default_of("lr_max"), rule: str = DEFAULT_LR_RULE, device: str = default_of("device")) -> lr_find.LRFindResult:
+def range_test_sweep(
+    model: torch.nn.Module,
+    data: DatasetSplits,
+    size: int,
+    batch_size: int,
+    steps: int,
+    *,
+    optimizer: str = default_of("optimizer"),
+    momentum: float = default_of("momentum"),
+    weight_decay: float = default_of("weight_decay"),
+    seed: int = default_of("seed"),
+    lr_min: float = default_of("lr_min"),
+    lr_max: float = default_of("lr_max"),
+    rule: str = DEFAULT_LR_RULE,
+    device: str = default_of("device"),
+) -> lr_find.LRFindResult:
     """The sweep itself, on resident batches with the trainer's precision (the flows' step and the benchmarks share it)."""
     dev = resolve_device(device)
     precision = Precision(dev, None, None)
     model = model.to(dev)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(data, "train", batch_size=batch_size, input_size=size, device=dev, shuffle=True, seed=seed, channels_last=precision.channels_last)
+    loader = make_loader(
+        data,
+        "train",
+        batch_size=batch_size,
+        input_size=size,
+        device=dev,
+        shuffle=True,
+        seed=seed,
+        channels_last=precision.channels_last,
+    )
     opt = build_optimizer(optimizer, model.parameters(), lr_min, momentum, weight_decay)
 
     def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
             return torch.nn.functional.cross_entropy(m(x).float(), y)
 
-    return lr_find.lr_range_test(model, opt, loader, start_lr=lr_min, end_lr=lr_max, num_steps=steps, rule=rule, fallback_lr=recipe.base_lr(optimizer, batch_size), step_fn=step_fn)
+    return lr_find.lr_range_test(
+        model,
+        opt,
+        loader,
+        start_lr=lr_min,
+        end_lr=lr_max,
+        num_steps=steps,
+        rule=rule,
+        fallback_lr=recipe.base_lr(optimizer, batch_size),
+        step_fn=step_fn,
+    )
 
 
 def chosen_lr(result: lr_find.LRFindResult, optimizer: str, batch_size: int) -> tuple[float, str]:
@@ -178,8 +281,12 @@ def chosen_lr(result: lr_find.LRFindResult, optimizer: str, batch_size: int) -> 
     below the band (on 486 images cnn2_5 reached 0.48 at the band's floor against 0.57 at the base lr); and how."""
     if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:
         return recipe.base_lr(optimizer, batch_size), f"base lr: {str(result.flag).replace('_', ' ')} curve"
-    if result.suggestion < recipe.trust_band(optimizer, batch_size)[0]:  # a minimum at the sweep's start: the loss never really fell
-        return recipe.base_lr(optimizer, batch_size), f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
+    if (
+        result.suggestion < recipe.trust_band(optimizer, batch_size)[0]
+    ):  # a minimum at the sweep's start: the loss never really fell
+        return recipe.base_lr(
+            optimizer, batch_size
+        ), f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
     clipped = recipe.clip_lr(result.suggestion, optimizer, batch_size)
     if clipped != result.suggestion:
         return clipped, f"{result.rule}, clipped from {result.suggestion:.2g}"
@@ -188,10 +295,33 @@ def chosen_lr(result: lr_find.LRFindResult, optimizer: str, batch_size: int) -> 
 
 def _base_lr_info(optimizer: str, why: str, cfg: TrainConfig) -> dict[str, Any]:
     """lr_info when no range test ran."""
-    return {"lr": recipe.base_lr(optimizer, cfg.batch_size), "rule": why, "suggestions": {}, "flag": None, "num_steps": 0, "epochs_cost": 0.0, "budget_share": 0.0, "batch_size": cfg.batch_size, "epochs": cfg.epochs}
+    return {
+        "lr": recipe.base_lr(optimizer, cfg.batch_size),
+        "rule": why,
+        "suggestions": {},
+        "flag": None,
+        "num_steps": 0,
+        "epochs_cost": 0.0,
+        "budget_share": 0.0,
+        "batch_size": cfg.batch_size,
+        "epochs": cfg.epochs,
+    }
 
 
-def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, input_size: int | None = None, subdir: str | None = None, resume: bool = True, fallback: bool = False, session: str | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+def train_variant(
+    ref: DatasetRef | Mapping[str, Any],
+    variant: str,
+    storage: str | Storage,
+    run: str,
+    config: TrainConfig | Mapping[str, Any],
+    *,
+    input_size: int | None = None,
+    subdir: str | None = None,
+    resume: bool = True,
+    fallback: bool = False,
+    session: str | None = None,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
     """Train one variant with the learn check and (for a chosen lr) fallbacks, a checkpoint per epoch, resumable;
     saves history.csv and losses.png. A user's own lr is kept: pass fallback=False. `session`: see cnn.train.train."""
     ref, store = as_ref(ref), open_storage(storage)
@@ -199,13 +329,25 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     _, data, size = _build(ref, variant, 0, input_size)
     cfg = resolve_config(config, int(data.train_y.numel()))
     check_batch_size(cfg.batch_size, int(data.train_y.numel()))
-    model, fitted = fitting.fit(lambda: _build(ref, variant, cfg.seed, input_size)[0], data, cfg, input_size=size, variant=variant, checkpoints=checkpoints.in_storage(store, folder, variant, resume, session), resume=True, fallback=fallback, callback=callback)
+    model, fitted = fitting.fit(
+        lambda: _build(ref, variant, cfg.seed, input_size)[0],
+        data,
+        cfg,
+        input_size=size,
+        variant=variant,
+        checkpoints=checkpoints.in_storage(store, folder, variant, resume, session),
+        resume=True,
+        fallback=fallback,
+        callback=callback,
+    )
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
     _, losses_small = _save_png_and_thumbnail(store, f"{folder}/losses.png", plots.plot_history(result.history))
     torch_weights = f"{folder}/model.pt"
-    weights = buffer_bytes(lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b))
+    weights = buffer_bytes(
+        lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b)
+    )
     store.write_bytes(torch_weights, weights)
     return {
         "variant": variant,
@@ -227,19 +369,33 @@ def train_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: st
     }
 
 
-def _trained_model(ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None) -> tuple[torch.nn.Module, DatasetSplits, int]:
+def _trained_model(
+    ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None
+) -> tuple[torch.nn.Module, DatasetSplits, int]:
     """Rebuild a variant and load the final weights that train_variant stored in `folder` (checked against model_id)."""
     model, data, size = _build(ref, variant, 0, input_size)
     rel = f"{folder}/model.pt"
     if model_id is not None:
         found = hashlib.blake2b(store.read_bytes(rel), digest_size=12).hexdigest()
         if found != model_id:
-            raise CheckpointError(f"{store.path(rel)} holds weights {found}, not the trained model {model_id}; retrain the variant")
+            raise CheckpointError(
+                f"{store.path(rel)} holds weights {found}, not the trained model {model_id}; retrain the variant"
+            )
     load_weights(model, load_checkpoint(store, rel, variant), store.path(rel))
     return model, data, size
 
 
-def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, folder: str, *, model_id: str | None = None, input_size: int | None = None, device: str = "auto", batch_size: int = 1024) -> dict[str, Any]:
+def evaluate_variant(
+    ref: DatasetRef | Mapping[str, Any],
+    variant: str,
+    storage: str | Storage,
+    folder: str,
+    *,
+    model_id: str | None = None,
+    input_size: int | None = None,
+    device: str = "auto",
+    batch_size: int = 1024,
+) -> dict[str, Any]:
     """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV, confusion PNG, metrics.json."""
     ref, store = as_ref(ref), open_storage(storage)
     model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
@@ -248,8 +404,15 @@ def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
     res = evaluate(model, loader, data.classes)
     store.write_text(f"{folder}/classification_report.csv", report_to_csv(res.report))
-    _, confusion_small = _save_png_and_thumbnail(store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes))
-    metrics = {**res.to_dict(), "variant": variant, "params": count_parameters(model), "confusion": res.confusion.tolist()}
+    _, confusion_small = _save_png_and_thumbnail(
+        store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes)
+    )
+    metrics = {
+        **res.to_dict(),
+        "variant": variant,
+        "params": count_parameters(model),
+        "confusion": res.confusion.tolist(),
+    }
     store.write_json(f"{folder}/metrics.json", metrics)
     return {
         **metrics,
@@ -258,25 +421,62 @@ def evaluate_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage:
     }
 
 
-def extract_features(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, folder: str, *, model_id: str | None = None, input_size: int | None = None, layers: list[str] | None = None, probe_seed: int = 0) -> dict[str, Any]:
+def extract_features(
+    ref: DatasetRef | Mapping[str, Any],
+    variant: str,
+    storage: str | Storage,
+    folder: str,
+    *,
+    model_id: str | None = None,
+    input_size: int | None = None,
+    layers: list[str] | None = None,
+    probe_seed: int = 0,
+) -> dict[str, Any]:
     """Hook every layer on fixed probe images (one per class); save filters/<layer>.png and feature_maps/<layer>.png."""
     ref, store = as_ref(ref), open_storage(storage)
     model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
     px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
-    loader = make_loader(DatasetSplits(data.name, data.classes, px, py, px, py, px, py, data.mean, data.std), "test", batch_size=len(py), input_size=size, device=torch.device("cpu"))
+    loader = make_loader(
+        DatasetSplits(data.name, data.classes, px, py, px, py, px, py, data.mean, data.std),
+        "test",
+        batch_size=len(py),
+        input_size=size,
+        device=torch.device("cpu"),
+    )
     images, _ = next(iter(loader))
     maps = capture_feature_maps(model, images, layers)
     written: dict[str, list[str]] = {"filters": [], "feature_maps": []}
     for name, weight in conv_filters(model).items():
-        written["filters"].append(_save_png(store, f"{folder}/filters/{name}.png", plots.plot_filters(weight, title=f"{variant} {name}")))
+        written["filters"].append(
+            _save_png(store, f"{folder}/filters/{name}.png", plots.plot_filters(weight, title=f"{variant} {name}"))
+        )
     for name, fmap in maps.items():
         if fmap.ndim >= 2:
-            written["feature_maps"].append(_save_png(store, f"{folder}/feature_maps/{name}.png", plots.plot_feature_maps(fmap, title=f"{variant} {name}")))
-    _save_png(store, f"{folder}/probe_images.png", plots.plot_sample_grid(px, [data.classes[int(i)] for i in py], title="probe images"))
+            written["feature_maps"].append(
+                _save_png(
+                    store, f"{folder}/feature_maps/{name}.png", plots.plot_feature_maps(fmap, title=f"{variant} {name}")
+                )
+            )
+    _save_png(
+        store,
+        f"{folder}/probe_images.png",
+        plots.plot_sample_grid(px, [data.classes[int(i)] for i in py], title="probe images"),
+    )
     return {"variant": variant, "layers": list_layers(model), "probe_labels": py.tolist(), **written}
 
 
-def run_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str | Storage, run: str, config: TrainConfig | Mapping[str, Any], *, lr: float | str = "auto", input_size: int | None = None, lr_kwargs: Mapping[str, Any] | None = None, features: bool = True) -> dict[str, Any]:
+def run_variant(
+    ref: DatasetRef | Mapping[str, Any],
+    variant: str,
+    storage: str | Storage,
+    run: str,
+    config: TrainConfig | Mapping[str, Any],
+    *,
+    lr: float | str = "auto",
+    input_size: int | None = None,
+    lr_kwargs: Mapping[str, Any] | None = None,
+    features: bool = True,
+) -> dict[str, Any]:
     """All steps of one variant in a plain loop (no Prefect): LR test, train, evaluate, extract (unless features=False).
 
     `config` may leave epochs and batch_size as "auto" (or out): the recipe's rules pick them from the data.
@@ -285,12 +485,28 @@ def run_variant(ref: DatasetRef | Mapping[str, Any], variant: str, storage: str 
     lr_info: dict[str, Any] = {"lr": lr, "rule": "given"}
     if lr == "auto":
         keys = ("batch_size", "epochs", "optimizer", "momentum", "weight_decay", "seed", "device")
-        lr_info = lr_range_test(ref, variant, storage, run, input_size=input_size, **{k: values[k] for k in keys if k in values}, **dict(lr_kwargs or {}))
+        lr_info = lr_range_test(
+            ref,
+            variant,
+            storage,
+            run,
+            input_size=input_size,
+            **{k: values[k] for k in keys if k in values},
+            **dict(lr_kwargs or {}),
+        )
     values["lr"] = float(lr_info["lr"])
     trained = train_variant(ref, variant, storage, run, values, input_size=input_size, fallback=lr == "auto")
     device = str(values.get("device", "auto"))
-    metrics = evaluate_variant(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size, device=device)
-    maps = extract_features(ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size) if features else {}
+    metrics = evaluate_variant(
+        ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size, device=device
+    )
+    maps = (
+        extract_features(
+            ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size
+        )
+        if features
+        else {}
+    )
     return {"lr": lr_info, "train": trained, "eval": metrics, "features": maps}
 
 
@@ -298,4 +514,9 @@ def describe_variant(name: str, channels: int = 1, num_classes: int = 10, native
     """Parameter count and input size of a variant for a dataset shape."""
     spec = get_variant(name)
     size = resolve_input_size(name, native_size)
-    return {"name": name, "params": count_parameters(create_variant(name, channels, num_classes, size)), "input_size": size, "description": spec.description}
+    return {
+        "name": name,
+        "params": count_parameters(create_variant(name, channels, num_classes, size)),
+        "input_size": size,
+        "description": spec.description,
+    }

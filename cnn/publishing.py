@@ -5,6 +5,7 @@ write: two comparisons or retrains publishing at once never overwrite each other
 built from all the files. <dataset>/latest.json (one file for the whole table, as earlier versions wrote it) is still
 read for variants that have no file of their own, and never written.
 """
+
 from __future__ import annotations
 
 import io
@@ -36,7 +37,16 @@ def relative_folder(store: Storage, folder: str | None) -> str | None:
     return relative_path(folder, store.url).strip("/") if folder else None
 
 
-def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, *, with_latest: bool = False, plugins: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_comparison(
+    ref: DatasetRef | Mapping[str, Any],
+    storage: str | Storage,
+    run: str,
+    rows: Sequence[Mapping[str, Any]],
+    repeats: int = 1,
+    *,
+    with_latest: bool = False,
+    plugins: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the rows' latest files (with the `plugins` a later retrain loads to rebuild these variants), then
     aggregate, render galleries, write report.md/comparison.md/csv.
 
@@ -59,10 +69,24 @@ def build_comparison(ref: DatasetRef | Mapping[str, Any], storage: str | Storage
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
-    return {**written, "summaries": summaries, "folder": store.path(folder), "rows": list(rows), "repeats": repeats, "root": store.url}
+    return {
+        **written,
+        "summaries": summaries,
+        "folder": store.path(folder),
+        "rows": list(rows),
+        "repeats": repeats,
+        "root": store.url,
+    }
 
 
-def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequence[Mapping[str, Any]], repeats: int = 1, plugins: Mapping[str, Any] | None = None) -> list[str]:
+def publish_latest(
+    storage: str | Storage,
+    dataset: str,
+    run: str,
+    rows: Sequence[Mapping[str, Any]],
+    repeats: int = 1,
+    plugins: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Write <dataset>/latest/<variant>.json for each variant with a finished row (all its rows, one atomic write each).
 
     A variant whose rows all failed keeps its earlier latest rows. Returns the URLs written."""
@@ -71,7 +95,10 @@ def publish_latest(storage: str | Storage, dataset: str, run: str, rows: Sequenc
     for row in rows:
         by_variant.setdefault(str(row["variant"]), []).append(dict(row))
     return [
-        store.write_json(_latest_rel(dataset, variant), {"run": run, "repeats": repeats, "rows": group, "plugins": dict(plugins or {})})
+        store.write_json(
+            _latest_rel(dataset, variant),
+            {"run": run, "repeats": repeats, "rows": group, "plugins": dict(plugins or {})},
+        )
         for variant, group in by_variant.items()
         if any(r.get("status") == "ok" for r in group)
     ]
@@ -89,15 +116,24 @@ def _read_published(store: Storage, rel: str, variant: str | None = None) -> dic
     except UnicodeDecodeError:
         raise StorageError(f"storage: {url} is not UTF-8 text; move it aside (or restore it) and rerun") from None
     except json.JSONDecodeError as err:
-        raise StorageError(f"storage: {url} is not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno} column {err.colno}; truncated?); move it aside (or restore it) and rerun") from None
+        raise StorageError(
+            f"storage: {url} is not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno} column {err.colno}; truncated?); move it aside (or restore it) and rerun"
+        ) from None
     rows = data.get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in rows):
-        raise StorageError(f"storage: {url} is not a published-rows file (expected {{run, repeats, rows: [{{variant, ...}}]}}); move it aside and rerun")
+        raise StorageError(
+            f"storage: {url} is not a published-rows file (expected {{run, repeats, rows: [{{variant, ...}}]}}); move it aside and rerun"
+        )
     if variant is not None and any(r["variant"] != variant for r in rows):
         raise StorageError(f"storage: {url} holds rows of another variant than {variant!r}; move it aside and rerun")
     repeats = data.get("repeats", 1)
     plugins = data.get("plugins") if isinstance(data.get("plugins"), dict) else {}
-    return {"run": data.get("run"), "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1, "rows": rows, "plugins": plugins}
+    return {
+        "run": data.get("run"),
+        "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1,
+        "rows": rows,
+        "plugins": plugins,
+    }
 
 
 def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
@@ -119,12 +155,24 @@ def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
             found[variant] = files[-1]["rows"]
     for published in files:
         repeats.append(published["repeats"])
-        plugins["variant_modules"] = list(dict.fromkeys([*plugins["variant_modules"], *published["plugins"].get("variant_modules", [])]))
+        plugins["variant_modules"] = list(
+            dict.fromkeys([*plugins["variant_modules"], *published["plugins"].get("variant_modules", [])])
+        )
         plugins["variant_files"].update(published["plugins"].get("variant_files", {}))
-    return {"run": None, "repeats": max(repeats), "rows": [r for group in found.values() for r in group], "plugins": plugins}
+    return {
+        "run": None,
+        "repeats": max(repeats),
+        "rows": [r for group in found.values() for r in group],
+        "plugins": plugins,
+    }
 
 
-RETRAIN_SETTINGS = ("epochs", "batch_size", "optimizer", "schedule")  # what a retrain takes over from the published rows
+RETRAIN_SETTINGS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "schedule",
+)  # what a retrain takes over from the published rows
 
 
 def comparison_settings(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -159,14 +207,32 @@ def classification_table(store: Storage, row: Mapping[str, Any]) -> str:
     if not folder or not store.exists(rel):
         return ""
     frame = pd.read_csv(io.BytesIO(store.read_bytes(rel)), dtype={"class": str})
-    body = [[md_escape(r["class"]), *(format_number(r[c], SCORE) for c in ("precision", "recall", "f1-score")), format_number(int(r["support"]), ",")] for _, r in frame.iterrows()]
+    body = [
+        [
+            md_escape(r["class"]),
+            *(format_number(r[c], SCORE) for c in ("precision", "recall", "f1-score")),
+            format_number(int(r["support"]), ","),
+        ]
+        for _, r in frame.iterrows()
+    ]
     return report.markdown_table(["class", "precision", "recall", "F1", "support"], body)
 
 
-def variant_markdown(row: Mapping[str, Any], images: Mapping[str, bytes], classification_md: str, features: Mapping[str, Any], root: str | None = None) -> str:
+def variant_markdown(
+    row: Mapping[str, Any],
+    images: Mapping[str, bytes],
+    classification_md: str,
+    features: Mapping[str, Any],
+    root: str | None = None,
+) -> str:
     """The per-variant artifact: headline numbers, classification report, plots rendered for the UI's width, file paths
     (relative to the storage `root` when given)."""
-    numbers = ", ".join(f"{m.header} **{format_number(row[m.field], m.fmt)}**" if m.field == HEADLINE else f"{m.header} {format_number(row[m.field], m.fmt)}" for m in METRICS)
+    numbers = ", ".join(
+        f"{m.header} **{format_number(row[m.field], m.fmt)}**"
+        if m.field == HEADLINE
+        else f"{m.header} {format_number(row[m.field], m.fmt)}"
+        for m in METRICS
+    )
     lines = [
         f"# {md_escape(row['variant'])} (seed {row['seed']})",
         "",
@@ -181,7 +247,11 @@ def variant_markdown(row: Mapping[str, Any], images: Mapping[str, bytes], classi
     ]
     for title, png in images.items():
         lines += [f"![{md_escape(title)}]({plots.png_data_uri(plots.display_png(png))})", ""]
-    lines += ["## Files" + (f" (under {md_escape(root)})" if root else ""), "", f"- folder: {md_escape(relative_path(str(row['folder']), root))}"]
+    lines += [
+        "## Files" + (f" (under {md_escape(root)})" if root else ""),
+        "",
+        f"- folder: {md_escape(relative_path(str(row['folder']), root))}",
+    ]
     lines += [f"- filters: {md_escape(relative_path(p, root))}" for p in features.get("filters", [])]
     lines += [f"- feature maps: {md_escape(relative_path(p, root))}" for p in features.get("feature_maps", [])]
     return "\n".join(lines)
@@ -192,8 +262,14 @@ def comparison_artifact_markdown(built: Mapping[str, Any]) -> str:
     shown = {name: uri for name, uri in built["images_small"].items() if not name.startswith(GALLERY)}
     images = "\n\n".join(f"![{md_escape(name)}]({uri})" for name, uri in shown.items())
     root = built.get("root")
-    paths = "\n".join(f"- {md_escape(name)}: {md_escape(relative_path(url, root))}" for name, url in built["images"].items())
-    galleries = "Galleries (each variant's first- and last-conv feature maps, first-layer filters): the galleries artifact.\n\n" if len(shown) < len(built["images_small"]) else ""
+    paths = "\n".join(
+        f"- {md_escape(name)}: {md_escape(relative_path(url, root))}" for name, url in built["images"].items()
+    )
+    galleries = (
+        "Galleries (each variant's first- and last-conv feature maps, first-layer filters): the galleries artifact.\n\n"
+        if len(shown) < len(built["images_small"])
+        else ""
+    )
     under = f" (under {md_escape(root)})" if root else ""
     return f"{built['comparison_md']}\n\n{images}\n\n{galleries}Full-size files{under}: {md_escape(relative_path(built['report'], root))}\n{paths}\n"
 
@@ -203,12 +279,22 @@ def galleries_markdown(built: Mapping[str, Any], dataset: str) -> str:
     shown = {name.removeprefix(GALLERY): uri for name, uri in built["images_small"].items() if name.startswith(GALLERY)}
     if not shown:
         return ""
-    return f"# {md_escape(dataset)}: galleries\n\n" + "\n\n".join(f"## {md_escape(name.replace('_', ' '))}\n\n![{md_escape(name)}]({uri})" for name, uri in shown.items()) + "\n"
+    return (
+        f"# {md_escape(dataset)}: galleries\n\n"
+        + "\n\n".join(
+            f"## {md_escape(name.replace('_', ' '))}\n\n![{md_escape(name)}]({uri})" for name, uri in shown.items()
+        )
+        + "\n"
+    )
 
 
 def link_description(name: str, dataset: str) -> str:
     """What a link artifact to a full-size report image shows."""
-    what = {"f1_heatmap": "per-class F1 heatmap", "accuracy_vs_params": "test accuracy against parameters", "accuracy_vs_seconds": "test accuracy against training seconds"}
+    what = {
+        "f1_heatmap": "per-class F1 heatmap",
+        "accuracy_vs_params": "test accuracy against parameters",
+        "accuracy_vs_seconds": "test accuracy against training seconds",
+    }
     if name.startswith(GALLERY):
         return f"{dataset}: gallery of {name.removeprefix(GALLERY).replace('_', ' ')}, full size (the galleries artifact embeds it at the page's width)"
     return f"{dataset}: {what.get(name, name.replace('_', ' '))}, full size (the comparison artifact embeds it at the page's width)"

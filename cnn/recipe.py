@@ -3,6 +3,7 @@
 Every rule here is a pure function of the training-set size, the device and the labels, so the flows, the CLI,
 the benchmarks and the tests all call the same one. Why these values: see README "The default recipe".
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,11 @@ LR_TRUST = {"adam": (3e-4, 3e-3), "adamw": (3e-4, 3e-3), "sgd": (3e-3, 0.1)}  # 
 # is the warm-up those rules need.
 LR_SCALE_FROM_BATCH = 128
 ADAPTIVE = ("adam", "adamw")
-UNTRUSTED_CURVES = ("too_short", "no_descent", "disagree")  # range-test flags whose suggestion is replaced by the base lr
+UNTRUSTED_CURVES = (
+    "too_short",
+    "no_descent",
+    "disagree",
+)  # range-test flags whose suggestion is replaced by the base lr
 CHANCE_SIGMAS = 3.0  # "clearly above chance": this many binomial standard deviations ...
 CHANCE_MIN_MARGIN = 0.05  # ... and at least this many points above the majority-class share
 # A first epoch whose validation loss rises by more than this share over the untrained model's aborts the attempt.
@@ -64,7 +69,9 @@ def auto_epochs(n_train: int) -> int:
     return int(min(high, max(low, math.ceil(EPOCH_IMAGES / max(n_train, 1)))))
 
 
-def resolve_batch_size(batch_size: int | str, n_train: int, device: str | torch.device = "cpu", epochs: int | None = None) -> int:
+def resolve_batch_size(
+    batch_size: int | str, n_train: int, device: str | torch.device = "cpu", epochs: int | None = None
+) -> int:
     """The user's batch size, or the rule's for "auto" (for `epochs` of training)."""
     return auto_batch_size(n_train, device, epochs) if batch_size == AUTO else int(batch_size)
 

@@ -1,4 +1,5 @@
 """One artifact store addressed by a URL (local path or s3://bucket/prefix) through fsspec, with atomic writes and retries."""
+
 from __future__ import annotations
 
 import errno
@@ -24,7 +25,9 @@ ENDPOINT_VARS = ("CNN_LAB_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT
 RETRIES_VAR = "CNN_LAB_STORAGE_RETRIES"
 BACKOFF_VAR = "CNN_LAB_STORAGE_BACKOFF"
 GIVE_UP_VAR = "CNN_LAB_STORAGE_GIVE_UP_S"
-GIVE_UP_S = 60.0  # a store failing for this long (since its first failed operation) is given up on: no more retries anywhere
+GIVE_UP_S = (
+    60.0  # a store failing for this long (since its first failed operation) is given up on: no more retries anywhere
+)
 OUTAGE_GAP_S = 300.0  # failures further apart than this (with no success between) count as separate outages
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -46,10 +49,32 @@ _PERMANENT_ERRNOS = {
 # Names the store's layout uses itself, per level: a run, variant or subdir named like one of them would collide with those files
 RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "run": ("<dataset>/latest/ (each variant's published rows) and <dataset>/latest.json", ("latest", "latest.json")),
-    "variant": ("<dataset>/<run>/report/ and the comparison files", ("report", "report.md", "comparison.md", "comparison.csv")),
-    "subdir": ("the variant folder's own files", ("checkpoint.pt", "model.pt", "row.json", "metrics.json", "history.csv", "losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "lr_finder.json", "probe_images.png", "filters", "feature_maps")),
+    "variant": (
+        "<dataset>/<run>/report/ and the comparison files",
+        ("report", "report.md", "comparison.md", "comparison.csv"),
+    ),
+    "subdir": (
+        "the variant folder's own files",
+        (
+            "checkpoint.pt",
+            "model.pt",
+            "row.json",
+            "metrics.json",
+            "history.csv",
+            "losses.png",
+            "confusion_matrix.png",
+            "classification_report.csv",
+            "lr_finder.png",
+            "lr_finder.json",
+            "probe_images.png",
+            "filters",
+            "feature_maps",
+        ),
+    ),
 }
-_OUTAGES: dict[tuple[str, str | None, str], tuple[float, float]] = {}  # store -> (first, last) failure time of the current outage
+_OUTAGES: dict[
+    tuple[str, str | None, str], tuple[float, float]
+] = {}  # store -> (first, last) failure time of the current outage
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(aws_secret_access_key|secret|password|token|key)=([^&\s]+)"),
     re.compile(r"//[^/@\s]+:[^/@\s]+@"),
@@ -70,10 +95,18 @@ def redact(text: str) -> str:
 def safe_name(value: str, field: str) -> str:
     """Check that a variant/run/dataset name is safe as a path segment or key (no '..', no slashes)."""
     if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value:
-        raise ConfigError(field, f"{value!r} is not a safe name", allowed="letters, digits, '.', '_', '-' (1-100 chars, starting with a letter or digit, no '..')")
+        raise ConfigError(
+            field,
+            f"{value!r} is not a safe name",
+            allowed="letters, digits, '.', '_', '-' (1-100 chars, starting with a letter or digit, no '..')",
+        )
     where, reserved = RESERVED_NAMES.get(field, ("", ()))
     if value.lower() in reserved:
-        raise ConfigError(field, f"{value!r} is reserved: the store keeps {where} there", allowed=f"any safe name except {', '.join(reserved)}")
+        raise ConfigError(
+            field,
+            f"{value!r} is reserved: the store keeps {where} there",
+            allowed=f"any safe name except {', '.join(reserved)}",
+        )
     return value
 
 
@@ -97,15 +130,27 @@ def check_url(url: str) -> tuple[str, str]:
         raise ConfigError("storage", f"must be a non-empty path or URL, got {url!r}", allowed=SCHEMES_ALLOWED)
     scheme, rest = url.split("://", 1) if "://" in url else ("file", url)
     if scheme not in SUPPORTED_SCHEMES:
-        raise ConfigError("storage", f"unsupported scheme {scheme!r} in {redact(url)!r}", allowed=[f"{s}://" for s in SUPPORTED_SCHEMES] + ["a local path"])
+        raise ConfigError(
+            "storage",
+            f"unsupported scheme {scheme!r} in {redact(url)!r}",
+            allowed=[f"{s}://" for s in SUPPORTED_SCHEMES] + ["a local path"],
+        )
     if scheme == "file":
         return scheme, os.path.abspath(os.path.expanduser(rest))
     authority = rest.split("/", 1)[0]
     if "@" in authority:
-        raise ConfigError("storage", f"credentials in the URL are not accepted (they would show up in logs and flow parameters): {redact(url)!r}", allowed=f"{scheme}://bucket/prefix with credentials from {CREDENTIALS_HINT}")
+        raise ConfigError(
+            "storage",
+            f"credentials in the URL are not accepted (they would show up in logs and flow parameters): {redact(url)!r}",
+            allowed=f"{scheme}://bucket/prefix with credentials from {CREDENTIALS_HINT}",
+        )
     if scheme == "s3":
         if not S3_BUCKET.match(authority) or ".." in authority:
-            raise ConfigError("storage", f"{authority!r} is not a valid S3 bucket name in {url!r}", allowed="s3://bucket/prefix, bucket: 3-63 lowercase letters, digits, '.' and '-'")
+            raise ConfigError(
+                "storage",
+                f"{authority!r} is not a valid S3 bucket name in {url!r}",
+                allowed="s3://bucket/prefix, bucket: 3-63 lowercase letters, digits, '.' and '-'",
+            )
         if ".." in rest.split("/"):
             raise ConfigError("storage", f"'..' is not allowed in {url!r}", allowed="s3://bucket/prefix without '..'")
     return scheme, f"{scheme}://{rest.rstrip('/')}"
@@ -118,7 +163,9 @@ def _endpoint(endpoint_url: str | None) -> tuple[str | None, str]:
         field = next((v for v in ENDPOINT_VARS if os.environ.get(v)), field)
         endpoint_url = os.environ.get(field) or None
     if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):
-        raise ConfigError(field, f"{redact(endpoint_url)!r} is not an http(s) URL", allowed="http://host:port or https://host")
+        raise ConfigError(
+            field, f"{redact(endpoint_url)!r} is not an http(s) URL", allowed="http://host:port or https://host"
+        )
     return endpoint_url, field
 
 
@@ -188,7 +235,9 @@ class Storage:
             return _PERMANENT_ERRNOS[_errno_of(err)] + f" ({redact(str(err))})"
         if kind == "ParamValidationError" or isinstance(err, (ValueError, TypeError, NotImplementedError)):
             return f"invalid request: {redact(str(err)).splitlines()[0]}"
-        transient = isinstance(err, (OSError, ConnectionError, TimeoutError)) or type(err).__module__.startswith(("botocore", "aiobotocore", "aiohttp"))
+        transient = isinstance(err, (OSError, ConnectionError, TimeoutError)) or type(err).__module__.startswith(
+            ("botocore", "aiobotocore", "aiohttp")
+        )
         return None if transient else f"{kind}: {redact(str(err))}"
 
     def _outage_key(self) -> tuple[str, str | None, str]:
@@ -220,11 +269,30 @@ class Storage:
                     raise StorageError(f"storage: cannot {what} {shown}: {hint}") from None
                 failing = self._outage()
                 if attempt == self.retries or failing >= self.give_up_s:
-                    where = f"; is the endpoint {self.endpoint_url} ({self.endpoint_field}) reachable?" if self.endpoint_url else ""
-                    gave_up = f"; gave up after {failing:.0f} s of failures ({GIVE_UP_VAR}={self.give_up_s:g})" if failing >= self.give_up_s else ""
-                    raise StorageError(f"storage: cannot {what} {shown}: failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err)).splitlines()[0] if str(err) else ''}{where}{gave_up}", transient=not gave_up) from None
+                    where = (
+                        f"; is the endpoint {self.endpoint_url} ({self.endpoint_field}) reachable?"
+                        if self.endpoint_url
+                        else ""
+                    )
+                    gave_up = (
+                        f"; gave up after {failing:.0f} s of failures ({GIVE_UP_VAR}={self.give_up_s:g})"
+                        if failing >= self.give_up_s
+                        else ""
+                    )
+                    raise StorageError(
+                        f"storage: cannot {what} {shown}: failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err)).splitlines()[0] if str(err) else ''}{where}{gave_up}",
+                        transient=not gave_up,
+                    ) from None
                 wait = self.backoff * 2 ** (attempt - 1)
-                log.warning("%s %s failed (attempt %d/%d), retrying in %.1fs: %s", what, shown, attempt, self.retries, wait, redact(str(err)))
+                log.warning(
+                    "%s %s failed (attempt %d/%d), retrying in %.1fs: %s",
+                    what,
+                    shown,
+                    attempt,
+                    self.retries,
+                    wait,
+                    redact(str(err)),
+                )
                 time.sleep(wait)
             else:
                 _OUTAGES.pop(self._outage_key(), None)

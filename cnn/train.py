@@ -1,4 +1,5 @@
 """Training: seeded, resumable from a saved state (the caller stores it: cnn/checkpoints.py), with device-side metrics and a per-epoch history."""
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,15 @@ class TrainConfig:
         """Raise ConfigError on the first invalid field; return self."""
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ConfigError("lr", f"must be a positive finite number, got {self.lr!r}", allowed="a float > 0, or 'auto' in flows")
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, (int, float))
+            or not math.isfinite(self.lr)
+            or self.lr <= 0
+        ):
+            raise ConfigError(
+                "lr", f"must be a positive finite number, got {self.lr!r}", allowed="a float > 0, or 'auto' in flows"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError("optimizer", f"unknown optimizer {self.optimizer!r}", allowed=OPTIMIZERS)
         if self.schedule not in SCHEDULES:
@@ -106,7 +114,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, params: Any, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
     """Optimizer by name: sgd (momentum optional), adam or adamw."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -117,7 +127,9 @@ def build_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9, we
     raise ConfigError("optimizer", f"unknown optimizer {name!r}", allowed=OPTIMIZERS)
 
 
-def build_scheduler(name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+def build_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, lr: float, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Per-step LR schedule by name: none, onecycle (peak at `lr`) or cosine (from `lr` to 0)."""
     if name == "none":
         return None
@@ -162,10 +174,34 @@ class Precision:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
 
-def make_loader(data: DatasetSplits, split: str, *, batch_size: int, input_size: int, device: torch.device, shuffle: bool = False, seed: int = 0, channels_last: bool = False, max_batches: int | None = None) -> BatchLoader:
+def make_loader(
+    data: DatasetSplits,
+    split: str,
+    *,
+    batch_size: int,
+    input_size: int,
+    device: torch.device,
+    shuffle: bool = False,
+    seed: int = 0,
+    channels_last: bool = False,
+    max_batches: int | None = None,
+) -> BatchLoader:
     """A BatchLoader over one split with the dataset's train-only normalisation; on CUDA, shuffled splits keep one batch shape."""
     x, y = data.split(split)
-    return BatchLoader(x, y, mean=data.mean, std=data.std, batch_size=batch_size, input_size=input_size, device=device, shuffle=shuffle, seed=seed, drop_last=fixed_batch_shape(device, shuffle, y.numel(), batch_size), channels_last=channels_last, max_batches=max_batches)
+    return BatchLoader(
+        x,
+        y,
+        mean=data.mean,
+        std=data.std,
+        batch_size=batch_size,
+        input_size=input_size,
+        device=device,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=fixed_batch_shape(device, shuffle, y.numel(), batch_size),
+        channels_last=channels_last,
+        max_batches=max_batches,
+    )
 
 
 def fixed_batch_shape(device: torch.device, shuffle: bool, n: int, batch_size: int) -> bool:
@@ -199,22 +235,54 @@ def load_weights(model: nn.Module, ckpt: Mapping[str, Any], source: str = "check
 class Trainer:
     """Runs epochs of one model on one dataset; create with the model, data and config, then call `fit`."""
 
-    def __init__(self, model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", callback: Callable[[dict[str, float]], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DatasetSplits,
+        config: TrainConfig,
+        *,
+        input_size: int,
+        variant: str = "",
+        callback: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
         self.config = config.validate()
         self.device = resolve_device(config.device)
         self.precision = Precision(self.device, config.amp, config.channels_last)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed batch shapes: autotuned once per shape, then the fastest kernels
+            torch.backends.cudnn.benchmark = (
+                True  # fixed batch shapes: autotuned once per shape, then the fastest kernels
+            )
         self.variant = variant
         self.callback = callback
         self.model = model.to(self.device)
         if self.precision.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.train_loader = make_loader(data, "train", batch_size=config.batch_size, input_size=input_size, device=self.device, shuffle=True, seed=config.seed, channels_last=self.precision.channels_last, max_batches=config.max_steps)
-        self.val_loader = make_loader(data, "val", batch_size=max(config.batch_size, 512), input_size=input_size, device=self.device, channels_last=self.precision.channels_last)
-        self.optimizer = build_optimizer(config.optimizer, self.model.parameters(), config.lr, config.momentum, config.weight_decay)
-        self.scheduler = build_scheduler(config.schedule, self.optimizer, config.lr, config.epochs * len(self.train_loader))
+        self.train_loader = make_loader(
+            data,
+            "train",
+            batch_size=config.batch_size,
+            input_size=input_size,
+            device=self.device,
+            shuffle=True,
+            seed=config.seed,
+            channels_last=self.precision.channels_last,
+            max_batches=config.max_steps,
+        )
+        self.val_loader = make_loader(
+            data,
+            "val",
+            batch_size=max(config.batch_size, 512),
+            input_size=input_size,
+            device=self.device,
+            channels_last=self.precision.channels_last,
+        )
+        self.optimizer = build_optimizer(
+            config.optimizer, self.model.parameters(), config.lr, config.momentum, config.weight_decay
+        )
+        self.scheduler = build_scheduler(
+            config.schedule, self.optimizer, config.lr, config.epochs * len(self.train_loader)
+        )
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, Tensor] | None = None
         self.best_val_loss = math.inf
@@ -258,7 +326,13 @@ class Trainer:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - start
-        return {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1), "seconds": seconds, "images_per_sec": seen / max(seconds, 1e-9), "images": seen}
+        return {
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "train_acc": float(correct) / max(seen, 1),
+            "seconds": seconds,
+            "images_per_sec": seen / max(seconds, 1e-9),
+            "images": seen,
+        }
 
     def _check_finite(self, losses: list[Tensor], lrs: list[float], epoch: int, first_step: int) -> None:
         """Raise TrainingDiverged naming epoch, step and lr at the first non-finite loss of the chunk."""
@@ -267,7 +341,9 @@ class Trainer:
         if bool(finite.all()):
             return
         i = int((~finite).nonzero()[0])
-        raise TrainingDiverged(f"loss became {float(stacked[i])} at epoch {epoch}, step {first_step + i} (lr={lrs[i]:.3g}); lower lr or check the inputs")
+        raise TrainingDiverged(
+            f"loss became {float(stacked[i])} at epoch {epoch}, step {first_step + i} (lr={lrs[i]:.3g}); lower lr or check the inputs"
+        )
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
@@ -312,7 +388,9 @@ class Trainer:
             if self.scheduler is not None and ckpt.get("scheduler"):
                 self.scheduler.load_state_dict(ckpt["scheduler"])
         except (RuntimeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"checkpoint does not fit variant {self.variant!r} with this config: {str(err).splitlines()[0]}") from err
+            raise CheckpointError(
+                f"checkpoint does not fit variant {self.variant!r} with this config: {str(err).splitlines()[0]}"
+            ) from err
         _set_rng_state(ckpt["rng"], self.train_loader)
         self.history = list(ckpt.get("history", []))
         self.best_state = ckpt.get("best_model")
@@ -339,7 +417,17 @@ class Trainer:
                 self.bad_epochs += 1
             if self.callback:
                 self.callback(dict(row))
-            log.info("epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s", epoch, self.config.epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"], row["images_per_sec"])
+            log.info(
+                "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
+                epoch,
+                self.config.epochs,
+                row["train_loss"],
+                row["train_acc"],
+                row["val_loss"],
+                row["val_acc"],
+                row["lr"],
+                row["images_per_sec"],
+            )
             yield row
             if self.config.patience and self.bad_epochs >= self.config.patience:
                 break
@@ -365,7 +453,18 @@ class Trainer:
         )
 
 
-RESUME_KEYS = ("seed", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "max_steps", "patience")
+RESUME_KEYS = (
+    "seed",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "max_steps",
+    "patience",
+)
 
 
 def check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> None:
@@ -373,10 +472,22 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig, url: str) -> 
     now = config.to_dict()
     changed = [f"{k} {saved[k]!r} -> {now[k]!r}" for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
     if changed:
-        raise CheckpointError(f"checkpoint {url} was written with other settings ({', '.join(changed)}); resume with the same settings, or use another run name to train afresh")
+        raise CheckpointError(
+            f"checkpoint {url} was written with other settings ({', '.join(changed)}); resume with the same settings, or use another run name to train afresh"
+        )
 
 
-def train(model: nn.Module, data: DatasetSplits, config: TrainConfig, *, input_size: int, variant: str = "", resume_from: Mapping[str, Any] | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None, callback: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    data: DatasetSplits,
+    config: TrainConfig,
+    *,
+    input_size: int,
+    variant: str = "",
+    resume_from: Mapping[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
     """Train `model` in place, continuing from the state `resume_from` if given; `on_epoch` receives the state after
     every epoch (the caller saves it, as torchvision's reference scripts do: the trainer never touches storage)."""
     trainer = Trainer(model, data, config, input_size=input_size, variant=variant, callback=callback)

@@ -1,4 +1,5 @@
 """The `cnn-lab` command: compare, retrain, variants, bench."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,11 @@ class Parser(argparse.ArgumentParser):
         for sub in self._subparsers._group_actions if self._subparsers else []:  # type: ignore[union-attr]
             for parser in getattr(sub, "choices", {}).values():
                 options += [o for action in parser._actions for o in action.option_strings]
-        close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1) if message.startswith("unrecognized") and unknown else []
+        close = (
+            difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
+            if message.startswith("unrecognized") and unknown
+            else []
+        )
         hint = f"; did you mean {close[0]}?" if close else ""
         self.exit(2, f"{self.prog}: {message}{hint}\n")
 
@@ -73,13 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="cnn-lab", description="Train, compare and inspect CNN architectures as Prefect flows.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    compare = sub.add_parser("compare", help="compare variants on a dataset (the compare-architectures flow)", description=f"Example: {QUICKSTART}")
+    compare = sub.add_parser(
+        "compare",
+        help="compare variants on a dataset (the compare-architectures flow)",
+        description=f"Example: {QUICKSTART}",
+    )
     add_run_options(compare, COMPARE_FIELDS)
-    compare.add_argument("--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)")
+    compare.add_argument(
+        "--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)"
+    )
     retrain = sub.add_parser("retrain", help="retrain one variant afresh and publish an updated comparison table")
     retrain.add_argument("variant")
     add_run_options(retrain, [f for f in VARIANT_FIELDS if f not in RETRAIN_FIXED])
-    retrain.add_argument("--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)")
+    retrain.add_argument(
+        "--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)"
+    )
     variants = sub.add_parser("variants", help="list variants with parameter counts and input sizes")
     variants.add_argument("--channels", type=int, default=1)
     variants.add_argument("--classes", type=int, default=10)
@@ -90,11 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
-    bench.add_argument("--prefect-overhead", action="store_true", help="also time the comparison flow against a plain loop")
-    bench.add_argument("--end-to-end", action="store_true", help="instead: where the README quickstart's wall time goes (start-up, server, each step, Prefect) and what --parallel gains (see flows/overhead.py)")
-    bench.add_argument("--all-variants", action="store_true", help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see benchmarks/variants.py)")
-    bench.add_argument("--recipe", action="store_true", help="instead: the default recipe against a plain PyTorch loop (Adam 1e-3, batch 32), variant x dataset x seed")
-    bench.add_argument("--datasets", default="digits,distorted-digits-small", help="with --recipe: digits, distorted-digits-small/-medium/-large")
+    bench.add_argument(
+        "--prefect-overhead", action="store_true", help="also time the comparison flow against a plain loop"
+    )
+    bench.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="instead: where the README quickstart's wall time goes (start-up, server, each step, Prefect) and what --parallel gains (see flows/overhead.py)",
+    )
+    bench.add_argument(
+        "--all-variants",
+        action="store_true",
+        help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see benchmarks/variants.py)",
+    )
+    bench.add_argument(
+        "--recipe",
+        action="store_true",
+        help="instead: the default recipe against a plain PyTorch loop (Adam 1e-3, batch 32), variant x dataset x seed",
+    )
+    bench.add_argument(
+        "--datasets",
+        default="digits,distorted-digits-small",
+        help="with --recipe: digits, distorted-digits-small/-medium/-large",
+    )
     bench.add_argument("--variants", default="all", help="with --recipe: comma-separated variant names, or 'all'")
     bench.add_argument("--seeds", default="0,1,2", help="with --recipe: comma-separated seeds")
     return parser
@@ -217,7 +248,10 @@ def published_defaults(args: argparse.Namespace) -> dict[str, Any]:
     from cnn.params import default_of
     from cnn.publishing import comparison_settings, latest_rows
 
-    storage, dataset = vars(args).get("storage", default_of("storage")), vars(args).get("dataset", default_of("dataset"))
+    storage, dataset = (
+        vars(args).get("storage", default_of("storage")),
+        vars(args).get("dataset", default_of("dataset")),
+    )
     published = comparison_settings(latest_rows(storage, str(dataset).lower())["rows"])
     return {k: v for k, v in published.items() if k not in vars(args)}
 
@@ -268,7 +302,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.recipe:
         from benchmarks import recipe
 
-        recipe.main(["--datasets", args.datasets, "--variants", args.variants, "--seeds", args.seeds, "--device", "cpu" if args.device == "auto" else args.device] + (["--json", "/dev/stdout"] if args.json else []))
+        recipe.main(
+            [
+                "--datasets",
+                args.datasets,
+                "--variants",
+                args.variants,
+                "--seeds",
+                args.seeds,
+                "--device",
+                "cpu" if args.device == "auto" else args.device,
+            ]
+            + (["--json", "/dev/stdout"] if args.json else [])
+        )
         return 0
     if args.end_to_end:
         from flows.overhead import bench_end_to_end, format_end_to_end
@@ -279,7 +325,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.all_variants:
         from benchmarks import variants as bench_variants
 
-        small = {"variants": ["lenet1", "cnn2_5"], "epochs": 2, "batch_size": 256, "n_train": 1_500, "n_test": 300} if args.quick else {}
+        small = (
+            {"variants": ["lenet1", "cnn2_5"], "epochs": 2, "batch_size": 256, "n_train": 1_500, "n_test": 300}
+            if args.quick
+            else {}
+        )
         result = bench_variants.bench_variants(device=args.device, **small)
         print(json.dumps(result, indent=2, default=str) if args.json else bench_variants.format_variants(result))
         return 0

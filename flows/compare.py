@@ -1,4 +1,5 @@
 """The `compare-architectures` flow: prepare the dataset once, run every variant, publish the comparison."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,25 +30,58 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
     """Train, evaluate and inspect several CNN variants on one dataset and publish a ranked comparison."""
     logger = get_run_logger()
     settings = build_settings(parse_params(values))
-    names, repeats, seed, train_deployment = list(settings.variants), settings.params.repeats, settings.params.seed, settings.params.train_deployment
+    names, repeats, seed, train_deployment = (
+        list(settings.variants),
+        settings.params.repeats,
+        settings.params.seed,
+        settings.params.train_deployment,
+    )
     if train_deployment:
         check_deployment(train_deployment)
     announce_run(settings.run)
     info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
     check_batch_size(settings.params.batch_size, info["num_train"])  # before any variant's LR test or training
-    logger.info("%s: %d train / %d val / %d test images, %d classes, mean %s std %s", info["name"], info["num_train"], info["num_val"], info["num_test"], len(info["classes"]), info["mean"], info["std"])
+    logger.info(
+        "%s: %d train / %d val / %d test images, %d classes, mean %s std %s",
+        info["name"],
+        info["num_train"],
+        info["num_val"],
+        info["num_test"],
+        len(info["classes"]),
+        info["mean"],
+        info["std"],
+    )
     seeds = [seed + k for k in range(repeats)]
-    progress_id = str(create_progress_artifact(0.0, key=artifact_key(settings.ref.name, "progress"), description="variants x epochs done"))
+    progress_id = str(
+        create_progress_artifact(
+            0.0, key=artifact_key(settings.ref.name, "progress"), description="variants x epochs done"
+        )
+    )
     if train_deployment:
         rows = dispatch_variants(train_deployment, settings, names, seeds)
     else:
         rows = run_variants(settings, names, seeds, progress_id, info)
-    publish = with_result_storage(publish_comparison, settings.storage).with_options(cache_policy=REPORT_CACHE, cache_expiration=CACHE_EXPIRATION, persist_result=True, refresh_cache=bool(settings.refresh) or None)
+    publish = with_result_storage(publish_comparison, settings.storage).with_options(
+        cache_policy=REPORT_CACHE,
+        cache_expiration=CACHE_EXPIRATION,
+        persist_result=True,
+        refresh_cache=bool(settings.refresh) or None,
+    )
     published = publish(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats, plugins=settings.plugins)
     failed = [r for r in rows if r["status"] != "ok"]
-    result = {"run": settings.run, "rows": rows, "report": published["report"], "comparison_md": published["comparison_md"]}
+    result = {
+        "run": settings.run,
+        "rows": rows,
+        "report": published["report"],
+        "comparison_md": published["comparison_md"],
+    }
     if len(failed) == len(rows):
-        return Failed(message=f"every variant failed: {'; '.join(r['variant'] + ': ' + str(r['error']) for r in failed)}", data=result)
+        return Failed(
+            message=f"every variant failed: {'; '.join(r['variant'] + ': ' + str(r['error']) for r in failed)}",
+            data=result,
+        )
     if failed:
-        logger.warning("%d of %d variant runs failed: %s", len(failed), len(rows), ", ".join(r["variant"] for r in failed))
+        logger.warning(
+            "%d of %d variant runs failed: %s", len(failed), len(rows), ", ".join(r["variant"] for r in failed)
+        )
     return result

@@ -1,4 +1,5 @@
 """Send each variant to a training deployment (a GPU work pool) and collect the rows its flow runs stored."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,7 +22,15 @@ WAIT_TIMEOUT_S = 6 * 3600
 def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
     """The train-variant flow's parameters for one (variant, seed) of this comparison: the run's parameters, with the
     resolved run name, file variants as their JSON text (a worker needs no copy of the file) and .py modules by path."""
-    values = {**settings.params.model_dump(include=set(VARIANT_FIELDS)), **settings.plugins, "variant": variant, "seed": seed, "run": settings.run, "subdir": subdir or "", "publish": False}
+    values = {
+        **settings.params.model_dump(include=set(VARIANT_FIELDS)),
+        **settings.plugins,
+        "variant": variant,
+        "seed": seed,
+        "run": settings.run,
+        "subdir": subdir or "",
+        "publish": False,
+    }
     return {name: values[name] for name in VARIANT_FIELDS}
 
 
@@ -37,28 +46,48 @@ async def _deployment_names() -> list[str] | None:
 def check_deployment(name: str) -> str:
     """`name` if the Prefect server has that deployment; otherwise a ConfigError listing the ones it has (before any work)."""
     if not isinstance(name, str) or name.count("/") != 1 or not all(name.split("/")):
-        raise ConfigError("train_deployment", f"{name!r} is not a <flow>/<deployment> name", allowed="e.g. train-variant/train-variant-gpu")
+        raise ConfigError(
+            "train_deployment",
+            f"{name!r} is not a <flow>/<deployment> name",
+            allowed="e.g. train-variant/train-variant-gpu",
+        )
     known = run_coro_as_sync(_deployment_names()) or []
     if name not in known:
-        raise ConfigError("train_deployment", f"no deployment {name!r} on the Prefect server; deploy it first (see deployments/README.md)", allowed=known or "none deployed yet")
+        raise ConfigError(
+            "train_deployment",
+            f"no deployment {name!r} on the Prefect server; deploy it first (see deployments/README.md)",
+            allowed=known or "none deployed yet",
+        )
     return name
 
 
-def dispatch_variants(deployment: str, settings: RunSettings, variants: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+def dispatch_variants(
+    deployment: str, settings: RunSettings, variants: list[str], seeds: list[int]
+) -> list[dict[str, Any]]:
     """Start one linked flow run per (variant, seed) on the deployment's pool, wait for all, read their row.json."""
     logger = get_run_logger()
     started = []
     for variant in variants:
         for seed in seeds:
             subdir = f"seed-{seed}" if len(seeds) > 1 else None
-            run = run_deployment(deployment, parameters=variant_parameters(settings, variant, seed, subdir), timeout=0, as_subflow=True, flow_run_name=f"{variant}-seed{seed}")
+            run = run_deployment(
+                deployment,
+                parameters=variant_parameters(settings, variant, seed, subdir),
+                timeout=0,
+                as_subflow=True,
+                flow_run_name=f"{variant}-seed{seed}",
+            )
             logger.info("dispatched %s (seed %d) to %s as flow run %s", variant, seed, deployment, run.name)
             started.append((variant, seed, subdir, run))
     rows = []
     for variant, seed, subdir, run in started:
         final = run_coro_as_sync(wait_for_flow_run(run.id, timeout=WAIT_TIMEOUT_S))  # wait_for_flow_run is async-only
         rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "")
-        row = read_row(settings.storage, f"{rel}/row.json") if final.state is not None and final.state.is_completed() else None
+        row = (
+            read_row(settings.storage, f"{rel}/row.json")
+            if final.state is not None and final.state.is_completed()
+            else None
+        )
         if row is not None:
             rows.append(row)
         else:

@@ -1,6 +1,7 @@
 """A cnn-lab error (bad input, missing data, a store or checkpoint problem, diverged training) ends a flow run as one
 line: the run ends Failed with that line as its message, and no log (terminal, worker, the run's log in the UI) shows
 its traceback. Unexpected errors keep theirs."""
+
 from __future__ import annotations
 
 import functools
@@ -14,7 +15,11 @@ from cnn.errors import CnnLabError
 
 F = TypeVar("F", bound=Callable[..., Any])
 ERROR_KEY = "error"  # the failed run's result: {ERROR_KEY: the message}
-RUN_LOGGERS = ("", "prefect.flow_runs", "prefect.task_runs")  # root (the terminal's handler) and the run-log (API) handlers
+RUN_LOGGERS = (
+    "",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+)  # root (the terminal's handler) and the run-log (API) handlers
 
 
 def error_line(err: BaseException) -> str:

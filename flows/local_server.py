@@ -5,6 +5,7 @@ it before the flow run could be marked as ended, and a killed CLI left it runnin
 (the terminal's SIGINT does not reach it) and reads a pipe from the CLI: when the CLI is gone, even after SIGKILL, the
 pipe closes and the server shuts down. Prefect's own clients use it through PREFECT_API_URL.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -55,7 +56,11 @@ def user_set_analytics() -> bool:
     if ANALYTICS in os.environ:
         return True
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    files = [Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")), Path("prefect.toml"), Path("pyproject.toml")]
+    files = [
+        Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")),
+        Path("prefect.toml"),
+        Path("pyproject.toml"),
+    ]
     return any(f.is_file() and "analytics_enabled" in f.read_text(errors="ignore").lower() for f in files)
 
 
@@ -93,8 +98,23 @@ class TiedServer:
         spec = importlib.util.find_spec("prefect")  # its folder, without importing Prefect (seconds) first
         app_dir = os.path.dirname(list(spec.submodule_search_locations or [])[0]) if spec else "."
         env = server_environment()
-        args = ["--app-dir", app_dir, "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]
-        self.process = subprocess.Popen([sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True)
+        args = [
+            "--app-dir",
+            app_dir,
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True
+        )
         atexit.register(self.stop)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
@@ -149,12 +169,18 @@ def start_tied_server() -> TiedServer | None:
     """The tied temporary server (launched now unless it was), once it answers, with this process's Prefect settings
     (and the processes it starts) pointed at it; None when Prefect's settings name a server."""
     from prefect.context import refresh_global_settings_context
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
 
     server = launch_tied_server()
     if server is None:
         return None
-    if os.environ.get("PREFECT_API_URL") != server.api_url and (PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value()):
+    if os.environ.get("PREFECT_API_URL") != server.api_url and (
+        PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value()
+    ):
         server.stop()  # a profile names a server (or forbids a temporary one): use that
         return None
     server.wait_ready(max(int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()), STARTUP_TIMEOUT_S))

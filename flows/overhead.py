@@ -1,4 +1,5 @@
 """Prefect's overhead: the comparison flow's wall time against the same cnn/ steps called in a plain loop."""
+
 from __future__ import annotations
 
 import tempfile
@@ -36,7 +37,17 @@ def _plain_loop(setup: dict[str, Any], storage: str) -> float:
 
 def _flow_run(setup: dict[str, Any], storage: str) -> float:
     start = time.perf_counter()
-    state = compare_architectures(dataset="digits", variants=setup["variants"], epochs=setup["epochs"], batch_size=setup["batch_size"], storage=storage, run="flow", device="cpu", refresh=True, return_state=True)
+    state = compare_architectures(
+        dataset="digits",
+        variants=setup["variants"],
+        epochs=setup["epochs"],
+        batch_size=setup["batch_size"],
+        storage=storage,
+        run="flow",
+        device="cpu",
+        refresh=True,
+        return_state=True,
+    )
     if not state.is_completed():
         raise RuntimeError(f"comparison flow ended {state.name}: {state.message}")
     return time.perf_counter() - start
@@ -141,7 +152,12 @@ def flow_breakdown(state: Any, wall_s: float) -> dict[str, Any]:
     epochs = sum(float(r.get("train_seconds") or 0) for r in rows)
     phases["training: around the epochs (learn check, checkpoints, loss plot)"] = max(phases["training"] - epochs, 0.0)
     phases["training"] = epochs
-    return {"flow_s": round(wall_s, 2), "steps_s": {k: round(v, 2) for k, v in phases.items()}, "prefect_s": round(max(wall_s - _covered_seconds(intervals), 0.0), 2), "rows": {r["variant"]: r.get("test_acc") for r in rows}}
+    return {
+        "flow_s": round(wall_s, 2),
+        "steps_s": {k: round(v, 2) for k, v in phases.items()},
+        "prefect_s": round(max(wall_s - _covered_seconds(intervals), 0.0), 2),
+        "rows": {r["variant"]: r.get("test_acc") for r in rows},
+    }
 
 
 def bench_end_to_end(quick: bool = False) -> dict[str, Any]:
@@ -165,7 +181,9 @@ def bench_end_to_end(quick: bool = False) -> dict[str, Any]:
         out["server_start_s"] = round(time.perf_counter() - start, 2)
         setup = {"variants": QUICKSTART[3].split(","), "epochs": 4, "batch_size": 32}
         start = time.perf_counter()
-        state = compare_architectures(dataset="digits", **setup, storage=f"{tmp}/flow", run="breakdown", device="cpu", return_state=True)
+        state = compare_architectures(
+            dataset="digits", **setup, storage=f"{tmp}/flow", run="breakdown", device="cpu", return_state=True
+        )
         out["flow"] = flow_breakdown(state, time.perf_counter() - start)
         out["parallel"] = bench_parallel(QUICK_PARALLEL_SETUP if quick else PARALLEL_SETUP, f"{tmp}/parallel")
     out["load"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
@@ -178,12 +196,27 @@ def bench_parallel(setup: dict[str, Any], storage: str) -> dict[str, Any]:
     times, metrics = {}, {}
     for parallel in (1, "auto"):
         start = time.perf_counter()
-        state = compare_architectures(dataset="digits", **setup, storage=f"{storage}/{parallel}", run="parallel", device="cpu", parallel=parallel, refresh=True, return_state=True)
+        state = compare_architectures(
+            dataset="digits",
+            **setup,
+            storage=f"{storage}/{parallel}",
+            run="parallel",
+            device="cpu",
+            parallel=parallel,
+            refresh=True,
+            return_state=True,
+        )
         times[str(parallel)] = round(time.perf_counter() - start, 2)
         if not state.is_completed():
             raise RuntimeError(f"comparison with parallel={parallel} ended {state.name}: {state.message}")
         metrics[str(parallel)] = {r["variant"]: (r["test_acc"], r["macro_f1"]) for r in state.result()["rows"]}
-    return {"setup": setup, "seconds": times, "speedup": round(times["1"] / times["auto"], 2), "identical_metrics": metrics["1"] == metrics["auto"], "test_acc": {v: m[0] for v, m in metrics["auto"].items()}}
+    return {
+        "setup": setup,
+        "seconds": times,
+        "speedup": round(times["1"] / times["auto"], 2),
+        "identical_metrics": metrics["1"] == metrics["auto"],
+        "test_acc": {v: m[0] for v, m in metrics["auto"].items()},
+    }
 
 
 def format_end_to_end(result: dict[str, Any]) -> str:
@@ -199,7 +232,11 @@ def format_end_to_end(result: dict[str, Any]) -> str:
     ]
     for phase, seconds in result["flow"]["steps_s"].items():
         lines.append(f"    {phase:<66} {seconds:6.1f} s {100 * seconds / flow_s:5.1f}%")
-    lines.append(f"    {'Prefect (outside every step)':<66} {result['flow']['prefect_s']:6.1f} s {100 * result['flow']['prefect_s'] / flow_s:5.1f}%")
+    lines.append(
+        f"    {'Prefect (outside every step)':<66} {result['flow']['prefect_s']:6.1f} s {100 * result['flow']['prefect_s'] / flow_s:5.1f}%"
+    )
     par = result["parallel"]
-    lines.append(f"{len(par['setup']['variants'])} variants x {par['setup']['epochs']} epochs on digits: --parallel 1 {par['seconds']['1']:.1f} s, default {par['seconds']['auto']:.1f} s, {par['speedup']:.2f}x; identical metrics: {par['identical_metrics']}")
+    lines.append(
+        f"{len(par['setup']['variants'])} variants x {par['setup']['epochs']} epochs on digits: --parallel 1 {par['seconds']['1']:.1f} s, default {par['seconds']['auto']:.1f} s, {par['speedup']:.2f}x; identical metrics: {par['identical_metrics']}"
+    )
     return "\n".join(lines)

@@ -4,6 +4,7 @@ Prefect reads a flow's parameters from its signature and their descriptions from
 parameter gets the field's type (with the checks and the schema the UI form shows), its default and its description.
 The flow function itself takes `**values` and builds the model from them.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -26,7 +27,9 @@ def flow_signature(fields: Iterable[str]) -> inspect.Signature:
     for name in fields:
         info = RunParams.model_fields[name]
         annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info.default, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info.default, annotation=annotation)
+        )
     return inspect.Signature(parameters)
 
 

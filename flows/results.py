@@ -6,6 +6,7 @@ next identical run. Here every result is written as a record declaring `cnn-lab-
 hooks), and the storage block hands Prefect a stored record only after checking that it declares exactly that: any other
 file is a cache miss with a warning, so the step runs again and its fresh record replaces the bad one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,7 +55,9 @@ def check_record(content: bytes) -> bytes:
     except (ValueError, UnicodeDecodeError):
         raise UntrustedResult("not a JSON result record") from None
     if not isinstance(record, dict) or set(record) != RECORD_KEYS or not isinstance(record["metadata"], dict):
-        raise UntrustedResult(f"not a result record (keys {sorted(record) if isinstance(record, dict) else type(record).__name__})")
+        raise UntrustedResult(
+            f"not a result record (keys {sorted(record) if isinstance(record, dict) else type(record).__name__})"
+        )
     metadata = record["metadata"]
     if not set(metadata) <= METADATA_KEYS:
         raise UntrustedResult(f"unexpected metadata keys {sorted(set(metadata) - METADATA_KEYS)}")
@@ -88,9 +91,13 @@ class CnnLabResultStorage(WritableFileSystem):
 
     _block_type_name = "cnn-lab Result Storage"
     _block_type_slug = "cnn-lab-result-storage"
-    _description = "Prefect task results of cnn-lab as plain-JSON records; any other file there is ignored (a cache miss)."
+    _description = (
+        "Prefect task results of cnn-lab as plain-JSON records; any other file there is ignored (a cache miss)."
+    )
 
-    basepath: str = Field(description="Folder or s3://bucket/prefix of the results (credentials come from the environment).")
+    basepath: str = Field(
+        description="Folder or s3://bucket/prefix of the results (credentials come from the environment)."
+    )
     endpoint_url: str | None = Field(default=None, description="S3 endpoint, when not AWS.")
 
     def _store(self) -> Storage:

@@ -1,5 +1,6 @@
 """Where a comparison's variants run: one after another in the flow's process, at once in worker processes on this
 machine (Prefect's ProcessPoolTaskRunner), or on a Dask cluster (prefect-dask's DaskTaskRunner)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,15 @@ def workers_for(settings: RunSettings, info: dict[str, Any]) -> int:
         return int(chosen)
     side = max(int(info["image_size"]), DESIGN_SIDE)
     epochs = resolve_epochs(settings.config["epochs"], int(info["num_train"]))
-    work = parallel.Workload(jobs=len(settings.variants), train_images=int(info["num_train"]), epochs=epochs, image_values=int(info["channels"]) * side * side)
-    return parallel.choose_parallel(work, parallel.Machine.this_one(parallel.gpu_memory_free(settings.config["device"])))
+    work = parallel.Workload(
+        jobs=len(settings.variants),
+        train_images=int(info["num_train"]),
+        epochs=epochs,
+        image_values=int(info["channels"]) * side * side,
+    )
+    return parallel.choose_parallel(
+        work, parallel.Machine.this_one(parallel.gpu_memory_free(settings.config["device"]))
+    )
 
 
 def task_runner_for(spec: str, workers: int) -> Any:
@@ -40,9 +48,13 @@ def task_runner_for(spec: str, workers: int) -> Any:
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
-        raise ConfigError("task_runner", f"{spec!r} needs prefect-dask, which is not installed", allowed="pip install 'cnn-lab[dask]'") from None
+        raise ConfigError(
+            "task_runner", f"{spec!r} needs prefect-dask, which is not installed", allowed="pip install 'cnn-lab[dask]'"
+        ) from None
     if spec == "dask":
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        )
     return DaskTaskRunner(address=spec.replace("dask://", "tcp://", 1))
 
 
@@ -61,11 +73,18 @@ def api_for_workers() -> Iterator[None]:
         yield
 
 
-def run_in_process(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str) -> list[dict[str, Any]]:
+def run_in_process(
+    settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str
+) -> list[dict[str, Any]]:
     """Each variant's steps in this process, one after another; a failing variant becomes a failed row."""
     rows: list[dict[str, Any]] = []
     for i, variant in enumerate(variants):
-        rows += run_seeds(variant, settings, seeds, {"artifact_id": progress_id, "done": i * len(seeds), "total": len(variants) * len(seeds)})
+        rows += run_seeds(
+            variant,
+            settings,
+            seeds,
+            {"artifact_id": progress_id, "done": i * len(seeds), "total": len(variants) * len(seeds)},
+        )
     return rows
 
 
@@ -76,7 +95,9 @@ def _next_done(futures: list[Any]) -> Any:
     return next(iter(as_completed(futures)))
 
 
-def run_on_workers(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, workers: int) -> list[dict[str, Any]]:
+def run_on_workers(
+    settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, workers: int
+) -> list[dict[str, Any]]:
     """One `variant_steps` task run per variant, `workers` at a time, each with its share of the CPU cores; rows in the
     variants' order. On this machine the flow's own process is one of the workers (a thread task runner), so only
     workers - 1 interpreters are spawned and their start-up overlaps its first variant; with a Dask task runner every
@@ -88,7 +109,13 @@ def run_on_workers(settings: RunSettings, variants: list[str], seeds: list[int],
     threads = None if spec.startswith(("dask://", "tcp://", "tls://")) else parallel.threads_per_worker(workers)
     here = 0 if spec else 1  # slots in the flow's own process
     total = len(variants) * len(seeds)
-    get_run_logger().info("%d variants on %s, %d at a time%s", len(variants), spec or "this process and worker processes", workers, f", {threads} thread(s) each" if threads else "")
+    get_run_logger().info(
+        "%d variants on %s, %d at a time%s",
+        len(variants),
+        spec or "this process and worker processes",
+        workers,
+        f", {threads} thread(s) each" if threads else "",
+    )
     pending = list(enumerate(variants))
     results: dict[str, list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
@@ -104,7 +131,13 @@ def run_on_workers(settings: RunSettings, variants: list[str], seeds: list[int],
             for runner, size in slots:
                 while pending and sum(r is runner for r, _ in in_flight.values()) < size:
                     i, variant = pending.pop(0)
-                    params = {"variant": variant, "settings": settings, "seeds": seeds, "progress": {"artifact_id": progress_id, "done": i * len(seeds), "total": total}, "threads": None if runner is slots[-1][0] and here else threads}
+                    params = {
+                        "variant": variant,
+                        "settings": settings,
+                        "seeds": seeds,
+                        "progress": {"artifact_id": progress_id, "done": i * len(seeds), "total": total},
+                        "threads": None if runner is slots[-1][0] and here else threads,
+                    }
                     in_flight[runner.submit(variant_steps, params)] = (runner, variant)
             future = _next_done(list(in_flight))
             _, variant = in_flight.pop(future)
@@ -118,7 +151,9 @@ def run_on_workers(settings: RunSettings, variants: list[str], seeds: list[int],
     return [row for variant in variants for row in results[variant]]
 
 
-def run_variants(settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, info: dict[str, Any]) -> list[dict[str, Any]]:
+def run_variants(
+    settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, info: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Every (variant, seed) row: on the named task runner, in worker processes when more than one runs at once, else here."""
     workers = workers_for(settings, info)
     if settings.params.task_runner or min(workers, len(variants)) > 1:

@@ -1,5 +1,6 @@
 """From checked run parameters (cnn.params.RunParams) to the cnn/ objects a run uses, with the checks that need the
 registries, the device or the store: all before any work starts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,9 @@ class RunSettings:
     params: RunParams
     variants: tuple[str, ...]
     ref: DatasetRef
-    config: dict[str, Any]  # TrainConfig fields; epochs and batch_size may be "auto" (resolved from the data by cnn.recipe)
+    config: dict[
+        str, Any
+    ]  # TrainConfig fields; epochs and batch_size may be "auto" (resolved from the data by cnn.recipe)
     lr: float | str
     storage: str
     run: str
@@ -61,26 +64,72 @@ def _placeholder(value: int | str) -> int:
     return 1 if value == AUTO else int(value)
 
 
-def build_settings(params: RunParams | None = None, variants: Sequence[str] | None = None, **values: Any) -> RunSettings:
+def build_settings(
+    params: RunParams | None = None, variants: Sequence[str] | None = None, **values: Any
+) -> RunSettings:
     """Load the variant plug-ins, then check the variant and dataset names, the device and the store; `variants`
     defaults to the comparison's (`params.compared()`). Keyword values instead of `params` are parsed first."""
     params = params if params is not None else parse_params(values)
     load_variants(params.variant_modules, params.variant_files)
-    names = tuple(check_variant_names(variants if variants is not None else params.compared(), "variants" if variants is None else "variant"))
+    names = tuple(
+        check_variant_names(
+            variants if variants is not None else params.compared(), "variants" if variants is None else "variant"
+        )
+    )
     get_dataset_spec(params.dataset)
     dataset = safe_name(params.dataset.lower(), "dataset")
     lr = params.lr
-    checked = TrainConfig(epochs=_placeholder(params.epochs), batch_size=_placeholder(params.batch_size), lr=1.0 if lr == "auto" else float(lr), optimizer=params.optimizer, schedule=params.schedule, seed=params.seed, device=params.device, weight_decay=params.weight_decay, momentum=params.momentum).validate()
+    checked = TrainConfig(
+        epochs=_placeholder(params.epochs),
+        batch_size=_placeholder(params.batch_size),
+        lr=1.0 if lr == "auto" else float(lr),
+        optimizer=params.optimizer,
+        schedule=params.schedule,
+        seed=params.seed,
+        device=params.device,
+        weight_decay=params.weight_decay,
+        momentum=params.momentum,
+    ).validate()
     config = {**checked.to_dict(), "epochs": params.epochs, "batch_size": params.batch_size}
     storage = check_storage(params.storage)
     run = safe_name(params.run, "run") if params.run else default_run_name()
-    from cnn.pipeline import DatasetRef  # after the checks: the pipeline imports plotting and metrics libraries (seconds)
+    from cnn.pipeline import (
+        DatasetRef,
+    )  # after the checks: the pipeline imports plotting and metrics libraries (seconds)
 
     data_dir = params.data_dir if "://" in params.data_dir else str(Path(params.data_dir).expanduser())
-    ref = DatasetRef(name=dataset, data_dir=data_dir, val_size=params.val_size, seed=params.seed, max_train=params.max_train or None, max_test=params.max_test or None)
-    lr_settings = {"batch_size": params.batch_size, "epochs": params.epochs, "optimizer": params.optimizer, "momentum": params.momentum, "weight_decay": params.weight_decay, "seed": params.seed, "lr_min": params.lr_min, "lr_max": params.lr_max, "rule": params.lr_rule}
+    ref = DatasetRef(
+        name=dataset,
+        data_dir=data_dir,
+        val_size=params.val_size,
+        seed=params.seed,
+        max_train=params.max_train or None,
+        max_test=params.max_test or None,
+    )
+    lr_settings = {
+        "batch_size": params.batch_size,
+        "epochs": params.epochs,
+        "optimizer": params.optimizer,
+        "momentum": params.momentum,
+        "weight_decay": params.weight_decay,
+        "seed": params.seed,
+        "lr_min": params.lr_min,
+        "lr_max": params.lr_max,
+        "rule": params.lr_rule,
+    }
     plugins = portable_plugins(params.variant_modules, params.variant_files)
-    return RunSettings(params=params, variants=names, ref=ref, config=config, lr=lr, storage=storage, run=run, refresh=tuple(params.refresh), lr_settings=lr_settings, plugins=plugins)
+    return RunSettings(
+        params=params,
+        variants=names,
+        ref=ref,
+        config=config,
+        lr=lr,
+        storage=storage,
+        run=run,
+        refresh=tuple(params.refresh),
+        lr_settings=lr_settings,
+        plugins=plugins,
+    )
 
 
 __all__ = ["DEFAULT_VARIANTS", "REFRESH_STEPS", "RunSettings", "build_settings", "check_storage", "default_run_name"]

@@ -1,6 +1,7 @@
 """The CLI's epoch display: a rich progress bar per variant (epoch, loss, validation accuracy, img/s, ETA) on a
 terminal, one plain line per epoch elsewhere, nothing with --quiet. Prefect's per-epoch log records stay in the run's
 log and out of the terminal, so each epoch shows once."""
+
 from __future__ import annotations
 
 import logging
@@ -52,14 +53,21 @@ class EpochDisplay:
         self._filter = _NoEpochRecords()
 
     def __enter__(self) -> EpochDisplay:
-        for handler in logging.getLogger().handlers:  # the terminal's handlers (the run's log handlers are on prefect.*)
+        for (
+            handler
+        ) in logging.getLogger().handlers:  # the terminal's handlers (the run's log handlers are on prefect.*)
             handler.addFilter(self._filter)
         if not self.quiet and self.console.is_terminal:
             self.console.push_theme(BAR_STYLES)
             self.bars = Progress(
-                TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+                TextColumn("{task.description:<16}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("epochs"),
                 TextColumn("loss {task.fields[loss]}  val_acc {task.fields[acc]}  {task.fields[speed]} img/s"),
-                TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
             )
             self.bars.start()
         return self
@@ -78,7 +86,11 @@ class EpochDisplay:
         if self.bars is None:
             print(plain_line(variant, row, done), file=self.console.file, flush=True)
             return
-        fields = {"loss": f"{row['train_loss']:.4f}", "acc": f"{row['val_acc']:.4f}", "speed": f"{row['images_per_sec']:.0f}"}
+        fields = {
+            "loss": f"{row['train_loss']:.4f}",
+            "acc": f"{row['val_acc']:.4f}",
+            "speed": f"{row['images_per_sec']:.0f}",
+        }
         epoch = int(row["epoch"])
         if variant not in self.tasks:
             self.tasks[variant] = self.bars.add_task(variant, total=int(row["epochs"]), **fields)

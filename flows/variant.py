@@ -1,4 +1,5 @@
 """The `train-variant` flow: one variant end to end (LR test, train, evaluate, features); the unit a retrain or a GPU pool runs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,10 +26,14 @@ def train_variant_flow(**values: Any) -> dict[str, Any]:
     settings = build_settings(params, variants=[params.variant])
     variant, seed, subdir, publish = params.variant, params.seed, params.subdir or None, params.publish
     if publish:
-        read_latest_rows(settings.storage, settings.ref.name)  # the published rows this retrain will merge into: checked before training
+        read_latest_rows(
+            settings.storage, settings.ref.name
+        )  # the published rows this retrain will merge into: checked before training
     announce_run(settings.run)
     result = run_variant_steps(variant, settings, seed=seed, subdir=subdir)
     if publish:
         republish_with(settings, [result["row"]])
-    get_run_logger().info("%s: test accuracy %.4f, files in %s", variant, result["row"]["test_acc"], result["row"]["folder"])
+    get_run_logger().info(
+        "%s: test accuracy %.4f, files in %s", variant, result["row"]["test_acc"], result["row"]["folder"]
+    )
     return result["row"]

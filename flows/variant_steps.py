@@ -1,5 +1,6 @@
 """One variant's chain of tasks (LR test -> train -> evaluate -> features -> publish), for every seed of a comparison;
 the same code runs in the flow's process, in a task runner's worker process, or on a Dask worker."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,7 +24,15 @@ def _task(t: Any, step: str, settings: RunSettings) -> Any:
     return t.with_options(refresh_cache=True) if step in settings.refresh else t
 
 
-def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info: dict[str, Any] | None = None, subdir: str | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_variant_steps(
+    variant: str,
+    settings: RunSettings,
+    *,
+    seed: int,
+    lr_info: dict[str, Any] | None = None,
+    subdir: str | None = None,
+    progress: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
     ref = settings.ref.to_dict()
     info = _task(prepare_dataset, "dataset", settings)(ref)
@@ -31,14 +40,38 @@ def run_variant_steps(variant: str, settings: RunSettings, *, seed: int, lr_info
     device = settings.config["device"]
     if lr_info is None:
         if settings.lr == "auto":
-            lr_info = _task(lr_range_test, "lr", settings)(ref, variant, settings.storage, settings.run, settings.lr_settings, device=device, fingerprint=info["fingerprint"])
+            lr_info = _task(lr_range_test, "lr", settings)(
+                ref,
+                variant,
+                settings.storage,
+                settings.run,
+                settings.lr_settings,
+                device=device,
+                fingerprint=info["fingerprint"],
+            )
         else:
             lr_info = {"lr": float(settings.lr), "rule": "given", "flag": None}
     config = {**settings.config, "lr": float(lr_info["lr"]), "seed": seed}
     config.pop("device")
-    trained = _task(train_variant, "train", settings)(ref, variant, settings.storage, settings.run, config, device=device, subdir=subdir, fingerprint=info["fingerprint"], progress=progress, resume="train" not in settings.refresh, fallback=settings.lr == "auto")
-    evaluated = _task(evaluate_variant, "evaluate", settings)(ref, variant, settings.storage, trained["folder_rel"], trained["model_id"], device=device)
-    features = _task(extract_features, "features", settings)(ref, variant, settings.storage, trained["folder_rel"], trained["model_id"])
+    trained = _task(train_variant, "train", settings)(
+        ref,
+        variant,
+        settings.storage,
+        settings.run,
+        config,
+        device=device,
+        subdir=subdir,
+        fingerprint=info["fingerprint"],
+        progress=progress,
+        resume="train" not in settings.refresh,
+        fallback=settings.lr == "auto",
+    )
+    evaluated = _task(evaluate_variant, "evaluate", settings)(
+        ref, variant, settings.storage, trained["folder_rel"], trained["model_id"], device=device
+    )
+    features = _task(extract_features, "features", settings)(
+        ref, variant, settings.storage, trained["folder_rel"], trained["model_id"]
+    )
     row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
     row_rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
     publish_variant(settings.ref.name, settings.storage, row_rel, row, lr_info, trained, evaluated, features)
@@ -55,7 +88,14 @@ def run_seeds(variant: str, settings: RunSettings, seeds: list[int], progress: d
     for j, seed in enumerate(seeds):
         subdir = f"seed-{seed}" if len(seeds) > 1 else None
         try:
-            out = run_variant_steps(variant, settings, seed=seed, lr_info=lr_info, subdir=subdir, progress={**progress, "done": progress.get("done", 0) + j})
+            out = run_variant_steps(
+                variant,
+                settings,
+                seed=seed,
+                lr_info=lr_info,
+                subdir=subdir,
+                progress={**progress, "done": progress.get("done", 0) + j},
+            )
         except StorageError:
             raise
         except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
@@ -68,7 +108,9 @@ def run_seeds(variant: str, settings: RunSettings, seeds: list[int], progress: d
 
 
 @task(name="variant_steps", cache_policy=None, persist_result=False, task_run_name="{variant}")
-def variant_steps(variant: str, settings: RunSettings, seeds: list[int], progress: dict[str, Any], threads: int | None = None) -> list[dict[str, Any]]:
+def variant_steps(
+    variant: str, settings: RunSettings, seeds: list[int], progress: dict[str, Any], threads: int | None = None
+) -> list[dict[str, Any]]:
     """`run_seeds` in a task runner's worker, with `threads` torch threads (None: the worker's own setting); the run's
     plug-ins are loaded there first (as any worker can load them)."""
     if threads:

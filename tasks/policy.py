@@ -1,4 +1,5 @@
 """Caching and retry policies shared by the tasks."""
+
 from __future__ import annotations
 
 import datetime
@@ -32,7 +33,9 @@ def step_code_version(step: str) -> str:
 def step_code_key(context: Any, inputs: dict[str, Any]) -> str:
     """Cache-key part for the running task: its step's code, and the variant's builder and config when it has one."""
     step = context.task.name
-    key = step_code_version(step) if step in STEP_CODE else code_digest([], files=all_modules())  # an unlisted step: all of cnn/
+    key = (
+        step_code_version(step) if step in STEP_CODE else code_digest([], files=all_modules())
+    )  # an unlisted step: all of cnn/
     if inputs.get("variant"):
         from cnn.models import variant_fingerprint
 

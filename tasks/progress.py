@@ -1,5 +1,6 @@
 """Per-epoch progress: one run-logger record per epoch (the run's log), the Prefect progress artifact, and listeners
 (the CLI's terminal display, which hides these records from the terminal: each epoch shows once)."""
+
 from __future__ import annotations
 
 import time
@@ -28,7 +29,15 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
     def report(row: dict[str, Any]) -> None:
         logger.info(
             "%s epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
-            variant, row["epoch"], epochs, row["train_loss"], row["train_acc"], row["val_loss"], row["val_acc"], row["lr"], row["images_per_sec"],
+            variant,
+            row["epoch"],
+            epochs,
+            row["train_loss"],
+            row["train_acc"],
+            row["val_loss"],
+            row["val_acc"],
+            row["lr"],
+            row["images_per_sec"],
             extra={EPOCH_RECORD: True},
         )
         done = (progress.get("done", 0) + row["epoch"] / epochs) / max(progress.get("total", 1), 1)

@@ -1,5 +1,6 @@
 """Reads of the shared store that a flow needs (published rows, a dispatched run's row): tasks, so they retry on
 transient store errors and show in the UI."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +11,12 @@ from cnn import publishing
 from cnn.storage import open_storage
 from tasks.policy import RETRY_DELAYS, retry_on_transient
 
-_READ: dict[str, Any] = {"retries": len(RETRY_DELAYS), "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": retry_on_transient, "cache_policy": None}
+_READ: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_condition_fn": retry_on_transient,
+    "cache_policy": None,
+}
 
 
 @task(name="read_latest_rows", **_READ)

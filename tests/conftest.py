@@ -1,4 +1,5 @@
 """Shared fixtures: test-made IDX data and small dataset references."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ to the one-line error, the lines printed, and what the store kept. A measurement
 Runs on scikit-learn's digits (offline) against one local Prefect server, except the Ctrl-C and SIGKILL cases, which use
 the CLI's own temporary server. Prints a Markdown table (and JSON with --json).
 """
+
 from __future__ import annotations
 
 import json
@@ -50,10 +51,21 @@ class Run:
 
     def __init__(self, args: list[str], env: dict[str, str], inject: tuple[str, int, int] | None = None) -> None:
         prog = ["-c", INJECT, inject[0], str(inject[1]), str(inject[2])] if inject else ["-m", "flows.cli"]
-        self.proc = subprocess.Popen([sys.executable, *prog, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, *prog, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[tuple[float, str]] = []
         self.out = ""
-        self._threads = [threading.Thread(target=self._read_err, daemon=True), threading.Thread(target=self._read_out, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read_err, daemon=True),
+            threading.Thread(target=self._read_out, daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -83,7 +95,11 @@ class Run:
 
     def error_line(self) -> tuple[float, str]:
         """The command's own one-line verdict (the last line naming a failure or an interrupt)."""
-        found = [(at, line) for at, line in self.lines if line.startswith(("cnn-lab:", "comparison failed:", "retrain failed:"))]
+        found = [
+            (at, line)
+            for at, line in self.lines
+            if line.startswith(("cnn-lab:", "comparison failed:", "retrain failed:"))
+        ]
         return found[-1] if found else (float("nan"), "(none)")
 
     def fault_time(self) -> float:
@@ -92,7 +108,13 @@ class Run:
 
 def env_for(home: Path, api: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "CNN_LAB_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **(extra or {}))
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        **(extra or {}),
+    )
     if api:
         env["PREFECT_API_URL"] = api
     return env
@@ -100,7 +122,9 @@ def env_for(home: Path, api: str | None, extra: dict[str, str] | None = None) ->
 
 def rows_kept(store: str, env: dict[str, str]) -> list[str]:
     code = "import json, sys; from cnn.publishing import latest_rows; print(json.dumps(sorted(r['variant'] + '@' + r['folder'].rsplit('/', 2)[-2] for r in latest_rows(sys.argv[1], 'digits')['rows'])))"
-    done = subprocess.run([sys.executable, "-c", code, store], env=env, capture_output=True, text=True, cwd=ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, store], env=env, capture_output=True, text=True, cwd=ROOT, check=True
+    )
     return json.loads(done.stdout)
 
 
@@ -112,31 +136,105 @@ def measure(work: Path) -> list[dict]:
         store = str(work / "store")
 
         # a comparison already in the store
-        base = Run(["compare", *BASE, "--variants", "lenet1,cnn2_5", "--epochs", "3", "--storage", store, "--run", "base", "--quiet"], env)
+        base = Run(
+            [
+                "compare",
+                *BASE,
+                "--variants",
+                "lenet1,cnn2_5",
+                "--epochs",
+                "3",
+                "--storage",
+                store,
+                "--run",
+                "base",
+                "--quiet",
+            ],
+            env,
+        )
         assert base.finish() == 0, base.lines[-20:]
         kept = rows_kept(store, env)
 
         # two retrains of different variants at once, then two comparisons at once
-        pair = [Run(["retrain", v, *BASE, "--epochs", "3", "--storage", store, "--run", f"re-{v}", "--quiet"], env) for v in ("lenet1", "cnn2_5")]
+        pair = [
+            Run(["retrain", v, *BASE, "--epochs", "3", "--storage", store, "--run", f"re-{v}", "--quiet"], env)
+            for v in ("lenet1", "cnn2_5")
+        ]
         codes = [r.finish() for r in pair]
         after = rows_kept(store, env)
-        results.append({"fault": "two `cnn-lab retrain` of different variants at once", "sees": f"both exit {codes}", "kept": f"rows {after}", "seconds": None})
-        pair = [Run(["compare", *BASE, "--variants", v, "--epochs", "2", "--storage", store, "--run", f"cmp-{v}", "--quiet"], env) for v in ("lenet5", "generic_2")]
+        results.append(
+            {
+                "fault": "two `cnn-lab retrain` of different variants at once",
+                "sees": f"both exit {codes}",
+                "kept": f"rows {after}",
+                "seconds": None,
+            }
+        )
+        pair = [
+            Run(
+                [
+                    "compare",
+                    *BASE,
+                    "--variants",
+                    v,
+                    "--epochs",
+                    "2",
+                    "--storage",
+                    store,
+                    "--run",
+                    f"cmp-{v}",
+                    "--quiet",
+                ],
+                env,
+            )
+            for v in ("lenet5", "generic_2")
+        ]
         codes = [r.finish() for r in pair]
         after = rows_kept(store, env)
-        results.append({"fault": "two `cnn-lab compare` of different variants at once", "sees": f"both exit {codes}", "kept": f"rows {after}", "seconds": None})
+        results.append(
+            {
+                "fault": "two `cnn-lab compare` of different variants at once",
+                "sees": f"both exit {codes}",
+                "kept": f"rows {after}",
+                "seconds": None,
+            }
+        )
 
         # a full disk while training, a file where a variant's folder goes
-        full = Run(["compare", *BASE, "--variants", "lenet1", "--epochs", "4", "--storage", store, "--run", "full"], env, inject=("checkpoint.pt", 28, 1))
+        full = Run(
+            ["compare", *BASE, "--variants", "lenet1", "--epochs", "4", "--storage", store, "--run", "full"],
+            env,
+            inject=("checkpoint.pt", 28, 1),
+        )
         full.finish()
         at, line = full.error_line()
-        results.append({"fault": "disk full while writing the epoch-2 checkpoint", "sees": line, "kept": "epoch-1 checkpoint; earlier runs unchanged", "seconds": at - full.fault_time(), "lines": len(full.lines)})
+        results.append(
+            {
+                "fault": "disk full while writing the epoch-2 checkpoint",
+                "sees": line,
+                "kept": "epoch-1 checkpoint; earlier runs unchanged",
+                "seconds": at - full.fault_time(),
+                "lines": len(full.lines),
+            }
+        )
         Path(store, "digits", "clash").mkdir(parents=True, exist_ok=True)
         Path(store, "digits", "clash", "lenet1").write_text("in the way")
-        clash = Run(["compare", *BASE, "--variants", "lenet1,cnn2_5", "--epochs", "2", "--storage", store, "--run", "clash"], env)
+        clash = Run(
+            ["compare", *BASE, "--variants", "lenet1,cnn2_5", "--epochs", "2", "--storage", store, "--run", "clash"],
+            env,
+        )
         clash.finish()
         at, line = clash.error_line()
-        results.append({"fault": "a file where the variant's folder goes", "sees": line, "kept": "earlier runs unchanged", "seconds": at - clash.lines[0][0], "lines": len(clash.lines), "from": "command start"})
+        results.append(
+            {
+                "fault": "a file where the variant's folder goes",
+                "sees": line,
+                "kept": "earlier runs unchanged",
+                "seconds": at - clash.lines[0][0],
+                "lines": len(clash.lines),
+                "from": "command start",
+            }
+        )
 
         # a truncated latest.json before a retrain
         latest = Path(store, "digits", "latest.json")
@@ -144,20 +242,51 @@ def measure(work: Path) -> list[dict]:
         trunc = Run(["retrain", "lenet1", *BASE, "--epochs", "3", "--storage", store, "--run", "trunc"], env)
         trunc.finish()
         at, line = trunc.error_line()
-        results.append({"fault": "truncated <dataset>/latest.json before a retrain", "sees": line, "kept": "no training done; the file left for the user", "seconds": at - trunc.lines[0][0], "lines": len(trunc.lines), "from": "command start"})
+        results.append(
+            {
+                "fault": "truncated <dataset>/latest.json before a retrain",
+                "sees": line,
+                "kept": "no training done; the file left for the user",
+                "seconds": at - trunc.lines[0][0],
+                "lines": len(trunc.lines),
+                "from": "command start",
+            }
+        )
         latest.unlink()
 
         # the S3 endpoint goes away mid-training, with the default retry settings
         s3 = S3Server().start()
         s3.client().create_bucket(Bucket="faults")
         s3env = {**env, **s3_env(s3.endpoint)}
-        gone = Run(["compare", *BASE, "--variants", "lenet1,cnn2_5", "--epochs", "30", "--storage", "s3://faults/results", "--run", "gone"], s3env)
+        gone = Run(
+            [
+                "compare",
+                *BASE,
+                "--variants",
+                "lenet1,cnn2_5",
+                "--epochs",
+                "30",
+                "--storage",
+                "s3://faults/results",
+                "--run",
+                "gone",
+            ],
+            s3env,
+        )
         gone.wait_for(r"epoch 2/")
         s3.stop()
         stopped = time.time()
         gone.finish()
         at, line = gone.error_line()
-        results.append({"fault": "S3 endpoint goes away mid-training (defaults: CNN_LAB_STORAGE_GIVE_UP_S=60)", "sees": line, "kept": "finished variants' files and checkpoints in the bucket", "seconds": at - stopped, "lines": len(gone.lines)})
+        results.append(
+            {
+                "fault": "S3 endpoint goes away mid-training (defaults: CNN_LAB_STORAGE_GIVE_UP_S=60)",
+                "sees": line,
+                "kept": "finished variants' files and checkpoints in the bucket",
+                "seconds": at - stopped,
+                "lines": len(gone.lines),
+            }
+        )
 
     # Ctrl-C and SIGKILL: the CLI's own temporary server
     home2 = work / "prefect-temp"
@@ -168,16 +297,39 @@ def measure(work: Path) -> list[dict]:
     sent = time.time()
     run.finish()
     at, line = run.error_line()
-    results.append({"fault": "Ctrl-C mid-training (SIGINT to the process group)", "sees": line, "kept": "checkpoint of the last epoch; the flow run Crashed", "seconds": at - sent, "exit_s": time.time() - sent})
-    run = Run(["compare", *BASE, "--variants", "lenet1", "--epochs", "30", "--storage", str(work / "store2"), "--run", "k"], env)
+    results.append(
+        {
+            "fault": "Ctrl-C mid-training (SIGINT to the process group)",
+            "sees": line,
+            "kept": "checkpoint of the last epoch; the flow run Crashed",
+            "seconds": at - sent,
+            "exit_s": time.time() - sent,
+        }
+    )
+    run = Run(
+        ["compare", *BASE, "--variants", "lenet1", "--epochs", "30", "--storage", str(work / "store2"), "--run", "k"],
+        env,
+    )
     run.wait_for(r"epoch 1/")
-    [server] = [p for p in descendants(run.proc.pid) if "create_app" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+    [server] = [
+        p for p in descendants(run.proc.pid) if "create_app" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+    ]
     os.kill(run.proc.pid, signal.SIGKILL)
     killed = time.time()
     while _alive(server) and time.time() - killed < 30:
         time.sleep(0.05)
-    results.append({"fault": "SIGKILL of the CLI", "sees": "(no line: the process is gone)", "kept": "checkpoint of the last epoch", "seconds": time.time() - killed, "note": "until the temporary server exited"})
-    results.append({"fault": "rows of the first comparison still there", "sees": "", "kept": f"{kept}", "seconds": None})
+    results.append(
+        {
+            "fault": "SIGKILL of the CLI",
+            "sees": "(no line: the process is gone)",
+            "kept": "checkpoint of the last epoch",
+            "seconds": time.time() - killed,
+            "note": "until the temporary server exited",
+        }
+    )
+    results.append(
+        {"fault": "rows of the first comparison still there", "sees": "", "kept": f"{kept}", "seconds": None}
+    )
     return results
 
 

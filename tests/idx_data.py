@@ -1,4 +1,5 @@
 """Test-made datasets: IDX files in torchvision's raw layout, with a learnable class structure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,16 @@ def make_images(n: int, num_classes: int = 10, size: int = 28, seed: int = 0) ->
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 
-def write_mnist_like(root: Path, folder: str = "FashionMNIST", n_train: int = 600, n_test: int = 200, size: int = 28, num_classes: int = 10, seed: int = 0) -> Path:
+def write_mnist_like(
+    root: Path,
+    folder: str = "FashionMNIST",
+    n_train: int = 600,
+    n_test: int = 200,
+    size: int = 28,
+    num_classes: int = 10,
+    seed: int = 0,
+) -> Path:
     """Write train/test IDX files under <root>/<folder>/raw/ as torchvision expects; returns root."""
-    return write_idx_dataset(root, lambda n, s: make_images(n, num_classes, size, s), n_train, n_test, seed=seed, folder=folder)
+    return write_idx_dataset(
+        root, lambda n, s: make_images(n, num_classes, size, s), n_train, n_test, seed=seed, folder=folder
+    )

@@ -1,4 +1,5 @@
 """Reading flow results back through the Prefect API, for the flow tests."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Start and stop a real `prefect server start` and `prefect worker start` on 127.0.0.1 for end-to-end tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,15 +28,17 @@ def server_env(home: Path, port: int, extra: Mapping[str, str] | None = None) ->
     """Environment for the server and every client: its own PREFECT_HOME (SQLite there), its API on `port`, no telemetry."""
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api,
-        "PREFECT_UI_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_CLI_PROMPT": "false",
-        "MPLBACKEND": "Agg",
-        **(extra or {}),
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": api,
+            "PREFECT_UI_API_URL": api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_CLI_PROMPT": "false",
+            "MPLBACKEND": "Agg",
+            **(extra or {}),
+        }
+    )
     return env
 
 
@@ -102,7 +105,15 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
 def start(args: list[str], env: Mapping[str, str], log: Path, cwd: Path = REPO) -> Background:
     """Start `python -m <args>` with this interpreter (the same virtualenv) in a new process group."""
     handle = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=dict(env),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     handle.close()
     return Background(proc, log, args[-1])
 
@@ -123,7 +134,15 @@ def wait_healthy(api_url: str, server: Background, timeout: float = 120) -> None
 
 def prefect(args: list[str], env: Mapping[str, str], cwd: Path = REPO, timeout: float = 120) -> str:
     """Run `prefect <args>` with this interpreter; return stdout+stderr, raise with them on a non-zero exit."""
-    done = subprocess.run([sys.executable, "-m", "prefect", *args], cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise RuntimeError(f"prefect {' '.join(args)} exited with {done.returncode}:\n{output[-6000:]}")
@@ -131,7 +150,9 @@ def prefect(args: list[str], env: Mapping[str, str], cwd: Path = REPO, timeout: 
 
 
 @contextlib.contextmanager
-def running_server(home: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 120) -> Iterator[tuple[str, dict[str, str]]]:
+def running_server(
+    home: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 120
+) -> Iterator[tuple[str, dict[str, str]]]:
     """A `prefect server start` on a free port with its database under `home`; yields (api_url, client env); always stopped."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()

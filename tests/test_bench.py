@@ -1,4 +1,5 @@
 """benchmarks.speed: both pipelines run on the same IDX data and the report has every figure; speed is never asserted."""
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> Non
 def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
     lf = quick_results["lr_finder"]
     # quick data is 6 batches an epoch: the sweep cycles to the 30 steps a usable curve needs
-    assert lf["num_steps"] == bench.sweep_steps(100, 6) == 30 and lf["images_seen"] == pytest.approx(lf["epochs_cost"] * lf["n_train"])
+    assert lf["num_steps"] == bench.sweep_steps(100, 6) == 30 and lf["images_seen"] == pytest.approx(
+        lf["epochs_cost"] * lf["n_train"]
+    )
     assert lf["seconds"] > 0 and lf["epoch_seconds"] > 0 and lf["suggestion"] > 0
     ev = quick_results["eval"]
     assert ev["img_per_s"] > 0 and ev["seed_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
@@ -116,7 +119,12 @@ def test_check_targets_flags_what_is_missed() -> None:
         {"pipeline": "cnn-lab", "batch_size": 64, "ratio": 5.5, "test_acc": 0.95},
         {"pipeline": "cnn-lab", "batch_size": bench.DEFAULT_BATCH_SIZE, "ratio": 4.0, "test_acc": 0.85},
     ]
-    checks = {c["target"]: c["met"] for c in bench.check_targets({"training": {"seed_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}})}
+    checks = {
+        c["target"]: c["met"]
+        for c in bench.check_targets(
+            {"training": {"seed_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}}
+        )
+    }
     assert checks == {
         "CPU batch 64: img/s >= 5x seed-style": True,
         f"CPU batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x seed-style": False,
@@ -127,14 +135,26 @@ def test_check_targets_flags_what_is_missed() -> None:
 
 def test_gpu_targets_are_resident_img_per_s_at_the_best_batch() -> None:
     seed = {"img_per_s": 7_000.0, "test_acc": 0.9}
-    fast = [{"pipeline": "cnn-lab", "batch_size": 256, "img_per_s": 300_000.0, "ratio": 43.0, "test_acc": 0.91},
-            {"pipeline": "cnn-lab", "batch_size": 2048, "img_per_s": 650_000.0, "ratio": 93.0, "test_acc": 0.9}]
-    checks = bench.check_targets({"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}})
+    fast = [
+        {"pipeline": "cnn-lab", "batch_size": 256, "img_per_s": 300_000.0, "ratio": 43.0, "test_acc": 0.91},
+        {"pipeline": "cnn-lab", "batch_size": 2048, "img_per_s": 650_000.0, "ratio": 93.0, "test_acc": 0.9},
+    ]
+    checks = bench.check_targets(
+        {"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}}
+    )
     speed = [c for c in checks if "img/s" in c["target"]]
     assert speed == [{"target": "GPU cnn2_5: img/s >= 500,000 (best batch 2048)", "value": 650_000.0, "met": True}]
-    slow = bench.check_targets({"training": {"seed_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}})
+    slow = bench.check_targets(
+        {"training": {"seed_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}}
+    )
     assert [c["met"] for c in slow if "img/s" in c["target"]] == [True]  # 300k >= alexnet's 60k
-    assert not [c for c in bench.check_targets({"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}) if "img/s" in c["target"]]
+    assert not [
+        c
+        for c in bench.check_targets(
+            {"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}
+        )
+        if "img/s" in c["target"]
+    ]
 
 
 def test_run_benchmarks_runs_only_the_named_sections(small_root: Path) -> None:
@@ -169,14 +189,18 @@ def test_bench_training_rejects_a_bad_lr(small_root: Path) -> None:
     assert err.value.field == "lr"
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"n_train": 0}, "n_train"), ({"epochs": 0}, "epochs"), ({"batch_sizes": ()}, "batch_sizes")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"n_train": 0}, "n_train"), ({"epochs": 0}, "epochs"), ({"batch_sizes": ()}, "batch_sizes")]
+)
 def test_bench_training_rejects_bad_sizes(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         bench.bench_training(**kwargs)
     assert err.value.field == field
 
 
-def test_main_prints_json_or_table(quick_results: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_main_prints_json_or_table(
+    quick_results: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     seen = {}
 
     def fake(quick: bool, device: str, **kwargs: object) -> dict:
@@ -186,7 +210,17 @@ def test_main_prints_json_or_table(quick_results: dict, monkeypatch: pytest.Monk
     monkeypatch.setattr(bench, "run_benchmarks", fake)
     bench.main(["--quick", "--json", "--device", "cpu", "--n-train", "500", "--epochs", "2", "--variant", "cnn2_3"])
     assert json.loads(capsys.readouterr().out)["gpu"] == quick_results["gpu"]
-    assert seen == {"quick": True, "device": "cpu", "variant": "cnn2_3", "n_train": 500, "epochs": 2, "repeats": 1, "batch_sizes": None, "lr": "auto", "sections": list(bench.SECTIONS)}
+    assert seen == {
+        "quick": True,
+        "device": "cpu",
+        "variant": "cnn2_3",
+        "n_train": 500,
+        "epochs": 2,
+        "repeats": 1,
+        "batch_sizes": None,
+        "lr": "auto",
+        "sections": list(bench.SECTIONS),
+    }
     bench.main([])
     assert "seed-style" in capsys.readouterr().out
 

@@ -1,4 +1,5 @@
 """benchmarks.variants: every variant at a large batch against the seeds' batch; figures reported, never asserted as speed."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,18 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two small variants, one epoch at batch 100 and the 64 reference, on 300 written images."""
     root = bench.write_idx(tmp_path_factory.mktemp("floor"), 300, 100)
     seen: list[dict] = []
-    result = bench_variants.bench_variants(["lenet1", "cnn2_3"], epochs=1, batch_size=100, reference_batch=64, n_train=300, n_test=100, device="cpu", data_root=root, lr="scaled", on_row=seen.append)
+    result = bench_variants.bench_variants(
+        ["lenet1", "cnn2_3"],
+        epochs=1,
+        batch_size=100,
+        reference_batch=64,
+        n_train=300,
+        n_test=100,
+        device="cpu",
+        data_root=root,
+        lr="scaled",
+        on_row=seen.append,
+    )
     result["seen"] = seen
     return result
 
@@ -34,7 +46,9 @@ def test_one_row_per_variant_at_each_batch(floor: dict) -> None:
 
 def test_targets_compare_each_variant_with_its_reference(floor: dict) -> None:
     targets = floor["targets"]
-    assert targets[0]["target"].startswith("all 2 variants x 1 epochs at batch 100") and targets[0]["met"] == (floor["total_train_seconds"] < 60)
+    assert targets[0]["target"].startswith("all 2 variants x 1 epochs at batch 100") and targets[0]["met"] == (
+        floor["total_train_seconds"] < 60
+    )
     ref = {r["variant"]: r["test_acc"] for r in floor["reference"]}
     for row, check in zip(floor["rows"], targets[1:]):
         assert row["acc_delta"] == pytest.approx(row["test_acc"] - ref[row["variant"]])
@@ -57,11 +71,30 @@ def test_compile_break_even_on_hand_built_epochs() -> None:
     assert bench_variants._break_even([1.0, 0.5], [10.0, 0.6]) is None  # compiled steady epochs are slower: never pays
 
 
-def test_main_writes_json_after_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_main_writes_json_after_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     root = bench.write_idx(tmp_path / "data", 200, 50)
     monkeypatch.setattr(bench_variants, "load_splits", lambda _root: bench.load_splits(root, n_val=50))
     out = tmp_path / "floor.json"
-    result = bench_variants.main(["--variants", "lenet1", "--epochs", "1", "--batch-size", "50", "--reference-batch", "0", "--n-train", "200", "--device", "cpu", "--json-out", str(out)])
+    result = bench_variants.main(
+        [
+            "--variants",
+            "lenet1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--reference-batch",
+            "0",
+            "--n-train",
+            "200",
+            "--device",
+            "cpu",
+            "--json-out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text())["rows"][0]["variant"] == "lenet1" and result["reference"] == []
     assert "total training time" in capsys.readouterr().out
 
@@ -74,7 +107,17 @@ def test_a_diverged_variant_is_a_row_not_the_end(tmp_path: Path, monkeypatch: py
 
     root = bench.write_idx(tmp_path, 200, 50)
     monkeypatch.setattr(bench_variants, "run_fast", diverge)
-    result = bench_variants.bench_variants(["lenet1", "cnn2_3"], epochs=1, batch_size=50, reference_batch=None, n_train=200, n_test=50, device="cpu", data_root=root, lr="scaled")
+    result = bench_variants.bench_variants(
+        ["lenet1", "cnn2_3"],
+        epochs=1,
+        batch_size=50,
+        reference_batch=None,
+        n_train=200,
+        n_test=50,
+        device="cpu",
+        data_root=root,
+        lr="scaled",
+    )
     assert [r["variant"] for r in result["rows"]] == ["lenet1", "cnn2_3"]
     assert all("loss became nan" in r["error"] and r["test_acc"] is None for r in result["rows"])
     assert "loss became nan" in bench_variants.format_variants(result)
@@ -85,5 +128,10 @@ def test_cli_bench_all_variants_quick_prints_both_batches(capsys: pytest.Capture
 
     assert main(["bench", "--all-variants", "--quick", "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert [(r["variant"], r["batch_size"]) for r in result["rows"] + result["reference"]] == [("lenet1", 256), ("cnn2_5", 256), ("lenet1", 64), ("cnn2_5", 64)]
+    assert [(r["variant"], r["batch_size"]) for r in result["rows"] + result["reference"]] == [
+        ("lenet1", 256),
+        ("cnn2_5", 256),
+        ("lenet1", 64),
+        ("cnn2_5", 64),
+    ]
     assert result["targets"][0]["target"].startswith("all 2 variants x 2 epochs at batch 256")

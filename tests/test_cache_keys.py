@@ -1,5 +1,6 @@
 """Cache keys follow what a step depends on: editing plots, reports or benchmarks keeps every cached step; editing
 the model, data or training code (or a plug-in variant's file) gives new keys."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,7 +13,17 @@ from cnn.codehash import PACKAGE_DIR, code_digest, dependencies
 from cnn.models import load_variant_file, load_variant_module, unregister_variant, variant_fingerprint
 
 STEPS = ["prepare_dataset", "lr_range_test", "train_variant", "evaluate_variant", "extract_features"]
-KEEP = ["plots.py", *(f"report/{m}.py" for m in ("__init__", "rows", "metrics", "summaries", "analysis", "sentences", "tables", "figures", "files")), "publishing.py", "gallery.py", "storage.py", "params.py"]
+KEEP = [
+    "plots.py",
+    *(
+        f"report/{m}.py"
+        for m in ("__init__", "rows", "metrics", "summaries", "analysis", "sentences", "tables", "figures", "files")
+    ),
+    "publishing.py",
+    "gallery.py",
+    "storage.py",
+    "params.py",
+]
 
 
 @pytest.fixture
@@ -46,17 +57,22 @@ def test_editing_presentation_code_keeps_every_key(tree: Path) -> None:
         assert {step: _key(step, tree) for step in STEPS} == before, module
 
 
-@pytest.mark.parametrize(("module", "changed"), [
-    ("train.py", {"lr_range_test", "train_variant", "evaluate_variant", "extract_features"}),
-    ("models/registry.py", {"lr_range_test", "train_variant", "evaluate_variant", "extract_features"}),
-    ("data/batches.py", set(STEPS)),
-    ("data/sources.py", set(STEPS)),
-    ("pipeline.py", set(STEPS)),
-    ("lr_find.py", {"lr_range_test"}),
-    ("evaluate.py", {"evaluate_variant"}),
-    ("inspect.py", {"extract_features"}),
-])
-def test_editing_model_data_or_training_code_changes_the_keys_of_the_steps_using_it(tree: Path, module: str, changed: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("module", "changed"),
+    [
+        ("train.py", {"lr_range_test", "train_variant", "evaluate_variant", "extract_features"}),
+        ("models/registry.py", {"lr_range_test", "train_variant", "evaluate_variant", "extract_features"}),
+        ("data/batches.py", set(STEPS)),
+        ("data/sources.py", set(STEPS)),
+        ("pipeline.py", set(STEPS)),
+        ("lr_find.py", {"lr_range_test"}),
+        ("evaluate.py", {"evaluate_variant"}),
+        ("inspect.py", {"extract_features"}),
+    ],
+)
+def test_editing_model_data_or_training_code_changes_the_keys_of_the_steps_using_it(
+    tree: Path, module: str, changed: set[str]
+) -> None:
     before = {step: _key(step, tree) for step in STEPS}
     _edit(tree / module)
     assert {step for step in STEPS if _key(step, tree) != before[step]} == changed
@@ -74,7 +90,9 @@ def test_key_includes_the_variant_and_follows_its_own_file(tmp_path: Path) -> No
     from tasks.policy import step_code_key
 
     plugin = tmp_path / "cache_key_nets.py"
-    plugin.write_text("from torch import nn\nfrom cnn.models import register_variant\n\n@register_variant('cache_key_net')\ndef net(c, n, s):\n    return nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, n))\n")
+    plugin.write_text(
+        "from torch import nn\nfrom cnn.models import register_variant\n\n@register_variant('cache_key_net')\ndef net(c, n, s):\n    return nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, n))\n"
+    )
     load_variant_module(str(plugin))
     context = SimpleNamespace(task=SimpleNamespace(name="train_variant"))
     try:

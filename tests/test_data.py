@@ -1,4 +1,5 @@
 """Datasets: registry, IDX mirrors, digits, train-only normalisation, seeded splits, batches, errors."""
+
 from __future__ import annotations
 
 import shutil
@@ -102,14 +103,23 @@ def test_batches_normalise_resize_and_cover_the_split() -> None:
 def test_shuffle_order_is_seeded() -> None:
     x = torch.zeros(20, 1, 4, 4, dtype=torch.uint8)
     y = torch.arange(20)
-    orders = [torch.cat([b[1] for b in BatchLoader(x, y, mean=[0], std=[1], batch_size=5, shuffle=True, seed=7)]) for _ in range(2)]
+    orders = [
+        torch.cat([b[1] for b in BatchLoader(x, y, mean=[0], std=[1], batch_size=5, shuffle=True, seed=7)])
+        for _ in range(2)
+    ]
     assert torch.equal(orders[0], orders[1]) and not torch.equal(orders[0], y)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5])
 def test_bad_batch_size(bad) -> None:
     with pytest.raises(ConfigError, match="batch_size"):
-        BatchLoader(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), mean=[0], std=[1], batch_size=bad)
+        BatchLoader(
+            torch.zeros(4, 1, 2, 2, dtype=torch.uint8),
+            torch.zeros(4, dtype=torch.long),
+            mean=[0],
+            std=[1],
+            batch_size=bad,
+        )
 
 
 def test_copy_of_mirror_is_read_without_network(tmp_path, fashion_dir) -> None:

@@ -1,4 +1,5 @@
 """deployments/: prefect.yaml checked statically, then deployed to a real server and run by a real process worker."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,10 @@ from prefect_server import REPO, prefect, running_server, running_worker, tail
 DEPLOYMENTS = REPO / "deployments"
 CLUSTER = ["compare-nightly", "retrain-variant", "train-variant-gpu"]
 LAPTOP = ["compare-nightly-local", "retrain-variant-local", "train-variant-local"]
-FLOW_OF = {"compare-architectures": "flows/compare.py:compare_architectures", "train-variant": "flows/variant.py:train_variant_flow"}
+FLOW_OF = {
+    "compare-architectures": "flows/compare.py:compare_architectures",
+    "train-variant": "flows/variant.py:train_variant_flow",
+}
 
 
 def _raw() -> dict[str, Any]:
@@ -84,7 +88,9 @@ def test_deployments_set_run_parameters_only_where_they_differ_from_the_defaults
     fields = COMPARE_FIELDS if dep["entrypoint"] == FLOW_OF["compare-architectures"] else VARIANT_FIELDS
     assert set(dep["parameters"]) <= set(fields), f"{name}: not a parameter of its flow"
     parse_params(dep["parameters"])
-    assert not [k for k, v in dep["parameters"].items() if v == default_of(k)], f"{name} repeats a default of cnn/params.py"
+    assert not [k for k, v in dep["parameters"].items() if v == default_of(k)], (
+        f"{name} repeats a default of cnn/params.py"
+    )
 
 
 def _documented_runs() -> list[tuple[str, list[str]]]:
@@ -97,7 +103,9 @@ def _documented_runs() -> list[tuple[str, list[str]]]:
     return runs
 
 
-def test_every_documented_run_passes_its_flows_checks_and_the_offline_ones_are_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_documented_run_passes_its_flows_checks_and_the_offline_ones_are_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from prefect.cli._utilities import load_json_key_values  # how `prefect deployment run --param` reads them
 
     deployments, runs, offline = _deployments(), _documented_runs(), set()
@@ -110,7 +118,9 @@ def test_every_documented_run_passes_its_flows_checks_and_the_offline_ones_are_s
         if validated["dataset"] == "digits" or "data_dir" in params:
             offline.add(name)
     assert offline >= {"compare-architectures/compare-nightly-local", "train-variant/retrain-variant-local"}
-    assert default_of("dataset") == "fashion-mnist" and not [n for n, d in deployments.items() if "dataset" in d["parameters"]], "the schedule runs a real dataset"
+    assert default_of("dataset") == "fashion-mnist" and not [
+        n for n, d in deployments.items() if "dataset" in d["parameters"]
+    ], "the schedule runs a real dataset"
 
 
 def test_aliases_share_schedule_parameters_and_pools() -> None:
@@ -126,7 +136,10 @@ def test_aliases_share_schedule_parameters_and_pools() -> None:
     for name in ("retrain-variant", "retrain-variant-local"):
         assert read[name]["parameters"]["refresh"] is True and read[name]["parameters"]["publish"] is True
     # a retrain publishes where the nightly comparison of the same target does
-    for compare, retrain in (("compare-nightly", "retrain-variant"), ("compare-nightly-local", "retrain-variant-local")):
+    for compare, retrain in (
+        ("compare-nightly", "retrain-variant"),
+        ("compare-nightly-local", "retrain-variant-local"),
+    ):
         for key in ("dataset", "storage", "data_dir", "epochs", "variant_modules", "variant_files"):
             assert read[compare]["parameters"].get(key) == read[retrain]["parameters"].get(key), (compare, key)
     assert read["compare-nightly"]["work_pool"]["job_variables"]["gpu_count"] == 0
@@ -146,7 +159,9 @@ def test_laptop_entries_skip_the_image_and_cluster_entries_build_it() -> None:
     read = _deployments()
     for name in LAPTOP:
         assert read[name]["build"] is None and read[name]["push"] is None, name
-        assert read[name]["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $CNN_LAB_HOME }}"}}]
+        assert read[name]["pull"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $CNN_LAB_HOME }}"}}
+        ]
     for name in CLUSTER:
         steps = [next(iter(step)) for step in read[name]["build"]]
         assert steps[-1] == "prefect_docker.deployments.steps.build_docker_image", name
@@ -161,7 +176,9 @@ def test_dockerfile_is_cuda_based_and_its_workdir_is_the_pull_step_directory() -
     base = re.search(r"^ARG CUDA_IMAGE=(\S+)", text, re.M)
     assert base and base.group(1).startswith("nvidia/cuda:") and "runtime" in base.group(1)
     workdir = re.findall(r"^WORKDIR (\S+)", text, re.M)
-    pull = _deployments()["train-variant-gpu"]["pull"][0]["prefect.deployments.steps.set_working_directory"]["directory"]
+    pull = _deployments()["train-variant-gpu"]["pull"][0]["prefect.deployments.steps.set_working_directory"][
+        "directory"
+    ]
     assert workdir == [pull]
     for folder in ("cnn", "tasks", "flows"):
         assert re.search(rf"^COPY {folder} ", text, re.M), f"image lacks {folder}/"
@@ -200,15 +217,18 @@ def test_process_pool_template_runs_flows_headless() -> None:
 
 # ---------------------------------------------------------------- real server, worker and flow runs
 
-VARIANTS = ["my_net", "mine"]  # defined outside the project: a .py module (variant_modules) and a JSON config (variant_files)
-MY_NETS = '''
+VARIANTS = [
+    "my_net",
+    "mine",
+]  # defined outside the project: a .py module (variant_modules) and a JSON config (variant_files)
+MY_NETS = """
 from torch import nn
 from cnn.models import register_variant
 
 @register_variant("my_net", min_input_size=3, description="a variant from a file outside the project")
 def my_net(in_channels, num_classes, input_size):
     return nn.Sequential(nn.Conv2d(in_channels, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, num_classes))
-'''
+"""
 WAIT_S = 150
 SERVER_ENV = {
     "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # the nightly schedule is checked, not run
@@ -230,7 +250,9 @@ def _wait_final(client: Any, flow_run_id: str, worker_log: Path, timeout: float 
         if run.state is not None and run.state.is_final():
             return run
         time.sleep(1)
-    raise AssertionError(f"flow run {flow_run_id} still {run.state_name} after {timeout:.0f} s; worker log:\n{tail(worker_log)}")
+    raise AssertionError(
+        f"flow run {flow_run_id} still {run.state_name} after {timeout:.0f} s; worker log:\n{tail(worker_log)}"
+    )
 
 
 def _task_runs(client: Any, flow_run_id: Any) -> list[Any]:
@@ -244,12 +266,25 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Server + pools + `prefect deploy -n '*-local'` + worker; a two-variant comparison, then a retrain; what the API shows."""
     from idx_data import write_mnist_like
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+    )
 
     root = tmp_path_factory.mktemp("e2e")
     data = write_mnist_like(root / "data", "FashionMNIST")
     storage = root / "results"
-    common = {"epochs": 1, "batch_size": 64, "lr": 0.05, "data_dir": str(data), "storage": str(storage), "max_train": 200, "val_size": 50}
+    common = {
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 0.05,
+        "data_dir": str(data),
+        "storage": str(storage),
+        "max_train": 200,
+        "val_size": 50,
+    }
     outside = root / "outside"
     outside.mkdir()
     (outside / "my_nets.py").write_text(MY_NETS)
@@ -257,18 +292,69 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mine = {"mine": str(outside / "mine.json")}
     with running_server(root / "home", SERVER_ENV) as (api, env):
         env = {**env, "CNN_LAB_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-        prefect(["work-pool", "create", "cnn-lab-local", "--type", "process", "--base-job-template", "deployments/local-pool.json"], env)
-        prefect(["work-pool", "create", "cnn-lab-gpu", "--type", "kubernetes", "--base-job-template", "deployments/gpu-pool.json"], env)
+        prefect(
+            [
+                "work-pool",
+                "create",
+                "cnn-lab-local",
+                "--type",
+                "process",
+                "--base-job-template",
+                "deployments/local-pool.json",
+            ],
+            env,
+        )
+        prefect(
+            [
+                "work-pool",
+                "create",
+                "cnn-lab-gpu",
+                "--type",
+                "kubernetes",
+                "--base-job-template",
+                "deployments/gpu-pool.json",
+            ],
+            env,
+        )
         prefect(["concurrency-limit", "create", "gpu", "1"], env)
         prefect(["deploy", "--prefect-file", "deployments/prefect.yaml", "-n", "*-local"], env, timeout=240)
         worker_log = root / "worker.log"
         with running_worker("cnn-lab-local", env, worker_log), SyncPrefectClient(api) as client:
-            compare_params = {**common, "variants": ["my_net"], "variant_modules": [str(outside / "my_nets.py")], "variant_files": mine, "run": "e2e-compare"}
-            compare_id = _run_id(prefect(["deployment", "run", "compare-architectures/compare-nightly-local", "--params", json.dumps(compare_params)], env))
+            compare_params = {
+                **common,
+                "variants": ["my_net"],
+                "variant_modules": [str(outside / "my_nets.py")],
+                "variant_files": mine,
+                "run": "e2e-compare",
+            }
+            compare_id = _run_id(
+                prefect(
+                    [
+                        "deployment",
+                        "run",
+                        "compare-architectures/compare-nightly-local",
+                        "--params",
+                        json.dumps(compare_params),
+                    ],
+                    env,
+                )
+            )
             compare = _wait_final(client, compare_id, worker_log)
-            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[compare.id])))
-            retrain_args = ["--param", "variant=mine", "--param", f"variant_files={json.dumps(mine)}", "--param", "run=e2e-retrain", *[a for k, v in common.items() for a in ("--param", f"{k}={v}")]]
-            retrain_id = _run_id(prefect(["deployment", "run", "train-variant/retrain-variant-local", *retrain_args], env))
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[compare.id]))
+            )
+            retrain_args = [
+                "--param",
+                "variant=mine",
+                "--param",
+                f"variant_files={json.dumps(mine)}",
+                "--param",
+                "run=e2e-retrain",
+                *[a for k, v in common.items() for a in ("--param", f"{k}={v}")],
+            ]
+            retrain_id = _run_id(
+                prefect(["deployment", "run", "train-variant/retrain-variant-local", *retrain_args], env)
+            )
             retrain = _wait_final(client, retrain_id, worker_log)
             seen = {
                 "api": api,
@@ -277,18 +363,33 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "ui_api_url": json.loads(_get(api.removesuffix("/api") + "/ui-settings"))["api_url"],
                 "pools": {name: client.read_work_pool(name) for name in ("cnn-lab-local", "cnn-lab-gpu")},
                 "gpu_limit": client.read_concurrency_limit_by_tag("gpu"),
-                "deployments": {name: client.read_deployment_by_name(f"{flow}/{name}") for flow, name in (("compare-architectures", "compare-nightly-local"), ("train-variant", "retrain-variant-local"), ("train-variant", "train-variant-local"))},
+                "deployments": {
+                    name: client.read_deployment_by_name(f"{flow}/{name}")
+                    for flow, name in (
+                        ("compare-architectures", "compare-nightly-local"),
+                        ("train-variant", "retrain-variant-local"),
+                        ("train-variant", "train-variant-local"),
+                    )
+                },
                 "compare": compare,
                 "compare_tasks": _task_runs(client, compare.id),
                 "children": children,
                 "child_tasks": {child.id: _task_runs(client, child.id) for child in children},
                 "retrain": retrain,
                 "retrain_tasks": _task_runs(client, retrain.id),
-                "comparison_versions": sorted(client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fashion-mnist-comparison"]))), key=lambda a: a.created),
+                "comparison_versions": sorted(
+                    client.read_artifacts(
+                        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fashion-mnist-comparison"]))
+                    ),
+                    key=lambda a: a.created,
+                ),
             }
             seen["schedules"] = client.read_deployment_schedules(seen["deployments"]["compare-nightly-local"].id)
             for run in (compare, *children, retrain):
-                print(f"\n{run.name} ({run.id}): " + " > ".join(s.name for s in sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)))
+                print(
+                    f"\n{run.name} ({run.id}): "
+                    + " > ".join(s.name for s in sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp))
+                )
     return seen
 
 
@@ -325,7 +426,9 @@ def test_comparison_runs_each_variant_as_a_linked_flow_run_on_the_pool(e2e) -> N
     parent_tasks = {t.id for t in e2e["compare_tasks"]}
     by_variant = {c.parameters["variant"]: c for c in children}
     assert by_variant["mine"].parameters["variant_files"]["mine"].startswith("{")  # the config travels as JSON text
-    assert by_variant["my_net"].parameters["variant_modules"] == [str(e2e["storage"].parent / "outside" / "my_nets.py")]  # the worker imports the file
+    assert by_variant["my_net"].parameters["variant_modules"] == [
+        str(e2e["storage"].parent / "outside" / "my_nets.py")
+    ]  # the worker imports the file
     for child in children:
         assert child.state_name == "Completed", child.state.message
         assert child.deployment_id == training.id and child.work_pool_name == "cnn-lab-local"

@@ -1,4 +1,5 @@
 """Tests for cnn.evaluate: metrics agree with scikit-learn on a model with known predictions."""
+
 from __future__ import annotations
 
 import io

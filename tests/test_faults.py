@@ -1,5 +1,6 @@
 """Faults: a training worker killed after an epoch resumes from its checkpoint in the store and ends like an uninterrupted run;
 the S3 store going away mid-run fails the run clearly, and a rerun once it is back completes without redoing finished variants."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]
 EPOCHS = 3
 # One worker: train cnn2_5 on digits (offline) with a checkpoint per epoch, then evaluate; `pause` stretches each epoch
-WORKER = r"""
+WORKER = (
+    r"""
 import json, sys, time
 from cnn.pipeline import DatasetRef, evaluate_variant, train_variant
 url, run, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -32,7 +34,9 @@ out = train_variant(ref, "cnn2_5", url, run, config, callback=lambda row: time.s
 metrics = evaluate_variant(ref, "cnn2_5", url, out["folder_rel"], model_id=out["model_id"], device="cpu")
 keys = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 print(json.dumps({"resumed_from": out["resumed_from"], "model_id": out["model_id"], "history": [{k: r[k] for k in keys} for r in out["history"]], "test_acc": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}))
-""" % EPOCHS
+"""
+    % EPOCHS
+)
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -40,7 +44,13 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _worker(url: str, run: str, pause: float = 0.0, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WORKER, url, run, str(pause)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(env))
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, url, run, str(pause)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(env),
+    )
 
 
 def _finish(proc: subprocess.Popen) -> dict:
@@ -99,7 +109,11 @@ def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
     assert resumed["resumed_from"] == killed_at
     assert uninterrupted["resumed_from"] == 0
     assert resumed["history"] == uninterrupted["history"]
-    assert (resumed["test_acc"], resumed["macro_f1"], resumed["model_id"]) == (uninterrupted["test_acc"], uninterrupted["macro_f1"], uninterrupted["model_id"])
+    assert (resumed["test_acc"], resumed["macro_f1"], resumed["model_id"]) == (
+        uninterrupted["test_acc"],
+        uninterrupted["macro_f1"],
+        uninterrupted["model_id"],
+    )
     assert _checkpoint_epoch(store, ckpt) == EPOCHS
 
 
@@ -108,16 +122,29 @@ def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
 VARIANTS = ["lenet1", "generic_2"]
 
 
-def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoing(prefect_harness, fashion_dir, monkeypatch) -> None:
+def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoing(
+    prefect_harness, fashion_dir, monkeypatch
+) -> None:
     import tasks
     from cnn import pipeline
     from flows.compare import compare_architectures
 
     server = S3Server().start()
     server.client().create_bucket(Bucket="outage")
-    for var, value in {**s3_env(server.endpoint), "CNN_LAB_STORAGE_RETRIES": "2", "CNN_LAB_STORAGE_BACKOFF": "0.05"}.items():
+    for var, value in {
+        **s3_env(server.endpoint),
+        "CNN_LAB_STORAGE_RETRIES": "2",
+        "CNN_LAB_STORAGE_BACKOFF": "0.05",
+    }.items():
         monkeypatch.setenv(var, value)
-    for task in (tasks.prepare_dataset, tasks.train_variant, tasks.evaluate_variant, tasks.extract_features, tasks.publish_variant, tasks.publish_comparison):
+    for task in (
+        tasks.prepare_dataset,
+        tasks.train_variant,
+        tasks.evaluate_variant,
+        tasks.extract_features,
+        tasks.publish_variant,
+        tasks.publish_comparison,
+    ):
         monkeypatch.setattr(task, "retry_delay_seconds", [0.1] * len(task.retry_delay_seconds))
 
     real, trained, attempts = pipeline.train_variant, {}, []
@@ -139,14 +166,31 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
 
     monkeypatch.setattr(pipeline, "train_variant", train_with_outage)
     url = "s3://outage/results"
-    kwargs = {"dataset": "fashion-mnist", "variants": VARIANTS, "epochs": 3, "batch_size": 64, "lr": 0.05, "data_dir": str(fashion_dir), "storage": url, "run": "outage", "max_train": 300, "val_size": 60, "device": "cpu"}
+    kwargs = {
+        "dataset": "fashion-mnist",
+        "variants": VARIANTS,
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.05,
+        "data_dir": str(fashion_dir),
+        "storage": url,
+        "run": "outage",
+        "max_train": 300,
+        "val_size": 60,
+        "device": "cpu",
+    }
     first = compare_architectures(**kwargs, return_state=True)
 
     assert first.is_failed()
-    assert re.search(rf"StorageError: storage: cannot (read|write|stat) {url}/fashion-mnist/outage/\S+: failed after 2 attempt\(s\)", first.message), first.message
+    assert re.search(
+        rf"StorageError: storage: cannot (read|write|stat) {url}/fashion-mnist/outage/\S+: failed after 2 attempt\(s\)",
+        first.message,
+    ), first.message
     assert "reachable?" in first.message
     assert SECRET not in first.message and KEY_ID not in first.message
-    assert attempts == [VARIANTS[0], VARIANTS[1], VARIANTS[1], VARIANTS[1], VARIANTS[1]], "train was not retried 3 times"
+    assert attempts == [VARIANTS[0], VARIANTS[1], VARIANTS[1], VARIANTS[1], VARIANTS[1]], (
+        "train was not retried 3 times"
+    )
     states = task_states(first.state_details.flow_run_id)
     assert states["train_variant"] == ["Completed", "Failed"]
 
@@ -178,7 +222,14 @@ DIGITS = {"dataset": "digits", "epochs": 3, "batch_size": 64, "lr": 0.05, "devic
 def _fast_retries(monkeypatch, delay: float = 0.0) -> None:
     import tasks
 
-    for task in (tasks.prepare_dataset, tasks.train_variant, tasks.evaluate_variant, tasks.extract_features, tasks.publish_variant, tasks.publish_comparison):
+    for task in (
+        tasks.prepare_dataset,
+        tasks.train_variant,
+        tasks.evaluate_variant,
+        tasks.extract_features,
+        tasks.publish_variant,
+        tasks.publish_comparison,
+    ):
         monkeypatch.setattr(task, "retry_delay_seconds", [delay] * len(task.retry_delay_seconds))
 
 
@@ -226,7 +277,9 @@ def test_permanent_store_errors_fail_at_once_without_retries(prefect_harness, tm
         (store / "digits" / "clash").mkdir(parents=True)
         (store / "digits" / "clash" / "lenet1").write_text("a file where the variant's folder goes")
         expected = "a file is in the way"
-    state = compare_architectures(**DIGITS, variants=["lenet1", "cnn2_5"], storage=str(store), run="clash", return_state=True)
+    state = compare_architectures(
+        **DIGITS, variants=["lenet1", "cnn2_5"], storage=str(store), run="clash", return_state=True
+    )
 
     assert state.is_failed() and expected in state.message and "\n" not in state.message, state.message
     assert [kind for kind, _ in calls] == ["raised"], "a permanent error was retried (or the comparison went on)"
@@ -240,7 +293,12 @@ def test_a_store_that_stays_away_is_given_up_on_within_the_set_time(prefect_harn
 
     server = S3Server().start()
     server.client().create_bucket(Bucket="gone")
-    for var, value in {**s3_env(server.endpoint), "CNN_LAB_STORAGE_RETRIES": "2", "CNN_LAB_STORAGE_BACKOFF": "0.05", "CNN_LAB_STORAGE_GIVE_UP_S": "1"}.items():
+    for var, value in {
+        **s3_env(server.endpoint),
+        "CNN_LAB_STORAGE_RETRIES": "2",
+        "CNN_LAB_STORAGE_BACKOFF": "0.05",
+        "CNN_LAB_STORAGE_GIVE_UP_S": "1",
+    }.items():
         monkeypatch.setenv(var, value)
     _fast_retries(monkeypatch, delay=0.6)
     calls = _spy_train(monkeypatch)
@@ -255,18 +313,25 @@ def test_a_store_that_stays_away_is_given_up_on_within_the_set_time(prefect_harn
 
     monkeypatch.setattr("tasks.progress.LISTENERS", [*LISTENERS, stop_after_epoch_1])
     with caplog.at_level(logging.WARNING):
-        state = compare_architectures(**DIGITS, variants=["lenet1", "cnn2_5"], storage="s3://gone/results", run="gone", return_state=True)
+        state = compare_architectures(
+            **DIGITS, variants=["lenet1", "cnn2_5"], storage="s3://gone/results", run="gone", return_state=True
+        )
     failed_after = time.monotonic() - went_away[0]
 
     assert state.is_failed()
-    assert re.search(r"StorageError: storage: cannot \w+ s3://gone/results/\S+: failed after \d attempt\(s\): .*reachable\?; gave up after \d s of failures \(CNN_LAB_STORAGE_GIVE_UP_S=1\)$", state.message), state.message
+    assert re.search(
+        r"StorageError: storage: cannot \w+ s3://gone/results/\S+: failed after \d attempt\(s\): .*reachable\?; gave up after \d s of failures \(CNN_LAB_STORAGE_GIVE_UP_S=1\)$",
+        state.message,
+    ), state.message
     assert [kind for kind, _ in calls] == ["raised"] * 3, "not given up after the set time: 4 attempts"
     assert failed_after < 10, failed_after
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) < 40, "hundreds of log lines"
     assert SECRET not in state.message and SECRET not in caplog.text
 
 
-def test_a_retried_training_step_resumes_its_own_checkpoint_even_when_refreshing(prefect_harness, tmp_path, monkeypatch) -> None:
+def test_a_retried_training_step_resumes_its_own_checkpoint_even_when_refreshing(
+    prefect_harness, tmp_path, monkeypatch
+) -> None:
     from cnn.errors import StorageError
     from flows.variant import train_variant_flow
     from tasks.progress import LISTENERS
@@ -282,7 +347,9 @@ def test_a_retried_training_step_resumes_its_own_checkpoint_even_when_refreshing
     def store_blip_at_epoch_2(variant, row, done):
         seen.append(int(row["epoch"]))
         if seen == [1, 2]:
-            raise StorageError("storage: cannot write .../history.csv: failed after 3 attempt(s): ConnectionResetError", transient=True)
+            raise StorageError(
+                "storage: cannot write .../history.csv: failed after 3 attempt(s): ConnectionResetError", transient=True
+            )
 
     monkeypatch.setattr("tasks.progress.LISTENERS", [*LISTENERS, store_blip_at_epoch_2])
     state = train_variant_flow(dataset="digits", refresh=True, **kwargs, return_state=True)
@@ -290,4 +357,6 @@ def test_a_retried_training_step_resumes_its_own_checkpoint_even_when_refreshing
     assert state.is_completed(), state.message
     assert seen == [1, 2, 2, 3], "the refresh resumed the earlier run's checkpoint, or the retry started over"
     assert [kind for kind, _ in calls] == ["raised", "ok"] and calls[1][1]["resumed_from"] == 1
-    assert state.result()["test_acc"] == first.result()["test_acc"]  # resumed to the same metrics as a run without the blip
+    assert (
+        state.result()["test_acc"] == first.result()["test_acc"]
+    )  # resumed to the same metrics as a run without the blip

@@ -1,4 +1,5 @@
 """Prefect flows end to end on test-made data: completion, artifacts, stored files, caching, retrain, failures."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,17 @@ VARIANTS = ["lenet1", "generic_2"]
 
 
 def _kwargs(fashion_dir: Path, storage: Path, **extra):
-    return {"dataset": "fashion-mnist", "variants": VARIANTS, "epochs": 1, "batch_size": 64, "data_dir": str(fashion_dir), "storage": str(storage), "max_train": 400, "val_size": 80, **extra}
+    return {
+        "dataset": "fashion-mnist",
+        "variants": VARIANTS,
+        "epochs": 1,
+        "batch_size": 64,
+        "data_dir": str(fashion_dir),
+        "storage": str(storage),
+        "max_train": 400,
+        "val_size": 80,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +45,23 @@ def test_comparison_completes_with_rows_and_files(first_run) -> None:
     run_dir = storage / "fashion-mnist" / "first"
     for variant in VARIANTS:
         folder = run_dir / variant
-        for name in ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.json", "metrics.json", "history.csv", "checkpoint.pt", "row.json"):
+        for name in (
+            "losses.png",
+            "confusion_matrix.png",
+            "classification_report.csv",
+            "lr_finder.json",
+            "metrics.json",
+            "history.csv",
+            "checkpoint.pt",
+            "row.json",
+        ):
             assert (folder / name).is_file(), f"{variant}/{name} missing"
         assert list((folder / "filters").glob("*.png")) and list((folder / "feature_maps").glob("*.png"))
-    assert (run_dir / "comparison.md").is_file() and (run_dir / "comparison.csv").is_file() and (run_dir / "report.md").is_file()
+    assert (
+        (run_dir / "comparison.md").is_file()
+        and (run_dir / "comparison.csv").is_file()
+        and (run_dir / "report.md").is_file()
+    )
 
 
 def test_artifacts_hold_the_table(first_run) -> None:
@@ -52,7 +76,11 @@ def test_artifacts_hold_the_table(first_run) -> None:
     table = artifacts("fashion-mnist-comparison-table")
     assert table and table[0].type == "table"
     per_variant = artifacts("fashion-mnist-lenet1")
-    assert per_variant and "data:image/png;base64," in per_variant[0].data and "Classification report" in per_variant[0].data
+    assert (
+        per_variant
+        and "data:image/png;base64," in per_variant[0].data
+        and "Classification report" in per_variant[0].data
+    )
     assert artifacts("fashion-mnist-error-analysis")
     assert "first conv" in artifacts("fashion-mnist-galleries")[0].data
     link = artifacts("fashion-mnist-plot-f1-heatmap")
@@ -114,13 +142,23 @@ def test_failing_variant_leaves_the_others(prefect_harness, fashion_dir, tmp_pat
     text = (tmp_path / "fashion-mnist" / "flaky" / "comparison.md").read_text()
     assert "failed: TrainingDiverged" in text
 
-    everything = compare_architectures(**_kwargs(fashion_dir, tmp_path, run="all-fail", variants=["lenet1"], refresh=["train"]), return_state=True)
+    everything = compare_architectures(
+        **_kwargs(fashion_dir, tmp_path, run="all-fail", variants=["lenet1"], refresh=["train"]), return_state=True
+    )
     assert everything.is_failed() and "every variant failed" in everything.message
 
 
 @pytest.mark.parametrize(
     ("override", "field"),
-    [({"epochs": 0}, "epochs"), ({"variants": []}, "variants"), ({"dataset": "imagenet-22k"}, "dataset"), ({"lr": -1.0}, "lr"), ({"lr_min": 1.0, "lr_max": 0.1}, "lr_max"), ({"storage": "ftp://host/x"}, "storage"), ({"run": "../escape"}, "run")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"variants": []}, "variants"),
+        ({"dataset": "imagenet-22k"}, "dataset"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr_min": 1.0, "lr_max": 0.1}, "lr_max"),
+        ({"storage": "ftp://host/x"}, "storage"),
+        ({"run": "../escape"}, "run"),
+    ],
 )
 def test_bad_parameters_fail_the_run_with_the_field(prefect_harness, fashion_dir, tmp_path, override, field) -> None:
     from flows.compare import compare_architectures
@@ -136,7 +174,9 @@ def test_refresh_train_in_the_same_run_trains_afresh(first_run, fashion_dir) -> 
     _, storage = first_run
     checkpoint = storage / "fashion-mnist" / "first" / "generic_2" / "checkpoint.pt"
     before = checkpoint.stat().st_mtime_ns
-    state = compare_architectures(**_kwargs(fashion_dir, storage, run="first", variants=["generic_2"], refresh=["train"]), return_state=True)
+    state = compare_architectures(
+        **_kwargs(fashion_dir, storage, run="first", variants=["generic_2"], refresh=["train"]), return_state=True
+    )
     assert state.is_completed(), state.message
     states = task_states(state.state_details.flow_run_id)
     assert states["train_variant"] == ["Completed"] and states["lr_range_test"] == ["Cached"]

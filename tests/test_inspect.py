@@ -1,4 +1,5 @@
 """Tests for cnn.inspect: hook-based feature maps agree with torchvision's FX feature extractor."""
+
 from __future__ import annotations
 
 import copy

@@ -1,5 +1,6 @@
 """The CLI under signals: Ctrl-C (SIGINT to the terminal's process group) ends it within 5 s with one line and the flow
 run Crashed, and the rerun completes; the temporary Prefect server never outlives the CLI, SIGKILL included."""
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,33 @@ def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cli(home: Path, store: Path, *args: str) -> subprocess.Popen:
     """`cnn-lab compare` on digits in a new session (as a terminal runs it), with no PREFECT_API_URL (its temporary server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "flows.cli", "compare", "--dataset", "digits", "--variants", "lenet1", "--epochs", str(EPOCHS), "--batch-size", "32", "--lr", "0.05", "--device", "cpu", "--storage", str(store), *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env.update(
+        PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "compare",
+        "--dataset",
+        "digits",
+        "--variants",
+        "lenet1",
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--storage",
+        str(store),
+        *args,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 class Lines:
@@ -72,7 +97,9 @@ def _last_flow_run_state(home: Path) -> str:
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(prefect_home: Path, tmp_path: Path, prefect_harness, monkeypatch) -> None:
+def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(
+    prefect_home: Path, tmp_path: Path, prefect_harness, monkeypatch
+) -> None:
     cli = _cli(prefect_home, tmp_path / "store")
     err = Lines(cli)
     err.wait_for("epoch 2/", cli)
@@ -105,7 +132,17 @@ def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(pref
         return out
 
     monkeypatch.setattr(pipeline, "train_variant", spy)
-    state = compare_architectures(dataset="digits", variants=["lenet1"], epochs=EPOCHS, batch_size=32, lr=0.05, device="cpu", storage=str(tmp_path / "store"), run=run, return_state=True)
+    state = compare_architectures(
+        dataset="digits",
+        variants=["lenet1"],
+        epochs=EPOCHS,
+        batch_size=32,
+        lr=0.05,
+        device="cpu",
+        storage=str(tmp_path / "store"),
+        run=run,
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     assert resumed and resumed[0] >= 1
     assert len((checkpoint.parent / "history.csv").read_text().splitlines()) == 1 + EPOCHS
@@ -126,7 +163,11 @@ def test_sigkill_of_the_cli_takes_the_temporary_server_down(prefect_home: Path, 
     ("argv", "run", "line"),
     [
         (["compare", "--run", "r1"], "r1", "interrupted; rerun the same command to resume"),
-        (["compare"], "20250101-000000-compare-digits", "interrupted; rerun the same command with --run 20250101-000000-compare-digits to resume"),
+        (
+            ["compare"],
+            "20250101-000000-compare-digits",
+            "interrupted; rerun the same command with --run 20250101-000000-compare-digits to resume",
+        ),
         (["retrain", "lenet1"], "r2", "interrupted; nothing was published: rerun the same command to retrain afresh"),
     ],
 )
@@ -146,9 +187,15 @@ def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() 
         try:
             raise err
         except BaseException:  # noqa: BLE001 - a record of any error
-            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, sys.exc_info())
+            return logging.LogRecord(
+                "prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None, sys.exc_info()
+            )
 
-    ours, interrupt, bug = record(StorageError("storage: cannot write x", transient=True)), record(KeyboardInterrupt()), record(ZeroDivisionError("bug"))
+    ours, interrupt, bug = (
+        record(StorageError("storage: cannot write x", transient=True)),
+        record(KeyboardInterrupt()),
+        record(ZeroDivisionError("bug")),
+    )
     assert all(_NoTraceback().filter(r) for r in (ours, interrupt, bug))
     assert ours.exc_info is None and interrupt.exc_info is None
     assert bug.exc_info is not None  # a bug keeps its traceback

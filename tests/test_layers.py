@@ -1,5 +1,6 @@
 """Layering, read from the source (milliseconds, no imports): cnn/ never imports prefect, tasks, flows or
 benchmarks; benchmarks/ never imports prefect, tasks or flows; tasks/ never imports flows; the run parameters are checked without torch or prefect (the same contracts as `lint-imports`)."""
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"cnn": {"prefect", "tasks", "flows", "benchmarks"}, "tasks": {"flows"}, "benchmarks": {"prefect", "tasks", "flows"}}
-LIGHT = {"cnn/params.py", "cnn/checks.py", "cnn/errors.py", "cnn/catalog.py", "cnn/fastchecks.py", "flows/parameters.py"}  # what the CLI imports before it checks parameters
+FORBIDDEN = {
+    "cnn": {"prefect", "tasks", "flows", "benchmarks"},
+    "tasks": {"flows"},
+    "benchmarks": {"prefect", "tasks", "flows"},
+}
+LIGHT = {
+    "cnn/params.py",
+    "cnn/checks.py",
+    "cnn/errors.py",
+    "cnn/catalog.py",
+    "cnn/fastchecks.py",
+    "flows/parameters.py",
+}  # what the CLI imports before it checks parameters
 HEAVY = {"torch", "torchvision", "prefect", "pandas", "matplotlib", "fsspec"}
 
 
@@ -52,6 +64,16 @@ def test_cli_rejects_a_bad_parameter_before_importing_torch_or_prefect() -> None
         "import sys; from flows.cli import main; rc = main(['compare', '--epochs', '0']);"
         "print(rc, sorted(m for m in ('torch', 'prefect', 'torchvision') if m in sys.modules))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert done.stdout.split() == ["2", "[]"], done.stdout + done.stderr
-    assert done.stderr == "cnn-lab: epochs: must be 'auto' or an integer >= 1, got '0' (allowed: 'auto' or an integer >= 1)\n"
+    assert (
+        done.stderr
+        == "cnn-lab: epochs: must be 'auto' or an integer >= 1, got '0' (allowed: 'auto' or an integer >= 1)\n"
+    )

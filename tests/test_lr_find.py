@@ -1,4 +1,5 @@
 """Tests for the LR range test: lr sequence, state restoration, suggestion rules, divergence, torch-lr-finder parity."""
+
 from __future__ import annotations
 
 import contextlib
@@ -131,8 +132,15 @@ def test_lr_sequence_is_exponential_and_applied_to_every_group():
 
 def test_smoothed_loss_is_bias_corrected_ema():
     values = [4.0, 2.0, 3.0, 1.0]
-    result = lr_range_test(*tiny_setup(), start_lr=1e-3, end_lr=1e-2, num_steps=4, smooth_f=0.5, diverge_th=100,
-                           step_fn=scripted_step(values))
+    result = lr_range_test(
+        *tiny_setup(),
+        start_lr=1e-3,
+        end_lr=1e-2,
+        num_steps=4,
+        smooth_f=0.5,
+        diverge_th=100,
+        step_fn=scripted_step(values),
+    )
     beta, avg, expected = 0.5, 0.0, []
     for i, v in enumerate(values):
         avg = beta * avg + (1 - beta) * v

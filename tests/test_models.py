@@ -1,4 +1,5 @@
 """Tests for the CNN variant registry (cnn.models): counts, shapes, sizes, names and config errors."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,13 @@ EXPECTED_PARAMS = {
     "alexnet": 57_029_322,
 }
 EXPECTED_MIN_SIZE = {
-    "lenet1": 6, "lenet5": 28, "lenet5_dropout": 28, "cnn2_3": 10, "cnn2_5": 10, "cnn2_7": 10, "alexnet": 63,
+    "lenet1": 6,
+    "lenet5": 28,
+    "lenet5_dropout": 28,
+    "cnn2_3": 10,
+    "cnn2_5": 10,
+    "cnn2_7": 10,
+    "alexnet": 63,
 }
 
 
@@ -210,8 +217,19 @@ def test_generic_layer_names():
     model = GenericCNN(GenericConfig([4, 4], 3, [2, 0], [8, 6], dropout=0.1), 1, 10, 12)
     names = [n for n, _ in model.named_modules() if n]
     assert names == [
-        "conv1", "relu1", "pool1", "conv2", "relu2", "flatten",
-        "fc1", "relu_fc1", "dropout1", "fc2", "relu_fc2", "dropout2", "output",
+        "conv1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "flatten",
+        "fc1",
+        "relu_fc1",
+        "dropout1",
+        "fc2",
+        "relu_fc2",
+        "dropout2",
+        "output",
     ]
 
 

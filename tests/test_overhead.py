@@ -1,4 +1,5 @@
 """flows.overhead: the comparison flow and the plain loop do the same work; the report compares their fastest runs."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,14 +27,26 @@ def test_steps_of_variants_running_at_once_are_counted_once() -> None:
 def test_end_to_end_report_names_every_phase_prefects_share_and_the_speedup() -> None:
     steps = {phase: 1.0 for phase in dict.fromkeys(overhead.PHASES.values())}
     result = {
-        "setup": " ".join(overhead.QUICKSTART), "cpus": 2, "load": {"before": [1.0, 1, 1], "after": [2.0, 1, 1]},
-        "cli_cold_s": 19.5, "cli_cached_s": 7.5, "imports_s": 4.0, "server_start_s": 6.0,
+        "setup": " ".join(overhead.QUICKSTART),
+        "cpus": 2,
+        "load": {"before": [1.0, 1, 1], "after": [2.0, 1, 1]},
+        "cli_cold_s": 19.5,
+        "cli_cached_s": 7.5,
+        "imports_s": 4.0,
+        "server_start_s": 6.0,
         "flow": {"flow_s": 10.0, "steps_s": steps, "prefect_s": 2.5},
-        "parallel": {"setup": overhead.PARALLEL_SETUP, "seconds": {"1": 40.0, "auto": 24.0}, "speedup": 1.67, "identical_metrics": True},
+        "parallel": {
+            "setup": overhead.PARALLEL_SETUP,
+            "seconds": {"1": 40.0, "auto": 24.0},
+            "speedup": 1.67,
+            "identical_metrics": True,
+        },
     }
     text = overhead.format_end_to_end(result)
     assert "identical rerun:" in text and "7.5 s" in text and "load 1.0 -> 2.0" in text
     for phase in steps:
         assert phase in text
     assert "Prefect (outside every step)" in text and "25.0%" in text
-    assert "4 variants x 6 epochs on digits: --parallel 1 40.0 s, default 24.0 s, 1.67x; identical metrics: True" in text
+    assert (
+        "4 variants x 6 epochs on digits: --parallel 1 40.0 s, default 24.0 s, 1.67x; identical metrics: True" in text
+    )

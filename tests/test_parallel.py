@@ -1,4 +1,5 @@
 """How many variants run at once (cnn/parallel.py) and the parallel and task-runner parameters."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,13 @@ def test_never_more_workers_than_variants_or_cores() -> None:
     big = Workload(jobs=11, epochs=10, train_images=54_000, image_values=28 * 28)
     assert choose_parallel(big, Machine(cpus=16, memory_available=64 * GiB)) == 11
     assert choose_parallel(big, Machine(cpus=4, memory_available=64 * GiB)) == 4
-    assert choose_parallel(Workload(jobs=2, epochs=10, train_images=54_000, image_values=784), Machine(cpus=16, memory_available=64 * GiB)) == 2
+    assert (
+        choose_parallel(
+            Workload(jobs=2, epochs=10, train_images=54_000, image_values=784),
+            Machine(cpus=16, memory_available=64 * GiB),
+        )
+        == 2
+    )
 
 
 def test_memory_bounds_the_workers() -> None:
@@ -34,10 +41,21 @@ def test_memory_bounds_the_workers() -> None:
 
 def test_one_gpu_is_shared_by_a_few_variants_as_its_memory_allows() -> None:
     work = Workload(jobs=11, epochs=10, train_images=54_000, image_values=28 * 28)
-    assert choose_parallel(work, Machine(cpus=16, memory_available=128 * GiB, gpu_memory_free=139 * GiB), batch_size=2048) == GPU_MAX_SHARED
-    assert choose_parallel(work, Machine(cpus=16, memory_available=128 * GiB, gpu_memory_free=2 * GiB), batch_size=2048) == 1
+    assert (
+        choose_parallel(work, Machine(cpus=16, memory_available=128 * GiB, gpu_memory_free=139 * GiB), batch_size=2048)
+        == GPU_MAX_SHARED
+    )
+    assert (
+        choose_parallel(work, Machine(cpus=16, memory_available=128 * GiB, gpu_memory_free=2 * GiB), batch_size=2048)
+        == 1
+    )
     # a small comparison still shares the GPU: launch-bound small models leave it idle, the image rule is for CPUs
-    assert choose_parallel(Workload(jobs=3, epochs=4, **DIGITS), Machine(cpus=16, memory_available=128 * GiB, gpu_memory_free=80 * GiB)) == 3
+    assert (
+        choose_parallel(
+            Workload(jobs=3, epochs=4, **DIGITS), Machine(cpus=16, memory_available=128 * GiB, gpu_memory_free=80 * GiB)
+        )
+        == 3
+    )
 
 
 def test_threads_are_split_between_workers() -> None:
@@ -47,12 +65,16 @@ def test_threads_are_split_between_workers() -> None:
     assert threads_per_worker(1, cpus=2) == 2
 
 
-@pytest.mark.parametrize("value", ["dask", "dask://scheduler:8786", "tcp://10.0.0.5:8786", "tls://dask.example.com:8786", ""])
+@pytest.mark.parametrize(
+    "value", ["dask", "dask://scheduler:8786", "tcp://10.0.0.5:8786", "tls://dask.example.com:8786", ""]
+)
 def test_task_runner_accepts_dask_addresses(value: str) -> None:
     assert parse_params({"task_runner": value}).task_runner == value
 
 
-@pytest.mark.parametrize(("field", "value"), [("task_runner", "ray"), ("task_runner", "dask://"), ("parallel", 0), ("parallel", "many")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("task_runner", "ray"), ("task_runner", "dask://"), ("parallel", 0), ("parallel", "many")]
+)
 def test_bad_parallel_settings_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError) as err:
         parse_params({field: value})

@@ -1,5 +1,6 @@
 """One parameter model (cnn.params.RunParams): defaults written once, the Prefect form built from it, the CLI generated
 from it, and what a comparison dispatches accepted by the training deployment's enforced schema."""
+
 from __future__ import annotations
 
 import inspect
@@ -40,8 +41,12 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 def test_every_field_belongs_to_a_flow_and_both_flows_share_the_rest() -> None:
     assert set(COMPARE_FIELDS) | set(VARIANT_FIELDS) == set(RunParams.model_fields)
-    assert set(COMPARE_FIELDS) & set(VARIANT_FIELDS) == set(RunParams.model_fields) - set(COMPARE_ONLY) - set(VARIANT_ONLY)
-    assert {"weight_decay", "momentum", "lr_min", "variant_files", "variant_modules"} <= set(COMPARE_FIELDS) & set(VARIANT_FIELDS)
+    assert set(COMPARE_FIELDS) & set(VARIANT_FIELDS) == set(RunParams.model_fields) - set(COMPARE_ONLY) - set(
+        VARIANT_ONLY
+    )
+    assert {"weight_decay", "momentum", "lr_min", "variant_files", "variant_modules"} <= set(COMPARE_FIELDS) & set(
+        VARIANT_FIELDS
+    )
 
 
 def test_library_defaults_come_from_the_model() -> None:
@@ -68,9 +73,15 @@ def test_the_form_is_typed_described_and_has_no_dead_or_none_fields(schemas: dic
         for node in _walk(prop):
             assert not (isinstance(node, dict) and ("const" in node or node.get("type") == "null")), f"{name}: {prop}"
     lr = schema["properties"]["lr"]["anyOf"]
-    assert {"type": "string", "enum": ["auto"], "title": "auto"} in lr and {"type": "number", "exclusiveMinimum": 0, "title": "number"} in lr
+    assert {"type": "string", "enum": ["auto"], "title": "auto"} in lr and {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "title": "number",
+    } in lr
     assert schema["properties"]["optimizer"]["enum"] == ["sgd", "adam", "adamw"]
-    assert {"type": "integer", "minimum": 1, "title": "number"} in schema["properties"]["epochs"]["anyOf"] and schema["properties"]["momentum"]["exclusiveMaximum"] == 1
+    assert {"type": "integer", "minimum": 1, "title": "number"} in schema["properties"]["epochs"]["anyOf"] and schema[
+        "properties"
+    ]["momentum"]["exclusiveMaximum"] == 1
     assert {"type": "string", "enum": ["auto"], "title": "auto"} in schema["properties"]["batch_size"]["anyOf"]
 
 
@@ -86,7 +97,13 @@ def test_the_server_accepts_defaults_and_rejects_bad_values_by_name(schemas: dic
     schema = schemas["compare"]
     assert validate(RunParams().model_dump(include=set(COMPARE_FIELDS)), schema) == []
     assert validate({"lr": 0.05, "refresh": True, "variant_files": {"mine": "mine.json"}}, schema) == []
-    for bad, path in [({"epochs": 0}, "$.epochs"), ({"lr": -1}, "$.lr"), ({"optimizer": "adma"}, "$.optimizer"), ({"variants": ["LeNet5"]}, "$.variants[0]"), ({"device": "tpu"}, "$.device")]:
+    for bad, path in [
+        ({"epochs": 0}, "$.epochs"),
+        ({"lr": -1}, "$.lr"),
+        ({"optimizer": "adma"}, "$.optimizer"),
+        ({"variants": ["LeNet5"]}, "$.variants[0]"),
+        ({"device": "tpu"}, "$.device"),
+    ]:
         errors = validate(bad, schema)
         assert [e.json_path for e in errors] == [path], bad
 
@@ -99,14 +116,36 @@ def test_what_a_comparison_dispatches_passes_the_training_deployments_schema(sch
 
     config = tmp_path / "mine.json"
     config.write_text('{"conv_channels": [4], "fc_sizes": [8]}')
-    params = parse_params({"dataset": "digits", "storage": str(tmp_path / "results"), "variants": ["lenet1"], "variant_files": {"mine": str(config)}, "run": "r1", "lr": 0.05, "repeats": 2})
+    params = parse_params(
+        {
+            "dataset": "digits",
+            "storage": str(tmp_path / "results"),
+            "variants": ["lenet1"],
+            "variant_files": {"mine": str(config)},
+            "run": "r1",
+            "lr": 0.05,
+            "repeats": 2,
+        }
+    )
     settings = build_settings(params)
     try:
         sent = variant_parameters(settings, "mine", 1, "seed-1")
         assert validate(sent, schemas["variant"]) == []
         assert set(sent) == set(VARIANT_FIELDS)
-        assert sent["variant"] == "mine" and sent["seed"] == 1 and sent["subdir"] == "seed-1" and sent["run"] == "r1" and sent["publish"] is False
-        assert json.loads(sent["variant_files"]["mine"]) == {"conv_channels": [4], "kernel_sizes": 3, "pool_sizes": 2, "fc_sizes": [8], "dropout": 0.0}
+        assert (
+            sent["variant"] == "mine"
+            and sent["seed"] == 1
+            and sent["subdir"] == "seed-1"
+            and sent["run"] == "r1"
+            and sent["publish"] is False
+        )
+        assert json.loads(sent["variant_files"]["mine"]) == {
+            "conv_channels": [4],
+            "kernel_sizes": 3,
+            "pool_sizes": 2,
+            "fc_sizes": [8],
+            "dropout": 0.0,
+        }
         assert parse_params(sent).lr == 0.05
     finally:
         from cnn.models import unregister_variant
@@ -118,15 +157,38 @@ def test_parse_params_reports_the_first_bad_field_and_counts_the_others() -> Non
     with pytest.raises(ConfigError) as err:
         parse_params({"epochs": 0, "lr": "fast", "seed": -1})
     assert err.value.field == "epochs"
-    assert str(err.value) == "epochs: must be 'auto' or an integer >= 1, got 0 (allowed: 'auto' or an integer >= 1); also bad: lr, seed"
+    assert (
+        str(err.value)
+        == "epochs: must be 'auto' or an integer >= 1, got 0 (allowed: 'auto' or an integer >= 1); also bad: lr, seed"
+    )
 
 
 def test_values_from_text_are_parsed_as_the_cli_and_yaml_give_them() -> None:
-    params = parse_params({"epochs": "3", "lr": "1e-3", "variants": "lenet1, cnn2_5", "refresh": "train,lr", "max_train": None, "run": None, "variant_files": ["mine=a.json"], "variant_modules": "pkg.nets"})
-    assert (params.epochs, params.lr, params.variants, params.refresh, params.max_train, params.run) == (3, 0.001, ["lenet1", "cnn2_5"], ["train", "lr"], 0, "")
+    params = parse_params(
+        {
+            "epochs": "3",
+            "lr": "1e-3",
+            "variants": "lenet1, cnn2_5",
+            "refresh": "train,lr",
+            "max_train": None,
+            "run": None,
+            "variant_files": ["mine=a.json"],
+            "variant_modules": "pkg.nets",
+        }
+    )
+    assert (params.epochs, params.lr, params.variants, params.refresh, params.max_train, params.run) == (
+        3,
+        0.001,
+        ["lenet1", "cnn2_5"],
+        ["train", "lr"],
+        0,
+        "",
+    )
     assert params.variant_files == {"mine": "a.json"} and params.variant_modules == ["pkg.nets"]
     assert parse_params({"lr": "AUTO", "refresh": True}).refresh == ["lr", "train", "evaluate", "features"]
-    assert parse_params({"variants": ["lenet1"], "variant_files": {"mine": "a.json", "lenet1": "b.json"}}).compared() == ["lenet1", "mine"]
+    assert parse_params(
+        {"variants": ["lenet1"], "variant_files": {"mine": "a.json", "lenet1": "b.json"}}
+    ).compared() == ["lenet1", "mine"]
 
 
 # ---------------------------------------------------------------- the CLI, generated from the model
@@ -139,42 +201,97 @@ def test_cli_has_an_option_for_every_run_parameter_with_its_description() -> Non
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     compare = {a.dest: a for a in subparsers["compare"]._actions}
     assert set(COMPARE_FIELDS) <= set(compare)
-    assert compare["variant_files"].option_strings == ["--variant"] and compare["weight_decay"].option_strings == ["--weight-decay"]
-    assert compare["lr_min"].help.startswith(RunParams.model_fields["lr_min"].description) and "Default: 1e-05." in compare["lr_min"].help
+    assert compare["variant_files"].option_strings == ["--variant"] and compare["weight_decay"].option_strings == [
+        "--weight-decay"
+    ]
+    assert (
+        compare["lr_min"].help.startswith(RunParams.model_fields["lr_min"].description)
+        and "Default: 1e-05." in compare["lr_min"].help
+    )
     retrain = {a.dest for a in subparsers["retrain"]._actions}
-    assert {"variant", "momentum", "variant_modules"} <= retrain and not {"publish", "subdir", "refresh", "variants"} & retrain
+    assert {"variant", "momentum", "variant_modules"} <= retrain and not {
+        "publish",
+        "subdir",
+        "refresh",
+        "variants",
+    } & retrain
 
 
 def test_cli_passes_only_the_options_given_so_defaults_stay_in_the_model() -> None:
     from flows.cli import build_parser, run_params
 
-    args = build_parser().parse_args(["compare", "--epochs", "3", "--variant", "mine=a.json", "--variant", "yours=b.json", "--refresh"])
+    args = build_parser().parse_args(
+        ["compare", "--epochs", "3", "--variant", "mine=a.json", "--variant", "yours=b.json", "--refresh"]
+    )
     params = run_params(args)
-    assert params.epochs == 3 and params.variant_files == {"mine": "a.json", "yours": "b.json"} and params.refresh == ["lr", "train", "evaluate", "features"]
-    assert params.model_dump(exclude={"epochs", "variant_files", "refresh"}) == RunParams().model_dump(exclude={"epochs", "variant_files", "refresh"})
+    assert (
+        params.epochs == 3
+        and params.variant_files == {"mine": "a.json", "yours": "b.json"}
+        and params.refresh == ["lr", "train", "evaluate", "features"]
+    )
+    assert params.model_dump(exclude={"epochs", "variant_files", "refresh"}) == RunParams().model_dump(
+        exclude={"epochs", "variant_files", "refresh"}
+    )
 
 
-@pytest.mark.parametrize(("argv", "line"), [
-    (["compare", "--lr-min", "nan"], "cnn-lab: lr_min: must be a finite number > 0, got 'nan' (allowed: a finite number > 0)"),
-    (["compare", "--optimizer", "adma"], "cnn-lab: optimizer: unknown optimizer 'adma'; did you mean 'adam'? (allowed: sgd, adam, adamw)"),
-    (["compare", "--variants", "lenet1,Lenet5"], "cnn-lab: variants: 'Lenet5' is not a variant name; did you mean 'lenet5'? (allowed: lowercase letters, digits and _)"),
-    (["compare", "--lr-min", "0.1", "--lr-max", "0.01"], "cnn-lab: lr_max: must be greater than lr_min=0.1, got 0.01 (allowed: a number > 0.1)"),
-    (["retrain", "lenet1", "--momentum", "1"], "cnn-lab: momentum: must be a finite number in [0, 1), got '1' (allowed: a finite number in [0, 1))"),
-])
-def test_cli_rejects_a_bad_value_with_one_line_and_exit_code_2(argv: list[str], line: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["compare", "--lr-min", "nan"],
+            "cnn-lab: lr_min: must be a finite number > 0, got 'nan' (allowed: a finite number > 0)",
+        ),
+        (
+            ["compare", "--optimizer", "adma"],
+            "cnn-lab: optimizer: unknown optimizer 'adma'; did you mean 'adam'? (allowed: sgd, adam, adamw)",
+        ),
+        (
+            ["compare", "--variants", "lenet1,Lenet5"],
+            "cnn-lab: variants: 'Lenet5' is not a variant name; did you mean 'lenet5'? (allowed: lowercase letters, digits and _)",
+        ),
+        (
+            ["compare", "--lr-min", "0.1", "--lr-max", "0.01"],
+            "cnn-lab: lr_max: must be greater than lr_min=0.1, got 0.01 (allowed: a number > 0.1)",
+        ),
+        (
+            ["retrain", "lenet1", "--momentum", "1"],
+            "cnn-lab: momentum: must be a finite number in [0, 1), got '1' (allowed: a finite number in [0, 1))",
+        ),
+    ],
+)
+def test_cli_rejects_a_bad_value_with_one_line_and_exit_code_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flows.cli import main
 
     assert main(argv) == 2
     assert capsys.readouterr().err == line + "\n"
 
 
-@pytest.mark.parametrize(("argv", "line"), [
-    (["compare", "--variants", "lenet1,lenet7", "--storage", "{tmp}"], "cnn-lab: variants: unknown variant 'lenet7'; did you mean 'lenet5'? (allowed: alexnet, "),
-    (["compare", "--dataset", "fashion_mnist", "--storage", "{tmp}"], "cnn-lab: dataset: unknown dataset 'fashion_mnist'; did you mean 'fashion-mnist'? (allowed: "),
-    (["compare", "--variant", "mine={tmp}/missing.json", "--storage", "{tmp}"], "cnn-lab: variant_files: variant 'mine' from {tmp}/missing.json: no such file: {tmp}/missing.json"),
-    (["retrain", "lenet1", "--variant-module", "no_such_cnn_lab_plugin", "--storage", "{tmp}"], "cnn-lab: variant_modules: cannot import 'no_such_cnn_lab_plugin': ModuleNotFoundError"),
-])
-def test_cli_checks_names_against_the_registries_before_prefect_starts(argv: list[str], line: str, tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["compare", "--variants", "lenet1,lenet7", "--storage", "{tmp}"],
+            "cnn-lab: variants: unknown variant 'lenet7'; did you mean 'lenet5'? (allowed: alexnet, ",
+        ),
+        (
+            ["compare", "--dataset", "fashion_mnist", "--storage", "{tmp}"],
+            "cnn-lab: dataset: unknown dataset 'fashion_mnist'; did you mean 'fashion-mnist'? (allowed: ",
+        ),
+        (
+            ["compare", "--variant", "mine={tmp}/missing.json", "--storage", "{tmp}"],
+            "cnn-lab: variant_files: variant 'mine' from {tmp}/missing.json: no such file: {tmp}/missing.json",
+        ),
+        (
+            ["retrain", "lenet1", "--variant-module", "no_such_cnn_lab_plugin", "--storage", "{tmp}"],
+            "cnn-lab: variant_modules: cannot import 'no_such_cnn_lab_plugin': ModuleNotFoundError",
+        ),
+    ],
+)
+def test_cli_checks_names_against_the_registries_before_prefect_starts(
+    argv: list[str], line: str, tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import flows.cli
 
     monkeypatch.setattr(flows.cli, "_run_flow", lambda *a, **k: pytest.fail("the flow must not start"))
@@ -189,4 +306,6 @@ def test_cli_suggests_the_option_meant(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--weightdecay", "0.1"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == "cnn-lab: unrecognized arguments: --weightdecay 0.1; did you mean --weight-decay?\n"
+    assert (
+        capsys.readouterr().err == "cnn-lab: unrecognized arguments: --weightdecay 0.1; did you mean --weight-decay?\n"
+    )

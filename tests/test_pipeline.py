@@ -1,4 +1,5 @@
 """The plain (no Prefect) pipeline of one variant: files written, metrics, model checks."""
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,25 @@ from cnn.train import TrainConfig
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     storage = tmp_path_factory.mktemp("store")
-    out = run_variant(DatasetRef("digits"), "generic_2", str(storage), "r1", {"epochs": 8, "batch_size": 16, "device": "cpu"})
+    out = run_variant(
+        DatasetRef("digits"), "generic_2", str(storage), "r1", {"epochs": 8, "batch_size": 16, "device": "cpu"}
+    )
     return storage, out
 
 
 def test_run_variant_writes_the_layout(digits_run) -> None:
     storage, _ = digits_run
     folder = storage / "digits" / "r1" / "generic_2"
-    for name in ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.png", "metrics.json", "history.csv", "checkpoint.pt", "model.pt"):
+    for name in (
+        "losses.png",
+        "confusion_matrix.png",
+        "classification_report.csv",
+        "lr_finder.png",
+        "metrics.json",
+        "history.csv",
+        "checkpoint.pt",
+        "model.pt",
+    ):
         assert (folder / name).stat().st_size > 0, name
     assert (folder / "filters" / "conv1.png").is_file()
     assert {p.stem for p in (folder / "feature_maps").glob("*.png")} >= {"conv1", "relu1", "pool1", "fc1", "output"}
@@ -31,13 +43,22 @@ def test_run_variant_writes_the_layout(digits_run) -> None:
 def test_digits_learns_with_the_auto_lr(digits_run) -> None:
     _, out = digits_run
     assert out["lr"]["rule"].startswith(("steepest", "min_loss_div10", "base lr")) and out["lr"]["lr"] > 0
-    assert out["lr"]["num_steps"] <= 64 and out["lr"]["budget_share"] <= 0.1  # 10% of 8 epochs x 1,293 images at batch 16
+    assert (
+        out["lr"]["num_steps"] <= 64 and out["lr"]["budget_share"] <= 0.1
+    )  # 10% of 8 epochs x 1,293 images at batch 16
     assert out["eval"]["accuracy"] > 0.7
     assert out["train"]["input_size"] == 28  # 8x8 digits upsampled to the side the seeds were designed for
 
 
 def test_a_budget_too_small_for_a_curve_uses_the_base_lr(tmp_path) -> None:
-    out = run_variant(DatasetRef("digits"), "lenet1", str(tmp_path), "r2", TrainConfig(epochs=1, batch_size=64, device="cpu"), features=False)
+    out = run_variant(
+        DatasetRef("digits"),
+        "lenet1",
+        str(tmp_path),
+        "r2",
+        TrainConfig(epochs=1, batch_size=64, device="cpu"),
+        features=False,
+    )
     assert out["lr"]["lr"] == 3e-3 and out["lr"]["rule"].startswith("base lr: range test budget")
     assert not (tmp_path / "digits" / "r2" / "lenet1" / "lr_finder.png").exists()
 

@@ -1,4 +1,5 @@
 """Tests for cnn.plots: every function returns a Figure that renders to PNG and is closed afterwards."""
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Bring your own architecture: an installed package's entry point, a module or .py file with @register_variant, and a
 GenericCNN JSON file, each registered when a run starts and trained through `cnn-lab compare` end to end."""
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,14 @@ build.min_input_size = 3
 def broken(in_channels, num_classes, input_size):
     raise RuntimeError("never built")
 '''
-MODULE = '''
+MODULE = """
 from torch import nn
 from cnn.models import register_variant
 
 @register_variant("{name}", min_input_size=3, description="a user's module variant")
 def net(in_channels, num_classes, input_size):
     return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
-'''
+"""
 CONFIG = {"conv_channels": [4], "kernel_sizes": 3, "pool_sizes": [2], "fc_sizes": [16]}
 
 
@@ -63,7 +64,9 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     dist = site / "lab_plugin_nets-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lab-plugin-nets\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nep_net = lab_plugin_nets:build\nep_missing = lab_plugin_nets:no_such_builder\n")
+    (dist / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\nep_net = lab_plugin_nets:build\nep_missing = lab_plugin_nets:no_such_builder\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     yield site
     _forget("ep_net", "ep_missing")
@@ -91,11 +94,16 @@ def test_entry_point_variant_is_listed_with_its_origin_and_builds(installed_plug
 def test_a_broken_entry_point_is_named_when_asked_for_and_the_others_still_load(installed_plugin: Path) -> None:
     load_variants()
     assert "ep_net" in list_variants() and "ep_missing" not in list_variants()
-    with pytest.raises(ConfigError, match=r"^variants: variant 'ep_missing' from entry point ep_missing = lab_plugin_nets:no_such_builder failed to load: AttributeError"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^variants: variant 'ep_missing' from entry point ep_missing = lab_plugin_nets:no_such_builder failed to load: AttributeError",
+    ):
         check_variant_names(["ep_net", "ep_missing"])
 
 
-def test_module_by_name_and_by_file_path_register_their_variants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_module_by_name_and_by_file_path_register_their_variants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "lab_named_nets.py").write_text(MODULE.format(name="named_net"))
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "my_nets.py").write_text(MODULE.format(name="file_net"))
@@ -120,17 +128,37 @@ def test_json_file_variant_registers_and_a_new_config_replaces_it(config_file: P
 
 
 def test_unknown_name_suggests_the_closest() -> None:
-    with pytest.raises(ConfigError, match=r"^variants: unknown variant 'cnn2_6'; did you mean 'cnn2_\d'\? \(allowed: alexnet"):
+    with pytest.raises(
+        ConfigError, match=r"^variants: unknown variant 'cnn2_6'; did you mean 'cnn2_\d'\? \(allowed: alexnet"
+    ):
         check_variant_names(["lenet1", "cnn2_6"])
 
 
 # ---------------------------------------------------------------- through `cnn-lab compare`, end to end (small data)
 
-ARGS = ["--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--max-train", "300", "--val-size", "60", "--device", "cpu", "--quiet"]
+ARGS = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.05",
+    "--max-train",
+    "300",
+    "--val-size",
+    "60",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
-def test_entry_point_module_and_json_variants_go_through_cnn_lab_compare(prefect_harness, installed_plugin: Path, config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_entry_point_module_and_json_variants_go_through_cnn_lab_compare(
+    prefect_harness, installed_plugin: Path, config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flows.cli import main
 
     module = tmp_path / "user" / "user_nets.py"
@@ -140,7 +168,20 @@ def test_entry_point_module_and_json_variants_go_through_cnn_lab_compare(prefect
         assert main(["variants", "--variant-module", str(module), "--variant", f"mine={config_file}"]) == 0
         listed = capsys.readouterr().out
         assert "user_net" in listed and "ep_net" in listed and f"[file {config_file}]" in listed
-        argv = ["compare", "--variants", "ep_net,user_net", "--variant-module", str(module), "--variant", f"mine={config_file}", "--storage", str(tmp_path / "results"), "--run", "byo", *ARGS]
+        argv = [
+            "compare",
+            "--variants",
+            "ep_net,user_net",
+            "--variant-module",
+            str(module),
+            "--variant",
+            f"mine={config_file}",
+            "--storage",
+            str(tmp_path / "results"),
+            "--run",
+            "byo",
+            *ARGS,
+        ]
         rc = main(argv)
         out, err = capsys.readouterr()
         assert rc == 0, err

@@ -1,4 +1,5 @@
 """tasks.progress: one log line per epoch, the progress artifact moved at most every few seconds and always at the end."""
+
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,9 @@ from tasks import progress as progress_mod
 
 def test_progress_artifact_is_throttled_but_reaches_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
     updates: list[float] = []
-    clock = iter([100.0, 100.5, 101.0, 103.0, 103.1])  # epochs 1-5: only epoch 1, epoch 4 (2 s later) and the last update
+    clock = iter(
+        [100.0, 100.5, 101.0, 103.0, 103.1]
+    )  # epochs 1-5: only epoch 1, epoch 4 (2 s later) and the last update
     monkeypatch.setattr(progress_mod, "get_run_logger", lambda: logging.getLogger("test"))
     monkeypatch.setattr(progress_mod, "update_progress_artifact", lambda _id, value: updates.append(value))
     monkeypatch.setattr(progress_mod.time, "monotonic", lambda: next(clock))

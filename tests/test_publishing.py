@@ -1,5 +1,6 @@
 """Publishing to a shared store: concurrent comparisons and retrains lose no row, on disk and on S3; older tables are
 still read; a damaged published file is named before any training; artifacts escape user-controlled text."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -11,17 +12,33 @@ from typing import Any
 import pytest
 
 from cnn.errors import StorageError
-from cnn.publishing import LATEST, LATEST_DIR, build_comparison, comparison_artifact_markdown, latest_rows, publish_latest, variant_markdown
+from cnn.publishing import (
+    LATEST,
+    LATEST_DIR,
+    build_comparison,
+    comparison_artifact_markdown,
+    latest_rows,
+    publish_latest,
+    variant_markdown,
+)
 from cnn.report import aggregate_repeats, comparison_markdown, error_analysis_markdown, make_row
 from storage_helpers import S3Server, s3_env
 
 VARIANTS = ["lenet1", "lenet5", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "generic_1", "generic_2"]
 
 
-def _row(variant: str, acc: float = 0.5, seed: int = 0, folder: str | None = None, classes: tuple[str, str] = ("a", "b")) -> dict:
+def _row(
+    variant: str, acc: float = 0.5, seed: int = 0, folder: str | None = None, classes: tuple[str, str] = ("a", "b")
+) -> dict:
     lr = {"lr": 0.05, "rule": "given"}
     train = {"params": 100, "epochs": 1, "best_val_acc": acc, "seconds": 1.0, "images_per_sec": 10.0, "folder": folder}
-    evaluation = {"accuracy": acc, "macro_f1": acc, "per_class_f1": dict.fromkeys(classes, acc), "confusion": [[500, 500], [500, 500]], "most_confused": [{"true": classes[1], "predicted": classes[0], "count": 3}]}
+    evaluation = {
+        "accuracy": acc,
+        "macro_f1": acc,
+        "per_class_f1": dict.fromkeys(classes, acc),
+        "confusion": [[500, 500], [500, 500]],
+        "most_confused": [{"true": classes[1], "predicted": classes[0], "count": 3}],
+    }
     return make_row(variant, seed, lr, train, evaluation)
 
 
@@ -70,20 +87,33 @@ def test_concurrent_publishers_lose_no_row(store_url: str) -> None:
 def test_older_whole_table_is_read_for_variants_without_their_own_file(store_url: str) -> None:
     from cnn.storage import Storage
 
-    Storage(store_url).write_json(f"digits/{LATEST}", {"run": "old", "repeats": 2, "rows": [_row("lenet1", 0.1), _row("lenet1", 0.3, seed=1), _row("cnn2_5", 0.2)]})
+    Storage(store_url).write_json(
+        f"digits/{LATEST}",
+        {"run": "old", "repeats": 2, "rows": [_row("lenet1", 0.1), _row("lenet1", 0.3, seed=1), _row("cnn2_5", 0.2)]},
+    )
     publish_latest(store_url, "digits", "new", [_row("cnn2_5", 0.9), _row("generic_1", 0.8)])
-    publish_latest(store_url, "digits", "newer", [make_row("generic_1", 0, None, None, None, error="boom")])  # all failed: kept as it was
+    publish_latest(
+        store_url, "digits", "newer", [make_row("generic_1", 0, None, None, None, error="boom")]
+    )  # all failed: kept as it was
     latest = latest_rows(store_url, "digits")
-    assert sorted((r["variant"], r["test_acc"]) for r in latest["rows"]) == [("cnn2_5", 0.9), ("generic_1", 0.8), ("lenet1", 0.1), ("lenet1", 0.3)]
+    assert sorted((r["variant"], r["test_acc"]) for r in latest["rows"]) == [
+        ("cnn2_5", 0.9),
+        ("generic_1", 0.8),
+        ("lenet1", 0.1),
+        ("lenet1", 0.3),
+    ]
     assert latest["repeats"] == 2
 
 
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        (b'{"run": "x", "rows": [{"variant": "lenet1", "test_', r"digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)"),
+        (
+            b'{"run": "x", "rows": [{"variant": "lenet1", "test_',
+            r"digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)",
+        ),
         (b"\xff\xfe rows", r"digits/latest\.json is not UTF-8 text"),
-        (b'[1, 2]', r"digits/latest\.json is not a published-rows file"),
+        (b"[1, 2]", r"digits/latest\.json is not a published-rows file"),
     ],
     ids=["truncated", "not-utf8", "not-rows"],
 )
@@ -108,7 +138,9 @@ def test_a_file_of_another_variant_is_named(tmp_path: Path) -> None:
 def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, results: Any) -> None:
     """One publisher process: wait for the others, then publish a comparison (or a retrain's merged table)."""
     barrier.wait()
-    out = build_comparison({"name": "digits", "val_size": 0.15, "seed": 0}, url, rows[0]["variant"] + "-run", rows, with_latest=with_latest)
+    out = build_comparison(
+        {"name": "digits", "val_size": 0.15, "seed": 0}, url, rows[0]["variant"] + "-run", rows, with_latest=with_latest
+    )
     results.put((rows[0]["variant"], sorted(r["variant"] for r in out["rows"])))
 
 
@@ -117,10 +149,19 @@ def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: st
     from cnn.report import files
 
     monkeypatch.setattr(files, "_report_figures", lambda *args: {})  # the figures take seconds and touch no row
-    jobs = [([_row("lenet1"), _row("lenet5")], False), ([_row("cnn2_3"), _row("cnn2_5")], False), ([_row("generic_1", 0.7)], True), ([_row("generic_2", 0.6)], True)]
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: forking after a test left Prefect's threads running broke the children
+    jobs = [
+        ([_row("lenet1"), _row("lenet5")], False),
+        ([_row("cnn2_3"), _row("cnn2_5")], False),
+        ([_row("generic_1", 0.7)], True),
+        ([_row("generic_2", 0.6)], True),
+    ]
+    context = multiprocessing.get_context(
+        "spawn"
+    )  # fresh interpreters: forking after a test left Prefect's threads running broke the children
     barrier, results = context.Barrier(len(jobs)), context.Queue()
-    procs = [context.Process(target=_publish, args=(store_url, rows, latest, barrier, results)) for rows, latest in jobs]
+    procs = [
+        context.Process(target=_publish, args=(store_url, rows, latest, barrier, results)) for rows, latest in jobs
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -128,8 +169,17 @@ def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: st
     assert [p.exitcode for p in procs] == [0] * len(jobs)
     reported = dict(results.get(timeout=5) for _ in jobs)
     assert reported["lenet1"] == ["lenet1", "lenet5"]  # a comparison reports its own rows
-    assert "generic_1" in reported["generic_1"]  # a retrain reports its own row and those published before it read the store
-    assert sorted(r["variant"] for r in latest_rows(store_url, "digits")["rows"]) == ["cnn2_3", "cnn2_5", "generic_1", "generic_2", "lenet1", "lenet5"]
+    assert (
+        "generic_1" in reported["generic_1"]
+    )  # a retrain reports its own row and those published before it read the store
+    assert sorted(r["variant"] for r in latest_rows(store_url, "digits")["rows"]) == [
+        "cnn2_3",
+        "cnn2_5",
+        "generic_1",
+        "generic_2",
+        "lenet1",
+        "lenet5",
+    ]
 
 
 # --- user-controlled text in the Markdown ---------------------------------------------------------------------------
@@ -139,12 +189,23 @@ HOSTILE = "<script>alert(1)</script>"
 
 def test_markdown_escapes_paths_class_names_and_errors() -> None:
     classes = (f"cat{HOSTILE}", "dog|<img src=x onerror=alert(1)>")
-    rows = [_row("lenet1", 0.6, folder=f"/data/{HOSTILE}/lenet1", classes=classes), _row("cnn2_5", 0.7, classes=classes), make_row("lenet5", 0, None, None, None, error=f"StorageError: cannot write /x/{HOSTILE}")]
+    rows = [
+        _row("lenet1", 0.6, folder=f"/data/{HOSTILE}/lenet1", classes=classes),
+        _row("cnn2_5", 0.7, classes=classes),
+        make_row("lenet5", 0, None, None, None, error=f"StorageError: cannot write /x/{HOSTILE}"),
+    ]
     texts = [
         comparison_markdown(aggregate_repeats(rows), "digits", 1),
         error_analysis_markdown(rows, list(classes)),
         variant_markdown(rows[0], {}, "", {"filters": [f"/data/{HOSTILE}/f.png"], "feature_maps": []}),
-        comparison_artifact_markdown({"comparison_md": "", "images_small": {}, "images": {"f1_heatmap": f"/data/{HOSTILE}/f1.png"}, "report": f"/data/{HOSTILE}/report.md"}),
+        comparison_artifact_markdown(
+            {
+                "comparison_md": "",
+                "images_small": {},
+                "images": {"f1_heatmap": f"/data/{HOSTILE}/f1.png"},
+                "report": f"/data/{HOSTILE}/report.md",
+            }
+        ),
     ]
     for text in texts:
         assert "<script" not in text and "<img" not in text, text
@@ -169,7 +230,10 @@ def test_variant_page_scores_one_format_and_plots_at_the_ui_width(tmp_path: Path
 
     store = Storage(str(tmp_path))
     folder = store.path("digits/r/lenet1")
-    store.write_text("digits/r/lenet1/classification_report.csv", "class,precision,recall,f1-score,support\n0,1.0,0.6666667,0.8,3\nmacro avg,0.5,1.0,0.6666667,3\n")
+    store.write_text(
+        "digits/r/lenet1/classification_report.csv",
+        "class,precision,recall,f1-score,support\n0,1.0,0.6666667,0.8,3\nmacro avg,0.5,1.0,0.6666667,3\n",
+    )
     for name in ("losses.png", "confusion_matrix.png", "lr_finder.png"):
         store.write_bytes(f"digits/r/lenet1/{name}", plots.figure_to_png(plt.figure(figsize=(10, 4)), dpi=110))
     row = _row("lenet1", 0.6666667, folder=folder)
@@ -177,8 +241,12 @@ def test_variant_page_scores_one_format_and_plots_at_the_ui_width(tmp_path: Path
     assert "| 0 | 1.000 | 0.667 | 0.800 | 3 |" in table  # never "1" next to "0.667"
     images = variant_images(store, row, {"plot": store.path("digits/r/lenet1/lr_finder.png")})
     assert list(images) == ["loss curves", "confusion matrix", "LR sweep"]
-    page = variant_markdown(row, images, table, {"filters": [f"{folder}/filters/conv1.png"], "feature_maps": []}, root=store.url)
-    widths = [Image.open(io.BytesIO(base64.b64decode(uri))).width for uri in re.findall(r"base64,([A-Za-z0-9+/=]+)", page)]
+    page = variant_markdown(
+        row, images, table, {"filters": [f"{folder}/filters/conv1.png"], "feature_maps": []}, root=store.url
+    )
+    widths = [
+        Image.open(io.BytesIO(base64.b64decode(uri))).width for uri in re.findall(r"base64,([A-Za-z0-9+/=]+)", page)
+    ]
     assert widths == [plots.UI_WIDTH] * 3  # 1100 px files shown at the content column's width, not 450 px thumbnails
     assert "test acc **0.667**" in page and "- filters: digits/r/lenet1/filters/conv1.png" in page
 
@@ -186,9 +254,20 @@ def test_variant_page_scores_one_format_and_plots_at_the_ui_width(tmp_path: Path
 def test_link_artifacts_say_what_they_show_and_galleries_get_their_own_page() -> None:
     from cnn.publishing import galleries_markdown, link_description
 
-    assert link_description("f1_heatmap", "digits") == "digits: per-class F1 heatmap, full size (the comparison artifact embeds it at the page's width)"
-    assert link_description("gallery_first_conv", "digits") == "digits: gallery of first conv, full size (the galleries artifact embeds it at the page's width)"
-    built = {"comparison_md": "table", "report": "/r/report.md", "images": {"f1_heatmap": "/r/f1.png", "gallery_filters": "/r/g.png"}, "images_small": {"f1_heatmap": "data:image/png;base64,AA", "gallery_filters": "data:image/png;base64,BB"}}
+    assert (
+        link_description("f1_heatmap", "digits")
+        == "digits: per-class F1 heatmap, full size (the comparison artifact embeds it at the page's width)"
+    )
+    assert (
+        link_description("gallery_first_conv", "digits")
+        == "digits: gallery of first conv, full size (the galleries artifact embeds it at the page's width)"
+    )
+    built = {
+        "comparison_md": "table",
+        "report": "/r/report.md",
+        "images": {"f1_heatmap": "/r/f1.png", "gallery_filters": "/r/g.png"},
+        "images_small": {"f1_heatmap": "data:image/png;base64,AA", "gallery_filters": "data:image/png;base64,BB"},
+    }
     comparison = comparison_artifact_markdown(built)
     assert "base64,AA" in comparison and "base64,BB" not in comparison and "the galleries artifact" in comparison
     assert "## filters\n\n![filters](data:image/png;base64,BB)" in galleries_markdown(built, "digits")

@@ -1,6 +1,7 @@
 """What a run prints: the temporary server's telemetry off unless the user set it, each epoch once (a bar on a
 terminal, a line elsewhere, nothing with --quiet; the run's log keeps its record), and a cnn-lab error inside a flow
 as one line, without a traceback in any log."""
+
 from __future__ import annotations
 
 import io
@@ -20,14 +21,27 @@ ROOT = Path(__file__).resolve().parents[1]
 ROW = {"epoch": 2, "epochs": 4, "train_loss": 0.4321, "val_acc": 0.875, "images_per_sec": 2512.0}
 
 
-@pytest.mark.parametrize(("setting", "profile", "server_gets"), [(None, None, "false"), ("true", None, "true"), ("false", None, "false"), (None, "true", None)])
-def test_the_temporary_server_gets_telemetry_off_unless_the_user_set_it(setting: str | None, profile: str | None, server_gets: str | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "profile", "server_gets"),
+    [(None, None, "false"), ("true", None, "true"), ("false", None, "false"), (None, "true", None)],
+)
+def test_the_temporary_server_gets_telemetry_off_unless_the_user_set_it(
+    setting: str | None, profile: str | None, server_gets: str | None, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path), PYTHONPATH=str(ROOT), **({"PREFECT_SERVER_ANALYTICS_ENABLED": setting} if setting else {}))
+    env.update(
+        PREFECT_HOME=str(tmp_path),
+        PYTHONPATH=str(ROOT),
+        **({"PREFECT_SERVER_ANALYTICS_ENABLED": setting} if setting else {}),
+    )
     if profile:  # set in a profile: the server reads it there itself, so cnn-lab leaves it out of the environment
-        (tmp_path / "profiles.toml").write_text(f'active = "mine"\n[profiles.mine]\nPREFECT_SERVER_ANALYTICS_ENABLED = "{profile}"\n')
+        (tmp_path / "profiles.toml").write_text(
+            f'active = "mine"\n[profiles.mine]\nPREFECT_SERVER_ANALYTICS_ENABLED = "{profile}"\n'
+        )
     code = "from flows.local_server import server_environment\nprint(server_environment().get('PREFECT_SERVER_ANALYTICS_ENABLED'))"
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.split()[-1:] == [str(server_gets).lower() if server_gets else "None"], done.stderr
 
 
@@ -35,7 +49,13 @@ def _display(quiet: bool, terminal: bool) -> tuple[object, io.StringIO]:
     from flows.terminal_progress import EpochDisplay
 
     out = io.StringIO()
-    console = Console(file=out, force_terminal=terminal, color_system=None, width=120, theme=Theme({"log.info_level": "cyan"}, inherit=False))  # as Prefect's
+    console = Console(
+        file=out,
+        force_terminal=terminal,
+        color_system=None,
+        width=120,
+        theme=Theme({"log.info_level": "cyan"}, inherit=False),
+    )  # as Prefect's
     return EpochDisplay(quiet, console), out
 
 
@@ -55,9 +75,18 @@ def test_on_a_terminal_each_variant_gets_a_bar_with_epoch_loss_accuracy_speed_an
     with display:
         display("lenet1", ROW, 0.5)
         display("cnn2_5", {**ROW, "epoch": 1}, 0.6)
-        display.console.print("12:00:01 | INFO | Task run 'evaluate_variant' - Finished in state Completed()")  # a log line meanwhile
+        display.console.print(
+            "12:00:01 | INFO | Task run 'evaluate_variant' - Finished in state Completed()"
+        )  # a log line meanwhile
     text = out.getvalue()
-    assert "lenet1" in text and "2/4 epochs" in text and "loss 0.4321" in text and "val_acc 0.8750" in text and "2512 img/s" in text and "ETA" in text
+    assert (
+        "lenet1" in text
+        and "2/4 epochs" in text
+        and "loss 0.4321" in text
+        and "val_acc 0.8750" in text
+        and "2512 img/s" in text
+        and "ETA" in text
+    )
     assert "cnn2_5" in text and "1/4 epochs" in text and "Finished in state Completed()" in text
 
 
@@ -79,7 +108,9 @@ def test_the_epoch_record_stays_out_of_the_terminal_while_the_display_runs() -> 
     assert stream.getvalue().splitlines() == ["other news", "lenet1 epoch 2/4"]
 
 
-def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(prefect_harness, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
+    prefect_harness, caplog: pytest.LogCaptureFixture
+) -> None:
     from prefect import flow, task
 
     from flows.failures import fail_in_one_line
@@ -104,8 +135,14 @@ def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
 
     with caplog.at_level(logging.INFO):
         state = ours(return_state=True)
-    assert state.is_failed() and state.message == "DataError: dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
-    assert state.result(raise_on_failure=False) == {"error": "dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."}
+    assert (
+        state.is_failed()
+        and state.message
+        == "DataError: dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
+    )
+    assert state.result(raise_on_failure=False) == {
+        "error": "dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
+    }
     assert not [r for r in caplog.records if r.exc_info or r.exc_text], "a traceback in the log"
     caplog.clear()
     with caplog.at_level(logging.INFO):
@@ -117,14 +154,31 @@ def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
 @pytest.mark.slow
 def test_quickstart_with_a_batch_larger_than_the_data_ends_in_one_line_before_any_training(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # a fresh Prefect database, telemetry as the user left it
-    cmd = [sys.executable, "-m", "flows.cli", "compare", "--dataset", "digits", "--variants", "lenet1,cnn2_5", "--batch-size", "5000", "--storage", str(tmp_path / "store")]
+    env.update(
+        PREFECT_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"
+    )  # a fresh Prefect database, telemetry as the user left it
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "compare",
+        "--dataset",
+        "digits",
+        "--variants",
+        "lenet1,cnn2_5",
+        "--batch-size",
+        "5000",
+        "--storage",
+        str(tmp_path / "store"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert "cnn-lab: batch_size: 5000 is larger than the 1293 training images (allowed: 1..1293, or auto)" in lines
     assert "Traceback" not in done.stderr and "telemetry" not in done.stderr and "database is locked" not in done.stderr
-    assert not [line for line in lines if "lr_range_test" in line or "train_variant" in line], "a step ran after the data step"
+    assert not [line for line in lines if "lr_range_test" in line or "train_variant" in line], (
+        "a step ran after the data step"
+    )
     assert not list((tmp_path / "store").rglob("checkpoint.pt"))
 
 
@@ -142,7 +196,13 @@ def _online() -> bool:
 def test_a_flow_run_outside_the_cli_logs_a_missing_dataset_in_one_line_without_traceback(tmp_path: Path) -> None:
     """As a worker runs a flow (no CLI): offline, the default dataset cannot be downloaded."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    env.update(
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+    )
     if _online():
         pytest.skip("the dataset could be downloaded here")
     code = (
@@ -150,7 +210,9 @@ def test_a_flow_run_outside_the_cli_logs_a_missing_dataset_in_one_line_without_t
         f"state = train_variant_flow(variant='lenet1', data_dir={str(tmp_path / 'no-data')!r}, storage={str(tmp_path / 'store')!r}, return_state=True)\n"
         "print('STATE', state.type.value, state.message)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     output = done.stdout + done.stderr
     assert "STATE FAILED DataError: dataset 'FashionMNIST' could not be downloaded" in output, output[-3000:]
     assert "or use dataset='digits', which ships with scikit-learn and needs no network." in output

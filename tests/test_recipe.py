@@ -1,4 +1,5 @@
 """The default recipe: batch and epoch rules, the LR test budget, the learn check, fallbacks and honest reports."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,18 @@ from cnn.train import TrainConfig
 
 @pytest.mark.parametrize(
     ("n_train", "device", "batch"),
-    [(100, "cpu", 8), (486, "cpu", 8), (1_293, "cpu", 16), (4_860, "cpu", 16), (20_000, "cpu", 64), (54_000, "cpu", 128), (54_000, "cuda", 256), (54_000, "cuda:1", 256), (3_000_000, "cpu", 128), (3_000_000, "cuda", 512)],
+    [
+        (100, "cpu", 8),
+        (486, "cpu", 8),
+        (1_293, "cpu", 16),
+        (4_860, "cpu", 16),
+        (20_000, "cpu", 64),
+        (54_000, "cpu", 128),
+        (54_000, "cuda", 256),
+        (54_000, "cuda:1", 256),
+        (3_000_000, "cpu", 128),
+        (3_000_000, "cuda", 512),
+    ],
 )
 def test_batch_rule_follows_the_training_set(n_train: int, device: str, batch: int) -> None:
     assert recipe.auto_batch_size(n_train, device) == batch
@@ -38,7 +50,9 @@ def test_explicit_values_are_always_kept() -> None:
     assert (auto.epochs, auto.batch_size, auto.optimizer, auto.schedule) == (16, 16, "adam", "onecycle")
 
 
-@pytest.mark.parametrize(("epochs", "n_train", "batch"), [(16, 1_293, 16), (30, 486, 8), (5, 54_000, 128), (1, 54_000, 128)])
+@pytest.mark.parametrize(
+    ("epochs", "n_train", "batch"), [(16, 1_293, 16), (30, 486, 8), (5, 54_000, 128), (1, 54_000, 128)]
+)
 def test_lr_test_budget_is_a_tenth_of_training_and_at_most_an_epoch(epochs: int, n_train: int, batch: int) -> None:
     steps = recipe.lr_test_steps(epochs, n_train, batch)
     assert steps * batch <= 0.1 * epochs * n_train and steps * batch <= n_train
@@ -67,8 +81,13 @@ def test_a_suggestion_above_the_trust_band_is_capped_and_one_below_gives_the_bas
     lr, how = chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.2, None), "adam", 64)
     assert lr == recipe.LR_TRUST["adam"][1] and how == "min_loss_div10, clipped from 0.2"
     assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.003, None), "adam", 64) == (0.003, "min_loss_div10")
-    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1e-7, "disagree"), "adam", 64)[1] == "base lr: disagree curve"
-    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1.5e-5, None), "adam", 64) == (3e-3, "base lr: min_loss_div10 1.5e-05 below the trust band")
+    assert (
+        chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1e-7, "disagree"), "adam", 64)[1] == "base lr: disagree curve"
+    )
+    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 1.5e-5, None), "adam", 64) == (
+        3e-3,
+        "base lr: min_loss_div10 1.5e-05 below the trust band",
+    )
 
 
 def test_large_batches_scale_the_base_lr_and_band_by_sqrt_for_adam_and_linearly_for_sgd() -> None:
@@ -91,11 +110,22 @@ def test_fallback_plan_goes_up_to_the_base_lr_or_down_tenfold_then_switches_opti
 
 def test_first_epoch_check_flags_a_loss_that_rose_only() -> None:
     assert fitting.first_epoch_failure({"val_loss": 9.0, "val_acc": 0.1}, 2.3, 0.1, 300) == "loss rose"
-    assert fitting.first_epoch_failure({"val_loss": 2.3, "val_acc": 0.1}, 2.3, 0.1, 300) is None  # flat under warm-up is fine
+    assert (
+        fitting.first_epoch_failure({"val_loss": 2.3, "val_acc": 0.1}, 2.3, 0.1, 300) is None
+    )  # flat under warm-up is fine
     assert fitting.first_epoch_failure({"val_loss": float("nan"), "val_acc": 0.1}, 2.3, 0.1, 300) == "loss rose"
 
 
-@pytest.mark.parametrize(("acc", "chance", "n", "ok"), [(0.117, 0.1, 360, False), (0.2, 0.1, 360, True), (0.55, 0.5, 10_000, False), (0.56, 0.5, 10_000, True), (math.nan, 0.1, 100, False)])
+@pytest.mark.parametrize(
+    ("acc", "chance", "n", "ok"),
+    [
+        (0.117, 0.1, 360, False),
+        (0.2, 0.1, 360, True),
+        (0.55, 0.5, 10_000, False),
+        (0.56, 0.5, 10_000, True),
+        (math.nan, 0.1, 100, False),
+    ],
+)
 def test_clearly_above_chance(acc: float, chance: float, n: int, ok: bool) -> None:
     assert recipe.learned(acc, chance, n) is ok
 
@@ -145,7 +175,21 @@ def test_a_diverging_lr_falls_back_and_learns() -> None:
 
 def _row(variant: str, acc: float, learned: bool = True, **extra: object) -> dict:
     confusion = [[500, 0], [0, 500]] if learned else [[500, 0], [500, 0]]
-    row = report.make_row(variant, 0, {"lr": 1e-3, "rule": "min_loss_div10"}, {"epochs": extra.pop("epochs", 4), "best_val_acc": acc, "seconds": 1.0, "images_per_sec": 100.0, "params": 10, "config": {"lr": 1e-3, "optimizer": "adam", "batch_size": 16, "schedule": "onecycle", **extra}}, {"accuracy": acc, "macro_f1": acc, "confusion": confusion, "per_class_f1": {}}, "f")
+    row = report.make_row(
+        variant,
+        0,
+        {"lr": 1e-3, "rule": "min_loss_div10"},
+        {
+            "epochs": extra.pop("epochs", 4),
+            "best_val_acc": acc,
+            "seconds": 1.0,
+            "images_per_sec": 100.0,
+            "params": 10,
+            "config": {"lr": 1e-3, "optimizer": "adam", "batch_size": 16, "schedule": "onecycle", **extra},
+        },
+        {"accuracy": acc, "macro_f1": acc, "confusion": confusion, "per_class_f1": {}},
+        "f",
+    )
     return row
 
 
@@ -156,7 +200,11 @@ def test_a_variant_that_did_not_learn_is_flagged_and_never_named_best() -> None:
     summaries = report.aggregate_repeats(rows)
     md = report.comparison_markdown(summaries, "toy", 1)
     assert report.best_variant(rows) == "good" and "good is the most accurate" in md
-    assert "0.950 ✗" in md and "Did not learn (✗: test accuracy not clearly above chance" in md and "idle is the most" not in md
+    assert (
+        "0.950 ✗" in md
+        and "Did not learn (✗: test accuracy not clearly above chance" in md
+        and "idle is the most" not in md
+    )
     assert report.count_wins(rows) == {"good": 1}
 
 
@@ -170,7 +218,9 @@ def test_when_nothing_learned_the_summary_names_no_winner() -> None:
 def test_rows_trained_with_different_settings_are_called_out() -> None:
     rows = [_row("a", 0.7), _row("b", 0.7, batch_size=256), _row("c", 0.7)]
     assert report.settings_differences(rows) == "batch size b 256, others 16"
-    assert "Rows were trained with different settings: batch size b 256, others 16." in report.comparison_markdown(report.aggregate_repeats(rows), "toy", 1)
+    assert "Rows were trained with different settings: batch size b 256, others 16." in report.comparison_markdown(
+        report.aggregate_repeats(rows), "toy", 1
+    )
 
 
 def test_retrain_keeps_the_published_settings_unless_overridden(tmp_path) -> None:
@@ -181,5 +231,9 @@ def test_retrain_keeps_the_published_settings_unless_overridden(tmp_path) -> Non
     Storage(str(tmp_path)).write_json("digits/latest.json", {"run": "r", "repeats": 1, "rows": rows})
     argv = ["retrain", "a", "--dataset", "digits", "--storage", str(tmp_path), "--epochs=2"]
     kept = published_defaults(build_parser().parse_args(argv))
-    assert kept == {"batch_size": 32, "optimizer": "adam", "schedule": "onecycle"}  # --epochs was typed: the user's 2 wins
+    assert kept == {
+        "batch_size": 32,
+        "optimizer": "adam",
+        "schedule": "onecycle",
+    }  # --epochs was typed: the user's 2 wins
     assert published_defaults(build_parser().parse_args(argv[:6]))["epochs"] == 4

@@ -1,4 +1,5 @@
 """Tests for cnn.report (cross-variant summaries, tables, report files) and cnn.gallery (probe galleries)."""
+
 from __future__ import annotations
 
 import base64
@@ -22,10 +23,28 @@ def pair(true: str, predicted: str, count: int) -> dict:
     return {"true": true, "predicted": predicted, "count": count}
 
 
-def row(variant: str, seed: int, acc: float, *, params: int = 1000, f1: float | None = None, per_class: dict | None = None, confused: list | None = None, flag: str | None = None, seconds: float = 10.0) -> dict:
+def row(
+    variant: str,
+    seed: int,
+    acc: float,
+    *,
+    params: int = 1000,
+    f1: float | None = None,
+    per_class: dict | None = None,
+    confused: list | None = None,
+    flag: str | None = None,
+    seconds: float = 10.0,
+) -> dict:
     """A hand-built ok row as make_row would build it."""
     lr_info = {"lr": 0.031, "rule": "steepest", "flag": flag}
-    train_info = {"params": params, "epochs": 3, "best_val_acc": acc + 0.01, "seconds": seconds, "images_per_sec": 1000.0, "folder": f"memory://runs/{variant}"}
+    train_info = {
+        "params": params,
+        "epochs": 3,
+        "best_val_acc": acc + 0.01,
+        "seconds": seconds,
+        "images_per_sec": 1000.0,
+        "folder": f"memory://runs/{variant}",
+    }
     eval_info = {
         "accuracy": acc,
         "macro_f1": acc - 0.02 if f1 is None else f1,
@@ -53,7 +72,9 @@ def rows() -> list[dict]:
         row("big", 1, 0.82, params=8000, seconds=40.0, per_class={"T-shirt/top": 0.85, "Trouser": 0.97, "Shirt": 0.7}),
         row("mid", 0, 0.85, params=2000, seconds=20.0, flag="disagree"),
         row("mid", 1, 0.85, params=2000, seconds=20.0, flag="disagree"),
-        report.make_row("broken", 0, None, None, None, error=RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")),
+        report.make_row(
+            "broken", 0, None, None, None, error=RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
+        ),
         report.make_row("broken", 1, None, None, None, error="out of memory"),
     ]
 
@@ -62,8 +83,23 @@ def rows() -> list[dict]:
 
 
 def test_make_row_maps_pipeline_outputs_and_given_lr() -> None:
-    r = report.make_row("v", 3, {"lr": 0.05, "rule": "given"}, {"params": 10, "epochs": 2, "best_val_acc": 0.5, "seconds": 1.5, "images_per_sec": 7.0, "folder": "f"}, {"accuracy": 0.4, "macro_f1": 0.3, "per_class_f1": {"a": 0.1}, "confusion": [[1]], "most_confused": []})
-    assert (r["status"], r["error"], r["lr"], r["lr_rule"], r["lr_flag"], r["test_acc"], r["train_seconds"], r["folder"]) == ("ok", None, 0.05, "given", None, 0.4, 1.5, "f")
+    r = report.make_row(
+        "v",
+        3,
+        {"lr": 0.05, "rule": "given"},
+        {"params": 10, "epochs": 2, "best_val_acc": 0.5, "seconds": 1.5, "images_per_sec": 7.0, "folder": "f"},
+        {"accuracy": 0.4, "macro_f1": 0.3, "per_class_f1": {"a": 0.1}, "confusion": [[1]], "most_confused": []},
+    )
+    assert (
+        r["status"],
+        r["error"],
+        r["lr"],
+        r["lr_rule"],
+        r["lr_flag"],
+        r["test_acc"],
+        r["train_seconds"],
+        r["folder"],
+    ) == ("ok", None, 0.05, "given", None, 0.4, 1.5, "f")
 
 
 def test_failed_row_keeps_error_and_blank_numbers() -> None:
@@ -72,12 +108,39 @@ def test_failed_row_keeps_error_and_blank_numbers() -> None:
     assert r["test_acc"] is None and r["params"] is None and r["folder"] == "memory://x"
 
 
-STORED_KEYS = {"variant", "seed", "status", "error", "learned", "params", "lr", "lr_rule", "lr_flag", "optimizer", "schedule", "batch_size", "epochs", "best_val_acc", "test_acc", "macro_f1", "train_seconds", "images_per_sec", "per_class_f1", "confusion", "most_confused", "folder"}
+STORED_KEYS = {
+    "variant",
+    "seed",
+    "status",
+    "error",
+    "learned",
+    "params",
+    "lr",
+    "lr_rule",
+    "lr_flag",
+    "optimizer",
+    "schedule",
+    "batch_size",
+    "epochs",
+    "best_val_acc",
+    "test_acc",
+    "macro_f1",
+    "train_seconds",
+    "images_per_sec",
+    "per_class_f1",
+    "confusion",
+    "most_confused",
+    "folder",
+}
 
 
 def test_rows_keep_the_stored_json_shape_and_older_rows_still_read() -> None:
-    assert set(row("a", 0, 0.9)) == set(report.make_row("b", 0, None, None, None, error="x")) == STORED_KEYS  # row.json, latest/<variant>.json
-    older = {k: v for k, v in row("old", 0, 0.9).items() if k not in ("learned", "status", "lr_flag")}  # before those keys existed
+    assert (
+        set(row("a", 0, 0.9)) == set(report.make_row("b", 0, None, None, None, error="x")) == STORED_KEYS
+    )  # row.json, latest/<variant>.json
+    older = {
+        k: v for k, v in row("old", 0, 0.9).items() if k not in ("learned", "status", "lr_flag")
+    }  # before those keys existed
     (summary,) = report.aggregate_repeats([older])
     assert summary["status"] == "ok" and summary["learned"] and summary["test_acc"] == pytest.approx(0.9)
     assert report.RunRow.from_dict({**older, "a_later_key": 1}).variant == "old"
@@ -107,7 +170,10 @@ def test_aggregate_single_seed_std_is_zero_and_tie_wins_both() -> None:
 
 
 def test_most_confused_pair_comes_from_the_best_seed() -> None:
-    rows = [row("a", 0, 0.6, confused=[pair("Shirt", "Trouser", 9)]), row("a", 1, 0.7, confused=[pair("Trouser", "Shirt", 3)])]
+    rows = [
+        row("a", 0, 0.6, confused=[pair("Shirt", "Trouser", 9)]),
+        row("a", 1, 0.7, confused=[pair("Trouser", "Shirt", 3)]),
+    ]
     (summary,) = report.aggregate_repeats(rows)
     assert summary["most_confused"][0] == pair("Trouser", "Shirt", 3)
 
@@ -151,7 +217,13 @@ def test_per_class_table_and_best_marked(rows: list[dict]) -> None:
 
 
 def test_f1_values_equal_as_shown_are_a_tie() -> None:
-    table = report.per_class_f1_table([row("a", 0, 0.9, per_class={c: 0.9996 for c in CLASSES}), row("b", 0, 0.8, per_class={c: 1.0 for c in CLASSES})], CLASSES)
+    table = report.per_class_f1_table(
+        [
+            row("a", 0, 0.9, per_class={c: 0.9996 for c in CLASSES}),
+            row("b", 0, 0.8, per_class={c: 1.0 for c in CLASSES}),
+        ],
+        CLASSES,
+    )
     md = report.per_class_f1_markdown(table)
     assert all(line.count("**1.000**") == 2 for line in md.splitlines()[2:])
 
@@ -171,7 +243,10 @@ def test_confusion_shifts_fixed_and_introduced() -> None:
 
 
 def test_confusion_counts_sum_over_seeds() -> None:
-    rows = [row("a", 0, 0.9, confused=[pair("x", "y", 2), pair("y", "x", 3)]), row("a", 1, 0.9, confused=[pair("x", "y", 2)])]
+    rows = [
+        row("a", 0, 0.9, confused=[pair("x", "y", 2), pair("y", "x", 3)]),
+        row("a", 1, 0.9, confused=[pair("x", "y", 2)]),
+    ]
     assert report.top_confused(rows, k=1) == [pair("x", "y", 4)]
 
 
@@ -205,7 +280,9 @@ def test_disagree_flag_shows_in_lr_column(rows: list[dict]) -> None:
     assert lr["mid"] == "0.031 ⚠"
     assert lr["big"] == "0.031"
     assert set(frame["LR rule"][:3]) == {"steepest"}
-    assert "check those curves (⚠ in the LR column)" in report.comparison_markdown(report.aggregate_repeats(rows), "d", 2)
+    assert "check those curves (⚠ in the LR column)" in report.comparison_markdown(
+        report.aggregate_repeats(rows), "d", 2
+    )
 
 
 def test_single_seed_has_no_wins_and_plain_numbers() -> None:
@@ -217,7 +294,19 @@ def test_single_seed_has_no_wins_and_plain_numbers() -> None:
     assert "±" not in md
 
 
-ELEVEN = {"alexnet": 57_029_322, "cnn2_3": 824, "cnn2_5": 1_090, "cnn2_7": 1_428, "generic_0": 1_090, "generic_1": 14_748, "generic_2": 654, "generic_3": 2_832_134, "lenet1": 186, "lenet5": 61_706, "lenet5_dropout": 61_706}
+ELEVEN = {
+    "alexnet": 57_029_322,
+    "cnn2_3": 824,
+    "cnn2_5": 1_090,
+    "cnn2_7": 1_428,
+    "generic_0": 1_090,
+    "generic_1": 14_748,
+    "generic_2": 654,
+    "generic_3": 2_832_134,
+    "lenet1": 186,
+    "lenet5": 61_706,
+    "lenet5_dropout": 61_706,
+}
 ROOT = "/home/someone/projects/cnn-lab/results"
 
 
@@ -228,10 +317,42 @@ def eleven_variants(seeds: tuple[int, ...]) -> list[dict]:
     for i, (variant, params) in enumerate(ELEVEN.items()):
         for seed in seeds:
             acc = 0.8 + i / 100 + seed / 1000
-            train = {"params": params, "epochs": 10, "best_val_acc": acc, "seconds": 1234.5, "images_per_sec": 123456.0, "folder": f"{ROOT}/fashion-mnist/20261128-140000/{variant}/seed-{seed}", "config": {"lr": 0.00316, "optimizer": "adamw", "batch_size": 256, "schedule": "onecycle"}}
-            evaluation = {"accuracy": acc, "macro_f1": acc - 0.01, "per_class_f1": dict.fromkeys(classes, acc), "confusion": [[90, 10], [5, 95]], "most_confused": [pair("T-shirt/top", "Pullover", 123)]}
-            out.append(report.make_row(variant, seed, {"lr": 0.00316, "rule": "steepest", "flag": "disagree" if i % 3 else None}, train, evaluation))
-    return out + [report.make_row("broken", 0, None, None, None, f"{ROOT}/fashion-mnist/20261128-140000/broken", error=RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)"))]
+            train = {
+                "params": params,
+                "epochs": 10,
+                "best_val_acc": acc,
+                "seconds": 1234.5,
+                "images_per_sec": 123456.0,
+                "folder": f"{ROOT}/fashion-mnist/20261128-140000/{variant}/seed-{seed}",
+                "config": {"lr": 0.00316, "optimizer": "adamw", "batch_size": 256, "schedule": "onecycle"},
+            }
+            evaluation = {
+                "accuracy": acc,
+                "macro_f1": acc - 0.01,
+                "per_class_f1": dict.fromkeys(classes, acc),
+                "confusion": [[90, 10], [5, 95]],
+                "most_confused": [pair("T-shirt/top", "Pullover", 123)],
+            }
+            out.append(
+                report.make_row(
+                    variant,
+                    seed,
+                    {"lr": 0.00316, "rule": "steepest", "flag": "disagree" if i % 3 else None},
+                    train,
+                    evaluation,
+                )
+            )
+    return out + [
+        report.make_row(
+            "broken",
+            0,
+            None,
+            None,
+            None,
+            f"{ROOT}/fashion-mnist/20261128-140000/broken",
+            error=RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)"),
+        )
+    ]
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
@@ -251,7 +372,11 @@ def test_terminal_table_fits_120_columns_with_paths_relative_below(seeds: tuple[
 def test_ui_table_has_no_paths_and_stays_narrow() -> None:
     summaries = report.aggregate_repeats(eleven_variants((0, 1, 2)))
     md = report.comparison_markdown(summaries, "fashion-mnist", 3, root=ROOT)
-    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    cells = [
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in md.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
     widest = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     # the UI's markdown tables never wrap a cell: measured in its screenshots, 7.2 px a character and 25 px of padding a
     # cell; the artifact page's content column is 830 px wide at a 1400 px window
@@ -268,7 +393,11 @@ def test_per_class_f1_of_eleven_variants_splits_into_tables_that_fit_the_ui() ->
     assert len(tables) > 1
     seen = []
     for table in tables:
-        cells = [[c.strip().replace("**", "") for c in line.strip("|").split(" | ")] for line in table.splitlines() if not line.startswith("|---")]
+        cells = [
+            [c.strip().replace("**", "") for c in line.strip("|").split(" | ")]
+            for line in table.splitlines()
+            if not line.startswith("|---")
+        ]
         widest = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
         assert sum(widest) * 7.2 + 25 * len(widest) <= 830, widest  # the UI's measured character and cell widths
         assert cells[0][0] == "class" and len(cells) == 1 + len(classes)
@@ -309,7 +438,11 @@ def test_error_analysis_markdown(rows: list[dict]) -> None:
 def test_plots_return_figures(rows: list[dict]) -> None:
     summaries = report.aggregate_repeats(rows)
     heat = report.plot_f1_heatmap(report.per_class_f1_table(rows, CLASSES))
-    for fig in (heat, report.plot_accuracy_vs_cost(summaries, "params"), report.plot_accuracy_vs_cost(summaries, "train_seconds")):
+    for fig in (
+        heat,
+        report.plot_accuracy_vs_cost(summaries, "params"),
+        report.plot_accuracy_vs_cost(summaries, "train_seconds"),
+    ):
         assert isinstance(fig, Figure)
         assert plots.figure_to_png(fig, dpi=40).startswith(PNG_MAGIC)
     fig = report.plot_accuracy_vs_cost(summaries, "params")
@@ -324,18 +457,26 @@ def test_write_report_files_and_relative_links(tmp_path, rows: list[dict]) -> No
     storage = Storage(str(tmp_path))
     summaries = report.aggregate_repeats(rows)
     gallery_png = plots.figure_to_png(plt.figure(figsize=(2, 2)), dpi=50)
-    out = report.write_report(storage, "fashion-mnist/run1", summaries, rows, CLASSES, "fashion-mnist", 2, galleries={"filters": gallery_png})
+    out = report.write_report(
+        storage, "fashion-mnist/run1", summaries, rows, CLASSES, "fashion-mnist", 2, galleries={"filters": gallery_png}
+    )
     folder = tmp_path / "fashion-mnist" / "run1"
     text = (folder / "report.md").read_text()
     assert out["report"] == str(folder / "report.md")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert sorted(links) == sorted(f"report/{n}.png" for n in ["f1_heatmap", "accuracy_vs_params", "accuracy_vs_seconds", "gallery_filters"])
+    assert sorted(links) == sorted(
+        f"report/{n}.png" for n in ["f1_heatmap", "accuracy_vs_params", "accuracy_vs_seconds", "gallery_filters"]
+    )
     for link in links:
         assert (folder / link).read_bytes().startswith(PNG_MAGIC)
     assert (folder / "comparison.md").read_text() == out["comparison_md"]
     assert (folder / "comparison.csv").read_text().splitlines()[0].startswith("variant,params,LR")
     assert out["error_analysis_md"] in text
-    assert set(out["images"]) == set(out["images_small"]) == {"f1_heatmap", "accuracy_vs_params", "accuracy_vs_seconds", "gallery_filters"}
+    assert (
+        set(out["images"])
+        == set(out["images_small"])
+        == {"f1_heatmap", "accuracy_vs_params", "accuracy_vs_seconds", "gallery_filters"}
+    )
     for uri in out["images_small"].values():
         assert uri.startswith("data:image/png;base64,")
         assert _png_size(uri)[0] <= plots.UI_WIDTH
@@ -343,7 +484,9 @@ def test_write_report_files_and_relative_links(tmp_path, rows: list[dict]) -> No
 
 def test_write_report_when_everything_failed(tmp_path) -> None:
     failed = [report.make_row("a", 0, None, None, None, error="boom")]
-    out = report.write_report(Storage(str(tmp_path)), "r", report.aggregate_repeats(failed), failed, CLASSES, "digits", 1)
+    out = report.write_report(
+        Storage(str(tmp_path)), "r", report.aggregate_repeats(failed), failed, CLASSES, "digits", 1
+    )
     assert out["images"] == {}
     assert "failed: boom" in (tmp_path / "r" / "report.md").read_text()
 
@@ -367,7 +510,9 @@ def test_display_png_scales_down_to_the_ui_width_never_up() -> None:
 def test_heatmap_is_drawn_for_the_ui_width_with_legible_numbers(n_variants: int) -> None:
     names = [f"variant_{i}" for i in range(n_variants)]
     classes = [str(c) for c in range(10)]
-    table = report.per_class_f1_table([row(v, 0, 0.5 + i / 100, per_class=dict.fromkeys(classes, 0.9)) for i, v in enumerate(names)], classes)
+    table = report.per_class_f1_table(
+        [row(v, 0, 0.5 + i / 100, per_class=dict.fromkeys(classes, 0.9)) for i, v in enumerate(names)], classes
+    )
     fig = report.plot_f1_heatmap(table)
     cell_font_px = min(t.get_fontsize() for t in fig.axes[0].texts) * plots.UI_DPI / 72
     width, _ = _png_size(plots.display_png(plots.figure_to_png(fig, dpi=plots.UI_DPI)))
@@ -414,7 +559,9 @@ def test_gallery_figures_on_two_real_variants(digits, tiny_models) -> None:
         titles = [ax.get_title(loc="left") for ax in fig.axes]
         plots.figure_to_png(fig, dpi=30)
         assert any(t.startswith("lenet1: conv1") for t in titles)
-    assert "cnn2_3: conv2" in " ".join(a.get_title(loc="left") for a in gallery.gallery_feature_maps(tiny_models, digits)["last_conv"].axes)
+    assert "cnn2_3: conv2" in " ".join(
+        a.get_title(loc="left") for a in gallery.gallery_feature_maps(tiny_models, digits)["last_conv"].axes
+    )
     plt.close("all")
     filters = gallery.gallery_filters(tiny_models)
     assert len(filters.axes) == 2
@@ -434,7 +581,10 @@ def test_load_variant_model_round_trip(tmp_path, digits, tiny_models) -> None:
 
     model, size = tiny_models["cnn2_3"]
     storage = Storage(str(tmp_path))
-    storage.write_bytes("d/r/cnn2_3/model.pt", buffer_bytes(lambda b: torch.save({"variant": "cnn2_3", "model": model.state_dict(), "input_size": size}, b)))
+    storage.write_bytes(
+        "d/r/cnn2_3/model.pt",
+        buffer_bytes(lambda b: torch.save({"variant": "cnn2_3", "model": model.state_dict(), "input_size": size}, b)),
+    )
     loaded, loaded_size = gallery.load_variant_model(storage, "d/r/cnn2_3", "cnn2_3", digits)
     assert loaded_size == size and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))

@@ -1,4 +1,5 @@
 """Cached task results cannot run code: a planted or foreign result file is a cache miss with a warning, never loaded."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,14 @@ import pytest
 from prefect.results import ResultRecord, ResultRecordMetadata, ResultStore
 from prefect.serializers import CompressedSerializer, JSONSerializer, PickleSerializer
 
-from flows.results import RESULTS_DIR, CnnLabResultStorage, PlainJSONSerializer, UntrustedResult, check_record, read_task_result
+from flows.results import (
+    RESULTS_DIR,
+    CnnLabResultStorage,
+    PlainJSONSerializer,
+    UntrustedResult,
+    check_record,
+    read_task_result,
+)
 from prefect_helpers import task_states
 
 
@@ -73,7 +81,15 @@ def test_planted_result_is_a_cache_miss_with_a_warning_never_run(prefect_harness
     from flows.results import with_result_storage
     from tasks import prepare_dataset
 
-    ref = {"name": "digits", "data_dir": str(tmp_path / "data"), "val_size": 60, "seed": 0, "max_train": 300, "max_test": 100, "download": True}
+    ref = {
+        "name": "digits",
+        "data_dir": str(tmp_path / "data"),
+        "val_size": 60,
+        "seed": 0,
+        "max_train": 300,
+        "max_test": 100,
+        "download": True,
+    }
     storage = str(tmp_path / "store")
 
     @flow

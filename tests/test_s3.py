@@ -1,5 +1,6 @@
 """S3 through s3fs against moto's ThreadedMotoServer on 127.0.0.1 (the MinIO code path): keys, single puts, outages, and a
 full comparison with storage=s3://... that a second worker process reads back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,17 @@ from cnn.storage import Storage
 from storage_helpers import BUCKET, KEY_ID, SECRET, S3Server, reads_during_rewrites, s3_in_environment
 
 VARIANTS = ["lenet1", "generic_2"]
-LAYOUT = ("losses.png", "confusion_matrix.png", "classification_report.csv", "lr_finder.json", "metrics.json", "history.csv", "checkpoint.pt", "model.pt", "row.json")
+LAYOUT = (
+    "losses.png",
+    "confusion_matrix.png",
+    "classification_report.csv",
+    "lr_finder.json",
+    "metrics.json",
+    "history.csv",
+    "checkpoint.pt",
+    "model.pt",
+    "row.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +47,9 @@ def test_keys_follow_the_layout_under_the_prefix(s3) -> None:
         "keys/fashion-mnist/run1/lenet1/filters/conv1.png": b"\x89PNG",
     }
     assert store.list("fashion-mnist/run1/lenet1") == ["filters", "metrics.json"]
-    assert store.read_json("fashion-mnist/run1/lenet1/metrics.json") == {"accuracy": 0.5} and store.exists("fashion-mnist/run1")
+    assert store.read_json("fashion-mnist/run1/lenet1/metrics.json") == {"accuracy": 0.5} and store.exists(
+        "fashion-mnist/run1"
+    )
 
 
 def test_a_write_is_one_put_and_readers_see_whole_objects(s3, monkeypatch) -> None:
@@ -119,7 +132,12 @@ async def _prefect_texts(flow_run_id) -> list[str]:
         logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         artifacts = await client.read_artifacts()
         blocks = await client.read_block_documents(include_secrets=True)
-    return [json.dumps(run.parameters), *(log.message for log in logs), *(str(a.data) for a in artifacts), *(json.dumps(b.data, default=str) for b in blocks)]
+    return [
+        json.dumps(run.parameters),
+        *(log.message for log in logs),
+        *(str(a.data) for a in artifacts),
+        *(json.dumps(b.data, default=str) for b in blocks),
+    ]
 
 
 @pytest.mark.slow
@@ -127,8 +145,27 @@ def test_comparison_on_s3_is_read_back_by_a_second_worker(s3, prefect_harness, f
     from flows.compare import compare_architectures
 
     url = f"s3://{BUCKET}/results"
-    ref = {"name": "fashion-mnist", "data_dir": str(fashion_dir), "val_size": 80, "seed": 0, "max_train": 400, "max_test": None}
-    state = compare_architectures(dataset="fashion-mnist", variants=VARIANTS, epochs=1, batch_size=64, data_dir=str(fashion_dir), storage=url, run="s3-e2e", max_train=400, val_size=80, device="cpu", return_state=True)
+    ref = {
+        "name": "fashion-mnist",
+        "data_dir": str(fashion_dir),
+        "val_size": 80,
+        "seed": 0,
+        "max_train": 400,
+        "max_test": None,
+    }
+    state = compare_architectures(
+        dataset="fashion-mnist",
+        variants=VARIANTS,
+        epochs=1,
+        batch_size=64,
+        data_dir=str(fashion_dir),
+        storage=url,
+        run="s3-e2e",
+        max_train=400,
+        val_size=80,
+        device="cpu",
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     rows = {r["variant"]: r for r in state.result()["rows"]}
     assert all(r["status"] == "ok" for r in rows.values())
@@ -144,16 +181,28 @@ def test_comparison_on_s3_is_read_back_by_a_second_worker(s3, prefect_harness, f
     assert any(k.startswith("results/_prefect-results/") for k in keys), "task results are not in the store"
     assert not [k for k in keys if ".tmp-" in k or "write-check" in k]
 
-    for text in [*(v.decode("latin-1") for v in objects.values()), *asyncio.run(_prefect_texts(state.state_details.flow_run_id))]:
+    for text in [
+        *(v.decode("latin-1") for v in objects.values()),
+        *asyncio.run(_prefect_texts(state.state_details.flow_run_id)),
+    ]:
         assert SECRET not in text
 
     folders = {v: f"fashion-mnist/s3-e2e/{v}" for v in VARIANTS}
-    worker = subprocess.run([sys.executable, "-c", SECOND_WORKER, url, json.dumps(ref), json.dumps(folders)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}, timeout=120)
+    worker = subprocess.run(
+        [sys.executable, "-c", SECOND_WORKER, url, json.dumps(ref), json.dumps(folders)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        timeout=120,
+    )
     assert worker.returncode == 0, worker.stderr[-3000:]
     seen = json.loads(worker.stdout.strip().splitlines()[-1])
     for variant in VARIANTS:
         got = seen["variants"][variant]
         assert got["row_acc"] == got["metrics_acc"] == rows[variant]["test_acc"]
         assert got["recomputed_acc"] == pytest.approx(rows[variant]["test_acc"], abs=1e-9)
-        assert got["model_id"] == hashlib.blake2b(objects[f"results/{folders[variant]}/model.pt"], digest_size=12).hexdigest()
+        assert (
+            got["model_id"]
+            == hashlib.blake2b(objects[f"results/{folders[variant]}/model.pt"], digest_size=12).hexdigest()
+        )
     assert seen["task_results"] == {v: seen["variants"][v]["model_id"] for v in VARIANTS}

@@ -1,4 +1,5 @@
 """The artifact store on local disk and memory://: layout, atomic writes, retries with backoff, redaction, safe names."""
+
 from __future__ import annotations
 
 import errno
@@ -61,7 +62,9 @@ def test_failed_local_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path,
 def test_failed_rename_is_retried_and_keeps_the_old_file(tmp_path, monkeypatch) -> None:
     store = Storage(str(tmp_path), retries=2, backoff=0)
     store.write_text("a/comparison.md", "old table")
-    monkeypatch.setattr("cnn.storage.os.replace", lambda src, dst: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(
+        "cnn.storage.os.replace", lambda src, dst: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+    )
     with pytest.raises(StorageError, match=r"a/comparison\.md: failed after 2 attempt\(s\): OSError"):
         store.write_text("a/comparison.md", "new table")
     assert _files(tmp_path) == {"a/comparison.md": b"old table"}
@@ -153,7 +156,11 @@ def test_permanent_errors_are_marked_so_and_transient_ones_survive_pickling(monk
     import pickle
 
     store = Storage(f"memory://full-{uuid.uuid4().hex[:6]}", retries=3, backoff=0)
-    monkeypatch.setattr(store.fs, "pipe_file", lambda path, data, **kw: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        store.fs,
+        "pipe_file",
+        lambda path, data, **kw: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")),
+    )
     with pytest.raises(StorageError, match="no space left on the device") as err:
         store.write_bytes("x.bin", b"1")
     assert not err.value.transient
@@ -194,7 +201,25 @@ def test_safe_names_pass(name) -> None:
     assert safe_name(name, "run") == name
 
 
-@pytest.mark.parametrize("name", ["..", "../escape", "a/../b", "/etc/passwd", "a/b", "a\\b", "", ".hidden", "-flag", "a b", "x" * 101, "caf\u00e9", "nul\x00", None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..",
+        "../escape",
+        "a/../b",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "",
+        ".hidden",
+        "-flag",
+        "a b",
+        "x" * 101,
+        "caf\u00e9",
+        "nul\x00",
+        None,
+    ],
+)
 def test_unsafe_names_are_rejected_with_the_allowed_set(name) -> None:
     with pytest.raises(ConfigError, match=r"^variant: .*not a safe name \(allowed: letters, digits"):
         safe_name(name, "variant")

@@ -1,4 +1,5 @@
 """Training: determinism, resume equals uninterrupted, non-finite loss, early stopping, checkpoints, config errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,17 +29,27 @@ def _run(data, config, **kw):
 
 
 def test_training_learns_digits(digits) -> None:
-    _, result = _run(digits, TrainConfig(epochs=5, batch_size=32, lr=0.05, device="cpu"), name="cnn2_5", size=16, input_size=16)
+    _, result = _run(
+        digits, TrainConfig(epochs=5, batch_size=32, lr=0.05, device="cpu"), name="cnn2_5", size=16, input_size=16
+    )
     assert len(result.history) == 5
     assert result.history[-1]["val_acc"] > 0.8
-    assert {"train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_sec"} <= set(result.history[0])
+    assert {"train_loss", "val_loss", "train_acc", "val_acc", "lr", "seconds", "images_per_sec"} <= set(
+        result.history[0]
+    )
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(digits) -> None:
     cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu", seed=3)
     _, a = _run(digits, cfg, name="cnn2_3", size=10, input_size=10)
     _, b = _run(digits, cfg, name="cnn2_3", size=10, input_size=10)
-    _, c = _run(digits, TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu", seed=4), name="cnn2_3", size=10, input_size=10)
+    _, c = _run(
+        digits,
+        TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu", seed=4),
+        name="cnn2_3",
+        size=10,
+        input_size=10,
+    )
     assert [r["val_loss"] for r in a.history] == [r["val_loss"] for r in b.history]
     assert a.history[-1]["train_loss"] != c.history[-1]["train_loss"]
 
@@ -53,7 +64,9 @@ def test_resume_equals_uninterrupted(digits, tmp_path) -> None:
     first = next(trainer.epochs())
     save_checkpoint(store, "run/ckpt.pt", trainer.state(int(first["epoch"])))
     fresh = _model(99, "cnn2_3", 10)  # a new process: different init, restored from the checkpoint
-    resumed = train(fresh, digits, cfg, input_size=10, variant="cnn2_3", resume_from=load_checkpoint(store, "run/ckpt.pt", "cnn2_3"))
+    resumed = train(
+        fresh, digits, cfg, input_size=10, variant="cnn2_3", resume_from=load_checkpoint(store, "run/ckpt.pt", "cnn2_3")
+    )
     assert resumed.resumed_from == 1
     assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in full.history], abs=1e-6)
     for p, q in zip(full_model.parameters(), fresh.parameters()):
@@ -63,14 +76,24 @@ def test_resume_equals_uninterrupted(digits, tmp_path) -> None:
 def test_checkpoint_written_every_epoch_and_loads_weights_only(digits, tmp_path) -> None:
     store = Storage(str(tmp_path))
     saved = in_storage(store, "v", "lenet1", resume=True, session=None)
-    _run(digits, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), on_epoch=lambda state: saved.save("checkpoint.pt", state), variant="lenet1")
+    _run(
+        digits,
+        TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"),
+        on_epoch=lambda state: saved.save("checkpoint.pt", state),
+        variant="lenet1",
+    )
     ckpt = load_checkpoint(store, "v/checkpoint.pt", "lenet1")
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng"}
 
 
 def test_checkpoint_of_another_variant_and_corrupt_checkpoint(digits, tmp_path) -> None:
     store = Storage(str(tmp_path))
-    _run(digits, TrainConfig(epochs=1, batch_size=128, lr=0.05, device="cpu"), on_epoch=lambda state: save_checkpoint(store, "v/checkpoint.pt", state), variant="lenet1")
+    _run(
+        digits,
+        TrainConfig(epochs=1, batch_size=128, lr=0.05, device="cpu"),
+        on_epoch=lambda state: save_checkpoint(store, "v/checkpoint.pt", state),
+        variant="lenet1",
+    )
     with pytest.raises(CheckpointError, match="belongs to variant 'lenet1'"):
         load_checkpoint(store, "v/checkpoint.pt", "cnn2_5")
     store.write_bytes("v/bad.pt", b"not a checkpoint")
@@ -103,7 +126,18 @@ def test_max_steps_limits_each_epoch(digits) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("epochs", 0), ("epochs", -1), ("batch_size", 0), ("lr", 0.0), ("lr", float("nan")), ("optimizer", "rmsprop"), ("schedule", "step"), ("momentum", 1.5), ("weight_decay", -1.0), ("device", "tpu")],
+    [
+        ("epochs", 0),
+        ("epochs", -1),
+        ("batch_size", 0),
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("optimizer", "rmsprop"),
+        ("schedule", "step"),
+        ("momentum", 1.5),
+        ("weight_decay", -1.0),
+        ("device", "tpu"),
+    ],
 )
 def test_bad_config_names_the_field(field, value) -> None:
     with pytest.raises(ConfigError, match=field):

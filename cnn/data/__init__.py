@@ -1,4 +1,5 @@
 """Datasets: a name-keyed registry, train-only normalisation, seeded splits and device-resident batches."""
+
 from cnn.data.batches import BatchLoader
 from cnn.data.registry import DatasetSpec, get_dataset_spec, list_datasets, load_dataset, register_dataset
 from cnn.data.splits import DatasetSplits

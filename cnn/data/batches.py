@@ -1,4 +1,5 @@
 """Batches straight from resident uint8 tensors: index slices, per-batch normalise and resize, no per-sample Python."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,11 @@ class BatchLoader:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError("batch_size", f"must be a positive integer, got {batch_size!r}", allowed="an int >= 1")
         if drop_last and batch_size > y.numel():
-            raise ConfigError("batch_size", f"{batch_size} is larger than the {y.numel()} images of the split", allowed=f"1..{y.numel()}")
+            raise ConfigError(
+                "batch_size",
+                f"{batch_size} is larger than the {y.numel()} images of the split",
+                allowed=f"1..{y.numel()}",
+            )
         self.device = torch.device(device)
         self.x = place_on_device(x, self.device)
         self.y = y.to(self.x.device)  # beside the images (x.device is cuda:0 where self.device says cuda)
@@ -76,7 +81,9 @@ class BatchLoader:
         xb = xb.to(self.device, non_blocking=True).float().div_(255.0).sub_(self.mean).div_(self.std)
         size = self.input_size
         if size is not None and (xb.shape[-2] != size or xb.shape[-1] != size):
-            xb = F.interpolate(xb, size=(size, size), mode="bilinear", align_corners=False, antialias=size < xb.shape[-1])
+            xb = F.interpolate(
+                xb, size=(size, size), mode="bilinear", align_corners=False, antialias=size < xb.shape[-1]
+            )
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb

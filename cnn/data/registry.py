@@ -1,4 +1,5 @@
 """Name-keyed dataset registry: `list_datasets`, `load_dataset`, and `register_dataset` for new sources."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -69,22 +70,40 @@ for _name, (_tv, _description) in DATASETS.items():
 def _validate_sizes(val_size: float | int, n_train: int) -> int:
     """Number of validation images from a count or a fraction of the training split."""
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-        raise ConfigError("val_size", f"must be a count or a fraction, got {val_size!r}", allowed="an int in [1, N-1] or a float in (0, 1)")
+        raise ConfigError(
+            "val_size",
+            f"must be a count or a fraction, got {val_size!r}",
+            allowed="an int in [1, N-1] or a float in (0, 1)",
+        )
     if isinstance(val_size, float) and val_size >= 1 and not val_size.is_integer():
-        raise ConfigError("val_size", f"{val_size!r} is neither a fraction below 1 nor a whole count", allowed="an int in [1, N-1] or a float in (0, 1)")
+        raise ConfigError(
+            "val_size",
+            f"{val_size!r} is neither a fraction below 1 nor a whole count",
+            allowed="an int in [1, N-1] or a float in (0, 1)",
+        )
     count = int(round(val_size * n_train)) if isinstance(val_size, float) and val_size < 1 else int(val_size)
     if not 1 <= count < n_train:
-        raise ConfigError("val_size", f"{val_size!r} leaves no training or no validation images of {n_train}", allowed=f"an int in [1, {n_train - 1}] or a float in (0, 1)")
+        raise ConfigError(
+            "val_size",
+            f"{val_size!r} leaves no training or no validation images of {n_train}",
+            allowed=f"an int in [1, {n_train - 1}] or a float in (0, 1)",
+        )
     return count
 
 
 def _check_labels(y: torch.Tensor, num_classes: int, split: str) -> None:
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         bad = int(y.max()) if int(y.max()) >= num_classes else int(y.min())
-        raise ConfigError("labels", f"{split} split has label {bad}, outside the {num_classes} classes", allowed=f"0..{num_classes - 1}")
+        raise ConfigError(
+            "labels",
+            f"{split} split has label {bad}, outside the {num_classes} classes",
+            allowed=f"0..{num_classes - 1}",
+        )
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, limit: int | None, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _subset(
+    x: torch.Tensor, y: torch.Tensor, limit: int | None, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     if limit is None or limit >= y.numel():
         return x, y
     if limit < 1:
@@ -97,7 +116,11 @@ def local_data_dir(data_dir: str | os.PathLike[str]) -> str:
     """`data_dir` as a local folder path (~ expanded); a URL such as an s3:// mirror is refused: copy it down first."""
     text = os.fspath(data_dir)
     if "://" in text:
-        raise ConfigError("data_dir", f"{text!r} is a URL; dataset mirrors are read from a local folder (copy an S3 mirror down first, e.g. with aws s3 sync s3://bucket/data ./data)", allowed="a local folder in torchvision's layout, ~ expanded")
+        raise ConfigError(
+            "data_dir",
+            f"{text!r} is a URL; dataset mirrors are read from a local folder (copy an S3 mirror down first, e.g. with aws s3 sync s3://bucket/data ./data)",
+            allowed="a local folder in torchvision's layout, ~ expanded",
+        )
     return os.path.expanduser(text)
 
 

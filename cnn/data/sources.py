@@ -1,4 +1,5 @@
 """Where raw images come from: torchvision datasets (download with retries, or a local mirror) and scikit-learn's digits."""
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,9 @@ def _extract(ds: object, name: str) -> RawSplit:
     data = getattr(ds, "data", None)
     targets = getattr(ds, "targets", getattr(ds, "labels", None))
     if data is None or targets is None:
-        raise DataError(f"torchvision dataset {name!r} does not expose .data and .targets; cnn-lab reads in-memory sets only")
+        raise DataError(
+            f"torchvision dataset {name!r} does not expose .data and .targets; cnn-lab reads in-memory sets only"
+        )
     if isinstance(data, np.ndarray) and data.dtype != np.uint8:
         raise DataError(f"dataset {name!r} has {data.dtype} images; cnn-lab expects uint8")
     x = to_nchw_uint8(data)
@@ -61,7 +64,9 @@ def _raw_files_hint(cls: type, root: str) -> str:
     return f"{root}/ in torchvision's layout for {cls.__name__}"
 
 
-def load_torchvision(tv_name: str, root: str, *, download: bool = True, retries: int = 3, backoff: float = 1.0) -> tuple[RawSplit, RawSplit, list[str]]:
+def load_torchvision(
+    tv_name: str, root: str, *, download: bool = True, retries: int = 3, backoff: float = 1.0
+) -> tuple[RawSplit, RawSplit, list[str]]:
     """Load (train, test, classes) of a torchvision set from `root`, downloading (with retries) if it is missing."""
     cls = _torchvision_class(tv_name)
     last: Exception | None = None
@@ -74,12 +79,16 @@ def load_torchvision(tv_name: str, root: str, *, download: bool = True, retries:
         except (RuntimeError, URLError, OSError, AssertionError, ValueError) as err:
             if _looks_corrupt(err):
                 detail = f"{type(err).__name__}: {err}" if str(err) else f"{type(err).__name__}: bad header or size"
-                raise DataError(f"data_dir: dataset {tv_name!r} in {root!r} is corrupt or truncated ({detail}); replace the raw files ({_raw_files_hint(cls, root)}) with complete copies") from err
+                raise DataError(
+                    f"data_dir: dataset {tv_name!r} in {root!r} is corrupt or truncated ({detail}); replace the raw files ({_raw_files_hint(cls, root)}) with complete copies"
+                ) from err
             last = err
             if not download or attempt == retries:
                 break
             wait = backoff * 2 ** (attempt - 1)
-            log.warning("download of %s failed (attempt %d/%d): %s; retrying in %.0fs", tv_name, attempt, retries, err, wait)
+            log.warning(
+                "download of %s failed (attempt %d/%d): %s; retrying in %.0fs", tv_name, attempt, retries, err, wait
+            )
             time.sleep(wait)
     else:  # pragma: no cover - loop always breaks
         pass

@@ -1,4 +1,5 @@
 """The in-memory dataset a run trains on: uint8 splits, class names and train-only normalisation stats."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

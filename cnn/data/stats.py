@@ -1,4 +1,5 @@
 """Normalisation statistics and data fingerprints, computed in one vectorised pass."""
+
 from __future__ import annotations
 
 import hashlib

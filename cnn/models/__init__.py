@@ -1,4 +1,5 @@
 """CNN variant registry; importing this package registers every built-in variant."""
+
 from cnn.models.registry import (
     ENTRY_POINT_GROUP,
     VariantSpec,

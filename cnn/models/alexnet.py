@@ -1,4 +1,5 @@
 """AlexNet from torchvision, adapted to any number of input channels; it is built for 100x100 inputs."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -1,4 +1,5 @@
 """Small two-conv CNNs (cnn2_3, cnn2_5, cnn2_7) and the flatten-size helper the hand-written variants share."""
+
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -1,4 +1,5 @@
 """GenericCNN: a CNN described by a small config (conv widths, kernels, pools, hidden fc sizes, dropout)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -107,7 +108,9 @@ class GenericCNN(nn.Sequential):
         self.config = config
 
 
-def count_generic_parameters(config: GenericConfig, in_channels: int, num_classes: int, trace: list[tuple[str, Shape]]) -> int:
+def count_generic_parameters(
+    config: GenericConfig, in_channels: int, num_classes: int, trace: list[tuple[str, Shape]]
+) -> int:
     """Weights and biases the GenericCNN of `trace` will have, counted without building it."""
     total, channels = 0, in_channels
     for width, kernel, _ in config.blocks():
@@ -124,7 +127,11 @@ def check_size(config: GenericConfig, in_channels: int, num_classes: int, trace:
     """Refuse, before allocating anything, a config whose weights alone would take gigabytes."""
     count = count_generic_parameters(config, in_channels, num_classes, trace)
     if count > MAX_PARAMETERS:
-        raise ConfigError("config", f"this GenericCNN would have {count:,} parameters ({count * 4 / 1e9:,.1f} GB of float32 weights, several times that to train); shrink conv_channels or fc_sizes", allowed=f"at most {MAX_PARAMETERS:,} parameters")
+        raise ConfigError(
+            "config",
+            f"this GenericCNN would have {count:,} parameters ({count * 4 / 1e9:,.1f} GB of float32 weights, several times that to train); shrink conv_channels or fc_sizes",
+            allowed=f"at most {MAX_PARAMETERS:,} parameters",
+        )
 
 
 def _layers(config: GenericConfig, in_channels: int, num_classes: int, trace: list[tuple[str, Shape]]):
@@ -172,7 +179,9 @@ def load_generic_config(path_or_json: str | Path | dict) -> GenericConfig:
     return GenericConfig(**data)
 
 
-def register_generic_variant(name: str, config: GenericConfig, *, description: str = "", origin: str | None = None) -> None:
+def register_generic_variant(
+    name: str, config: GenericConfig, *, description: str = "", origin: str | None = None
+) -> None:
     """Register `config` as variant `name`, built as a GenericCNN with the dataset's channels and classes."""
     if not isinstance(config, GenericConfig):
         raise ConfigError("config", f"expected a GenericConfig, got {type(config).__name__}")
@@ -180,18 +189,32 @@ def register_generic_variant(name: str, config: GenericConfig, *, description: s
     def build(in_channels: int, num_classes: int, input_size: int) -> GenericCNN:
         return GenericCNN(config, in_channels, num_classes, input_size)
 
-    register_variant(name, min_input_size=min_input_size(config), description=description, origin=origin, config=dataclasses.asdict(config))(build)
+    register_variant(
+        name,
+        min_input_size=min_input_size(config),
+        description=description,
+        origin=origin,
+        config=dataclasses.asdict(config),
+    )(build)
 
 
 def _read_text(path: Path) -> str:
     """A config file's text; one that is not UTF-8 (or larger than any config) raises ConfigError naming it."""
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError("config", f"{path} is {path.stat().st_size:,} bytes, not a GenericCNN config", allowed=f"a JSON file of at most {MAX_CONFIG_BYTES:,} bytes")
+        raise ConfigError(
+            "config",
+            f"{path} is {path.stat().st_size:,} bytes, not a GenericCNN config",
+            allowed=f"a JSON file of at most {MAX_CONFIG_BYTES:,} bytes",
+        )
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError("config", f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})", allowed="a UTF-8 JSON file") from None
+        raise ConfigError(
+            "config",
+            f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})",
+            allowed="a UTF-8 JSON file",
+        ) from None
 
 
 def _parse_json(text: str, source: str) -> object:

@@ -1,4 +1,5 @@
 """LeNet-style variants: lenet1, lenet5 and lenet5_dropout."""
+
 from __future__ import annotations
 
 from collections import OrderedDict

@@ -1,4 +1,5 @@
 """Variants from outside cnn-lab: modules (or .py files) using @register_variant, and GenericCNN JSON configs by name."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,11 @@ def load_variant_module(entry: str) -> list[str]:
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - the user's module: any error, named with the module
-        raise ConfigError("variant_modules", f"cannot import {entry!r}: {type(err).__name__}: {err}".splitlines()[0], allowed=MODULE_ALLOWED) from err
+        raise ConfigError(
+            "variant_modules",
+            f"cannot import {entry!r}: {type(err).__name__}: {err}".splitlines()[0],
+            allowed=MODULE_ALLOWED,
+        ) from err
     return sorted(set(_REGISTRY) - before)
 
 
@@ -66,22 +71,36 @@ def load_variant_file(name: str, source: str) -> None:
     """Register the GenericCNN config in file (or JSON text) `source` as variant `name`; a file variant may be replaced."""
     existing = _REGISTRY.get(name)
     if existing is not None and not existing.origin.startswith("file "):
-        raise ConfigError("variant_files", f"{name!r} is already a variant ({'built-in' if existing.builtin else existing.origin}); pick another name", allowed=f"a name other than {', '.join(list_variants())}")
+        raise ConfigError(
+            "variant_files",
+            f"{name!r} is already a variant ({'built-in' if existing.builtin else existing.origin}); pick another name",
+            allowed=f"a name other than {', '.join(list_variants())}",
+        )
     text = source.strip()
     where = "JSON text" if text.startswith("{") else str(Path(text).expanduser().resolve())
     try:
         config = load_generic_config(text if text.startswith("{") else where)
     except ConfigError as err:
         detail = err.message if err.field == "config" else f"{err.field}: {err.message}"
-        raise ConfigError("variant_files", f"variant {name!r} from {where}: {detail}", allowed=err.allowed or FILE_ALLOWED) from None
+        raise ConfigError(
+            "variant_files", f"variant {name!r} from {where}: {detail}", allowed=err.allowed or FILE_ALLOWED
+        ) from None
     if existing is not None:
         unregister_variant(name)
-    register_generic_variant(name, config, description=f"GenericCNN from {Path(where).name if where != 'JSON text' else where}", origin=f"file {where}")
+    register_generic_variant(
+        name,
+        config,
+        description=f"GenericCNN from {Path(where).name if where != 'JSON text' else where}",
+        origin=f"file {where}",
+    )
 
 
 def portable_plugins(modules: Iterable[str] = (), files: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The plug-ins as another process can load them: .py modules by absolute path, file variants as their JSON text."""
-    return {"variant_modules": [module_reference(m) for m in modules], "variant_files": {name: variant_config_text(name) or source for name, source in (files or {}).items()}}
+    return {
+        "variant_modules": [module_reference(m) for m in modules],
+        "variant_files": {name: variant_config_text(name) or source for name, source in (files or {}).items()},
+    }
 
 
 def load_variants(modules: Iterable[str] = (), files: Mapping[str, str] | None = None) -> list[str]:
@@ -115,7 +134,11 @@ def builtin_variants() -> list[str]:
 def variant_config_text(name: str) -> str | None:
     """The JSON text of a file variant's config (what a worker needs instead of the file), else None."""
     spec = get_variant(name)
-    return json.dumps(dict(spec.config), sort_keys=True) if spec.origin.startswith("file ") and spec.config is not None else None
+    return (
+        json.dumps(dict(spec.config), sort_keys=True)
+        if spec.origin.startswith("file ") and spec.config is not None
+        else None
+    )
 
 
 def variant_fingerprint(name: str) -> str:

@@ -1,4 +1,5 @@
 """Name-keyed registry of CNN variants: register, list, look up, size-check and build them."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -125,7 +126,13 @@ def load_entry_point_variants() -> list[str]:
             if not callable(builder):
                 raise TypeError(f"{ep.value} is a {type(builder).__name__}, not a builder function")
             doc = (getattr(builder, "__doc__", None) or "").strip().splitlines()
-            register_variant(ep.name, input_size=getattr(builder, "input_size", None), min_input_size=getattr(builder, "min_input_size", 1), description=doc[0] if doc else "", origin=where)(builder)
+            register_variant(
+                ep.name,
+                input_size=getattr(builder, "input_size", None),
+                min_input_size=getattr(builder, "min_input_size", 1),
+                description=doc[0] if doc else "",
+                origin=where,
+            )(builder)
         except Exception as err:  # noqa: BLE001 - one broken plug-in must not hide the others
             _BROKEN[ep.name] = f"variant {ep.name!r} from {where} failed to load: {type(err).__name__}: {err}"
             log.warning(_BROKEN[ep.name])
@@ -175,7 +182,15 @@ def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int 
         with torch.device("meta"):
             model = create_variant(name, in_channels, num_classes, size)
         params = count_parameters(model)
-        rows.append({"name": name, "params": params, "input_size": size, "description": spec.description, "origin": "built-in" if spec.builtin else spec.origin})
+        rows.append(
+            {
+                "name": name,
+                "params": params,
+                "input_size": size,
+                "description": spec.description,
+                "origin": "built-in" if spec.builtin else spec.origin,
+            }
+        )
     return rows
 
 

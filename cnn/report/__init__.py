@@ -4,22 +4,66 @@ Modules: `rows` (RunRow, make_row), `metrics` (the metrics and columns tables, n
 seeds), `analysis` (Pareto front, per-class F1, confusions), `sentences`, `tables` (CSV, Markdown, terminal),
 `figures`, `files` (write_report). Everything is pure except `files.write_report`, which writes to a Storage.
 """
+
 from __future__ import annotations
 
-from cnn.report.analysis import best_per_class, common_confusions, confusion_shifts, pareto_front, per_class_f1_table, top_confused
+from cnn.report.analysis import (
+    best_per_class,
+    common_confusions,
+    confusion_shifts,
+    pareto_front,
+    per_class_f1_table,
+    top_confused,
+)
 from cnn.report.figures import COSTS, plot_accuracy_vs_cost, plot_f1_heatmap
 from cnn.report.files import write_report
 from cnn.report.metrics import COLUMNS, METRICS, Column, Metric, accuracy_per_1k_params, lr_text, pair_text
 from cnn.report.rows import RunRow, failed_row, learned, make_row, test_learned
 from cnn.report.sentences import summary_sentences
 from cnn.report.summaries import aggregate_repeats, best_variant, count_wins, settings_differences
-from cnn.report.tables import comparison_frame, comparison_markdown, comparison_text, error_analysis_markdown, markdown_table, per_class_f1_markdown, table_records
+from cnn.report.tables import (
+    comparison_frame,
+    comparison_markdown,
+    comparison_text,
+    error_analysis_markdown,
+    markdown_table,
+    per_class_f1_markdown,
+    table_records,
+)
 
 __all__ = [
-    "COLUMNS", "COSTS", "METRICS", "Column", "Metric", "RunRow",
-    "accuracy_per_1k_params", "aggregate_repeats", "best_per_class", "best_variant", "common_confusions", "comparison_frame",
-    "comparison_markdown", "comparison_text", "confusion_shifts", "count_wins", "error_analysis_markdown", "failed_row",
-    "learned", "lr_text", "make_row", "markdown_table", "pair_text", "pareto_front", "per_class_f1_markdown",
-    "per_class_f1_table", "plot_accuracy_vs_cost", "plot_f1_heatmap", "settings_differences", "summary_sentences",
-    "table_records", "test_learned", "top_confused", "write_report",
+    "COLUMNS",
+    "COSTS",
+    "METRICS",
+    "Column",
+    "Metric",
+    "RunRow",
+    "accuracy_per_1k_params",
+    "aggregate_repeats",
+    "best_per_class",
+    "best_variant",
+    "common_confusions",
+    "comparison_frame",
+    "comparison_markdown",
+    "comparison_text",
+    "confusion_shifts",
+    "count_wins",
+    "error_analysis_markdown",
+    "failed_row",
+    "learned",
+    "lr_text",
+    "make_row",
+    "markdown_table",
+    "pair_text",
+    "pareto_front",
+    "per_class_f1_markdown",
+    "per_class_f1_table",
+    "plot_accuracy_vs_cost",
+    "plot_f1_heatmap",
+    "settings_differences",
+    "summary_sentences",
+    "table_records",
+    "test_learned",
+    "top_confused",
+    "write_report",
 ]

@@ -1,4 +1,5 @@
 """Across variants: the Pareto front of accuracy against cost, per-class F1, and how confusions shift."""
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,10 @@ def per_class_f1_table(summaries_or_rows: Iterable[Row], class_names: Sequence[s
     groups = by_variant(r for r in summaries_or_rows if is_ok(r))
     groups = dict(sorted(groups.items(), key=lambda kv: -statistics.fmean(r.get(HEADLINE) or 0.0 for r in kv[1])))
     names = [str(c) for c in class_names]
-    data = {v: [_mean_or_nan([(r.get("per_class_f1") or {}).get(c) for r in group]) for c in names] for v, group in groups.items()}
+    data = {
+        v: [_mean_or_nan([(r.get("per_class_f1") or {}).get(c) for r in group]) for c in names]
+        for v, group in groups.items()
+    }
     return pd.DataFrame(data, index=pd.Index(names, name="class"), columns=list(groups), dtype=float)
 
 
@@ -78,7 +82,11 @@ def confusion_shifts(rows: Iterable[Row], best_variant: str, k: int = 3) -> dict
     for variant, group in groups.items():
         top = top_confused(group, k)
         mine = _pairs(top)
-        shifts[variant] = {"top_pairs": top, "fixed": [p for p in best_pairs if p not in mine], "introduced": [p for p in mine if p not in best_pairs]}
+        shifts[variant] = {
+            "top_pairs": top,
+            "fixed": [p for p in best_pairs if p not in mine],
+            "introduced": [p for p in mine if p not in best_pairs],
+        }
     return shifts
 
 

@@ -1,4 +1,5 @@
 """The comparison's figures, sized in inches for the width they are shown at (at plots.UI_DPI, one inch is 100 px)."""
+
 from __future__ import annotations
 
 import math
@@ -30,12 +31,16 @@ def plot_f1_heatmap(table: pd.DataFrame) -> Figure:
     rows, cols = values.shape
     fig, ax = plt.subplots(figsize=(min(UI_WIDTH_IN, 3.0 + 0.75 * cols), min(16, 1.6 + 0.4 * rows)))
     image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(cols), [str(c) for c in table.columns], rotation=30, ha="right", rotation_mode="anchor", fontsize=10)
+    ax.set_xticks(
+        range(cols), [str(c) for c in table.columns], rotation=30, ha="right", rotation_mode="anchor", fontsize=10
+    )
     ax.set_yticks(range(rows), [str(c) for c in table.index], fontsize=10)
     if rows * cols <= 400:
         for (r, c), v in np.ndenumerate(values):
             if not math.isnan(v):
-                ax.text(c, r, format(v, SCORE), ha="center", va="center", fontsize=9, color="black" if v > 0.6 else "white")
+                ax.text(
+                    c, r, format(v, SCORE), ha="center", va="center", fontsize=9, color="black" if v > 0.6 else "white"
+                )
     fig.colorbar(image, ax=ax, label="F1", fraction=0.04, pad=0.02)
     ax.set_title("per-class F1 (mean over seeds)", fontsize=11)
     fig.tight_layout()
@@ -50,13 +55,24 @@ def plot_accuracy_vs_cost(summaries: Sequence[Row], cost: str = "params") -> Fig
     if not ok:
         raise ConfigError("summaries", "no finished variant to plot")
     points = {s["variant"]: (float(s[cost]), float(s[HEADLINE]), float(s.get(f"{HEADLINE}_std") or 0.0)) for s in ok}
-    front = pareto_front((n, c, a) for n, (c, a, _) in points.items() if learned(next(s for s in ok if s["variant"] == n)))
+    front = pareto_front(
+        (n, c, a) for n, (c, a, _) in points.items() if learned(next(s for s in ok if s["variant"] == n))
+    )
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     others = [n for n in points if n not in front]
     for names, marker, label in ((others, "o", "dominated"), (front, "*", "Pareto front")):
         if names:
             xs, ys, es = zip(*(points[n] for n in names))
-            ax.errorbar(xs, ys, yerr=es, fmt=marker, markersize=12 if marker == "*" else 7, capsize=3, label=label, linestyle="-" if marker == "*" else "none")
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=es,
+                fmt=marker,
+                markersize=12 if marker == "*" else 7,
+                capsize=3,
+                label=label,
+                linestyle="-" if marker == "*" else "none",
+            )
     for name, (x, y, _) in points.items():
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
     if cost == "params":

@@ -1,4 +1,5 @@
 """The report files of a comparison: report.md with its images beside it, comparison.md and comparison.csv."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,9 @@ from cnn.storage import Storage, safe_name
 GALLERY = "gallery_"  # name prefix of the gallery images
 
 
-def _report_figures(summaries: Sequence[Row], rows: Sequence[Row], class_names: Sequence[str]) -> dict[str, Callable[[], Figure]]:
+def _report_figures(
+    summaries: Sequence[Row], rows: Sequence[Row], class_names: Sequence[str]
+) -> dict[str, Callable[[], Figure]]:
     """Factories (called once per resolution) of the report's figures; none when nothing finished."""
     if not any(is_ok(s) for s in summaries):
         return {}
@@ -28,7 +31,16 @@ def _report_figures(summaries: Sequence[Row], rows: Sequence[Row], class_names: 
     }
 
 
-def write_report(storage: Storage, folder: str, summaries: Sequence[Row], rows: Sequence[Row], class_names: Sequence[str], dataset: str, repeats: int, galleries: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+def write_report(
+    storage: Storage,
+    folder: str,
+    summaries: Sequence[Row],
+    rows: Sequence[Row],
+    class_names: Sequence[str],
+    dataset: str,
+    repeats: int,
+    galleries: Mapping[str, bytes] | None = None,
+) -> dict[str, Any]:
     """Write <folder>/report.md (images under <folder>/report/, linked relatively), comparison.md and comparison.csv.
 
     Returns their URLs, the Markdown texts, and every image twice: its stored file's URL ("images") and a data URI
@@ -53,7 +65,14 @@ def write_report(storage: Storage, folder: str, summaries: Sequence[Row], rows: 
     storage.write_text(f"{folder}/comparison.md", comparison_md)
     csv_url = storage.write_text(f"{folder}/comparison.csv", comparison_frame(summaries, repeats).to_csv(index=False))
     report = storage.write_text(f"{folder}/report.md", _report_text(dataset, comparison_md, error_md, links))
-    return {"report": report, "comparison_csv": csv_url, "comparison_md": comparison_md, "error_analysis_md": error_md, "images": images, "images_small": embedded}
+    return {
+        "report": report,
+        "comparison_csv": csv_url,
+        "comparison_md": comparison_md,
+        "error_analysis_md": error_md,
+        "images": images,
+        "images_small": embedded,
+    }
 
 
 def _report_text(dataset: str, comparison_md: str, error_md: str, links: Mapping[str, str]) -> str:
@@ -64,9 +83,15 @@ def _report_text(dataset: str, comparison_md: str, error_md: str, links: Mapping
 
     parts = [f"# {dataset}: variant comparison\n", comparison_md]
     if "accuracy_vs_params" in links:
-        parts += ["## Accuracy vs cost\n", image("accuracy_vs_params", "accuracy vs parameters"), image("accuracy_vs_seconds", "accuracy vs training seconds")]
+        parts += [
+            "## Accuracy vs cost\n",
+            image("accuracy_vs_params", "accuracy vs parameters"),
+            image("accuracy_vs_seconds", "accuracy vs training seconds"),
+        ]
     parts += ["## Error analysis\n", error_md, image("f1_heatmap", "per-class F1 heatmap")]
     gallery = [n for n in links if n.startswith(GALLERY)]
     if gallery:
-        parts += ["## Galleries\n"] + [f"### {n.removeprefix(GALLERY).replace('_', ' ')}\n\n{image(n, n)}" for n in gallery]
+        parts += ["## Galleries\n"] + [
+            f"### {n.removeprefix(GALLERY).replace('_', ' ')}\n\n{image(n, n)}" for n in gallery
+        ]
     return "\n".join(parts)

@@ -3,6 +3,7 @@
 Adding a metric: a field in `RunRow` (cnn/report/rows.py) and a line in METRICS; make_row reads it from the step
 that computes it, aggregate_repeats averages it over seeds, and every table that lists metrics shows it.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,7 +56,7 @@ def format_number(value: Any, fmt: str) -> str:
 
 
 def with_spread(value: float | None, std: float | None, fmt: str, repeats: int) -> str:
-    """"0.860 ± 0.040" when the comparison repeats over seeds, else "0.860"."""
+    """ "0.860 ± 0.040" when the comparison repeats over seeds, else "0.860"."""
     text = format_number(value, fmt)
     return f"{text} \u00b1 {format_number(std or 0.0, fmt)}" if repeats > 1 and text else text
 
@@ -109,7 +110,11 @@ def _metric_cell(metric: Metric) -> Callable[[Row, int], str]:
 
 
 def _per_1k(s: Row, repeats: int) -> str:
-    return format_number(accuracy_per_1k_params(s[HEADLINE], s["params"]), ".3g") if s.get("params") and s.get(HEADLINE) is not None else ""
+    return (
+        format_number(accuracy_per_1k_params(s[HEADLINE], s["params"]), ".3g")
+        if s.get("params") and s.get(HEADLINE) is not None
+        else ""
+    )
 
 
 def _most_confused(s: Row, repeats: int) -> str:
@@ -124,7 +129,11 @@ COLUMNS = (
     Column("LR rule", lambda s, r: str(s.get("lr_rule") or ""), (CSV,)),
     *(Column(m.header, _metric_cell(m), m.views) for m in METRICS),
     Column("acc/1k params", _per_1k, (CSV,)),
-    Column("wins", lambda s, r: format_number(s.get("wins", 0), "d") if s.get("status", "ok") == "ok" else "", repeats_only=True),
+    Column(
+        "wins",
+        lambda s, r: format_number(s.get("wins", 0), "d") if s.get("status", "ok") == "ok" else "",
+        repeats_only=True,
+    ),
     Column("most confused", _most_confused, (CSV, TERMINAL)),  # the UI has them in the error analysis
     Column("optimizer", lambda s, r: str(s.get("optimizer") or ""), (CSV,)),
     Column("schedule", lambda s, r: str(s.get("schedule") or ""), (CSV,)),

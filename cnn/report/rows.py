@@ -3,6 +3,7 @@
 Rows travel and are stored as plain dicts (`RunRow.to_dict()`: task results, row.json, <dataset>/latest/<variant>.json);
 `RunRow.from_dict` reads any of them back, rows written by earlier versions included.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,7 +62,16 @@ def as_rows(rows: Iterable[Row]) -> list[dict[str, Any]]:
     return [RunRow.from_dict(r).to_dict() for r in rows]
 
 
-def make_row(variant: str, seed: int, lr_info: Row | None, train_info: Row | None, eval_info: Row | None, folder: str | None = None, *, error: str | BaseException | None = None) -> dict[str, Any]:
+def make_row(
+    variant: str,
+    seed: int,
+    lr_info: Row | None,
+    train_info: Row | None,
+    eval_info: Row | None,
+    folder: str | None = None,
+    *,
+    error: str | BaseException | None = None,
+) -> dict[str, Any]:
     """One run's row from what find_lr/train_variant/evaluate_variant returned; `error` (or a missing step) makes it failed."""
     train_info, eval_info, lr_info = train_info or {}, eval_info or {}, lr_info or {}
     folder = folder or train_info.get("folder")
@@ -99,7 +109,7 @@ def failed_row(variant: str, seed: int, error: str, folder: str | None = None) -
 
 
 def _fallback_note(train_info: Row) -> str | None:
-    """"fallback: no descent at adam 0.003" when training abandoned attempts, else None."""
+    """ "fallback: no descent at adam 0.003" when training abandoned attempts, else None."""
     fallbacks = train_info.get("fallbacks") or []
     return f"fallback: {'; '.join(fallbacks)}" if fallbacks else None
 
@@ -110,8 +120,6 @@ def test_learned(eval_info: Row) -> bool:
     n = int(confusion.sum())
     chance = float(confusion.sum(axis=1).max() / n) if n else 0.0
     return recipe.learned(float(eval_info.get("accuracy", 0.0)), chance, n)
-
-
 
 
 def learned(row: Row) -> bool:

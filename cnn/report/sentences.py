@@ -1,4 +1,5 @@
 """The comparison in a few sentences, from the numbers: best variant, accuracy per parameter, shared confusions, flags."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,21 +22,30 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = 
     if not finished:
         return f"No variant finished ({len(failed)} failed)."
     if not ok:
-        return f"No variant learned: every finished variant stayed at chance level ({', '.join(idle)}), so there is no winner; check the LR curves and the settings." + (f" Failed: {', '.join(failed)}." if failed else "")
+        return (
+            f"No variant learned: every finished variant stayed at chance level ({', '.join(idle)}), so there is no winner; check the LR curves and the settings."
+            + (f" Failed: {', '.join(failed)}." if failed else "")
+        )
     best = max(ok, key=lambda s: s[HEADLINE])
-    spread = f" \u00b1 {best[f'{HEADLINE}_std']:{SCORE}} over {best['n_seeds']} seeds" if best.get("n_seeds", 1) > 1 else ""
+    spread = (
+        f" \u00b1 {best[f'{HEADLINE}_std']:{SCORE}} over {best['n_seeds']} seeds" if best.get("n_seeds", 1) > 1 else ""
+    )
     sentences = [f"{best['variant']} is the most accurate variant with {best[HEADLINE]:{SCORE}} test accuracy{spread}."]
     sized = [s for s in ok if s.get("params")]
     if sized:
         thrifty = max(sized, key=lambda s: accuracy_per_1k_params(s[HEADLINE], s["params"]))
-        sentences.append(f"{thrifty['variant']} gets the most accuracy per parameter: {accuracy_per_1k_params(thrifty[HEADLINE], thrifty['params']):.3g} per 1k parameters ({thrifty['params']:,} parameters).")
+        sentences.append(
+            f"{thrifty['variant']} gets the most accuracy per parameter: {accuracy_per_1k_params(thrifty[HEADLINE], thrifty['params']):.3g} per 1k parameters ({thrifty['params']:,} parameters)."
+        )
     if common and len(ok) > 1:
         sentences.append(f"Every variant confuses {', '.join(esc(pair_text(t, p)) for t, p in common)}.")
     flagged = [f"{s['variant']} ({str(s['lr_flag']).replace('_', ' ')})" for s in ok if s.get("lr_flag")]
     if flagged:
         sentences.append(f"The LR finder flagged {', '.join(flagged)}: check those curves (\u26a0 in the LR column).")
     if idle:
-        sentences.append(f"Did not learn ({NOT_LEARNED}: test accuracy not clearly above chance, left out of the ranking): {', '.join(idle)}.")
+        sentences.append(
+            f"Did not learn ({NOT_LEARNED}: test accuracy not clearly above chance, left out of the ranking): {', '.join(idle)}."
+        )
     if failed:
         sentences.append(f"Failed: {', '.join(failed)}.")
     mixed = settings_differences(finished)

@@ -1,4 +1,5 @@
 """One summary per variant over its seeds: metric means and spreads, wins, the best variant."""
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,9 @@ def count_wins(rows: Iterable[Row]) -> dict[str, int]:
     for seed_rows in by_seed.values():
         top = max(r[HEADLINE] for r in seed_rows)
         for r in seed_rows:
-            wins[r["variant"]] = wins.get(r["variant"], 0) + int(math.isclose(r[HEADLINE], top, rel_tol=0, abs_tol=1e-12))
+            wins[r["variant"]] = wins.get(r["variant"], 0) + int(
+                math.isclose(r[HEADLINE], top, rel_tol=0, abs_tol=1e-12)
+            )
     return wins
 
 
@@ -51,7 +54,13 @@ def _summarise(variant: str, group: list[Row], wins: int) -> dict[str, Any]:
     failed = [r for r in group if not is_ok(r)]
     if not ok:
         first = failed[0]
-        return {**failed_row(variant, first["seed"], first.get("error") or "failed", first.get("folder")), "seeds": [r["seed"] for r in group], "n_seeds": 0, "n_failed": len(failed), "wins": 0}
+        return {
+            **failed_row(variant, first["seed"], first.get("error") or "failed", first.get("folder")),
+            "seeds": [r["seed"] for r in group],
+            "n_seeds": 0,
+            "n_failed": len(failed),
+            "wins": 0,
+        }
     best = max(ok, key=lambda r: r[HEADLINE])
     classes = list(dict.fromkeys(c for r in ok for c in r.get("per_class_f1") or {}))
     summary = {**ok[0], "error": "; ".join(str(r.get("error")) for r in failed) or None}
@@ -69,7 +78,9 @@ def _summarise(variant: str, group: list[Row], wins: int) -> dict[str, Any]:
         "wins": wins,
         "learned": all(learned(r) for r in ok),
         "n_not_learned": sum(not learned(r) for r in ok),
-        "per_class_f1": {c: float(np.mean([r["per_class_f1"][c] for r in ok if c in r.get("per_class_f1", {})])) for c in classes},
+        "per_class_f1": {
+            c: float(np.mean([r["per_class_f1"][c] for r in ok if c in r.get("per_class_f1", {})])) for c in classes
+        },
         "most_confused": [dict(p) for p in best.get("most_confused") or []],
         "best_seed": best["seed"],
     }
@@ -96,7 +107,7 @@ def common_settings(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def settings_differences(rows: Sequence[Row]) -> str:
-    """"epochs: cnn2_5 2, others 4" for each setting that differs between rows ('' when they all agree)."""
+    """ "epochs: cnn2_5 2, others 4" for each setting that differs between rows ('' when they all agree)."""
     parts = []
     for key in SETTINGS:
         values = {r["variant"]: r.get(key) for r in rows if r.get(key) is not None}

@@ -3,6 +3,7 @@
 Every table takes its columns from `metrics.COLUMNS` for its view; long text (errors, paths, how each setting was
 chosen) goes in lines below the table, so the terminal table fits 120 columns and the UI's a 1400 px window.
 """
+
 from __future__ import annotations
 
 import io
@@ -46,14 +47,19 @@ def comparison_frame(summaries: Sequence[Row], repeats: int | None = None, view:
 
 
 def settings_line(summaries: Sequence[Row]) -> str:
-    """"adam, batch 32, 4 epochs, onecycle schedule" for the settings every finished variant shares ('' if none)."""
+    """ "adam, batch 32, 4 epochs, onecycle schedule" for the settings every finished variant shares ('' if none)."""
     shared = common_settings(summaries)
-    parts = [shared.get("optimizer"), f"batch {shared['batch_size']}" if "batch_size" in shared else None, f"{shared['epochs']} epochs" if "epochs" in shared else None, f"{shared['schedule']} schedule" if shared.get("schedule") else None]
+    parts = [
+        shared.get("optimizer"),
+        f"batch {shared['batch_size']}" if "batch_size" in shared else None,
+        f"{shared['epochs']} epochs" if "epochs" in shared else None,
+        f"{shared['schedule']} schedule" if shared.get("schedule") else None,
+    ]
     return ", ".join(str(p) for p in parts if p)
 
 
 def failure_lines(summaries: Sequence[Row]) -> list[str]:
-    """"lenet1 failed: RuntimeError: CUDA out of memory" for each variant with a failed run (first error line)."""
+    """ "lenet1 failed: RuntimeError: CUDA out of memory" for each variant with a failed run (first error line)."""
     lines = []
     for s in summaries:
         if s.get("error"):
@@ -85,13 +91,15 @@ def _parent_of(folder: str, variant: str) -> str | None:
 def relative_path(url: str, root: str | None) -> str:
     """`url` relative to the storage `root` (as it is when it lies elsewhere or there is no root)."""
     base = (root or "").rstrip("/") + "/"
-    return url[len(base):] if root and url.startswith(base) else url
+    return url[len(base) :] if root and url.startswith(base) else url
 
 
 def _heading(summaries: Sequence[Row], dataset: str, repeats: int) -> str:
     seeds = f", mean \u00b1 std over {repeats} seeds" if repeats > 1 else ""
     settings = settings_line(summaries)
-    return f"{dataset}: {len(summaries)} variant{'s' * (len(summaries) != 1)}{seeds}" + (f" ({settings})" if settings else "")
+    return f"{dataset}: {len(summaries)} variant{'s' * (len(summaries) != 1)}{seeds}" + (
+        f" ({settings})" if settings else ""
+    )
 
 
 def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None) -> str:
@@ -99,14 +107,29 @@ def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int, ro
     frame = comparison_frame(summaries, repeats, UI)
     table = markdown_table(list(frame.columns), [[md_escape(v) for v in rec] for rec in frame.itertuples(index=False)])
     below = [f"- {md_escape(line)}" for line in failure_lines(summaries)]
-    parts = [f"### {md_escape(_heading(summaries, dataset, repeats))}", table, "\n".join(below), summary_sentences(summaries), md_escape(files_line(summaries, root))]
+    parts = [
+        f"### {md_escape(_heading(summaries, dataset, repeats))}",
+        table,
+        "\n".join(below),
+        summary_sentences(summaries),
+        md_escape(files_line(summaries, root)),
+    ]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def comparison_text(summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None, width: int = TERMINAL_WIDTH) -> str:
+def comparison_text(
+    summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None, width: int = TERMINAL_WIDTH
+) -> str:
     """The comparison for a terminal, every line at most `width` characters: table, failures, summary, files."""
     frame = comparison_frame(summaries, repeats, TERMINAL)
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False, title=_heading(summaries, dataset, repeats), title_justify="left")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+        title=_heading(summaries, dataset, repeats),
+        title_justify="left",
+    )
     for header in frame.columns:
         table.add_column(header, justify="left" if header in ("variant", "most confused") else "right", overflow="fold")
     for rec in frame.itertuples(index=False):
@@ -125,7 +148,14 @@ def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE, width_px: float
     as many variants as fit `width_px` in the UI, each starting with the class column."""
     best = best_per_class(table, fmt)
     classes = [md_escape(c) for c in table.index]
-    columns = {str(v): [f"**{format_number(f, fmt)}**" if v in best.get(str(c), ()) else format_number(f, fmt) for c, f in table[v].items()] for v in table.columns}
+    columns = {
+        str(v): [
+            f"**{format_number(f, fmt)}**" if v in best.get(str(c), ()) else format_number(f, fmt)
+            for c, f in table[v].items()
+        ]
+        for v in table.columns
+    }
+
     def fits(part: Sequence[str]) -> bool:
         return _table_px([["class", *classes], *([v, *columns[v]] for v in part)]) <= width_px
 
@@ -140,7 +170,11 @@ def per_class_f1_markdown(table: pd.DataFrame, fmt: str = SCORE, width_px: float
     even = [list(columns)[i : i + size] for i in range(0, len(columns), size)]
     if len(even) == len(parts) and all(map(fits, even)):
         parts = even
-    return "\n\n".join(markdown_table(["class", *part], [[c, *(columns[v][i] for v in part)] for i, c in enumerate(classes)]) for part in parts if part)
+    return "\n\n".join(
+        markdown_table(["class", *part], [[c, *(columns[v][i] for v in part)] for i, c in enumerate(classes)])
+        for part in parts
+        if part
+    )
 
 
 def _table_px(columns: Sequence[Sequence[str]]) -> float:
@@ -160,9 +194,18 @@ def error_analysis_markdown(rows: Sequence[Row], class_names: Sequence[str], k: 
     best = best_variant(rows)
     if best is None:
         return "### Error analysis\n\nNo variant finished, so there is nothing to analyse.\n"
-    parts = ["### Per-class F1", "", per_class_f1_markdown(per_class_f1_table(rows, class_names)), "", f"### Most confused pairs (top {k}, counts summed over seeds; fixed/introduced vs the best variant, {best})", ""]
+    parts = [
+        "### Per-class F1",
+        "",
+        per_class_f1_markdown(per_class_f1_table(rows, class_names)),
+        "",
+        f"### Most confused pairs (top {k}, counts summed over seeds; fixed/introduced vs the best variant, {best})",
+        "",
+    ]
     for variant, shift in confusion_shifts(rows, best, k).items():
-        top = ", ".join(md_escape(pair_text(p["true"], p["predicted"], p["count"])) for p in shift["top_pairs"]) or "none"
+        top = (
+            ", ".join(md_escape(pair_text(p["true"], p["predicted"], p["count"])) for p in shift["top_pairs"]) or "none"
+        )
         line = f"- **{variant}**{' (best)' if variant == best else ''}: {top}"
         if variant != best:
             line += f"; fixed: {_pair_list(shift['fixed'])}; introduced: {_pair_list(shift['introduced'])}"
@@ -177,4 +220,3 @@ def _pair_list(pairs: Sequence[tuple[str, str]]) -> str:
 def table_records(summaries: Sequence[Row], repeats: int) -> list[dict[str, Any]]:
     """The UI's comparison rows as records for a Prefect table artifact (the same cells as the Markdown table)."""
     return comparison_frame(summaries, repeats, UI).to_dict("records")
-
