@@ -132,7 +132,16 @@ def fit(
             result.resumed_from = resumed_from
             return trainer.model, FitResult(result, cfg, fallbacks, learned=why is None)
         fallbacks.append(f"{why} at {attempt.optimizer} {attempt.lr:.3g}")
-        log.warning("%s: %s at %s lr %.3g; retrying (%s)", variant, why, attempt.optimizer, attempt.lr, plan[i + 1])
+        nxt = plan[i + 1]
+        log.warning(
+            "%s: %s at %s lr %.3g; retrying at %s lr %.3g",
+            variant,
+            why,
+            attempt.optimizer,
+            attempt.lr,
+            nxt.optimizer,
+            nxt.lr,
+        )
     raise AssertionError("unreachable")
 
 

@@ -55,8 +55,22 @@ def _cli(home: Path, store: Path, *args: str) -> subprocess.Popen:
         *args,
     ]
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_terminal_signals,
     )
+
+
+def _terminal_signals() -> None:
+    """SIGINT as a terminal leaves it for the command: neither ignored nor blocked. Both are inherited, and after the
+    rest of the suite the CLI's training went on through the SIGINT (Python never raised KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class Lines:
