@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from cnn.data import DatasetSplits
-from cnn.models import create_variant, resolve_input_size
+from cnn.pipeline import build_model
 
 LR = 1e-3
 BATCH_SIZE = 32
-DESIGN_SIDE = 28  # the seed projects upsampled small images to 28 px, as cnn-lab does
 
 
 @dataclass
@@ -41,9 +40,7 @@ def _tensors(x: torch.Tensor, y: torch.Tensor, data: DatasetSplits, size: int) -
 
 def train_reference(variant: str, data: DatasetSplits, epochs: int, seed: int = 0) -> ReferenceResult:
     """Train `variant` with Adam(1e-3), batch 32 for `epochs` epochs; test accuracy of the last epoch's weights."""
-    size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE))
-    torch.manual_seed(seed)
-    model = create_variant(variant, data.channels, data.num_classes, size)
+    model, size = build_model(variant, data, seed)  # the same seeded initial weights as cnn-lab's run
     train = DataLoader(
         _tensors(data.train_x, data.train_y, data, size),
         batch_size=BATCH_SIZE,

@@ -41,12 +41,12 @@ from cnn.data.stats import compute_normalization, fingerprint
 from cnn.errors import ConfigError
 from cnn.evaluate import predict
 from cnn.lr_find import LRFindResult
-from cnn.pipeline import DEFAULT_LR_RULE, chosen_lr, range_test_sweep
+from cnn.pipeline import DEFAULT_LR_RULE, build_model, chosen_lr, range_test_sweep
 from cnn import recipe
 from cnn.recipe import MIN_LR_TEST_STEPS
-from cnn.models import count_parameters, create_variant, resolve_input_size
+from cnn.models import count_parameters
 from cnn.params import default_of
-from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device, seed_everything
+from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device
 
 DEFAULT_BATCH_SIZE = (
     256  # CPU: 512 is at most ~18% faster and 1024 slower, and both trail seed-style's accuracy after 1 epoch
@@ -356,10 +356,8 @@ def _data_root(
 
 
 def _model(variant: str, data: DatasetSplits, seed: int = 0) -> tuple[nn.Module, int]:
-    """The seeded initial model of `variant` for `data`, and its input size."""
-    size = resolve_input_size(variant, data.image_size)
-    seed_everything(seed)
-    return create_variant(variant, data.channels, data.num_classes, size), size
+    """The seeded initial model of `variant` for `data`, and its input size, as the flows build it."""
+    return build_model(variant, data, seed)
 
 
 def _check_sizes(n_train: int, epochs: int, batch_sizes: Iterable[int]) -> list[int]:

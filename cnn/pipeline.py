@@ -107,10 +107,18 @@ def _build(
     ref: DatasetRef, variant: str, seed: int, input_size: int | None
 ) -> tuple[torch.nn.Module, DatasetSplits, int]:
     data = get_dataset(ref)
+    model, size = build_model(variant, data, seed, input_size)
+    return model, data, size
+
+
+def build_model(
+    variant: str, data: DatasetSplits, seed: int, input_size: int | None = None
+) -> tuple[torch.nn.Module, int]:
+    """The seeded initial model of `variant` for `data` and its input size (small images are upsized to the
+    architecture's design side); the flows, the benchmarks and the reference loop all build through it."""
     size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE), input_size)
     seed_everything(seed)
-    model = create_variant(variant, data.channels, data.num_classes, size)
-    return model, data, size
+    return create_variant(variant, data.channels, data.num_classes, size), size
 
 
 def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
