@@ -217,7 +217,7 @@ class RunParams(BaseModel):
     )
     batch_size: Annotated[int | str, AutoOrCount()] = Field(
         "auto",
-        description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size.",
+        description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch and 1,000 in the run (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size, and above 128 the base lr grows with it.",
     )
     lr: Annotated[float | str, LearningRate()] = Field(
         "auto",

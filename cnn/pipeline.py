@@ -143,6 +143,9 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> Tra
     values["batch_size"] = recipe.resolve_batch_size(
         values.get("batch_size", recipe.AUTO), n_train, dev, values["epochs"]
     )
+    note = recipe.few_steps_note(n_train, values["epochs"], values["batch_size"], dev)
+    if note:
+        log.warning(note)
     return TrainConfig.from_dict(values)
 
 
