@@ -1,8 +1,9 @@
-"""Training that cannot fail silently: a learn check after the first epoch and at the end, with documented fallbacks.
+"""Training that cannot fail silently: a learn check after every epoch and at the end, with documented fallbacks.
 
 Attempt 1 trains at the chosen lr. If its loss turns non-finite, its first epoch raises the validation loss well
-above the untrained model's, or its best validation accuracy is not clearly above chance, attempt 2 retrains from the same
-initial weights at a tenth of that lr; if that fails too, attempt 3 uses the other optimizer family at its base lr.
+above the untrained model's, its validation accuracy collapses back to chance after learning, or its last epoch is not
+clearly above chance, attempt 2 retrains from the same initial weights at a tenth of that lr (or the base lr, when the
+lr was below it); if that fails too, attempt 3 uses the other optimizer family at its base lr.
 Each attempt has its own checkpoint, so a crash resumes the attempt it was in. The result records every failure.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -66,24 +67,36 @@ def first_epoch_failure(row: Mapping[str, float], initial_val_loss: float, chanc
     return "loss rose" if rose and not recipe.learned(row["val_acc"], chance, n_val) else None
 
 
+def epoch_failure(
+    history: Sequence[Mapping[str, float]], initial_val_loss: float, chance: float, n_val: int
+) -> str | None:
+    """Why to abandon the attempt after the latest epoch, or None: the first epoch's loss rose, or the validation
+    accuracy collapsed back to chance after learning (waiting for the end would keep the collapsed weights)."""
+    if len(history) == 1:
+        return first_epoch_failure(history[0], initial_val_loss, chance, n_val)
+    return "collapsed" if recipe.collapsed([r["val_acc"] for r in history], chance, n_val) else None
+
+
 def _failure(
     trainer: Trainer,
-    check: Callable[[Mapping[str, float]], str | None],
+    check: Callable[[Sequence[Mapping[str, float]]], str | None],
     learned: Callable[[float], bool],
     save: Callable[[dict], None],
 ) -> tuple[str | None, TrainResult | None]:
-    """Run the remaining epochs, stopping when `check` rejects the first; return (why it failed or None, the result)."""
+    """Run the remaining epochs, stopping when `check` rejects the history so far; return (why it failed or None, the
+    result). The end check judges the last epoch: its weights are the ones kept."""
     try:
-        if trainer.history and (why := check(trainer.history[0])):
-            return why, None
+        for done in range(1, len(trainer.history) + 1):  # a resumed attempt is judged on the epochs it already ran
+            if why := check(trainer.history[:done]):
+                return why, None
         for row in trainer.epochs():
             save(trainer.state(int(row["epoch"])))
-            if row["epoch"] == 1 and (why := check(row)):
+            if why := check(trainer.history):
                 return why, None
     except TrainingDiverged:
         return "diverged", None
     result = trainer.result()
-    return (None if learned(result.best_val_acc) else "did not learn"), result
+    return (None if learned(result.history[-1]["val_acc"]) else "did not learn"), result
 
 
 def fit(
@@ -119,7 +132,7 @@ def fit(
                 trainer, lambda state, name=attempt.checkpoint: io.save(name, state), chance, n_val, resumed_from
             )
         check = (
-            (lambda row: None) if last else (lambda row, v=initial_val_loss: first_epoch_failure(row, v, chance, n_val))
+            (lambda rows: None) if last else (lambda rows, v=initial_val_loss: epoch_failure(rows, v, chance, n_val))
         )
         why, result = _failure(
             trainer,
@@ -151,7 +164,7 @@ def _single(trainer: Trainer, save: Callable[[dict], None], chance: float, n_val
         save(trainer.state(int(row["epoch"])))
     result = trainer.result()
     result.resumed_from = resumed_from
-    return FitResult(result, trainer.config, [], learned=recipe.learned(result.best_val_acc, chance, n_val))
+    return FitResult(result, trainer.config, [], learned=recipe.learned(result.history[-1]["val_acc"], chance, n_val))
 
 
 def _diverged_result(trainer: Trainer) -> TrainResult:

@@ -141,3 +141,12 @@ def chance_threshold(chance: float, n: int) -> float:
 def learned(accuracy: float | None, chance: float, n: int) -> bool:
     """Whether `accuracy` on `n` images is clearly above `chance`."""
     return accuracy is not None and math.isfinite(accuracy) and accuracy > chance_threshold(chance, n)
+
+
+def collapsed(accuracies: Sequence[float], chance: float, n: int) -> bool:
+    """Whether the last of these per-epoch validation accuracies fell back to chance after an earlier one was twice as
+    far above chance as "learned" needs: an lr that blew the model up mid-run (AlexNet on digits at Adam 3e-3 went
+    0.61, 0.72, then 0.07 as one-cycle's warm-up raised the lr)."""
+    if len(accuracies) < 2 or learned(accuracies[-1], chance, n):
+        return False
+    return max(accuracies[:-1]) > chance + 2 * (chance_threshold(chance, n) - chance)

@@ -244,3 +244,30 @@ def test_a_batch_that_leaves_too_few_steps_is_named_with_the_rules_batch() -> No
     assert "265 optimizer steps" in note and "batch size auto (128)" in note
     assert recipe.few_steps_note(54_000, 5, 128) is None  # the rule's own batch leaves 2,110 steps
     assert recipe.few_steps_note(100, 5, 8) is None  # too few images for any batch: nothing better to suggest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # AlexNet's 57 M parameters on 2 CPU cores: about a minute per attempt when the box is quiet
+@pytest.mark.parametrize("variant", ["generic_3", "alexnet"])
+def test_the_hardest_variants_learn_a_short_run_under_the_default_recipe(variant: str, tmp_path) -> None:
+    """The two variants that stayed at chance under the old defaults (SGD, batch 256) learn with only --epochs given."""
+    from idx_data import write_mnist_like
+
+    from cnn.pipeline import DatasetRef, run_variant
+
+    root = write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=400, n_test=200)
+    ref = DatasetRef("fashion-mnist", data_dir=str(root), download=False, val_size=100)
+    out = run_variant(ref, variant, str(tmp_path / "store"), "short", {"epochs": 2, "device": "cpu"}, features=False)
+    config = out["train"]["config"]
+    assert (config["optimizer"], config["batch_size"], config["schedule"]) == ("adam", 8, "onecycle")  # the rules'
+    assert out["train"]["learned"], out["train"]["fallbacks"]
+    assert out["eval"]["accuracy"] > 0.25  # ten balanced classes: chance is 0.1, "learned" starts near 0.16
+
+
+def test_an_accuracy_that_collapses_to_chance_after_learning_abandons_the_attempt() -> None:
+    rows = [{"val_loss": 1.0, "val_acc": a} for a in (0.61, 0.72, 0.07)]  # AlexNet on digits at Adam 3e-3
+    assert fitting.epoch_failure(rows[:2], 2.3, 0.1, 144) is None
+    assert fitting.epoch_failure(rows, 2.3, 0.1, 144) == "collapsed"
+    noisy = [{"val_loss": 2.2, "val_acc": a} for a in (0.22, 0.12)]  # barely learned, then back: noise, not a collapse
+    assert fitting.epoch_failure(noisy, 2.3, 0.1, 144) is None
+    assert fitting.epoch_failure([{"val_loss": 9.0, "val_acc": 0.1}], 2.3, 0.1, 144) == "loss rose"
