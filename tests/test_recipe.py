@@ -98,6 +98,8 @@ def test_large_batches_scale_the_base_lr_and_band_linearly_above_batch_128() -> 
     falling = [2.3 - 0.01 * i for i in range(80)]
     assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.2, None), "adam", 1024)[0] == pytest.approx(3e-3 * 8)
     assert fitting.attempts("adam", 1e-4, 1024)[1].lr == pytest.approx(3e-3 * 8)
+    # a failure at the linearly scaled lr retries at the square-root rule's, not a tenth
+    assert fitting.attempts("adam", 3e-3 * 8, 1024)[1].lr == pytest.approx(3e-3 * 8**0.5)
 
 
 def test_fallback_plan_goes_up_to_the_base_lr_or_down_tenfold_then_switches_optimizer() -> None:
