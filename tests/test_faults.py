@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cnn.checkpoints import load_checkpoint  # here, not in the polling loop: importing torch there let epochs pass
 from cnn.storage import Storage
 from prefect_helpers import task_states
 from storage_helpers import KEY_ID, SECRET, S3Server, s3_env
@@ -40,7 +41,7 @@ print(json.dumps({"resumed_from": out["resumed_from"], "model_id": out["model_id
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2", **(extra or {})}
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
 def _worker(url: str, run: str, pause: float = 0.0, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -63,8 +64,6 @@ def _checkpoint_epoch(store: Storage, rel: str) -> int:
     """Epoch of the checkpoint in the store (0 if none); a reader always sees a whole file, so this never fails on a partial write."""
     if not store.exists(rel):
         return 0
-    from cnn.checkpoints import load_checkpoint
-
     return int(load_checkpoint(store, rel, "cnn2_5")["epoch"])
 
 
