@@ -20,15 +20,24 @@ def artifacts(key: str) -> list[Any]:
     return asyncio.run(_artifacts(key))
 
 
-async def _task_states(flow_run_id: Any) -> dict[str, list[str]]:
+async def _task_states(flow_run_id: Any, wait_s: float = 30) -> dict[str, list[str]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = asyncio.get_running_loop().time() + wait_s
     async with get_client() as client:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            # the server records task-run states from events, after the flow run has returned: on a busy machine a
+            # task run was read without its state; wait until each has its final one
+            if all(run.state is not None and run.state.is_final() for run in runs):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name)
+        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name if run.state else "(no state)")
     return {k: sorted(v) for k, v in states.items()}
 
 

@@ -266,6 +266,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Server + pools + `prefect deploy -n '*-local'` + worker; a two-variant comparison, then a retrain; what the API shows."""
     from idx_data import write_mnist_like
     from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterKey,
@@ -290,36 +291,19 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (outside / "my_nets.py").write_text(MY_NETS)
     (outside / "mine.json").write_text(json.dumps({"conv_channels": [4], "pool_sizes": [2], "fc_sizes": [16]}))
     mine = {"mine": str(outside / "mine.json")}
-    with running_server(root / "home", SERVER_ENV) as (api, env):
+    with running_server(root / "home", SERVER_ENV) as (api, env), SyncPrefectClient(api) as client:
         env = {**env, "CNN_LAB_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-        prefect(
-            [
-                "work-pool",
-                "create",
-                "cnn-lab-local",
-                "--type",
-                "process",
-                "--base-job-template",
-                "deployments/local-pool.json",
-            ],
-            env,
-        )
-        prefect(
-            [
-                "work-pool",
-                "create",
-                "cnn-lab-gpu",
-                "--type",
-                "kubernetes",
-                "--base-job-template",
-                "deployments/gpu-pool.json",
-            ],
-            env,
-        )
-        prefect(["concurrency-limit", "create", "gpu", "1"], env)
-        prefect(["deploy", "--prefect-file", "deployments/prefect.yaml", "-n", "*-local"], env, timeout=240)
+        # the pools and the `gpu` limit of deployments/README.md, sent through the API in this process (each `prefect`
+        # command costs seconds of start-up; what the CLI itself does is checked with `prefect deploy` and the retrain)
+        for pool, kind, template in (
+            ("cnn-lab-local", "process", "local-pool.json"),
+            ("cnn-lab-gpu", "kubernetes", "gpu-pool.json"),
+        ):
+            client.create_work_pool(WorkPoolCreate(name=pool, type=kind, base_job_template=_template(template)))
+        client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
         worker_log = root / "worker.log"
-        with running_worker("cnn-lab-local", env, worker_log), SyncPrefectClient(api) as client:
+        with running_worker("cnn-lab-local", env, worker_log):  # it starts up while `prefect deploy` runs
+            prefect(["deploy", "--prefect-file", "deployments/prefect.yaml", "-n", "*-local"], env, timeout=240)
             compare_params = {
                 **common,
                 "variants": ["my_net"],
@@ -327,19 +311,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "variant_files": mine,
                 "run": "e2e-compare",
             }
-            compare_id = _run_id(
-                prefect(
-                    [
-                        "deployment",
-                        "run",
-                        "compare-architectures/compare-nightly-local",
-                        "--params",
-                        json.dumps(compare_params),
-                    ],
-                    env,
-                )
-            )
-            compare = _wait_final(client, compare_id, worker_log)
+            nightly = client.read_deployment_by_name("compare-architectures/compare-nightly-local")
+            compare_run = client.create_flow_run_from_deployment(nightly.id, parameters=compare_params)
+            compare = _wait_final(client, compare_run.id, worker_log)
             children = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[compare.id]))
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cnn.checkpoints import load_checkpoint  # here, not in the polling loop: importing torch there let epochs pass
 from cnn.storage import Storage
 from prefect_helpers import task_states
 from storage_helpers import KEY_ID, SECRET, S3Server, s3_env
@@ -40,7 +41,7 @@ print(json.dumps({"resumed_from": out["resumed_from"], "model_id": out["model_id
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2", **(extra or {})}
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
 def _worker(url: str, run: str, pause: float = 0.0, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -63,8 +64,6 @@ def _checkpoint_epoch(store: Storage, rel: str) -> int:
     """Epoch of the checkpoint in the store (0 if none); a reader always sees a whole file, so this never fails on a partial write."""
     if not store.exists(rel):
         return 0
-    from cnn.checkpoints import load_checkpoint
-
     return int(load_checkpoint(store, rel, "cnn2_5")["epoch"])
 
 
@@ -219,7 +218,8 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
 DIGITS = {"dataset": "digits", "epochs": 3, "batch_size": 64, "lr": 0.05, "device": "cpu", "val_size": 0.15}
 
 
-def _fast_retries(monkeypatch, delay: float = 0.0) -> None:
+def _fast_retries(monkeypatch, delay: float = 0.0, delays: list[float] | None = None) -> None:
+    """Every step's retries after `delay` seconds (or after `delays`, one per retry)."""
     import tasks
 
     for task in (
@@ -230,7 +230,7 @@ def _fast_retries(monkeypatch, delay: float = 0.0) -> None:
         tasks.publish_variant,
         tasks.publish_comparison,
     ):
-        monkeypatch.setattr(task, "retry_delay_seconds", [delay] * len(task.retry_delay_seconds))
+        monkeypatch.setattr(task, "retry_delay_seconds", delays or [delay] * len(task.retry_delay_seconds))
 
 
 def _spy_train(monkeypatch) -> list:
@@ -297,10 +297,12 @@ def test_a_store_that_stays_away_is_given_up_on_within_the_set_time(prefect_harn
         **s3_env(server.endpoint),
         "CNN_LAB_STORAGE_RETRIES": "2",
         "CNN_LAB_STORAGE_BACKOFF": "0.05",
-        "CNN_LAB_STORAGE_GIVE_UP_S": "1",
+        "CNN_LAB_STORAGE_GIVE_UP_S": "2",
     }.items():
         monkeypatch.setenv(var, value)
-    _fast_retries(monkeypatch, delay=0.6)
+    # the second attempt comes at once (well within the 2 s), the third 2.5 s later (past them), so three attempts
+    # whatever the load: with 0.6 s between attempts and 1 s to give up, a busy machine gave up after two
+    _fast_retries(monkeypatch, delays=[0.0, 2.5, 0.0])
     calls = _spy_train(monkeypatch)
     from tasks.progress import LISTENERS
 
@@ -320,7 +322,7 @@ def test_a_store_that_stays_away_is_given_up_on_within_the_set_time(prefect_harn
 
     assert state.is_failed()
     assert re.search(
-        r"StorageError: storage: cannot \w+ s3://gone/results/\S+: failed after \d attempt\(s\): .*reachable\?; gave up after \d s of failures \(CNN_LAB_STORAGE_GIVE_UP_S=1\)$",
+        r"StorageError: storage: cannot \w+ s3://gone/results/\S+: failed after \d attempt\(s\): .*reachable\?; gave up after \d s of failures \(CNN_LAB_STORAGE_GIVE_UP_S=2\)$",
         state.message,
     ), state.message
     assert [kind for kind, _ in calls] == ["raised"] * 3, "not given up after the set time: 4 attempts"

@@ -135,8 +135,12 @@ def test_a_file_of_another_variant_is_named(tmp_path: Path) -> None:
 # --- whole publications from separate processes --------------------------------------------------------------------
 
 
-def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, results: Any) -> None:
+def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, results: Any, env: dict[str, str]) -> None:
     """One publisher process: wait for the others, then publish a comparison (or a retrain's merged table)."""
+    from cnn.report import files
+
+    os.environ.update(env)  # the test's environment now (the S3 endpoint), not the one the fork server started with
+    files._report_figures = lambda *args: {}  # the figures take seconds and touch no row
     barrier.wait()
     out = build_comparison(
         {"name": "digits", "val_size": 0.15, "seed": 0}, url, rows[0]["variant"] + "-run", rows, with_latest=with_latest
@@ -144,23 +148,22 @@ def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, result
     results.put((rows[0]["variant"], sorted(r["variant"] for r in out["rows"])))
 
 
-def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: str, monkeypatch) -> None:
+def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: str) -> None:
     """Two comparisons and two retrains, each in its own process, publish to one store at the same moment."""
-    from cnn.report import files
-
-    monkeypatch.setattr(files, "_report_figures", lambda *args: {})  # the figures take seconds and touch no row
     jobs = [
         ([_row("lenet1"), _row("lenet5")], False),
         ([_row("cnn2_3"), _row("cnn2_5")], False),
         ([_row("generic_1", 0.7)], True),
         ([_row("generic_2", 0.6)], True),
     ]
-    context = multiprocessing.get_context(
-        "spawn"
-    )  # fresh interpreters: forking after a test left Prefect's threads running broke the children
+    # Fresh processes (forking after a test left Prefect's threads running broke the children), forked from a server
+    # process that imported this module once: spawning each child re-imported torch, scikit-learn and matplotlib
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     barrier, results = context.Barrier(len(jobs)), context.Queue()
     procs = [
-        context.Process(target=_publish, args=(store_url, rows, latest, barrier, results)) for rows, latest in jobs
+        context.Process(target=_publish, args=(store_url, rows, latest, barrier, results, dict(os.environ)))
+        for rows, latest in jobs
     ]
     for p in procs:
         p.start()
