@@ -143,9 +143,6 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> Tra
     values["batch_size"] = recipe.resolve_batch_size(
         values.get("batch_size", recipe.AUTO), n_train, dev, values["epochs"]
     )
-    note = recipe.few_steps_note(n_train, values["epochs"], values["batch_size"], dev)
-    if note:
-        log.warning(note)
     return TrainConfig.from_dict(values)
 
 
@@ -340,6 +337,8 @@ def train_variant(
     _, data, size = _build(ref, variant, 0, input_size)
     cfg = resolve_config(config, int(data.train_y.numel()))
     check_batch_size(cfg.batch_size, int(data.train_y.numel()))
+    if note := recipe.few_steps_note(int(data.train_y.numel()), cfg.epochs, cfg.batch_size, resolve_device(cfg.device)):
+        log.warning(note)  # here, not in resolve_config: the range test and the task resolve the config too
     model, fitted = fitting.fit(
         lambda: _build(ref, variant, cfg.seed, input_size)[0],
         data,

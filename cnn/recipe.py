@@ -65,7 +65,8 @@ def auto_batch_size(n_train: int, device: str | torch.device = "cpu", epochs: in
 
 def few_steps_note(n_train: int, epochs: int, batch_size: int, device: str | torch.device = "cpu") -> str | None:
     """A warning when `batch_size` leaves fewer than MIN_TOTAL_STEPS optimizer steps in the run, naming the rule's
-    batch (None when the run has enough, or the batch is no larger than the rule's): large batches with few steps lose accuracy that no lr rule gives back."""
+    batch (None when the run has enough, or the batch is no larger than the rule's): large batches with few steps
+    lose accuracy that no lr rule gives back."""
     steps = epochs * math.ceil(n_train / batch_size)
     auto = auto_batch_size(n_train, device, epochs)
     if steps >= MIN_TOTAL_STEPS or batch_size <= auto:
