@@ -2,8 +2,8 @@
 
 Attempt 1 trains at the chosen lr. If its loss turns non-finite, its first epoch raises the validation loss well
 above the untrained model's, its validation accuracy collapses back to chance after learning, or its last epoch is not
-clearly above chance, attempt 2 retrains from the same initial weights at a tenth of that lr (or the base lr, when the
-lr was below it); if that fails too, attempt 3 uses the other optimizer family at its base lr.
+clearly above chance, attempt 2 retrains from the same initial weights at a lower lr (`lower_lr`), or at the base lr
+when the lr was below it; if that fails too, attempt 3 uses the other optimizer family at its base lr.
 Each attempt has its own checkpoint, so a crash resumes the attempt it was in. The result records every failure.
 """
 
