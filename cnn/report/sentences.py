@@ -12,7 +12,8 @@ from cnn.report.summaries import settings_differences
 
 
 def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = None, *, markdown: bool = True) -> str:
-    """Two to four sentences: best variant, best accuracy per 1k params, shared confusions, LR flags (Markdown-escaped unless `markdown` is False)."""
+    """Two to four sentences: best variant, best accuracy per 1k params, shared confusions, LR flags, fallbacks
+    (Markdown-escaped unless `markdown` is False)."""
     esc = md_escape if markdown else str
     common = common_confusions(summaries) if common is None else common
     finished = [s for s in summaries if is_ok(s)]
@@ -42,6 +43,9 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = 
     flagged = [f"{s['variant']} ({str(s['lr_flag']).replace('_', ' ')})" for s in ok if s.get("lr_flag")]
     if flagged:
         sentences.append(f"The LR finder flagged {', '.join(flagged)}: check those curves (\u26a0 in the LR column).")
+    retried = fallback_notes(finished)
+    if retried:
+        sentences.append(f"Trained at a fallback setting after a failed attempt: {esc(', '.join(retried))}.")
     if idle:
         sentences.append(
             f"Did not learn ({NOT_LEARNED}: test accuracy not clearly above chance, left out of the ranking): {', '.join(idle)}."
@@ -52,3 +56,14 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = 
     if mixed:
         sentences.append(f"Rows were trained with different settings: {mixed}.")
     return " ".join(sentences)
+
+
+def fallback_notes(summaries: Sequence[Row]) -> list[str]:
+    """ "alexnet (collapsed at adam 0.003)" for each row whose training abandoned an attempt (from its LR rule)."""
+    marker = "fallback: "
+    notes = []
+    for s in summaries:
+        rule = str(s.get("lr_rule") or "")
+        if marker in rule:
+            notes.append(f"{s['variant']} ({rule.split(marker, 1)[1]})")
+    return notes
