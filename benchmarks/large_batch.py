@@ -14,18 +14,25 @@ from typing import Any
 
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.recipe import TOLERANCE, run_cnn_lab
+from cnn.checks import AUTO
 
 
 def bench_batches(
-    dataset: str, variants: list[str], batches: list[int], seed: int = 0, device: str = "cpu"
+    dataset: str,
+    variants: list[str],
+    batches: list[int],
+    seed: int = 0,
+    device: str = "cpu",
+    epochs: int | str = AUTO,
 ) -> list[dict[str, Any]]:
-    """One row per (variant, batch): accuracy and the difference from the variant's first batch."""
+    """One row per (variant, batch): accuracy and the difference from the variant's first batch, all at `epochs`
+    (the recipe's rule for the dataset when "auto")."""
     register_distorted_digits()
     rows = []
     for variant in variants:
         base = None
         for batch in batches:
-            out = run_cnn_lab(dataset, variant, seed, None, device, batch)
+            out = run_cnn_lab(dataset, variant, seed, None, device, batch, epochs)
             base = out["test_acc"] if base is None else base
             row = {
                 "variant": variant,
@@ -61,10 +68,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--batches", default="64,1024", help="comma-separated; the first is the baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", default=AUTO, type=lambda t: t if t == AUTO else int(t), help="default: the recipe's")
     args = p.parse_args(argv)
-    rows = bench_batches(
-        args.dataset, args.variants.split(","), [int(b) for b in args.batches.split(",")], args.seed, args.device
-    )
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = bench_batches(args.dataset, args.variants.split(","), batches, args.seed, args.device, args.epochs)
     print(format_rows(rows))
     return rows
 

@@ -29,18 +29,24 @@ TOLERANCE = 0.01  # cnn-lab's mean may trail the reference's by at most one poin
 
 
 def run_cnn_lab(
-    dataset: str, variant: str, seed: int, max_train: int | None, device: str, batch_size: int | str = recipe.AUTO
+    dataset: str,
+    variant: str,
+    seed: int,
+    max_train: int | None,
+    device: str,
+    batch_size: int | str = recipe.AUTO,
+    epochs: int | str = recipe.AUTO,
 ) -> dict[str, Any]:
-    """One comparison row as the flows make it (features skipped), in a throwaway in-memory store; `batch_size` as a
-    user would type it (the recipe's rule when "auto")."""
+    """One comparison row as the flows make it (features skipped), in a throwaway in-memory store; `batch_size` and
+    `epochs` as a user would type them (the recipe's rules when "auto")."""
     ref = pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False)
     start = time.perf_counter()
     out = pipeline.run_variant(
         ref,
         variant,
-        f"memory://recipe-{dataset}-{variant}-{seed}-{batch_size}",
+        f"memory://recipe-{dataset}-{variant}-{seed}-{batch_size}-{epochs}",
         "bench",
-        {"seed": seed, "device": device, "batch_size": batch_size},
+        {"seed": seed, "device": device, "batch_size": batch_size, "epochs": epochs},
         features=False,
     )
     train = out["train"]

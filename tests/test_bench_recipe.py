@@ -1,0 +1,41 @@
+"""The recipe benchmarks (`cnn-lab bench --recipe`, `python -m benchmarks.large_batch`) on a few test-made images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import large_batch
+from benchmarks import recipe as recipe_bench
+
+
+@pytest.fixture(scope="module")
+def small_run() -> dict:
+    """lenet1 on 120 of the 486-image set's training images, seed 0: cnn-lab's defaults and the reference loop."""
+    return recipe_bench.bench_recipe(["distorted-digits-small"], ["lenet1"], [0], max_train={"lenet1": 120})
+
+
+def test_recipe_rows_hold_both_accuracies_their_difference_and_the_settings(small_run: dict) -> None:
+    (row,) = small_run["rows"]
+    assert (row["dataset"], row["variant"], row["seeds"]) == ("distorted-digits-small", "lenet1", 1)
+    assert row["n_train"] == 108  # 120 less the validation split
+    assert (row["epochs"], row["batch_size"]) == (30, 8)  # the rules' values for 108 images
+    assert 0.0 <= row["reference"] <= 1.0 and 0.0 <= row["cnn_lab"] <= 1.0
+    assert row["diff"] == pytest.approx(row["cnn_lab"] - row["reference"])
+    assert row["ok"] is (row["diff"] >= -recipe_bench.TOLERANCE)
+    assert row["lr_test_share"] <= 0.10  # the range test's budget
+
+
+def test_recipe_table_prints_one_line_per_row_and_the_verdict(small_run: dict) -> None:
+    text = recipe_bench.format_table(small_run["rows"])
+    assert "distorted-digits-small" in text and "lenet1" in text
+    assert text.splitlines()[-1].endswith("pairs within 1% of the reference")
+    json.dumps(small_run, default=str)  # --json writes it
+
+
+def test_large_batch_rows_compare_each_batch_with_the_first_at_the_same_epochs() -> None:
+    rows = large_batch.bench_batches("distorted-digits-small", ["lenet1"], [8, 64], epochs=2)
+    assert [(r["batch"], r["epochs"]) for r in rows] == [(8, 2), (64, 2)]
+    assert rows[0]["diff"] == 0.0 and rows[1]["diff"] == pytest.approx(rows[1]["test_acc"] - rows[0]["test_acc"])
+    assert "lenet1" in large_batch.format_rows(rows)
