@@ -97,6 +97,13 @@ def test_large_batches_scale_the_base_lr_and_band_linearly_above_batch_128() -> 
     lrs = [1e-5 * 1.2**i for i in range(80)]
     falling = [2.3 - 0.01 * i for i in range(80)]
     assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.2, None), "adam", 1024)[0] == pytest.approx(3e-3 * 8)
+    # above batch 128 a low suggestion no longer lowers the lr: generic_1 at batch 512 lost 6.4 points at 0.0019
+    lr, rule = chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.0019, None), "adam", 512)
+    assert (
+        lr == pytest.approx(0.012)
+        and rule == "base lr: linear scaling above batch 128 (min_loss_div10 suggested 0.0019)"
+    )
+    assert chosen_lr(_sweep(lrs, falling, "min_loss_div10", 0.0019, None), "adam", 128)[0] == 0.0019  # unchanged
     assert fitting.attempts("adam", 1e-4, 1024)[1].lr == pytest.approx(3e-3 * 8)
     # a failure at the linearly scaled lr retries at the square-root rule's, not a tenth
     assert fitting.attempts("adam", 3e-3 * 8, 1024)[1].lr == pytest.approx(3e-3 * 8**0.5)
