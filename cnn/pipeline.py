@@ -288,21 +288,14 @@ def chosen_lr(result: lr_find.LRFindResult, optimizer: str, batch_size: int) -> 
     """The suggestion, capped at the top of the optimizer's trust band; the base lr for an unusable curve, a batch above
     the linear rule's start, or a suggestion below the band (on 486 images cnn2_5 reached 0.48 at the band's floor
     against 0.57 at the base lr); and how."""
+    base = recipe.base_lr(optimizer, batch_size)
     if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:
-        return recipe.base_lr(optimizer, batch_size), f"base lr: {str(result.flag).replace('_', ' ')} curve"
-    if (
-        recipe.lr_scale(batch_size) > 1
-    ):  # the linear rule beats the short large-batch curve (recipe.LR_SCALE_FROM_BATCH)
-        return recipe.base_lr(optimizer, batch_size), (
-            f"base lr: linear scaling above batch {recipe.LR_SCALE_FROM_BATCH} "
-            f"({result.rule} suggested {result.suggestion:.2g})"
-        )
-    if (
-        result.suggestion < recipe.trust_band(optimizer, batch_size)[0]
-    ):  # a minimum at the sweep's start: the loss never really fell
-        return recipe.base_lr(
-            optimizer, batch_size
-        ), f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
+        return base, f"base lr: {str(result.flag).replace('_', ' ')} curve"
+    if recipe.lr_scale(batch_size) > 1:  # the linear rule beats a short large-batch curve (recipe.LR_SCALE_FROM_BATCH)
+        linear = f"linear scaling above batch {recipe.LR_SCALE_FROM_BATCH}"
+        return base, f"base lr: {linear} ({result.rule} suggested {result.suggestion:.2g})"
+    if result.suggestion < recipe.trust_band(optimizer, batch_size)[0]:  # a minimum at the sweep's start: no real fall
+        return base, f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
     clipped = recipe.clip_lr(result.suggestion, optimizer, batch_size)
     if clipped != result.suggestion:
         return clipped, f"{result.rule}, clipped from {result.suggestion:.2g}"
