@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
 from benchmarks import large_batch
 from benchmarks import recipe as recipe_bench
+from benchmarks.datasets import register_distorted_digits
+from cnn.data import list_datasets, unregister_dataset
+
+
+@pytest.fixture(scope="module", autouse=True)
+def distorted_digits() -> Iterator[list[str]]:
+    """The benchmarks register the distorted-digits sets; later test files in this worker expect only the built-in
+    datasets (the fast checks' list), so they are removed again."""
+    names = register_distorted_digits()
+    yield names
+    for name in names:
+        unregister_dataset(name)
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +52,8 @@ def test_large_batch_rows_compare_each_batch_with_the_first_at_the_same_epochs()
     assert [(r["batch"], r["epochs"]) for r in rows] == [(8, 2), (64, 2)]
     assert rows[0]["diff"] == 0.0 and rows[1]["diff"] == pytest.approx(rows[1]["test_acc"] - rows[0]["test_acc"])
     assert "lenet1" in large_batch.format_rows(rows)
+
+
+def test_the_distorted_digits_sets_are_registered_for_the_benchmarks(distorted_digits: list[str]) -> None:
+    assert distorted_digits == ["distorted-digits-small", "distorted-digits-medium", "distorted-digits-large"]
+    assert set(distorted_digits) <= set(list_datasets())

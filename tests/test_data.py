@@ -126,3 +126,14 @@ def test_copy_of_mirror_is_read_without_network(tmp_path, fashion_dir) -> None:
     shutil.copytree(fashion_dir / "FashionMNIST", tmp_path / "FashionMNIST")
     data = load_dataset("fashion-mnist", tmp_path, download=True, val_size=50)
     assert data.train_y.numel() == 550
+
+
+def test_a_registered_dataset_can_be_removed_and_an_unknown_one_is_named() -> None:
+    from cnn.data import register_dataset, unregister_dataset
+
+    register_dataset("Tiny-Set", lambda data_dir, download: None, "for this test")
+    assert "tiny-set" in list_datasets()
+    unregister_dataset("tiny-set")
+    assert "tiny-set" not in list_datasets()
+    with pytest.raises(ConfigError, match="tiny-set"):
+        unregister_dataset("tiny-set")

@@ -39,6 +39,14 @@ def register_dataset(name: str, loader: Loader, description: str = "") -> None:
     _REGISTRY[key] = DatasetSpec(key, loader, description)
 
 
+def unregister_dataset(name: str) -> None:
+    """Remove a registered dataset (for tests and plug-ins); an unknown name raises the usual ConfigError."""
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise unknown_dataset(name, _REGISTRY)
+    del _REGISTRY[key]
+
+
 def _tv_loader(tv_name: str) -> Loader:
     def load(data_dir: str, download: bool) -> tuple:
         return sources.load_torchvision(tv_name, data_dir, download=download)
