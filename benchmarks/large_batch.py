@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from benchmarks.datasets import register_distorted_digits
-from benchmarks.recipe import TOLERANCE, run_cnn_lab
+from benchmarks.recipe import TOLERANCE, auto_or_count, run_cnn_lab
 from cnn.checks import AUTO
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--batches", default="64,1024", help="comma-separated; the first is the baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--epochs", default=AUTO, type=lambda t: t if t == AUTO else int(t), help="default: the recipe's")
+    p.add_argument("--epochs", default=AUTO, type=auto_or_count, help="default: the recipe's")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     rows = bench_batches(args.dataset, args.variants.split(","), batches, args.seed, args.device, args.epochs)

@@ -22,6 +22,7 @@ import torch
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.reference import train_reference
 from cnn import pipeline, recipe
+from cnn.checks import AutoOrCount
 from cnn.models import list_variants
 
 DATASETS = ("digits", "distorted-digits-small", "distorted-digits-medium", "distorted-digits-large")
@@ -156,6 +157,14 @@ def bench_recipe(
     return {"pairs": pairs, "rows": summarise(pairs), "environment": env}
 
 
+def auto_or_count(text: str) -> int | str:
+    """An option's 'auto' or integer >= 1, checked as the flows check batch_size and epochs (cnn.checks.AutoOrCount)."""
+    try:
+        return AutoOrCount().check(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """Options of the recipe benchmark."""
     p = argparse.ArgumentParser(
@@ -171,7 +180,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         default=recipe.AUTO,
-        type=lambda t: t if t == recipe.AUTO else int(t),
+        type=auto_or_count,
         help="cnn-lab's batch size (default: the recipe's rule); the reference keeps 32",
     )
     p.add_argument("--json", default=None, help="also write every pair and row to this file")

@@ -150,16 +150,16 @@ def fit(
             lambda acc: recipe.learned(acc, chance, n_val),
             lambda state, name=attempt.checkpoint: io.save(name, state),
         )
-        if why is None or last:
-            result = result or _diverged_result(trainer)
+        if result is None and last:
+            result = _diverged_result(trainer)
+        if result is not None:  # None: abandoned mid-run, never a candidate to keep
             result.resumed_from = resumed_from
             if why is None:
                 return trainer.model, FitResult(result, cfg, fallbacks, learned=True)
-            return best_attempt([*finished, Kept(trainer.model, result, cfg)], fallbacks, why)
-        fallbacks.append(f"{why} at {attempt.optimizer} {attempt.lr:.3g}")
-        if result is not None:
-            result.resumed_from = resumed_from
             finished.append(Kept(trainer.model, result, cfg))
+        if last:
+            return best_attempt(finished, fallbacks, why)
+        fallbacks.append(f"{why} at {attempt.optimizer} {attempt.lr:.3g}")
         nxt = plan[i + 1]
         log.warning(
             "%s: %s at %s lr %.3g; retrying at %s lr %.3g",

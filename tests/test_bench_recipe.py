@@ -57,3 +57,12 @@ def test_large_batch_rows_compare_each_batch_with_the_first_at_the_same_epochs()
 def test_the_distorted_digits_sets_are_registered_for_the_benchmarks(distorted_digits: list[str]) -> None:
     assert distorted_digits == ["distorted-digits-small", "distorted-digits-medium", "distorted-digits-large"]
     assert set(distorted_digits) <= set(list_datasets())
+
+
+@pytest.mark.parametrize("option", ["--epochs", "--batch-size"])
+def test_a_bad_count_stops_the_benchmark_with_the_allowed_values(option: str, capsys) -> None:
+    main = large_batch.main if option == "--epochs" else recipe_bench.main
+    with pytest.raises(SystemExit) as stop:
+        main([option, "0"])
+    assert stop.value.code == 2
+    assert f"argument {option}: must be 'auto' or an integer >= 1, got '0'" in capsys.readouterr().err

@@ -108,10 +108,13 @@ def failed_row(variant: str, seed: int, error: str, folder: str | None = None) -
     return RunRow(variant=variant, seed=seed, status="failed", error=str(error), folder=folder).to_dict()
 
 
+FALLBACK_NOTE = "fallback: "  # starts the part of a row's LR rule that says why earlier attempts were abandoned
+
+
 def _fallback_note(train_info: Row) -> str | None:
     """ "fallback: no descent at adam 0.003" when training abandoned attempts, else None."""
     fallbacks = train_info.get("fallbacks") or []
-    return f"fallback: {'; '.join(fallbacks)}" if fallbacks else None
+    return f"{FALLBACK_NOTE}{'; '.join(fallbacks)}" if fallbacks else None
 
 
 def test_learned(eval_info: Row) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from cnn.markdown import md_escape
 from cnn.report.analysis import Pair, common_confusions
 from cnn.report.metrics import HEADLINE, NOT_LEARNED, SCORE, accuracy_per_1k_params, pair_text
-from cnn.report.rows import Row, is_ok, learned
+from cnn.report.rows import FALLBACK_NOTE, Row, is_ok, learned
 from cnn.report.summaries import settings_differences
 
 
@@ -60,10 +60,9 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = 
 
 def fallback_notes(summaries: Sequence[Row]) -> list[str]:
     """ "alexnet (collapsed at adam 0.003)" for each row whose training abandoned an attempt (from its LR rule)."""
-    marker = "fallback: "
     notes = []
     for s in summaries:
         rule = str(s.get("lr_rule") or "")
-        if marker in rule:
-            notes.append(f"{s['variant']} ({rule.split(marker, 1)[1]})")
+        if FALLBACK_NOTE in rule:
+            notes.append(f"{s['variant']} ({rule.split(FALLBACK_NOTE, 1)[1]})")
     return notes
