@@ -45,14 +45,14 @@ def build_comparison(
     repeats: int = 1,
     *,
     with_latest: bool = False,
-    plugins: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the rows' latest files (with the `plugins` a later retrain loads to rebuild these variants), then
-    aggregate, render galleries, write report.md/comparison.md/csv.
+    """Write the rows' latest files, then aggregate, render galleries, write report.md/comparison.md/csv.
 
-    with_latest=True (a retrain) reports every variant's latest rows, the fresh ones included, instead of `rows` alone."""
+    with_latest=True (a retrain) reports every variant's latest rows, the fresh ones included, instead of `rows` alone.
+    Galleries are drawn for the variants this process has registered (built-in, installed, or named by the user);
+    nothing read from the store names code to load."""
     ref, store = as_ref(ref), open_storage(storage)
-    publish_latest(store, ref.name, run, rows, repeats, plugins)
+    publish_latest(store, ref.name, run, rows, repeats)
     if with_latest:
         latest = latest_rows(store, ref.name)
         rows, repeats = latest["rows"], latest["repeats"]
@@ -64,7 +64,7 @@ def build_comparison(
         if row.get("status") == "ok" and rel and row["variant"] not in models:
             try:
                 models[row["variant"]] = load_variant_model(store, rel, row["variant"], data)
-            except ConfigError as err:  # a plug-in variant this process cannot load: its row stays, its galleries go
+            except ConfigError as err:  # a plug-in variant the user did not name: its row stays, its galleries go
                 log.warning("no galleries for %s: %s", row["variant"], err)
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
@@ -85,7 +85,6 @@ def publish_latest(
     run: str,
     rows: Sequence[Mapping[str, Any]],
     repeats: int = 1,
-    plugins: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write <dataset>/latest/<variant>.json for each variant with a finished row (all its rows, one atomic write each).
 
@@ -97,7 +96,7 @@ def publish_latest(
     return [
         store.write_json(
             _latest_rel(dataset, variant),
-            {"run": run, "repeats": repeats, "rows": group, "plugins": dict(plugins or {})},
+            {"run": run, "repeats": repeats, "rows": group},
         )
         for variant, group in by_variant.items()
         if any(r.get("status") == "ok" for r in group)
@@ -127,12 +126,12 @@ def _read_published(store: Storage, rel: str, variant: str | None = None) -> dic
     if variant is not None and any(r["variant"] != variant for r in rows):
         raise StorageError(f"storage: {url} holds rows of another variant than {variant!r}; move it aside and rerun")
     repeats = data.get("repeats", 1)
-    plugins = data.get("plugins") if isinstance(data.get("plugins"), dict) else {}
+    # Files written by earlier versions also hold "plugins" (module paths and configs): never read, so that a
+    # planted file cannot make a retrain import code
     return {
         "run": data.get("run"),
         "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1,
         "rows": rows,
-        "plugins": plugins,
     }
 
 
@@ -144,7 +143,6 @@ def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
     base = safe_name(dataset, "dataset")
     found: dict[str, list[dict[str, Any]]] = {}
     repeats = [1]
-    plugins: dict[str, Any] = {"variant_modules": [], "variant_files": {}}
     files = [_read_published(store, f"{base}/{LATEST}")] if store.exists(f"{base}/{LATEST}") else []
     for row in files[0]["rows"] if files else []:
         found.setdefault(row["variant"], []).append(row)
@@ -153,18 +151,8 @@ def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
             variant = name.removesuffix(".json")
             files.append(_read_published(store, f"{base}/{LATEST_DIR}/{name}", variant))
             found[variant] = files[-1]["rows"]
-    for published in files:
-        repeats.append(published["repeats"])
-        plugins["variant_modules"] = list(
-            dict.fromkeys([*plugins["variant_modules"], *published["plugins"].get("variant_modules", [])])
-        )
-        plugins["variant_files"].update(published["plugins"].get("variant_files", {}))
-    return {
-        "run": None,
-        "repeats": max(repeats),
-        "rows": [r for group in found.values() for r in group],
-        "plugins": plugins,
-    }
+    repeats += [published["repeats"] for published in files]
+    return {"run": None, "repeats": max(repeats), "rows": [r for group in found.values() for r in group]}
 
 
 RETRAIN_SETTINGS = (

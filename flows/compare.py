@@ -67,7 +67,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         persist_result=True,
         refresh_cache=bool(settings.refresh) or None,
     )
-    published = publish(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats, plugins=settings.plugins)
+    published = publish(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats)
     failed = [r for r in rows if r["status"] != "ok"]
     result = {
         "run": settings.run,

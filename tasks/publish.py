@@ -53,12 +53,11 @@ def publish_comparison(
     rows: list[dict[str, Any]],
     repeats: int = 1,
     with_latest: bool = False,
-    plugins: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the rows' latest files and report.md/comparison.md/csv; publish the comparison, table, error-analysis and link artifacts.
 
     with_latest=True (a retrain): the table holds every variant's latest rows, the fresh ones included."""
-    built = publishing.build_comparison(ref, storage, run, rows, repeats, with_latest=with_latest, plugins=plugins)
+    built = publishing.build_comparison(ref, storage, run, rows, repeats, with_latest=with_latest)
     dataset, repeats = ref["name"], built["repeats"]
     comparison_id = create_markdown_artifact(
         publishing.comparison_artifact_markdown(built),
