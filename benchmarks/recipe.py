@@ -24,6 +24,7 @@ from benchmarks.reference import train_reference
 from cnn import pipeline, recipe
 from cnn.checks import AutoOrCount
 from cnn.models import list_variants
+from cnn.params import RunParams
 
 DATASETS = ("digits", "distorted-digits-small", "distorted-digits-medium", "distorted-digits-large")
 TOLERANCE = 0.01  # cnn-lab's mean may trail the reference's by at most one point
@@ -40,16 +41,18 @@ def run_cnn_lab(
 ) -> dict[str, Any]:
     """One comparison row as the flows make it (features skipped), in a throwaway in-memory store; `batch_size` and
     `epochs` as a user would type them (the recipe's rules when "auto")."""
-    ref = pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False)
-    start = time.perf_counter()
-    out = pipeline.run_variant(
-        ref,
-        variant,
-        f"memory://recipe-{dataset}-{variant}-{seed}-{batch_size}-{epochs}",
-        "bench",
-        {"seed": seed, "device": device, "batch_size": batch_size, "epochs": epochs},
-        features=False,
+    config = RunParams(
+        dataset=dataset,
+        seed=0,
+        max_train=max_train or 0,
+        device=device,
+        batch_size=batch_size,
+        epochs=epochs,
+        storage=f"memory://recipe-{dataset}-{variant}-{seed}-{batch_size}-{epochs}",
+        run="bench",
     )
+    start = time.perf_counter()
+    out = pipeline.run_variant(config, variant, seed=seed, features=False)
     train = out["train"]
     return {
         "test_acc": out["eval"]["accuracy"],

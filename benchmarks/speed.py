@@ -485,13 +485,11 @@ def find_lr(
         model,
         data,
         input_size,
-        batch_size,
+        TrainConfig(batch_size=batch_size, seed=seed, device=str(device)),
         steps,
-        seed=seed,
         lr_min=LR_MIN,
         lr_max=lr_max,
         rule=rule,
-        device=str(device),
     )
     _sync(device)
     seconds = time.perf_counter() - start

@@ -35,7 +35,7 @@ def known_variants(params: RunParams) -> set[str]:
 
 def fast_checks(params: RunParams, variants: Sequence[str] | None = None) -> None:
     """Raise the first ConfigError or StorageError the run would meet when it starts; `variants` defaults to the
-    comparison's (`params.compared()`), as in flows.settings.build_settings."""
+    comparison's (`params.compared()`), as in flows.settings.prepare_run."""
     if not params.variant_modules:
         known = known_variants(params)
         field = "variants" if variants is None else "variant"

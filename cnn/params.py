@@ -36,12 +36,31 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "onecycle", "cosine")
 LR_RULES = ("min_loss_div10", "steepest")
 REFRESH_STEPS = ("lr", "train", "evaluate", "features")
+STEPS = ("dataset", *REFRESH_STEPS)  # a variant's cached steps, in order
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 VARIANT_NAME = re.compile(r"[a-z0-9_]+")
 VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
 _TASK_RUNNER = re.compile(r"dask|(dask|tcp|tls)://[^/\s]+")
+
+
+@dataclass(frozen=True)
+class Affects:
+    """Marks a run parameter whose value can change the cached result of `steps` (names in STEPS). A field without it
+    never changes a result (where the run goes, how fast, what is shown, which variants) and is in no cache key."""
+
+    steps: tuple[str, ...]
+
+    def __init__(self, *steps: str) -> None:
+        unknown = set(steps) - set(STEPS)
+        if unknown:
+            raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
+        object.__setattr__(self, "steps", steps)
+
+
+EVERY_STEP = Affects(*STEPS)  # the dataset's splits: every step reads them
+LR_AND_TRAIN = Affects("lr", "train")  # the LR range test trains too, at the run's batch, epochs budget and optimizer
 
 
 @dataclass(frozen=True)
@@ -196,7 +215,7 @@ class RunParams(BaseModel):
     variant: Annotated[str, VariantName()] = Field(
         "cnn2_5", description="Architecture to train (see `cnn-lab variants`)."
     )
-    dataset: Annotated[str, Text()] = Field(
+    dataset: Annotated[str, Text(), EVERY_STEP] = Field(
         "fashion-mnist",
         description="fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.",
     )
@@ -212,34 +231,34 @@ class RunParams(BaseModel):
         [],
         description="Python modules (importable names or .py file paths) whose @register_variant functions add variants; a worker imports them too.",
     )
-    epochs: Annotated[int | str, AutoOrCount()] = Field(
+    epochs: Annotated[int | str, AutoOrCount(), LR_AND_TRAIN] = Field(
         "auto", description="Training epochs per variant, or auto: enough to see 20,000 training images, 5 to 30."
     )
-    batch_size: Annotated[int | str, AutoOrCount()] = Field(
+    batch_size: Annotated[int | str, AutoOrCount(), LR_AND_TRAIN] = Field(
         "auto",
         description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch and 1,000 in the run (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size, and above 128 the base lr grows with it.",
     )
-    lr: Annotated[float | str, LearningRate()] = Field(
+    lr: Annotated[float | str, LearningRate(), Affects("train")] = Field(
         "auto",
         description="auto runs Leslie Smith's LR range test per variant; a number uses that learning rate for all.",
     )
-    optimizer: Annotated[str, Choice(OPTIMIZERS, "optimizer")] = Field(
+    optimizer: Annotated[str, Choice(OPTIMIZERS, "optimizer"), LR_AND_TRAIN] = Field(
         "adam", description="adam (the default recipe), adamw, or sgd (with momentum)."
     )
-    schedule: Annotated[str, Choice(SCHEDULES, "schedule")] = Field(
+    schedule: Annotated[str, Choice(SCHEDULES, "schedule"), Affects("train")] = Field(
         "onecycle", description="Per-step LR schedule: onecycle (peak at lr), cosine or none."
     )
-    momentum: Annotated[float, Number(ge=0, lt=1)] = Field(0.9, description="SGD momentum, in [0, 1).")
-    weight_decay: Annotated[float, Number(ge=0)] = Field(
+    momentum: Annotated[float, Number(ge=0, lt=1), LR_AND_TRAIN] = Field(0.9, description="SGD momentum, in [0, 1).")
+    weight_decay: Annotated[float, Number(ge=0), LR_AND_TRAIN] = Field(
         0.0, description="L2 weight decay (decoupled for adamw), >= 0."
     )
-    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32)] = Field(
+    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32), EVERY_STEP] = Field(
         0, description="First seed; the split, the weights and the batch order follow it."
     )
     repeats: Annotated[int, Number(integer=True, ge=1)] = Field(
         1, description="Seeds per variant (seed, seed+1, ...); the table shows mean, std and wins."
     )
-    data_dir: Annotated[str, Text()] = Field(
+    data_dir: Annotated[str, Text(), EVERY_STEP] = Field(
         "./data", description="Folder with the raw files (torchvision layout) or where to download them."
     )
     storage: Annotated[str, Text()] = Field(
@@ -249,13 +268,13 @@ class RunParams(BaseModel):
     run: Annotated[str, Text(optional=True)] = Field(
         "", description="Run folder name under the storage's dataset folder; empty: the flow run's start time and name."
     )
-    val_size: Annotated[float, Share()] = Field(
+    val_size: Annotated[float, Share(), EVERY_STEP] = Field(
         0.1, description="Validation share in (0, 1), or a count of images, split from the training set with the seed."
     )
-    max_train: Annotated[int, Count()] = Field(
+    max_train: Annotated[int, Count(), EVERY_STEP] = Field(
         0, description="Use only this many training images (quick runs); 0: all."
     )
-    max_test: Annotated[int, Count()] = Field(0, description="Use only this many test images; 0: all.")
+    max_test: Annotated[int, Count(), EVERY_STEP] = Field(0, description="Use only this many test images; 0: all.")
     device: Annotated[str, Device()] = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps.")
     refresh: Annotated[list[str], Refresh()] = Field(
         [], description="Re-run cached steps: true for all, or some of lr, train, evaluate, features."
@@ -283,11 +302,13 @@ class RunParams(BaseModel):
     subdir: Annotated[str, Text(optional=True)] = Field(
         "", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none."
     )
-    lr_min: Annotated[float, Number(gt=0)] = Field(1e-5, description="Lower bound of the LR range test.")
-    lr_max: Annotated[float, Number(gt=0)] = Field(1.0, description="Upper bound of the LR range test; above lr_min.")
+    lr_min: Annotated[float, Number(gt=0), Affects("lr")] = Field(1e-5, description="Lower bound of the LR range test.")
+    lr_max: Annotated[float, Number(gt=0), Affects("lr")] = Field(
+        1.0, description="Upper bound of the LR range test; above lr_min."
+    )
     # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
     # lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
-    lr_rule: Annotated[str, Choice(LR_RULES, "rule")] = Field(
+    lr_rule: Annotated[str, Choice(LR_RULES, "rule"), Affects("lr")] = Field(
         "min_loss_div10",
         description="How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.",
     )
@@ -298,9 +319,29 @@ class RunParams(BaseModel):
             raise fail(f"must be greater than lr_min={self.lr_min!r}, got {self.lr_max!r}", f"a number > {self.lr_min}")
         return self
 
+    def result_fields(self, step: str) -> dict[str, Any]:
+        """The fields whose values can change `step`'s result, by name (what its cache key hashes)."""
+        return {name: getattr(self, name) for name in fields_affecting(step)}
+
     def compared(self) -> list[str]:
         """The variants a comparison runs: `variants`, then the names from `variant_files` not already listed."""
         return [*self.variants, *(name for name in self.variant_files if name not in self.variants)]
+
+
+def fields_affecting(step: str) -> list[str]:
+    """Names of the run parameters marked as changing `step`'s result (see Affects)."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; known: {STEPS}")
+    return [
+        name
+        for name, info in RunParams.model_fields.items()
+        if any(isinstance(m, Affects) and step in m.steps for m in info.metadata)
+    ]
+
+
+def check_marker(name: str) -> Check | None:
+    """The Check marker of run parameter `name` (its validation and form schema), or None."""
+    return next((m for m in RunParams.model_fields[name].metadata if isinstance(m, Check)), None)
 
 
 def default_of(name: str) -> Any:

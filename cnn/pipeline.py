@@ -25,8 +25,8 @@ from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
 from cnn import checkpoints, fitting, lr_find, recipe
 from cnn.markdown import md_escape
-from cnn.models import count_parameters, create_variant, get_variant, resolve_input_size
-from cnn.params import default_of
+from cnn.models import count_parameters, create_variant, resolve_input_size
+from cnn.params import RunParams, default_of
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
 from cnn.checkpoints import load_checkpoint
 from cnn.train import (
@@ -65,6 +65,18 @@ class DatasetRef:
         """Plain dict of the fields."""
         return dataclasses.asdict(self)
 
+    @classmethod
+    def of(cls, config: RunParams) -> DatasetRef:
+        """The dataset and splits a run's config names (the split follows its first seed)."""
+        return cls(
+            name=config.dataset.lower(),
+            data_dir=config.data_dir,
+            val_size=config.val_size,
+            seed=config.seed,
+            max_train=config.max_train or None,
+            max_test=config.max_test or None,
+        )
+
 
 def as_ref(ref: DatasetRef | Mapping[str, Any]) -> DatasetRef:
     """Accept a DatasetRef or its dict (as it comes back from a Prefect result)."""
@@ -91,9 +103,9 @@ def get_dataset(ref: DatasetRef) -> DatasetSplits:
     )
 
 
-def prepare_dataset(ref: DatasetRef | Mapping[str, Any]) -> dict[str, Any]:
+def prepare_dataset(config: RunParams) -> dict[str, Any]:
     """Download/read the dataset and compute train-only normalisation; returns its info (classes, stats, fingerprint)."""
-    ref = as_ref(ref)
+    ref = DatasetRef.of(config)
     safe_name(ref.name, "dataset")
     return get_dataset(ref).info()
 
@@ -132,18 +144,18 @@ def _save_png_and_thumbnail(storage: Storage, rel: str, fig: Any) -> tuple[str, 
     return _save_png(storage, rel, fig), plots.png_data_uri(buffer.getvalue())
 
 
-def resolve_config(config: TrainConfig | Mapping[str, Any], n_train: int) -> TrainConfig:
-    """A validated TrainConfig with "auto" epochs and batch size resolved by the recipe's rules for `n_train` images."""
-    if isinstance(config, TrainConfig):
-        return config.validate()
-    values = dict(config)
-    device = str(values.get("device", "auto"))
-    dev = resolve_device(device)
-    values["epochs"] = recipe.resolve_epochs(values.get("epochs", recipe.AUTO), n_train)
-    values["batch_size"] = recipe.resolve_batch_size(
-        values.get("batch_size", recipe.AUTO), n_train, dev, values["epochs"]
-    )
-    return TrainConfig.from_dict(values)
+def resolved_sizes(epochs: int | str, batch_size: int | str, n_train: int, device: str) -> dict[str, int]:
+    """Epochs and batch size, "auto" resolved by the recipe's rules for `n_train` images on `device`."""
+    resolved_epochs = recipe.resolve_epochs(epochs, n_train)
+    batch = recipe.resolve_batch_size(batch_size, n_train, resolve_device(device), resolved_epochs)
+    return {"epochs": resolved_epochs, "batch_size": batch}
+
+
+def train_config(config: RunParams, n_train: int, **values: Any) -> TrainConfig:
+    """The trainer's config for this run: its parameters with epochs and batch size resolved for `n_train` images,
+    and `values` (the chosen lr, the seed) on top."""
+    sizes = resolved_sizes(config.epochs, config.batch_size, n_train, config.device)
+    return TrainConfig.from_run(config, **{**sizes, **values})
 
 
 def check_batch_size(batch_size: int | str, n_train: int) -> None:
@@ -154,58 +166,34 @@ def check_batch_size(batch_size: int | str, n_train: int) -> None:
         )
 
 
-def lr_range_test(
-    ref: DatasetRef | Mapping[str, Any],
-    variant: str,
-    storage: str | Storage,
-    run: str,
-    *,
-    batch_size: int | str = default_of("batch_size"),
-    epochs: int | str = default_of("epochs"),
-    optimizer: str = default_of("optimizer"),
-    momentum: float = default_of("momentum"),
-    weight_decay: float = default_of("weight_decay"),
-    seed: int = default_of("seed"),
-    lr_min: float = default_of("lr_min"),
-    lr_max: float = default_of("lr_max"),
-    rule: str = DEFAULT_LR_RULE,
-    device: str = default_of("device"),
-    input_size: int | None = None,
-) -> dict[str, Any]:
+def lr_range_test(config: RunParams, variant: str, *, input_size: int | None = None) -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size within the recipe's budget; saves lr_finder.png/json.
 
     The suggestion is clipped into the optimizer's trust band; when the budget allows too few steps or the curve is
     unusable (too short, no descent), the optimizer's base lr is used and the reason recorded in "rule".
     """
-    ref, store = as_ref(ref), open_storage(storage)
-    folder = variant_dir(ref.name, run, variant)
-    model, data, size = _build(ref, variant, seed, input_size)
+    ref, store = DatasetRef.of(config), open_storage(config.storage)
+    folder = variant_dir(ref.name, config.run, variant)
+    model, data, size = _build(ref, variant, config.seed, input_size)
     n_train = int(data.train_y.numel())
-    cfg = resolve_config(
-        {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "device": device, "seed": seed}, n_train
-    )
+    cfg = train_config(config, n_train)
     check_batch_size(cfg.batch_size, n_train)
     steps = recipe.lr_test_steps(cfg.epochs, n_train, cfg.batch_size)
     if steps == 0:
-        out = _base_lr_info(optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
+        out = _base_lr_info(cfg.optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
         store.write_json(f"{folder}/lr_finder.json", out)
         return out
     result = range_test_sweep(
         model,
         data,
         size,
-        cfg.batch_size,
+        cfg,
         steps,
-        optimizer=optimizer,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        seed=seed,
-        lr_min=lr_min,
-        lr_max=lr_max,
-        rule=rule,
-        device=device,
+        lr_min=config.lr_min,
+        lr_max=config.lr_max,
+        rule=config.lr_rule,
     )
-    lr, how = chosen_lr(result, optimizer, cfg.batch_size)
+    lr, how = chosen_lr(result, cfg.optimizer, cfg.batch_size)
     out = {
         "lr": lr,
         "rule": how,
@@ -237,20 +225,15 @@ def range_test_sweep(
     model: torch.nn.Module,
     data: DatasetSplits,
     size: int,
-    batch_size: int,
+    cfg: TrainConfig,
     steps: int,
     *,
-    optimizer: str = default_of("optimizer"),
-    momentum: float = default_of("momentum"),
-    weight_decay: float = default_of("weight_decay"),
-    seed: int = default_of("seed"),
     lr_min: float = default_of("lr_min"),
     lr_max: float = default_of("lr_max"),
     rule: str = DEFAULT_LR_RULE,
-    device: str = default_of("device"),
 ) -> lr_find.LRFindResult:
     """The sweep itself, on resident batches with the trainer's precision (the flows' step and the benchmarks share it)."""
-    dev = resolve_device(device)
+    dev = resolve_device(cfg.device)
     precision = Precision(dev, None, None)
     model = model.to(dev)
     if precision.channels_last:
@@ -258,14 +241,14 @@ def range_test_sweep(
     loader = make_loader(
         data,
         "train",
-        batch_size=batch_size,
+        batch_size=cfg.batch_size,
         input_size=size,
         device=dev,
         shuffle=True,
-        seed=seed,
+        seed=cfg.seed,
         channels_last=precision.channels_last,
     )
-    opt = build_optimizer(optimizer, model.parameters(), lr_min, momentum, weight_decay)
+    opt = build_optimizer(cfg.optimizer, model.parameters(), lr_min, cfg.momentum, cfg.weight_decay)
 
     def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
@@ -279,7 +262,7 @@ def range_test_sweep(
         end_lr=lr_max,
         num_steps=steps,
         rule=rule,
-        fallback_lr=recipe.base_lr(optimizer, batch_size),
+        fallback_lr=recipe.base_lr(cfg.optimizer, cfg.batch_size),
         step_fn=step_fn,
     )
 
@@ -318,28 +301,28 @@ def _base_lr_info(optimizer: str, why: str, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def train_variant(
-    ref: DatasetRef | Mapping[str, Any],
+    config: RunParams,
     variant: str,
-    storage: str | Storage,
-    run: str,
-    config: TrainConfig | Mapping[str, Any],
     *,
+    seed: int,
+    lr: float,
     input_size: int | None = None,
     subdir: str | None = None,
     resume: bool = True,
-    fallback: bool = False,
     session: str | None = None,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one variant with the learn check and (for a chosen lr) fallbacks, a checkpoint per epoch, resumable;
-    saves history.csv and losses.png. A user's own lr is kept: pass fallback=False. `session`: see cnn.train.train."""
-    ref, store = as_ref(ref), open_storage(storage)
-    folder = variant_dir(ref.name, run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
+    """Train one variant at `lr` and `seed` with the learn check, a checkpoint per epoch, resumable; saves history.csv
+    and losses.png. Fallbacks (another lr or optimizer after a failed attempt) only when the run chose the lr
+    (config.lr is "auto"): a user's own lr is kept. `session`: see cnn.train.train."""
+    ref, store = DatasetRef.of(config), open_storage(config.storage)
+    folder = variant_dir(ref.name, config.run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
     _, data, size = _build(ref, variant, 0, input_size)
-    cfg = resolve_config(config, int(data.train_y.numel()))
-    check_batch_size(cfg.batch_size, int(data.train_y.numel()))
-    if note := recipe.few_steps_note(int(data.train_y.numel()), cfg.epochs, cfg.batch_size, resolve_device(cfg.device)):
-        log.warning(note)  # here, not in resolve_config: the range test and the task resolve the config too
+    n_train = int(data.train_y.numel())
+    cfg = train_config(config, n_train, lr=float(lr), seed=seed)
+    check_batch_size(cfg.batch_size, n_train)
+    if note := recipe.few_steps_note(n_train, cfg.epochs, cfg.batch_size, resolve_device(cfg.device)):
+        log.warning(note)  # here, not in train_config: the range test resolves the config too
     model, fitted = fitting.fit(
         lambda: _build(ref, variant, cfg.seed, input_size)[0],
         data,
@@ -348,7 +331,7 @@ def train_variant(
         variant=variant,
         checkpoints=checkpoints.in_storage(store, folder, variant, resume, session),
         resume=True,
-        fallback=fallback,
+        fallback=config.lr == recipe.AUTO,
         callback=callback,
     )
     result = fitted.result
@@ -397,20 +380,18 @@ def _trained_model(
 
 
 def evaluate_variant(
-    ref: DatasetRef | Mapping[str, Any],
+    config: RunParams,
     variant: str,
-    storage: str | Storage,
     folder: str,
     *,
     model_id: str | None = None,
     input_size: int | None = None,
-    device: str = "auto",
     batch_size: int = 1024,
 ) -> dict[str, Any]:
     """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV, confusion PNG, metrics.json."""
-    ref, store = as_ref(ref), open_storage(storage)
+    ref, store = DatasetRef.of(config), open_storage(config.storage)
     model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
-    dev = resolve_device(device)
+    dev = resolve_device(config.device)
     model = model.to(dev)
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
     res = evaluate(model, loader, data.classes)
@@ -433,9 +414,8 @@ def evaluate_variant(
 
 
 def extract_features(
-    ref: DatasetRef | Mapping[str, Any],
+    config: RunParams,
     variant: str,
-    storage: str | Storage,
     folder: str,
     *,
     model_id: str | None = None,
@@ -444,7 +424,7 @@ def extract_features(
     probe_seed: int = 0,
 ) -> dict[str, Any]:
     """Hook every layer on fixed probe images (one per class); save filters/<layer>.png and feature_maps/<layer>.png."""
-    ref, store = as_ref(ref), open_storage(storage)
+    ref, store = DatasetRef.of(config), open_storage(config.storage)
     model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
     px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
     loader = make_loader(
@@ -477,57 +457,21 @@ def extract_features(
 
 
 def run_variant(
-    ref: DatasetRef | Mapping[str, Any],
-    variant: str,
-    storage: str | Storage,
-    run: str,
-    config: TrainConfig | Mapping[str, Any],
-    *,
-    lr: float | str = "auto",
-    input_size: int | None = None,
-    lr_kwargs: Mapping[str, Any] | None = None,
-    features: bool = True,
+    config: RunParams, variant: str, *, seed: int | None = None, input_size: int | None = None, features: bool = True
 ) -> dict[str, Any]:
-    """All steps of one variant in a plain loop (no Prefect): LR test, train, evaluate, extract (unless features=False).
-
-    `config` may leave epochs and batch_size as "auto" (or out): the recipe's rules pick them from the data.
-    """
-    values = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
-    lr_info: dict[str, Any] = {"lr": lr, "rule": "given"}
-    if lr == "auto":
-        keys = ("batch_size", "epochs", "optimizer", "momentum", "weight_decay", "seed", "device")
-        lr_info = lr_range_test(
-            ref,
-            variant,
-            storage,
-            run,
-            input_size=input_size,
-            **{k: values[k] for k in keys if k in values},
-            **dict(lr_kwargs or {}),
-        )
-    values["lr"] = float(lr_info["lr"])
-    trained = train_variant(ref, variant, storage, run, values, input_size=input_size, fallback=lr == "auto")
-    device = str(values.get("device", "auto"))
+    """All steps of one variant in a plain loop (no Prefect): LR test (when config.lr is "auto"), train, evaluate,
+    extract (unless features=False); `seed` defaults to the config's."""
+    lr_info: dict[str, Any] = {"lr": config.lr, "rule": "given", "flag": None}
+    if config.lr == recipe.AUTO:
+        lr_info = lr_range_test(config, variant, input_size=input_size)
+    seed = config.seed if seed is None else seed
+    trained = train_variant(config, variant, seed=seed, lr=float(lr_info["lr"]), input_size=input_size)
     metrics = evaluate_variant(
-        ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size, device=device
+        config, variant, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size
     )
     maps = (
-        extract_features(
-            ref, variant, storage, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size
-        )
+        extract_features(config, variant, trained["folder_rel"], model_id=trained["model_id"], input_size=input_size)
         if features
         else {}
     )
     return {"lr": lr_info, "train": trained, "eval": metrics, "features": maps}
-
-
-def describe_variant(name: str, channels: int = 1, num_classes: int = 10, native_size: int = 28) -> dict[str, Any]:
-    """Parameter count and input size of a variant for a dataset shape."""
-    spec = get_variant(name)
-    size = resolve_input_size(name, native_size)
-    return {
-        "name": name,
-        "params": count_parameters(create_variant(name, channels, num_classes, size)),
-        "input_size": size,
-        "description": spec.description,
-    }

@@ -20,7 +20,8 @@ from cnn import plots, report
 from cnn.errors import ConfigError, StorageError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
-from cnn.pipeline import DatasetRef, as_ref, get_dataset
+from cnn.params import RunParams
+from cnn.pipeline import DatasetRef, get_dataset
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
 from cnn.report.tables import relative_path
@@ -38,9 +39,7 @@ def relative_folder(store: Storage, folder: str | None) -> str | None:
 
 
 def build_comparison(
-    ref: DatasetRef | Mapping[str, Any],
-    storage: str | Storage,
-    run: str,
+    config: RunParams,
     rows: Sequence[Mapping[str, Any]],
     repeats: int = 1,
     *,
@@ -51,7 +50,7 @@ def build_comparison(
     with_latest=True (a retrain) reports every variant's latest rows, the fresh ones included, instead of `rows` alone.
     Galleries are drawn for the variants this process has registered (built-in, installed, or named by the user);
     nothing read from the store names code to load."""
-    ref, store = as_ref(ref), open_storage(storage)
+    ref, store, run = DatasetRef.of(config), open_storage(config.storage), config.run
     publish_latest(store, ref.name, run, rows, repeats)
     if with_latest:
         latest = latest_rows(store, ref.name)

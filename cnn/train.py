@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from cnn.data.batches import BatchLoader
 from cnn.data.splits import DatasetSplits
 from cnn.errors import CheckpointError, ConfigError, TrainingDiverged, no_gpu_error
-from cnn.params import DEVICES, OPTIMIZERS, SCHEDULES  # the run parameters' vocabulary, defined once (torch-free)
+from cnn.params import DEVICES, OPTIMIZERS, SCHEDULES, RunParams  # the run parameters, defined once (torch-free)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,13 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_run(cls, run: RunParams, **values: Any) -> TrainConfig:
+        """The trainer's config from a run's parameters (every field both have, by name: a new run parameter that
+        training reads is a field in each) with `values` on top: what the run resolves (epochs, batch size, lr, seed)."""
+        shared = {f.name: getattr(run, f.name) for f in dataclasses.fields(cls) if f.name in RunParams.model_fields}
+        return cls(**{**shared, **values})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:

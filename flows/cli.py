@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from cnn.params import RunParams
-    from flows.settings import RunSettings
 
 QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,cnn2_5,generic_2 --epochs 4 --batch-size 32"
 
@@ -48,11 +47,11 @@ class Parser(argparse.ArgumentParser):
 def add_run_options(p: argparse.ArgumentParser, fields: Iterable[str]) -> None:
     """One option per run parameter, with its description and default as help; unset options keep the model's default."""
     from cnn.checks import Choice, LearningRate, Number
-    from cnn.params import ModuleList, Refresh, RunParams, VariantFiles, VariantNames
+    from cnn.params import ModuleList, Refresh, RunParams, VariantFiles, VariantNames, check_marker
 
     for name in fields:
         info = RunParams.model_fields[name]
-        marker = info.metadata[0] if info.metadata else None
+        marker = check_marker(name)
         default = info.default
         shown = ",".join(default) if isinstance(default, list) else default
         text = f"{info.description} Default: {shown if shown not in ('', {}) else 'none'}.".replace("%", "%%")
@@ -139,15 +138,15 @@ def run_params(args: argparse.Namespace, **fixed: Any) -> RunParams:
     return parse_params({**given, **fixed})
 
 
-def checked_settings(params: RunParams, variants: list[str] | None = None) -> RunSettings:
+def checked_config(params: RunParams, variants: list[str] | None = None) -> RunParams:
     """Check names, device and store before torch loads (cnn.fastchecks), then load plug-ins and check them all with
-    the registries and torch, before Prefect starts (ConfigError/StorageError otherwise)."""
+    the registries and torch, before Prefect starts (ConfigError/StorageError otherwise): the run's config."""
     from cnn.fastchecks import fast_checks
 
     fast_checks(params, variants)
-    from flows.settings import build_settings
+    from flows.settings import prepare_run
 
-    return build_settings(params, variants)
+    return prepare_run(params, variants)
 
 
 class Interrupted(Exception):
@@ -216,7 +215,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     params = run_params(args)
     _launch_server()
-    checked_settings(params)
+    checked_config(params)
     from flows.compare import compare_architectures
 
     kwargs = params.model_dump(include=set(COMPARE_FIELDS))
@@ -264,7 +263,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     fast_checks(run_params(args, refresh=True, publish=True), [args.variant])  # before reading the published rows
     params = run_params(args, refresh=True, publish=True, **published_defaults(args))
     _launch_server()
-    checked_settings(params, [params.variant])
+    checked_config(params, [params.variant])
     from flows.variant import train_variant_flow
 
     kwargs = params.model_dump(include=set(VARIANT_FIELDS))

@@ -17,7 +17,7 @@ from flows.failures import fail_in_one_line
 from flows.parameters import COMPARE_FIELDS, run_parameters
 from flows.results import with_result_storage
 from flows.runners import run_variants
-from flows.settings import build_settings
+from flows.settings import prepare_run
 from tasks import prepare_dataset, publish_comparison
 from tasks.policy import CACHE_EXPIRATION, REPORT_CACHE
 from tasks.progress import announce_run
@@ -29,18 +29,13 @@ from tasks.progress import announce_run
 def compare_architectures(**values: Any) -> dict[str, Any]:
     """Train, evaluate and inspect several CNN variants on one dataset and publish a ranked comparison."""
     logger = get_run_logger()
-    settings = build_settings(parse_params(values))
-    names, repeats, seed, train_deployment = (
-        list(settings.variants),
-        settings.params.repeats,
-        settings.params.seed,
-        settings.params.train_deployment,
-    )
+    config = prepare_run(parse_params(values))
+    names, repeats, seed, train_deployment = list(config.variants), config.repeats, config.seed, config.train_deployment
     if train_deployment:
         check_deployment(train_deployment)
-    announce_run(settings.run)
-    info = with_result_storage(prepare_dataset, settings.storage)(settings.ref.to_dict())
-    check_batch_size(settings.params.batch_size, info["num_train"])  # before any variant's LR test or training
+    announce_run(config.run)
+    info = with_result_storage(prepare_dataset, config.storage)(config)
+    check_batch_size(config.batch_size, info["num_train"])  # before any variant's LR test or training
     logger.info(
         "%s: %d train / %d val / %d test images, %d classes, mean %s std %s",
         info["name"],
@@ -54,23 +49,23 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
     seeds = [seed + k for k in range(repeats)]
     progress_id = str(
         create_progress_artifact(
-            0.0, key=artifact_key(settings.ref.name, "progress"), description="variants x epochs done"
+            0.0, key=artifact_key(config.dataset, "progress"), description="variants x epochs done"
         )
     )
     if train_deployment:
-        rows = dispatch_variants(train_deployment, settings, names, seeds)
+        rows = dispatch_variants(train_deployment, config, names, seeds)
     else:
-        rows = run_variants(settings, names, seeds, progress_id, info)
-    publish = with_result_storage(publish_comparison, settings.storage).with_options(
+        rows = run_variants(config, names, seeds, progress_id, info)
+    publish = with_result_storage(publish_comparison, config.storage).with_options(
         cache_policy=REPORT_CACHE,
         cache_expiration=CACHE_EXPIRATION,
         persist_result=True,
-        refresh_cache=bool(settings.refresh) or None,
+        refresh_cache=bool(config.refresh) or None,
     )
-    published = publish(settings.ref.to_dict(), settings.storage, settings.run, rows, repeats)
+    published = publish(config, rows, repeats)
     failed = [r for r in rows if r["status"] != "ok"]
     result = {
-        "run": settings.run,
+        "run": config.run,
         "rows": rows,
         "report": published["report"],
         "comparison_md": published["comparison_md"],

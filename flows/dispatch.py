@@ -12,22 +12,20 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from cnn.errors import ConfigError
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
+from cnn.params import RunParams
 from flows.parameters import VARIANT_FIELDS
-from flows.settings import RunSettings
 from tasks.store import read_row
 
 WAIT_TIMEOUT_S = 6 * 3600
 
 
-def variant_parameters(settings: RunSettings, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
-    """The train-variant flow's parameters for one (variant, seed) of this comparison: the run's parameters, with the
-    resolved run name, file variants as their JSON text (a worker needs no copy of the file) and .py modules by path."""
+def variant_parameters(config: RunParams, variant: str, seed: int, subdir: str | None) -> dict[str, Any]:
+    """The train-variant flow's parameters for one (variant, seed) of this comparison: the run's config (its run name
+    resolved, file variants as their JSON text so that a worker needs no copy of the file, .py modules by path)."""
     values = {
-        **settings.params.model_dump(include=set(VARIANT_FIELDS)),
-        **settings.plugins,
+        **config.model_dump(include=set(VARIANT_FIELDS)),
         "variant": variant,
         "seed": seed,
-        "run": settings.run,
         "subdir": subdir or "",
         "publish": False,
     }
@@ -62,7 +60,7 @@ def check_deployment(name: str) -> str:
 
 
 def dispatch_variants(
-    deployment: str, settings: RunSettings, variants: list[str], seeds: list[int]
+    deployment: str, config: RunParams, variants: list[str], seeds: list[int]
 ) -> list[dict[str, Any]]:
     """Start one linked flow run per (variant, seed) on the deployment's pool, wait for all, read their row.json."""
     logger = get_run_logger()
@@ -72,7 +70,7 @@ def dispatch_variants(
             subdir = f"seed-{seed}" if len(seeds) > 1 else None
             run = run_deployment(
                 deployment,
-                parameters=variant_parameters(settings, variant, seed, subdir),
+                parameters=variant_parameters(config, variant, seed, subdir),
                 timeout=0,
                 as_subflow=True,
                 flow_run_name=f"{variant}-seed{seed}",
@@ -82,9 +80,9 @@ def dispatch_variants(
     rows = []
     for variant, seed, subdir, run in started:
         final = run_coro_as_sync(wait_for_flow_run(run.id, timeout=WAIT_TIMEOUT_S))  # wait_for_flow_run is async-only
-        rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "")
+        rel = variant_dir(config.dataset, config.run, variant) + (f"/{subdir}" if subdir else "")
         row = (
-            read_row(settings.storage, f"{rel}/row.json")
+            read_row(config.storage, f"{rel}/row.json")
             if final.state is not None and final.state.is_completed()
             else None
         )

@@ -11,7 +11,7 @@ from prefect import flow
 from cnn.pipeline import DatasetRef, get_dataset, run_variant
 from cnn.publishing import build_comparison
 from cnn.report import make_row
-from cnn.train import TrainConfig
+from cnn.params import RunParams
 from flows.compare import compare_architectures
 
 FULL = {"variants": ["lenet1", "cnn2_5", "generic_1", "lenet5"], "epochs": 6, "batch_size": 32}
@@ -25,13 +25,19 @@ def _warm_up() -> None:
 
 def _plain_loop(setup: dict[str, Any], storage: str) -> float:
     start = time.perf_counter()
-    ref = DatasetRef("digits")
-    config = TrainConfig(epochs=setup["epochs"], batch_size=setup["batch_size"], device="cpu")
+    config = RunParams(
+        dataset="digits",
+        epochs=setup["epochs"],
+        batch_size=setup["batch_size"],
+        device="cpu",
+        storage=storage,
+        run="plain",
+    )
     rows = []
     for variant in setup["variants"]:
-        out = run_variant(ref, variant, storage, "plain", config, lr="auto")
+        out = run_variant(config, variant)
         rows.append(make_row(variant, 0, out["lr"], out["train"], out["eval"], out["train"]["folder"]))
-    build_comparison(ref, storage, "plain", rows)
+    build_comparison(config, rows)
     return time.perf_counter() - start
 
 

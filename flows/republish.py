@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.settings import RunSettings
+from cnn.params import RunParams
 from tasks import publish_comparison
 
 
-def republish_with(settings: RunSettings, fresh: list[dict[str, Any]]) -> dict[str, Any]:
+def republish_with(config: RunParams, fresh: list[dict[str, Any]]) -> dict[str, Any]:
     """Publish a new version of the comparison: every variant's latest rows, `fresh` replacing its variants' rows.
 
     Only the plug-ins the user named for this run are loaded (flows.settings did that): a published variant from
     another plug-in keeps its row and loses its galleries, since nothing read from the store names code to load."""
-    return publish_comparison(settings.ref.to_dict(), settings.storage, settings.run, fresh, 1, with_latest=True)
+    return publish_comparison(config, fresh, 1, with_latest=True)

@@ -11,31 +11,28 @@ from prefect import get_run_logger
 
 from cnn import parallel
 from cnn.errors import ConfigError, StorageError
+from cnn.pipeline import DESIGN_SIDE  # the side small images are upsampled to: what the memory estimate plans for
 from cnn.recipe import resolve_epochs
+from cnn.params import RunParams
 from cnn.report import failed_row
-from flows.settings import RunSettings
 from flows.failures import error_line
 from flows.variant_steps import run_seeds, variant_steps
 
-DESIGN_SIDE = 28  # the side small images are upsampled to (cnn.pipeline): what the memory estimate plans for
 
-
-def workers_for(settings: RunSettings, info: dict[str, Any]) -> int:
+def workers_for(config: RunParams, info: dict[str, Any]) -> int:
     """The `parallel` parameter, or for auto the rule of cnn/parallel.py on this machine and this comparison."""
-    chosen = settings.params.parallel
+    chosen = config.parallel
     if chosen != "auto":
         return int(chosen)
     side = max(int(info["image_size"]), DESIGN_SIDE)
-    epochs = resolve_epochs(settings.config["epochs"], int(info["num_train"]))
+    epochs = resolve_epochs(config.epochs, int(info["num_train"]))
     work = parallel.Workload(
-        jobs=len(settings.variants),
+        jobs=len(config.variants),
         train_images=int(info["num_train"]),
         epochs=epochs,
         image_values=int(info["channels"]) * side * side,
     )
-    return parallel.choose_parallel(
-        work, parallel.Machine.this_one(parallel.gpu_memory_free(settings.config["device"]))
-    )
+    return parallel.choose_parallel(work, parallel.Machine.this_one(parallel.gpu_memory_free(config.device)))
 
 
 def task_runner_for(spec: str, workers: int) -> Any:
@@ -73,15 +70,13 @@ def api_for_workers() -> Iterator[None]:
         yield
 
 
-def run_in_process(
-    settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str
-) -> list[dict[str, Any]]:
+def run_in_process(config: RunParams, variants: list[str], seeds: list[int], progress_id: str) -> list[dict[str, Any]]:
     """Each variant's steps in this process, one after another; a failing variant becomes a failed row."""
     rows: list[dict[str, Any]] = []
     for i, variant in enumerate(variants):
         rows += run_seeds(
             variant,
-            settings,
+            config,
             seeds,
             {"artifact_id": progress_id, "done": i * len(seeds), "total": len(variants) * len(seeds)},
         )
@@ -96,7 +91,7 @@ def _next_done(futures: list[Any]) -> Any:
 
 
 def run_on_workers(
-    settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, workers: int
+    config: RunParams, variants: list[str], seeds: list[int], progress_id: str, workers: int
 ) -> list[dict[str, Any]]:
     """One `variant_steps` task run per variant, `workers` at a time, each with its share of the CPU cores; rows in the
     variants' order. On this machine the flow's own process is one of the workers (a thread task runner), so only
@@ -105,7 +100,7 @@ def run_on_workers(
     becomes failed rows and the others go on; a StorageError stops the comparison, as in the flow's process."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    spec = settings.params.task_runner
+    spec = config.task_runner
     threads = None if spec.startswith(("dask://", "tcp://", "tls://")) else parallel.threads_per_worker(workers)
     here = 0 if spec else 1  # slots in the flow's own process
     total = len(variants) * len(seeds)
@@ -133,7 +128,7 @@ def run_on_workers(
                     i, variant = pending.pop(0)
                     params = {
                         "variant": variant,
-                        "settings": settings,
+                        "config": config,
                         "seeds": seeds,
                         "progress": {"artifact_id": progress_id, "done": i * len(seeds), "total": total},
                         "threads": None if runner is slots[-1][0] and here else threads,
@@ -152,10 +147,10 @@ def run_on_workers(
 
 
 def run_variants(
-    settings: RunSettings, variants: list[str], seeds: list[int], progress_id: str, info: dict[str, Any]
+    config: RunParams, variants: list[str], seeds: list[int], progress_id: str, info: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Every (variant, seed) row: on the named task runner, in worker processes when more than one runs at once, else here."""
-    workers = workers_for(settings, info)
-    if settings.params.task_runner or min(workers, len(variants)) > 1:
-        return run_on_workers(settings, variants, seeds, progress_id, min(workers, len(variants)))
-    return run_in_process(settings, variants, seeds, progress_id)
+    workers = workers_for(config, info)
+    if config.task_runner or min(workers, len(variants)) > 1:
+        return run_on_workers(config, variants, seeds, progress_id, min(workers, len(variants)))
+    return run_in_process(config, variants, seeds, progress_id)

@@ -11,7 +11,7 @@ from cnn.params import parse_params
 from flows.failures import fail_in_one_line
 from flows.parameters import VARIANT_FIELDS, run_parameters
 from flows.republish import republish_with
-from flows.settings import build_settings
+from flows.settings import prepare_run
 from flows.variant_steps import run_variant_steps
 from tasks.progress import announce_run
 from tasks.store import read_latest_rows
@@ -23,16 +23,14 @@ from tasks.store import read_latest_rows
 def train_variant_flow(**values: Any) -> dict[str, Any]:
     """Train and inspect one CNN variant; with publish=True, also refresh the dataset's comparison table."""
     params = parse_params(values)
-    settings = build_settings(params, variants=[params.variant])
-    variant, seed, subdir, publish = params.variant, params.seed, params.subdir or None, params.publish
+    config = prepare_run(params, variants=[params.variant])
+    variant, seed, subdir, publish = config.variant, config.seed, config.subdir or None, config.publish
     if publish:
-        read_latest_rows(
-            settings.storage, settings.ref.name
-        )  # the published rows this retrain will merge into: checked before training
-    announce_run(settings.run)
-    result = run_variant_steps(variant, settings, seed=seed, subdir=subdir)
+        read_latest_rows(config.storage, config.dataset)  # the published rows this retrain merges into: checked first
+    announce_run(config.run)
+    result = run_variant_steps(variant, config, seed=seed, subdir=subdir)
     if publish:
-        republish_with(settings, [result["row"]])
+        republish_with(config, [result["row"]])
     get_run_logger().info(
         "%s: test accuracy %.4f, files in %s", variant, result["row"]["test_acc"], result["row"]["folder"]
     )

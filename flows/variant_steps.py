@@ -12,21 +12,22 @@ from cnn.models import load_variants
 from cnn.parallel import set_threads
 from cnn.pipeline import check_batch_size, variant_dir
 from cnn.report import failed_row, make_row
+from cnn.params import RunParams
 from flows.failures import error_line
 from flows.results import with_result_storage
-from flows.settings import RunSettings
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
+from tasks.policy import STEP_OF_TASK
 
 
-def _task(t: Any, step: str, settings: RunSettings) -> Any:
-    """The task with its results in the run's store, forced to run afresh when the user asked to refresh `step`."""
-    t = with_result_storage(t, settings.storage)
-    return t.with_options(refresh_cache=True) if step in settings.refresh else t
+def _task(t: Any, config: RunParams) -> Any:
+    """The task with its results in the run's store, forced to run afresh when the user asked to refresh its step."""
+    t = with_result_storage(t, config.storage)
+    return t.with_options(refresh_cache=True) if STEP_OF_TASK[t.name] in config.refresh else t
 
 
 def run_variant_steps(
     variant: str,
-    settings: RunSettings,
+    config: RunParams,
     *,
     seed: int,
     lr_info: dict[str, Any] | None = None,
@@ -34,51 +35,35 @@ def run_variant_steps(
     progress: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
-    ref = settings.ref.to_dict()
-    info = _task(prepare_dataset, "dataset", settings)(ref)
-    check_batch_size(settings.params.batch_size, info["num_train"])  # before this variant's LR test or training
-    device = settings.config["device"]
+    info = _task(prepare_dataset, config)(config)
+    check_batch_size(config.batch_size, info["num_train"])  # before this variant's LR test or training
     if lr_info is None:
-        if settings.lr == "auto":
-            lr_info = _task(lr_range_test, "lr", settings)(
-                ref,
-                variant,
-                settings.storage,
-                settings.run,
-                settings.lr_settings,
-                device=device,
-                fingerprint=info["fingerprint"],
-            )
+        if config.lr == "auto":
+            lr_info = _task(lr_range_test, config)(config, variant, fingerprint=info["fingerprint"])
         else:
-            lr_info = {"lr": float(settings.lr), "rule": "given", "flag": None}
-    config = {**settings.config, "lr": float(lr_info["lr"]), "seed": seed}
-    config.pop("device")
-    trained = _task(train_variant, "train", settings)(
-        ref,
-        variant,
-        settings.storage,
-        settings.run,
+            lr_info = {"lr": float(config.lr), "rule": "given", "flag": None}
+    trained = _task(train_variant, config)(
         config,
-        device=device,
+        variant,
+        seed,
+        float(lr_info["lr"]),
         subdir=subdir,
         fingerprint=info["fingerprint"],
         progress=progress,
-        resume="train" not in settings.refresh,
-        fallback=settings.lr == "auto",
+        resume="train" not in config.refresh,
     )
-    evaluated = _task(evaluate_variant, "evaluate", settings)(
-        ref, variant, settings.storage, trained["folder_rel"], trained["model_id"], device=device
+    label = f"s{seed}"
+    evaluated = _task(evaluate_variant, config)(
+        config, variant, trained["folder_rel"], trained["model_id"], label=label
     )
-    features = _task(extract_features, "features", settings)(
-        ref, variant, settings.storage, trained["folder_rel"], trained["model_id"]
-    )
+    features = _task(extract_features, config)(config, variant, trained["folder_rel"], trained["model_id"], label=label)
     row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
-    row_rel = variant_dir(settings.ref.name, settings.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
-    publish_variant(settings.ref.name, settings.storage, row_rel, row, lr_info, trained, evaluated, features)
+    row_rel = variant_dir(config.dataset, config.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
+    publish_variant(config.dataset, config.storage, row_rel, row, lr_info, trained, evaluated, features)
     return {"row": row, "lr_info": lr_info}
 
 
-def run_seeds(variant: str, settings: RunSettings, seeds: list[int], progress: dict[str, Any]) -> list[dict[str, Any]]:
+def run_seeds(variant: str, config: RunParams, seeds: list[int], progress: dict[str, Any]) -> list[dict[str, Any]]:
     """One variant for every seed (the first seed's LR test serves the rest); a failing seed becomes a failed row.
 
     A StorageError is raised: the store is every variant's, so the others would fail the same way after as long a wait.
@@ -90,7 +75,7 @@ def run_seeds(variant: str, settings: RunSettings, seeds: list[int], progress: d
         try:
             out = run_variant_steps(
                 variant,
-                settings,
+                config,
                 seed=seed,
                 lr_info=lr_info,
                 subdir=subdir,
@@ -107,13 +92,13 @@ def run_seeds(variant: str, settings: RunSettings, seeds: list[int], progress: d
     return rows
 
 
-@task(name="variant_steps", cache_policy=None, persist_result=False, task_run_name="{variant}")
+@task(name="variant_steps", cache_policy=None, persist_result=False, task_run_name="variant {variant}")
 def variant_steps(
-    variant: str, settings: RunSettings, seeds: list[int], progress: dict[str, Any], threads: int | None = None
+    variant: str, config: RunParams, seeds: list[int], progress: dict[str, Any], threads: int | None = None
 ) -> list[dict[str, Any]]:
     """`run_seeds` in a task runner's worker, with `threads` torch threads (None: the worker's own setting); the run's
     plug-ins are loaded there first (as any worker can load them)."""
     if threads:
         set_threads(threads)
-    load_variants(settings.plugins["variant_modules"], settings.plugins["variant_files"])
-    return run_seeds(variant, settings, seeds, progress)
+    load_variants(config.variant_modules, config.variant_files)
+    return run_seeds(variant, config, seeds, progress)

@@ -6,10 +6,12 @@ import datetime
 import functools
 from typing import Any
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
+from prefect.utilities.hashing import hash_objects
 
 from cnn.codehash import all_modules, code_digest
 from cnn.errors import StorageError
+from cnn.params import RunParams
 
 # The cnn code each step's result depends on: these modules and the cnn modules they import (cnn.codehash leaves out
 # plots, reports, publishing, benchmarks, storage I/O and error texts). cnn/pipeline.py, which holds every step's
@@ -44,21 +46,51 @@ def step_code_key(context: Any, inputs: dict[str, Any]) -> str:
 
 
 STEP_SOURCE = CacheKeyFnPolicy(cache_key_fn=step_code_key)
+# The step (cnn.params.STEPS) each cached task runs: its run config enters the key only through the fields marked as
+# changing that step's result (cnn.params.Affects)
+STEP_OF_TASK = {
+    "prepare_dataset": "dataset",
+    "lr_range_test": "lr",
+    "train_variant": "train",
+    "evaluate_variant": "evaluate",
+    "extract_features": "features",
+}
+# Inputs that never change a result: where progress goes, whether training resumes, the seed a task run is named by
+NOT_RESULT_INPUTS = ("progress", "resume", "label")
+
+
+def step_inputs_key(context: Any, inputs: dict[str, Any]) -> str | None:
+    """Cache-key part for the running task's inputs: each as it is, the run config as the fields its step reads."""
+    step = STEP_OF_TASK[context.task.name]
+    hashed = {
+        name: value.result_fields(step) if isinstance(value, RunParams) else value
+        for name, value in inputs.items()
+        if name not in NOT_RESULT_INPUTS
+    }
+    return hash_objects(hashed, raise_on_failure=True)
+
+
+STEP_INPUTS = CacheKeyFnPolicy(cache_key_fn=step_inputs_key)
 # What a comparison report is drawn with (hashed without following imports: the rows carry every result)
 REPORT_CODE = ("cnn.publishing", "cnn.report", "cnn.gallery", "cnn.plots", "cnn.markdown")
 
 
-def report_code_key(context: Any, inputs: dict[str, Any]) -> str:
-    """Cache-key part for the comparison report: the source of the modules that draw and write it."""
-    return code_digest([], files=REPORT_CODE)
+def report_key(context: Any, inputs: dict[str, Any]) -> str | None:
+    """Cache key of the comparison report: its rows, the dataset they were measured on, where it is written, and the
+    source of the modules that draw and write it (not the run folder: an identical rerun, every step cached, has
+    the first run's rows, folders included, and reuses the first report instead of redrawing galleries and plots)."""
+    config: RunParams = inputs["config"]
+    hashed = {
+        **{name: value for name, value in inputs.items() if name != "config"},
+        "data": config.result_fields("evaluate"),
+        "storage": config.storage,
+        "code": code_digest([], files=REPORT_CODE),
+    }
+    return hash_objects(hashed, raise_on_failure=True)
 
 
-# A comparison's report depends on its rows, not on the run folder it is written to: an identical rerun (every step
-# cached, so its rows are the first run's, folders included) reuses the first report and artifacts instead of
-# redrawing the galleries and plots
-REPORT_CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=report_code_key) - "run"
-# Inputs that never change results are left out: where progress goes, the run folder name, the device, resuming
-STEP_CACHE = INPUTS + TASK_SOURCE + STEP_SOURCE - "run" - "device" - "progress" - "resume"
+REPORT_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=report_key)
+STEP_CACHE = TASK_SOURCE + STEP_SOURCE + STEP_INPUTS
 CACHE_EXPIRATION = datetime.timedelta(days=30)
 RETRY_DELAYS = [2, 8, 30]  # seconds: exponential backoff for store and network trouble
 

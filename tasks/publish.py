@@ -8,6 +8,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from cnn import publishing
+from cnn.params import RunParams
 from cnn.storage import open_storage
 from tasks.policy import RETRY_DELAYS, retry_on_transient
 
@@ -19,7 +20,7 @@ _PUBLISH: dict[str, Any] = {
 }
 
 
-@task(name="publish_variant", **_PUBLISH)
+@task(name="publish_variant", task_run_name="publish {row[variant]} s{row[seed]}", **_PUBLISH)
 def publish_variant(
     dataset: str,
     storage: str,
@@ -45,20 +46,15 @@ def publish_variant(
     return key
 
 
-@task(name="publish_comparison", **_PUBLISH)
+@task(name="publish_comparison", task_run_name="publish comparison {config.dataset}", **_PUBLISH)
 def publish_comparison(
-    ref: dict[str, Any],
-    storage: str,
-    run: str,
-    rows: list[dict[str, Any]],
-    repeats: int = 1,
-    with_latest: bool = False,
+    config: RunParams, rows: list[dict[str, Any]], repeats: int = 1, with_latest: bool = False
 ) -> dict[str, Any]:
     """Write the rows' latest files and report.md/comparison.md/csv; publish the comparison, table, error-analysis and link artifacts.
 
     with_latest=True (a retrain): the table holds every variant's latest rows, the fresh ones included."""
-    built = publishing.build_comparison(ref, storage, run, rows, repeats, with_latest=with_latest)
-    dataset, repeats = ref["name"], built["repeats"]
+    built = publishing.build_comparison(config, rows, repeats, with_latest=with_latest)
+    dataset, repeats = config.dataset, built["repeats"]
     comparison_id = create_markdown_artifact(
         publishing.comparison_artifact_markdown(built),
         key=publishing.artifact_key(dataset, "comparison"),

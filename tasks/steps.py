@@ -1,4 +1,5 @@
-"""One Prefect task per cnn.pipeline step; cached on inputs and task source, retried only on transient errors."""
+"""One Prefect task per cnn.pipeline step; each gets the run's config unchanged, is cached on what its result depends
+on (tasks/policy.py), retried only on transient errors, and named by step, variant and seed in the UI."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from prefect import task
 from prefect.runtime import task_run
 
 from cnn import pipeline
+from cnn.params import RunParams
 from tasks.policy import CACHE_EXPIRATION, RETRY_DELAYS, STEP_CACHE, retry_on_transient
 from tasks.progress import epoch_reporter
 
@@ -21,69 +23,52 @@ _COMMON: dict[str, Any] = {
 }
 
 
-@task(name="prepare_dataset", **_COMMON)
-def prepare_dataset(ref: dict[str, Any]) -> dict[str, Any]:
+@task(name="prepare_dataset", task_run_name="dataset {config.dataset}", **_COMMON)
+def prepare_dataset(config: RunParams) -> dict[str, Any]:
     """Download (or read the mirror of) the dataset; train-only normalisation stats and fingerprint."""
-    return pipeline.prepare_dataset(ref)
+    return pipeline.prepare_dataset(config)
 
 
-@task(name="lr_range_test", **_COMMON)
-def lr_range_test(
-    ref: dict[str, Any],
-    variant: str,
-    storage: str,
-    run: str,
-    settings: dict[str, Any],
-    device: str = "auto",
-    fingerprint: str = "",
-) -> dict[str, Any]:
+@task(name="lr_range_test", task_run_name="lr {variant}", **_COMMON)
+def lr_range_test(config: RunParams, variant: str, fingerprint: str = "") -> dict[str, Any]:
     """Leslie Smith's LR range test at the training batch size; the suggestion and the stored sweep plot."""
-    return pipeline.lr_range_test(ref, variant, storage, run, device=device, **settings)
+    return pipeline.lr_range_test(config, variant)
 
 
-@task(name="train_variant", tags=["gpu"], **_COMMON)
+@task(name="train_variant", task_run_name="train {variant} s{seed}", tags=["gpu"], **_COMMON)
 def train_variant(
-    ref: dict[str, Any],
+    config: RunParams,
     variant: str,
-    storage: str,
-    run: str,
-    config: dict[str, Any],
-    device: str = "auto",
+    seed: int,
+    lr: float,
     subdir: str | None = None,
     fingerprint: str = "",
     progress: dict[str, Any] | None = None,
     resume: bool = True,
-    fallback: bool = False,
 ) -> dict[str, Any]:
     """Train one variant (learn check and, for a chosen lr, fallbacks; checkpoint per epoch; resumes unless resume=False)."""
-    cfg = pipeline.resolve_config(
-        {**config, "device": device}, pipeline.get_dataset(pipeline.as_ref(ref)).train_y.numel()
-    )
-    callback = epoch_reporter(variant, cfg.epochs, progress)
+    n_train = pipeline.get_dataset(pipeline.DatasetRef.of(config)).train_y.numel()
+    epochs = pipeline.resolved_sizes(config.epochs, config.batch_size, n_train, config.device)["epochs"]
     session = str(task_run.id) if task_run.id else None  # a retry of this task run continues its own checkpoints
     return pipeline.train_variant(
-        ref,
+        config,
         variant,
-        storage,
-        run,
-        cfg,
+        seed=seed,
+        lr=lr,
         subdir=subdir,
         resume=resume,
-        fallback=fallback,
         session=session,
-        callback=callback,
+        callback=epoch_reporter(variant, epochs, progress),
     )
 
 
-@task(name="evaluate_variant", **_COMMON)
-def evaluate_variant(
-    ref: dict[str, Any], variant: str, storage: str, folder: str, model_id: str, device: str = "auto"
-) -> dict[str, Any]:
-    """Accuracy, F1, per-class report and confusion matrix on the test split."""
-    return pipeline.evaluate_variant(ref, variant, storage, folder, model_id=model_id, device=device)
+@task(name="evaluate_variant", task_run_name="evaluate {variant} {label}", **_COMMON)
+def evaluate_variant(config: RunParams, variant: str, folder: str, model_id: str, label: str = "") -> dict[str, Any]:
+    """Accuracy, F1, per-class report and confusion matrix on the test split (`label` names the task run: "s0")."""
+    return pipeline.evaluate_variant(config, variant, folder, model_id=model_id)
 
 
-@task(name="extract_features", **_COMMON)
-def extract_features(ref: dict[str, Any], variant: str, storage: str, folder: str, model_id: str) -> dict[str, Any]:
+@task(name="extract_features", task_run_name="features {variant} {label}", **_COMMON)
+def extract_features(config: RunParams, variant: str, folder: str, model_id: str, label: str = "") -> dict[str, Any]:
     """Hook every layer on the probe images; filter and feature-map plots in storage."""
-    return pipeline.extract_features(ref, variant, storage, folder, model_id=model_id)
+    return pipeline.extract_features(config, variant, folder, model_id=model_id)

@@ -37,7 +37,8 @@ async def _task_states(flow_run_id: Any, wait_s: float = 30) -> dict[str, list[s
             await asyncio.sleep(0.2)
     states: dict[str, list[str]] = {}
     for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], []).append(run.state.name if run.state else "(no state)")
+        task = run.task_key.rsplit("-", 1)[0]  # the task's function name (run names say step, variant and seed)
+        states.setdefault(task, []).append(run.state.name if run.state else "(no state)")
     return {k: sorted(v) for k, v in states.items()}
 
 

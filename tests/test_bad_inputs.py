@@ -21,8 +21,7 @@ from cnn.data import load_dataset
 from cnn.errors import CheckpointError, CnnLabError, ConfigError, DataError, StorageError, TrainingDiverged
 from cnn.models import create_variant, load_variant_file, load_variant_module, register_variant, resolve_input_size
 from cnn.models.generic import GenericCNN, GenericConfig, load_generic_config
-from cnn.params import parse_params
-from cnn.pipeline import DatasetRef
+from cnn.params import RunParams, parse_params
 from cnn.publishing import latest_rows
 from cnn.storage import Storage
 from cnn.train import TrainConfig
@@ -30,8 +29,20 @@ from idx_data import write_idx_labels, write_mnist_like
 from storage_helpers import BUCKET, SECRET, S3Server, free_port, s3_env
 
 DOC = Path(__file__).parents[1] / "docs" / "bad-inputs.md"
-DIGITS = DatasetRef(name="digits", max_train=200, val_size=40)  # 160 training images
-TINY = {"epochs": 1, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "device": "cpu"}
+TINY = RunParams(  # 160 training images of digits, one epoch
+    dataset="digits", max_train=200, val_size=40, epochs=1, batch_size=64, lr=0.05, optimizer="sgd", device="cpu"
+)
+
+
+def _tiny(ctx: Ctx, run: str, **values: Any) -> RunParams:
+    """TINY in the case's store under run folder `run`, with `values` changed."""
+    return TINY.model_copy(update={"storage": str(ctx.store), "run": run, **values})
+
+
+def _train(ctx: Ctx, run: str, variant: str = "lenet1", subdir: str | None = None, **values: Any) -> dict[str, Any]:
+    """The training step of `variant` at TINY's settings (with `values` changed) in run folder `run`."""
+    config = _tiny(ctx, run, **values)
+    return pipeline.train_variant(config, variant, seed=0, lr=float(config.lr), subdir=subdir)
 
 
 @dataclass
@@ -83,7 +94,7 @@ def _label_12(raw: Path) -> None:
 
 
 def _train_earlier(ctx: Ctx, variant: str = "lenet1") -> dict[str, Any]:
-    return pipeline.train_variant(DIGITS, variant, str(ctx.store), "earlier", TINY)
+    return _train(ctx, "earlier", variant)
 
 
 def _checkpoint_of_lenet1_in_cnn2_5(ctx: Ctx) -> None:
@@ -377,7 +388,7 @@ CASES = [
     ),
     Case(
         "batch-larger-than-train-split",
-        lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "big", {**TINY, "batch_size": 512}),
+        lambda c: _train(c, "big", batch_size=512),
         ConfigError,
         r"^batch_size: 512 is larger than the 160 training images \(allowed: 1\.\.160, or auto\)",
     ),
@@ -458,7 +469,7 @@ CASES = [
     ),
     Case(
         "unknown-dataset-key",
-        lambda c: pipeline.prepare_dataset({"name": "digits", "maxtrain": 10}),
+        lambda c: pipeline.as_ref({"name": "digits", "maxtrain": 10}),
         ConfigError,
         r"^dataset: unknown key\(s\) \['maxtrain'\] \(allowed: .*max_train",
     ),
@@ -614,25 +625,21 @@ CASES = [
     ),
     Case(
         "checkpoint-with-other-settings",
-        lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "earlier", {**TINY, "epochs": 3, "lr": 0.1}),
+        lambda c: _train(c, "earlier", epochs=3, lr=0.1),
         CheckpointError,
         r"^checkpoint .*/earlier/lenet1/checkpoint\.pt was written with other settings \(epochs 1 -> 3, lr 0\.05 -> 0\.1\); resume with the same settings, or use another run name",
         setup=_train_earlier,
     ),
     Case(
         "weights-not-the-trained-model",
-        lambda c: pipeline.evaluate_variant(
-            DIGITS, "lenet1", str(c.store), "digits/earlier/lenet1", model_id="0" * 24, device="cpu"
-        ),
+        lambda c: pipeline.evaluate_variant(_tiny(c, "earlier"), "lenet1", "digits/earlier/lenet1", model_id="0" * 24),
         CheckpointError,
         r"^.*/earlier/lenet1/model\.pt holds weights \w+, not the trained model 0{24}; retrain the variant$",
         setup=_train_earlier,
     ),
     Case(
         "nan-loss",
-        lambda c: pipeline.train_variant(
-            DIGITS, "lenet1", str(c.store), "diverged", {**TINY, "lr": 1e6, "schedule": "none"}
-        ),
+        lambda c: _train(c, "diverged", lr=1e6, schedule="none"),
         TrainingDiverged,
         r"^loss became (nan|inf) at epoch 1, step \d+ \(lr=1e\+06\); lower lr or check the inputs$",
     ),
@@ -650,7 +657,7 @@ CASES = [
     ),
     Case(
         "unsafe-subdir",
-        lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "sub", TINY, subdir="../../x"),
+        lambda c: _train(c, "sub", subdir="../../x"),
         ConfigError,
         r"^subdir: '\.\./\.\./x' is not a safe name \(allowed: letters, digits",
     ),
@@ -663,7 +670,7 @@ CASES = [
     ),
     Case(
         "run-name-used-by-the-store",
-        lambda c: pipeline.train_variant(DIGITS, "lenet1", str(c.store), "latest.json", TINY),
+        lambda c: _train(c, "latest.json"),
         ConfigError,
         r"^run: 'latest\.json' is reserved: the store keeps <dataset>/latest/ .* \(allowed: any safe name except latest, latest\.json\)$",
     ),

@@ -407,7 +407,7 @@ def test_comparison_runs_each_variant_as_a_linked_flow_run_on_the_pool(e2e) -> N
         assert child.state_name == "Completed", child.state.message
         assert child.deployment_id == training.id and child.work_pool_name == "cnn-lab-local"
         assert child.parent_task_run_id in parent_tasks  # shown nested under the comparison in the UI
-        trained = [t for t in e2e["child_tasks"][child.id] if t.name.startswith("train_variant")]
+        trained = [t for t in e2e["child_tasks"][child.id] if t.task_key.startswith("train_variant")]
         assert len(trained) == 1 and "gpu" in trained[0].tags  # counted by the `gpu` concurrency limit
     run_dir = e2e["storage"] / "fashion-mnist" / "e2e-compare"
     for variant in VARIANTS:
@@ -422,7 +422,7 @@ def test_retrain_deployment_refreshes_and_publishes_a_new_table_version(e2e) -> 
     retrain, versions = e2e["retrain"], e2e["comparison_versions"]
     assert retrain.state_name == "Completed", f"{retrain.state.message}\n{e2e['worker_log']}"
     assert retrain.parameters["refresh"] is True and retrain.parameters["publish"] is True
-    states = {t.name.rsplit("-", 1)[0]: t.state_name for t in e2e["retrain_tasks"]}
+    states = {t.task_key.rsplit("-", 1)[0]: t.state_name for t in e2e["retrain_tasks"]}
     assert states["train_variant"] == "Completed" and states["evaluate_variant"] == "Completed"  # refreshed, not Cached
     assert [v.flow_run_id for v in versions] == [e2e["compare"].id, retrain.id]
     latest = versions[-1].data

@@ -105,13 +105,13 @@ def test_each_mistake_is_one_line_and_exit_code_2_before_torch_or_prefect_loads(
     ],
 )
 def test_the_fast_checks_give_the_full_checks_words(values: dict, tmp_path: Path) -> None:
-    from flows.settings import build_settings
+    from flows.settings import prepare_run
 
     params = parse_params({**values, "storage": str(tmp_path)})
     with pytest.raises(CnnLabError) as fast:
         fast_checks(params)
     with pytest.raises(CnnLabError) as full:
-        build_settings(params)
+        prepare_run(params)
     assert str(fast.value) == str(full.value)
 
 

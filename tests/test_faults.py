@@ -27,12 +27,12 @@ EPOCHS = 3
 WORKER = (
     r"""
 import json, sys, time
-from cnn.pipeline import DatasetRef, evaluate_variant, train_variant
+from cnn.params import RunParams
+from cnn.pipeline import evaluate_variant, train_variant
 url, run, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
-ref = DatasetRef(name="digits", val_size=0.15, seed=0)
-config = {"epochs": %d, "batch_size": 64, "lr": 0.05, "device": "cpu", "seed": 3, "schedule": "onecycle"}
-out = train_variant(ref, "cnn2_5", url, run, config, callback=lambda row: time.sleep(pause))
-metrics = evaluate_variant(ref, "cnn2_5", url, out["folder_rel"], model_id=out["model_id"], device="cpu")
+config = RunParams(dataset="digits", val_size=0.15, seed=0, epochs=%d, batch_size=64, lr=0.05, device="cpu", schedule="onecycle", storage=url, run=run)
+out = train_variant(config, "cnn2_5", seed=3, lr=0.05, callback=lambda row: time.sleep(pause))
+metrics = evaluate_variant(config, "cnn2_5", out["folder_rel"], model_id=out["model_id"])
 keys = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 print(json.dumps({"resumed_from": out["resumed_from"], "model_id": out["model_id"], "history": [{k: r[k] for k in keys} for r in out["history"]], "test_acc": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}))
 """
@@ -148,7 +148,7 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
 
     real, trained, attempts = pipeline.train_variant, {}, []
 
-    def train_with_outage(ref, variant, storage, run, config, **kw):
+    def train_with_outage(config, variant, **kw):
         """The store goes down while the second variant trains, after its epoch-1 checkpoint is written."""
         attempts.append(variant)
         if variant == VARIANTS[1] and len(attempts) == 2:
@@ -160,7 +160,7 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
                     server.stop()
 
             kw["callback"] = stop_after_epoch_2
-        trained[variant] = real(ref, variant, storage, run, config, **kw)
+        trained[variant] = real(config, variant, **kw)
         return trained[variant]
 
     monkeypatch.setattr(pipeline, "train_variant", train_with_outage)

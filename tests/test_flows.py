@@ -128,10 +128,10 @@ def test_failing_variant_leaves_the_others(prefect_harness, fashion_dir, tmp_pat
 
     real = pipeline.train_variant
 
-    def flaky(ref, variant, *args, **kwargs):
+    def flaky(config, variant, *args, **kwargs):
         if variant == "lenet1":
             raise TrainingDiverged("loss became nan at epoch 1, step 3 (lr=10)")
-        return real(ref, variant, *args, **kwargs)
+        return real(config, variant, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "train_variant", flaky)
     state = compare_architectures(**_kwargs(fashion_dir, tmp_path, run="flaky", refresh=["train"]), return_state=True)

@@ -53,8 +53,8 @@ def test_library_defaults_come_from_the_model() -> None:
     from benchmarks import speed as bench
     from cnn import pipeline
 
-    defaults = inspect.signature(pipeline.lr_range_test).parameters
-    for name in ("lr_min", "lr_max", "batch_size", "optimizer", "momentum", "weight_decay", "seed", "device"):
+    defaults = inspect.signature(pipeline.range_test_sweep).parameters
+    for name in ("lr_min", "lr_max"):
         assert defaults[name].default == default_of(name), name
     assert defaults["rule"].default == default_of("lr_rule") == pipeline.DEFAULT_LR_RULE
     assert (bench.LR_MIN, bench.LR_MAX) == (default_of("lr_min"), default_of("lr_max")) == (1e-5, 1.0)
@@ -112,7 +112,7 @@ def test_what_a_comparison_dispatches_passes_the_training_deployments_schema(sch
     from prefect.utilities.schema_tools import validate
 
     from flows.dispatch import variant_parameters
-    from flows.settings import build_settings
+    from flows.settings import prepare_run
 
     config = tmp_path / "mine.json"
     config.write_text('{"conv_channels": [4], "fc_sizes": [8]}')
@@ -127,9 +127,9 @@ def test_what_a_comparison_dispatches_passes_the_training_deployments_schema(sch
             "repeats": 2,
         }
     )
-    settings = build_settings(params)
+    config = prepare_run(params)
     try:
-        sent = variant_parameters(settings, "mine", 1, "seed-1")
+        sent = variant_parameters(config, "mine", 1, "seed-1")
         assert validate(sent, schemas["variant"]) == []
         assert set(sent) == set(VARIANT_FIELDS)
         assert (

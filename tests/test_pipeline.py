@@ -7,21 +7,19 @@ import json
 import pytest
 
 from cnn.errors import CheckpointError, ConfigError
-from cnn.pipeline import DatasetRef, evaluate_variant, run_variant, variant_dir
-from cnn.train import TrainConfig
+from cnn.params import RunParams
+from cnn.pipeline import evaluate_variant, run_variant, variant_dir
 
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     storage = tmp_path_factory.mktemp("store")
-    out = run_variant(
-        DatasetRef("digits"), "generic_2", str(storage), "r1", {"epochs": 8, "batch_size": 16, "device": "cpu"}
-    )
-    return storage, out
+    config = RunParams(dataset="digits", epochs=8, batch_size=16, device="cpu", storage=str(storage), run="r1")
+    return storage, run_variant(config, "generic_2"), config
 
 
 def test_run_variant_writes_the_layout(digits_run) -> None:
-    storage, _ = digits_run
+    storage, _, _ = digits_run
     folder = storage / "digits" / "r1" / "generic_2"
     for name in (
         "losses.png",
@@ -41,7 +39,7 @@ def test_run_variant_writes_the_layout(digits_run) -> None:
 
 
 def test_digits_learns_with_the_auto_lr(digits_run) -> None:
-    _, out = digits_run
+    _, out, _ = digits_run
     assert out["lr"]["rule"].startswith(("steepest", "min_loss_div10", "base lr")) and out["lr"]["lr"] > 0
     assert (
         out["lr"]["num_steps"] <= 64 and out["lr"]["budget_share"] <= 0.1
@@ -51,22 +49,16 @@ def test_digits_learns_with_the_auto_lr(digits_run) -> None:
 
 
 def test_a_budget_too_small_for_a_curve_uses_the_base_lr(tmp_path) -> None:
-    out = run_variant(
-        DatasetRef("digits"),
-        "lenet1",
-        str(tmp_path),
-        "r2",
-        TrainConfig(epochs=1, batch_size=64, device="cpu"),
-        features=False,
-    )
+    config = RunParams(dataset="digits", epochs=1, batch_size=64, device="cpu", storage=str(tmp_path), run="r2")
+    out = run_variant(config, "lenet1", features=False)
     assert out["lr"]["lr"] == 3e-3 and out["lr"]["rule"].startswith("base lr: range test budget")
     assert not (tmp_path / "digits" / "r2" / "lenet1" / "lr_finder.png").exists()
 
 
 def test_evaluate_refuses_weights_that_changed(digits_run) -> None:
-    storage, out = digits_run
+    _, out, config = digits_run
     with pytest.raises(CheckpointError, match="not the trained model"):
-        evaluate_variant(DatasetRef("digits"), "generic_2", str(storage), out["train"]["folder_rel"], model_id="0" * 24)
+        evaluate_variant(config, "generic_2", out["train"]["folder_rel"], model_id="0" * 24)
 
 
 def test_unsafe_names_never_become_paths() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cnn.errors import StorageError
+from cnn.params import RunParams
 from cnn.publishing import (
     LATEST,
     LATEST_DIR,
@@ -142,9 +143,8 @@ def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, result
     os.environ.update(env)  # the test's environment now (the S3 endpoint), not the one the fork server started with
     files._report_figures = lambda *args: {}  # the figures take seconds and touch no row
     barrier.wait()
-    out = build_comparison(
-        {"name": "digits", "val_size": 0.15, "seed": 0}, url, rows[0]["variant"] + "-run", rows, with_latest=with_latest
-    )
+    config = RunParams(dataset="digits", val_size=0.15, storage=url, run=rows[0]["variant"] + "-run")
+    out = build_comparison(config, rows, with_latest=with_latest)
     results.put((rows[0]["variant"], sorted(r["variant"] for r in out["rows"])))
 
 

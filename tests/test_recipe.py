@@ -11,7 +11,8 @@ from torch import nn
 from cnn import fitting, recipe, report
 from cnn.data.splits import DatasetSplits
 from cnn.lr_find import LRFindResult
-from cnn.pipeline import chosen_lr, resolve_config
+from cnn.params import RunParams
+from cnn.pipeline import chosen_lr, train_config
 from cnn.train import TrainConfig, TrainResult
 
 
@@ -44,9 +45,9 @@ def test_epoch_rule_sees_enough_images(n_train: int, epochs: int) -> None:
 
 
 def test_explicit_values_are_always_kept() -> None:
-    cfg = resolve_config({"epochs": 2, "batch_size": 300, "device": "cpu"}, n_train=1_293)
+    cfg = train_config(RunParams(epochs=2, batch_size=300, device="cpu"), n_train=1_293)
     assert (cfg.epochs, cfg.batch_size) == (2, 300)
-    auto = resolve_config({"device": "cpu"}, n_train=1_293)
+    auto = train_config(RunParams(device="cpu"), n_train=1_293)
     assert (auto.epochs, auto.batch_size, auto.optimizer, auto.schedule) == (16, 16, "adam", "onecycle")
 
 
@@ -289,11 +290,19 @@ def test_the_hardest_variants_learn_a_short_run_under_the_default_recipe(variant
     """The two variants that stayed at chance under the old defaults (SGD, batch 256) learn with only --epochs given."""
     from idx_data import write_mnist_like
 
-    from cnn.pipeline import DatasetRef, run_variant
+    from cnn.pipeline import run_variant
 
     root = write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=400, n_test=200)
-    ref = DatasetRef("fashion-mnist", data_dir=str(root), download=False, val_size=100)
-    out = run_variant(ref, variant, str(tmp_path / "store"), "short", {"epochs": 2, "device": "cpu"}, features=False)
+    config = RunParams(
+        dataset="fashion-mnist",
+        data_dir=str(root),
+        val_size=100,
+        epochs=2,
+        device="cpu",
+        storage=str(tmp_path / "store"),
+        run="short",
+    )
+    out = run_variant(config, variant, features=False)
     config = out["train"]["config"]
     assert (config["optimizer"], config["batch_size"], config["schedule"]) == ("adam", 8, "onecycle")  # the rules'
     assert out["train"]["learned"], out["train"]["fallbacks"]

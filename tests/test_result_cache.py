@@ -78,23 +78,18 @@ def test_keys_that_are_not_plain_file_names_are_refused(tmp_path: Path) -> None:
 def test_planted_result_is_a_cache_miss_with_a_warning_never_run(prefect_harness, tmp_path: Path, caplog) -> None:
     from prefect import flow
 
+    from cnn.params import RunParams
     from flows.results import with_result_storage
     from tasks import prepare_dataset
 
-    ref = {
-        "name": "digits",
-        "data_dir": str(tmp_path / "data"),
-        "val_size": 60,
-        "seed": 0,
-        "max_train": 300,
-        "max_test": 100,
-        "download": True,
-    }
     storage = str(tmp_path / "store")
+    config = RunParams(
+        dataset="digits", data_dir=str(tmp_path / "data"), val_size=60, max_train=300, max_test=100, storage=storage
+    )
 
     @flow
     def prepare() -> dict[str, Any]:
-        return with_result_storage(prepare_dataset, storage)(ref)
+        return with_result_storage(prepare_dataset, storage)(config)
 
     first = prepare(return_state=True)
     expected = first.result()
