@@ -97,6 +97,18 @@ def test_task_runner_accepts_dask_addresses(value: str) -> None:
     assert parse_params({"task_runner": value}).task_runner == value
 
 
+def test_each_task_runner_spec_gets_its_runner_and_worker_count() -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import task_runner_for
+
+    assert task_runner_for("", 3) == ProcessPoolTaskRunner(max_workers=3)
+    cluster = task_runner_for("dask", 2)
+    assert isinstance(cluster, DaskTaskRunner) and cluster.cluster_kwargs["n_workers"] == 2
+    assert task_runner_for("dask://scheduler:8786", 2).address == "tcp://scheduler:8786"
+
+
 @pytest.mark.parametrize(
     ("field", "value"), [("task_runner", "ray"), ("task_runner", "dask://"), ("parallel", 0), ("parallel", "many")]
 )
