@@ -1,33 +1,28 @@
-"""Digests of the source a step's result depends on: named cnn modules and the cnn modules they import (read by AST).
+"""Digests of cnn source for cache keys: every module under cnn/ is hashed unless NOT_RESULTS names it.
 
-Modules that never change a result (plots, reports, publishing, benchmarks, storage I/O, error texts, parameter
-declarations and built-in names, whose resolved values reach the steps as inputs) are neither hashed nor followed.
+Hashing by default means a new module is in every step's key the day it is added; only a module that cannot change a
+number in a result, a stored model or a chosen lr may be listed below, with the reason.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-NOT_RESULTS = frozenset(
-    {
-        "cnn.plots",
-        "cnn.report",
-        "cnn.publishing",
-        "cnn.gallery",
-        "cnn.storage",
-        "cnn.errors",
-        "cnn.params",
-        "cnn.checks",
-        "cnn.catalog",
-        "cnn.fastchecks",
-        "cnn.codehash",
-    }
-)
+# Modules (a package stands for all of its modules) whose code never changes a step's numbers, stored model or lr
+NOT_RESULTS: dict[str, str] = {
+    "cnn.plots": "draws figures of numbers computed elsewhere (the steps' PNGs and thumbnails are pictures)",
+    "cnn.gallery": "draws the comparison's galleries from stored models; no step calls it",
+    "cnn.report": "the comparison's rows, tables, sentences and figures, made from the steps' results afterwards",
+    "cnn.publishing": "writes the comparison's report and latest-rows files; no step calls it",
+    "cnn.markdown": "escapes text for Markdown",
+    "cnn.storage": "moves bytes the steps made to and from the store (paths, atomic writes, retries)",
+    "cnn.errors": "error classes and their one-line texts: what a failure says",
+    "cnn.fastchecks": "the CLI's early rejections; a run that passes them goes on with the same inputs",
+    "cnn.codehash": "computes these keys",
+}
 
 
 def module_file(module: str, base: Path = PACKAGE_DIR) -> Path | None:
@@ -41,44 +36,6 @@ def module_file(module: str, base: Path = PACKAGE_DIR) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def imported_modules(path: Path, base: Path = PACKAGE_DIR) -> set[str]:
-    """The cnn modules that the file at `path` imports, at top level or inside functions."""
-    found: set[str] = set()
-    for module, names in _cnn_imports(path.read_text(encoding="utf-8")):
-        found.add(module)
-        found.update(f"{module}.{name}" for name in names if module_file(f"{module}.{name}", base))
-    return {name for name in found if module_file(name, base)}
-
-
-@functools.lru_cache(maxsize=256)
-def _cnn_imports(source: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(module, imported names) of each cnn import statement in `source` (parsed once per distinct text)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, ()) for alias in node.names if alias.name.split(".")[0] == "cnn"]
-        elif (
-            isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cnn" and node.level == 0
-        ):
-            found.append((node.module, tuple(alias.name for alias in node.names)))
-    return tuple(found)
-
-
-def dependencies(roots: Iterable[str], base: Path = PACKAGE_DIR, skip: Iterable[str] = NOT_RESULTS) -> list[str]:
-    """`roots` and every cnn module they import, directly or not, minus `skip` and its submodules (not followed either); sorted."""
-    skipped, seen, todo = set(skip), set(), [r for r in roots]
-    while todo:
-        name = todo.pop()
-        if name in seen or name in skipped or name.rsplit(".", 1)[0] in skipped:
-            continue
-        path = module_file(name, base)
-        if path is None:
-            raise ValueError(f"no cnn module {name!r} under {base}")
-        seen.add(name)
-        todo.extend(imported_modules(path, base))
-    return sorted(seen)
-
-
 def all_modules(base: Path = PACKAGE_DIR) -> list[str]:
     """Every cnn module under `base`, sorted."""
     names = []
@@ -88,12 +45,33 @@ def all_modules(base: Path = PACKAGE_DIR) -> list[str]:
     return names
 
 
-def code_digest(roots: Iterable[str], base: Path = PACKAGE_DIR, files: Iterable[str] = ()) -> str:
-    """Digest of the sources of `roots`' dependencies, plus `files` (modules hashed without following their imports)."""
+def is_excluded(module: str, excluded: Iterable[str] = NOT_RESULTS) -> bool:
+    """True when `module` or a package above it is in `excluded`."""
+    return any(module == name or module.startswith(name + ".") for name in excluded)
+
+
+def result_modules(base: Path = PACKAGE_DIR) -> list[str]:
+    """The modules under `base` that a cached step's key hashes: all of them but NOT_RESULTS, sorted."""
+    return [name for name in all_modules(base) if not is_excluded(name)]
+
+
+def code_digest(modules: Iterable[str], base: Path = PACKAGE_DIR) -> str:
+    """Digest of the names and sources of `modules` (cnn modules under `base`)."""
     h = hashlib.blake2b(digest_size=12)
-    for name in sorted(set(dependencies(roots, base)) | set(files)):
+    for name in sorted(set(modules)):
         path = module_file(name, base)
         if path is None:
             raise ValueError(f"no cnn module {name!r} under {base}")
-        h.update(name.encode() + b"\0" + path.read_bytes())
+        source = path.read_bytes()
+        h.update(f"{name}\0{len(source)}\0".encode() + source)
     return h.hexdigest()
+
+
+def results_digest(base: Path = PACKAGE_DIR) -> str:
+    """Digest of every result-bearing module under `base` (the code part of each cached step's key)."""
+    return code_digest(result_modules(base), base)
+
+
+def package_digest(base: Path = PACKAGE_DIR) -> str:
+    """Digest of every module under `base`, excluded ones included."""
+    return code_digest(all_modules(base), base)

@@ -9,35 +9,21 @@ from typing import Any
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from prefect.utilities.hashing import hash_objects
 
-from cnn.codehash import all_modules, code_digest
+from cnn.codehash import PACKAGE_DIR, package_digest, results_digest
 from cnn.errors import StorageError
 from cnn.params import RunParams
 
-# The cnn code each step's result depends on: these modules and the cnn modules they import (cnn.codehash leaves out
-# plots, reports, publishing, benchmarks, storage I/O and error texts). cnn/pipeline.py, which holds every step's
-# glue, is hashed without following its imports; the variant's own builder (and config) is hashed per variant.
-STEP_CODE: dict[str, tuple[str, ...]] = {
-    "prepare_dataset": ("cnn.data",),
-    "lr_range_test": ("cnn.data", "cnn.models.registry", "cnn.train", "cnn.lr_find"),
-    "train_variant": ("cnn.data", "cnn.models.registry", "cnn.train"),
-    "evaluate_variant": ("cnn.data", "cnn.models.registry", "cnn.train", "cnn.evaluate"),
-    "extract_features": ("cnn.data", "cnn.models.registry", "cnn.train", "cnn.inspect"),
-}
-STEP_GLUE = ("cnn.pipeline",)
-
 
 @functools.cache
-def step_code_version(step: str) -> str:
-    """Digest of the cnn source that `step` depends on (read once per process, as task source is)."""
-    return code_digest(STEP_CODE[step], files=STEP_GLUE)
+def step_code_version() -> str:
+    """Digest of every result-bearing cnn module (cnn.codehash.NOT_RESULTS lists the others and why), read once per
+    process, as task source is: one rule for every cached step, so no module can be left out of a key."""
+    return results_digest(PACKAGE_DIR)
 
 
 def step_code_key(context: Any, inputs: dict[str, Any]) -> str:
-    """Cache-key part for the running task: its step's code, and the variant's builder and config when it has one."""
-    step = context.task.name
-    key = (
-        step_code_version(step) if step in STEP_CODE else code_digest([], files=all_modules())
-    )  # an unlisted step: all of cnn/
+    """Cache-key part for a step: the cnn code, and the variant's own builder and config when it has one."""
+    key = step_code_version()
     if inputs.get("variant"):
         from cnn.models import variant_fingerprint
 
@@ -71,8 +57,13 @@ def step_inputs_key(context: Any, inputs: dict[str, Any]) -> str | None:
 
 
 STEP_INPUTS = CacheKeyFnPolicy(cache_key_fn=step_inputs_key)
-# What a comparison report is drawn with (hashed without following imports: the rows carry every result)
-REPORT_CODE = ("cnn.publishing", "cnn.report", "cnn.gallery", "cnn.plots", "cnn.markdown")
+
+
+@functools.cache
+def report_code_version() -> str:
+    """Digest of every cnn module: the report is drawn by publishing, report, gallery and plots, and the gallery rebuilds
+    and runs the trained models through the model, data and inspection code (a redraw costs seconds, not a training)."""
+    return package_digest(PACKAGE_DIR)
 
 
 def report_key(context: Any, inputs: dict[str, Any]) -> str | None:
@@ -84,7 +75,7 @@ def report_key(context: Any, inputs: dict[str, Any]) -> str | None:
         **{name: value for name, value in inputs.items() if name != "config"},
         "data": config.result_fields("evaluate"),
         "storage": config.storage,
-        "code": code_digest([], files=REPORT_CODE),
+        "code": report_code_version(),
     }
     return hash_objects(hashed, raise_on_failure=True)
 

@@ -1,5 +1,5 @@
-"""Cache keys follow what a step depends on: editing plots, reports or benchmarks keeps every cached step; editing
-the model, data or training code (or a plug-in variant's file) gives new keys."""
+"""Cache keys cannot go stale: an edit to any module under cnn/ that can change a result (a new module included) gives
+every step a new key; an edit to a module listed in cnn.codehash.NOT_RESULTS keeps every trained model."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnn.codehash import PACKAGE_DIR, code_digest, dependencies
+from cnn.codehash import (
+    NOT_RESULTS,
+    PACKAGE_DIR,
+    all_modules,
+    is_excluded,
+    module_file,
+    package_digest,
+    result_modules,
+    results_digest,
+)
 from cnn.models import load_variant_file, load_variant_module, unregister_variant, variant_fingerprint
 
 STEPS = ["prepare_dataset", "lr_range_test", "train_variant", "evaluate_variant", "extract_features"]
-KEEP = [
-    "plots.py",
-    *(
-        f"report/{m}.py"
-        for m in ("__init__", "rows", "metrics", "summaries", "analysis", "sentences", "tables", "figures", "files")
-    ),
-    "publishing.py",
-    "gallery.py",
-    "storage.py",
-    "params.py",
-]
+HASHED = result_modules()
+EXCLUDED = [name for name in all_modules() if is_excluded(name)]
 
 
 @pytest.fixture
@@ -32,58 +32,69 @@ def tree(tmp_path: Path) -> Path:
     return Path(shutil.copytree(PACKAGE_DIR, tmp_path / "cnn", ignore=shutil.ignore_patterns("__pycache__")))
 
 
-def _key(step: str, base: Path) -> str:
-    from tasks.policy import STEP_CODE, STEP_GLUE
-
-    return code_digest(STEP_CODE[step], base, files=STEP_GLUE)
-
-
-def _edit(path: Path) -> None:
-    path.write_text(path.read_text() + "\n# an edit\n")
+def _edit(tree: Path, module: str) -> None:
+    path = module_file(module, tree)
+    assert path is not None, module
+    path.write_text(path.read_text() + "\nEDITED = 1\n")
 
 
-def test_every_cached_task_declares_its_code() -> None:
+def _training_key(tree: Path, variant: str = "lenet1") -> str:
+    """train_variant's code key as tasks.policy builds it, over the package copy at `tree`."""
+    return results_digest(tree) + "-" + variant_fingerprint(variant)
+
+
+def test_the_policy_keys_every_cached_step_with_the_package_digest_and_the_variant() -> None:
     import tasks.steps
-    from tasks.policy import STEP_CACHE, STEP_CODE
+    from tasks.policy import STEP_CACHE, step_code_key
 
     cached = sorted(t.name for t in vars(tasks.steps).values() if getattr(t, "cache_policy", None) is STEP_CACHE)
-    assert cached == sorted(STEPS) == sorted(STEP_CODE)
+    assert cached == sorted(STEPS)
+    for step in STEPS:
+        context = SimpleNamespace(task=SimpleNamespace(name=step))
+        assert step_code_key(context, {"variant": "lenet1"}) == _training_key(PACKAGE_DIR)
+        assert step_code_key(context, {"ref": {}}) == results_digest(PACKAGE_DIR)
 
 
-def test_editing_presentation_code_keeps_every_key(tree: Path) -> None:
-    before = {step: _key(step, tree) for step in STEPS}
-    for module in KEEP:
-        _edit(tree / module)
-        assert {step: _key(step, tree) for step in STEPS} == before, module
+def test_every_module_is_hashed_or_excluded_by_name_and_every_exclusion_exists() -> None:
+    assert sorted(HASHED + EXCLUDED) == all_modules()
+    assert {"cnn.fitting", "cnn.recipe", "cnn.pipeline", "cnn.train", "cnn.params", "cnn.checkpoints"} <= set(HASHED)
+    assert all(module_file(name) for name in NOT_RESULTS), "an exclusion names no module: remove it"
+    assert all(reason.strip() for reason in NOT_RESULTS.values())
+
+
+@pytest.mark.parametrize("module", HASHED)
+def test_editing_a_result_bearing_module_changes_the_training_key(tree: Path, module: str) -> None:
+    before = _training_key(tree)
+    _edit(tree, module)
+    assert _training_key(tree) != before
+
+
+@pytest.mark.parametrize("module", EXCLUDED)
+def test_editing_an_excluded_module_keeps_the_training_key(tree: Path, module: str) -> None:
+    before = _training_key(tree)
+    _edit(tree, module)
+    assert _training_key(tree) == before
 
 
 @pytest.mark.parametrize(
-    ("module", "changed"),
-    [
-        ("train.py", {"lr_range_test", "train_variant", "evaluate_variant", "extract_features"}),
-        ("models/registry.py", {"lr_range_test", "train_variant", "evaluate_variant", "extract_features"}),
-        ("data/batches.py", set(STEPS)),
-        ("data/sources.py", set(STEPS)),
-        ("pipeline.py", set(STEPS)),
-        ("lr_find.py", {"lr_range_test"}),
-        ("evaluate.py", {"evaluate_variant"}),
-        ("inspect.py", {"extract_features"}),
-    ],
+    ("new_file", "hashed"),
+    [("schedules.py", True), ("models/resnet.py", True), ("augment/__init__.py", True), ("report/extra.py", False)],
 )
-def test_editing_model_data_or_training_code_changes_the_keys_of_the_steps_using_it(
-    tree: Path, module: str, changed: set[str]
-) -> None:
-    before = {step: _key(step, tree) for step in STEPS}
-    _edit(tree / module)
-    assert {step for step in STEPS if _key(step, tree) != before[step]} == changed
+def test_a_new_module_is_hashed_unless_it_sits_in_an_excluded_package(tree: Path, new_file: str, hashed: bool) -> None:
+    before = _training_key(tree)
+    (tree / new_file).parent.mkdir(exist_ok=True)
+    (tree / new_file).write_text("RATE = 0.1\n")
+    assert (_training_key(tree) != before) is hashed
 
 
-def test_the_training_key_covers_model_data_and_training_code_only() -> None:
-    from tasks.policy import STEP_CODE
+@pytest.mark.parametrize("module", ["cnn.report.tables", "cnn.gallery", "cnn.plots", "cnn.inspect", "cnn.fitting"])
+def test_editing_code_that_draws_the_report_changes_the_report_key(tree: Path, module: str) -> None:
+    from tasks.policy import report_code_version
 
-    deps = dependencies(STEP_CODE["train_variant"])
-    assert {"cnn.train", "cnn.models.registry", "cnn.data.batches", "cnn.data.sources"} <= set(deps)
-    assert not {"cnn.plots", "cnn.report", "cnn.publishing", "benchmarks.speed", "cnn.evaluate"} & set(deps)
+    assert report_code_version() == package_digest(PACKAGE_DIR)
+    before = package_digest(tree)
+    _edit(tree, module)
+    assert package_digest(tree) != before
 
 
 def test_key_includes_the_variant_and_follows_its_own_file(tmp_path: Path) -> None:
@@ -99,7 +110,7 @@ def test_key_includes_the_variant_and_follows_its_own_file(tmp_path: Path) -> No
         key = step_code_key(context, {"variant": "cache_key_net"})
         assert key != step_code_key(context, {"variant": "lenet1"})
         assert step_code_key(SimpleNamespace(task=SimpleNamespace(name="prepare_dataset")), {"ref": {}}) != key
-        _edit(plugin)  # the user edits their architecture: cached training no longer applies
+        plugin.write_text(plugin.read_text() + "\n# an edit\n")  # the user edits their architecture: retrain
         assert step_code_key(context, {"variant": "cache_key_net"}) != key
     finally:
         unregister_variant("cache_key_net")

@@ -17,6 +17,7 @@ from cnn.params import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_VARIANTS = ", ".join(BUILTIN_VARIANTS)
+HEAVY = ("torch", "torchvision", "prefect", "pandas", "matplotlib")  # seconds to import; the fast path needs none
 # The cases (README quickstart with one mistake each): argv, the one line on stderr
 CASES = [
     (
@@ -76,7 +77,7 @@ def test_each_mistake_is_one_line_and_exit_code_2_before_torch_or_prefect_loads(
         "    with contextlib.redirect_stderr(err):\n"
         "        rc = main(argv)\n"
         "    out.append([rc, err.getvalue()])\n"
-        "print(json.dumps({'runs': out, 'heavy': sorted(m for m in ('torch', 'prefect', 'torchvision') if m in sys.modules)}))\n"
+        f"print(json.dumps({{'runs': out, 'heavy': sorted(m for m in {HEAVY!r} if m in sys.modules)}}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -87,7 +88,7 @@ def test_each_mistake_is_one_line_and_exit_code_2_before_torch_or_prefect_loads(
         timeout=120,
     )
     result = json.loads(done.stdout)
-    assert result["heavy"] == [], "torch or prefect loaded for a mistake the fast checks catch"
+    assert result["heavy"] == [], "a heavy library loaded for a mistake the fast checks catch"
     assert [tuple(r) for r in result["runs"]] == [(2, line + "\n") for _, line in CASES]
 
 

@@ -6,7 +6,16 @@ import pytest
 
 from cnn.errors import ConfigError
 from cnn.params import parse_params
-from cnn.parallel import GPU_MAX_SHARED, Machine, Workload, choose_parallel, threads_per_worker, worker_memory
+from cnn.parallel import (
+    GPU_MAX_SHARED,
+    Machine,
+    Workload,
+    choose_parallel,
+    gpu_memory_free,
+    threads_per_worker,
+    torch_threads,
+    worker_memory,
+)
 
 GiB = 2**30
 DIGITS = {"train_images": 1_293, "image_values": 28 * 28}
@@ -65,11 +74,39 @@ def test_threads_are_split_between_workers() -> None:
     assert threads_per_worker(1, cpus=2) == 2
 
 
+def test_a_worker_uses_its_thread_share_for_the_block_and_gives_it_back() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_this_machine_is_measured_and_cpu_training_plans_no_device_memory() -> None:
+    machine = Machine.this_one(gpu_memory_free("cpu"))
+    assert machine.cpus >= 1 and machine.memory_available > 0 and machine.gpu_memory_free is None
+
+
 @pytest.mark.parametrize(
     "value", ["dask", "dask://scheduler:8786", "tcp://10.0.0.5:8786", "tls://dask.example.com:8786", ""]
 )
 def test_task_runner_accepts_dask_addresses(value: str) -> None:
     assert parse_params({"task_runner": value}).task_runner == value
+
+
+def test_each_task_runner_spec_gets_its_runner_and_worker_count() -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import task_runner_for
+
+    assert task_runner_for("", 3) == ProcessPoolTaskRunner(max_workers=3)
+    cluster = task_runner_for("dask", 2)
+    assert isinstance(cluster, DaskTaskRunner) and cluster.cluster_kwargs["n_workers"] == 2
+    assert task_runner_for("dask://scheduler:8786", 2).address == "tcp://scheduler:8786"
 
 
 @pytest.mark.parametrize(

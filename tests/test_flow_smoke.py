@@ -1,0 +1,76 @@
+"""The flows once each on a few hundred digits, quick enough for the fast lane: a comparison (steps, runner, report),
+then a retrain that republishes, and the deployment checks that need no worker. The slow files (test_flows.py,
+test_faults.py, test_deployments.py) cover caching, failures, faults and dispatching to a real worker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cnn.errors import ConfigError
+
+SETTINGS = {"dataset": "digits", "epochs": 1, "batch_size": 32, "max_train": 200, "max_test": 100}
+
+
+@pytest.fixture(scope="module")
+def compared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One comparison of lenet1 on digits (parallel 'auto' keeps one variant in the flow's process): result and store."""
+    from flows.compare import compare_architectures
+
+    store = tmp_path_factory.mktemp("store")
+    state = compare_architectures(**SETTINGS, variants=["lenet1"], storage=str(store), run="first", return_state=True)
+    assert state.is_completed(), state.message
+    return state.result(), store
+
+
+def test_a_comparison_trains_each_variant_and_writes_its_report(compared: tuple[dict, Path]) -> None:
+    result, store = compared
+    [row] = result["rows"]
+    assert row["variant"] == "lenet1" and row["status"] == "ok" and 0 <= row["test_acc"] <= 1
+    assert (store / "digits" / "first" / "report.md").is_file()
+    assert {"model.pt", "metrics.json", "row.json"} <= {
+        p.name for p in (store / "digits" / "first" / "lenet1").iterdir()
+    }
+
+
+def test_a_dispatching_comparison_reads_a_finished_runs_row_back(compared: tuple[dict, Path]) -> None:
+    from tasks.store import read_row
+
+    result, store = compared
+    assert read_row.fn(str(store), "digits/first/lenet1/row.json") == result["rows"][0]
+    assert read_row.fn(str(store), "digits/first/cnn2_5/row.json") is None
+
+
+def test_a_retrain_republishes_the_table_with_its_fresh_row(compared: tuple[dict, Path]) -> None:
+    from flows.variant import train_variant_flow
+
+    _, store = compared
+    state = train_variant_flow(
+        **SETTINGS, variant="lenet1", lr=0.01, storage=str(store), run="again", publish=True, return_state=True
+    )
+    assert state.is_completed(), state.message
+    assert state.result()["folder"].endswith("digits/again/lenet1")
+    assert json.loads((store / "digits" / "latest" / "lenet1.json").read_text())["run"] == "again"
+
+
+def test_a_deployment_the_server_lacks_is_refused_before_any_work(prefect_harness) -> None:
+    from flows.dispatch import check_deployment
+
+    with pytest.raises(ConfigError, match="no deployment 'train-variant/nowhere' on the Prefect server"):
+        check_deployment("train-variant/nowhere")
+    with pytest.raises(ConfigError, match="is not a <flow>/<deployment> name"):
+        check_deployment("nowhere")
+
+
+def test_a_dispatched_variant_gets_the_runs_parameters_and_its_own_seed(tmp_path: Path) -> None:
+    from flows.dispatch import variant_parameters
+    from flows.parameters import VARIANT_FIELDS
+    from flows.settings import prepare_run
+
+    config = prepare_run(**SETTINGS, variants=["lenet1", "cnn2_5"], storage=str(tmp_path), run="r", lr=0.01)
+    values = variant_parameters(config, "cnn2_5", 3, "seed-3")
+    assert list(values) == list(VARIANT_FIELDS)
+    assert (values["variant"], values["seed"], values["subdir"], values["run"]) == ("cnn2_5", 3, "seed-3", "r")
+    assert values["publish"] is False and values["lr"] == 0.01 and values["max_train"] == 200
