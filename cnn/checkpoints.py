@@ -28,9 +28,18 @@ def save_checkpoint(storage: Storage, rel: str, payload: Mapping[str, Any]) -> s
     return storage.write_bytes(rel, buffer_bytes(lambda buf: torch.save(dict(payload), buf)))
 
 
+# A checkpoint holds the weights and the optimizer's state: AlexNet's is under 1 GB; a larger file was not written here
+MAX_CHECKPOINT_BYTES = 8 * 2**30
+
+
+def read_weights(storage: Storage, rel: str) -> bytes:
+    """The bytes of a checkpoint or weights file (a regular file inside the store, of a checkpoint's size at most)."""
+    return storage.read_bytes(rel, max_bytes=MAX_CHECKPOINT_BYTES)
+
+
 def load_checkpoint(storage: Storage, rel: str, variant: str | None = None) -> dict[str, Any]:
     """Read a checkpoint with weights_only=True; a corrupt file or another variant's raises CheckpointError."""
-    raw = storage.read_bytes(rel)
+    raw = read_weights(storage, rel)
     try:
         ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user

@@ -14,6 +14,11 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
 
+# A name that becomes a path segment or key in the store: a run, a variant, a dataset, a comparison
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SAFE_NAME_ALLOWED = "letters, digits, '.', '_', '-' (1-100 chars, starting with a letter or digit, no '..')"
+
+
 def fail(message: str, allowed: object = None) -> PydanticCustomError:
     """A validation error whose text is ours: the message and the allowed values (the field comes from its location)."""
     shown = None if allowed is None else (allowed if isinstance(allowed, str) else ", ".join(str(a) for a in allowed))

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cnn.checks import (
+    SAFE_NAME,
+    SAFE_NAME_ALLOWED,
     AutoOrCount,
     Check,
     Choice,
     Count,
-    Flag,
     LearningRate,
     Number,
     Share,
@@ -219,6 +220,10 @@ class RunParams(BaseModel):
         "fashion-mnist",
         description="fashion-mnist, mnist, kmnist, cifar10, digits, or another torchvision classification set by name.",
     )
+    comparison: Annotated[str, Text(pattern=SAFE_NAME.pattern, allowed=SAFE_NAME_ALLOWED)] = Field(
+        "default",
+        description="The comparison's name: a comparison run records it (its variants, settings and rows, in the store's comparisons folder of the dataset); a retrain retrains one of its variants with its settings and publishes its table again.",
+    )
     variants: Annotated[list[str], VariantNames()] = Field(
         ["lenet1", "lenet5", "cnn2_5", "generic_1"],
         description="Architectures to compare (see `cnn-lab variants`); the variants of variant_files are compared too.",
@@ -295,10 +300,6 @@ class RunParams(BaseModel):
         "",
         description="Run each variant as a flow run of this deployment (e.g. train-variant/train-variant-gpu) on its work pool; empty: in this process.",
     )
-    publish: Annotated[bool, Flag()] = Field(
-        False,
-        description="After training, publish a new version of the comparison table with this variant's row replaced.",
-    )
     subdir: Annotated[str, Text(optional=True)] = Field(
         "", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none."
     )
@@ -337,6 +338,13 @@ def fields_affecting(step: str) -> list[str]:
         for name, info in RunParams.model_fields.items()
         if any(isinstance(m, Affects) and step in m.steps for m in info.metadata)
     ]
+
+
+def recorded_fields() -> list[str]:
+    """The run parameters a comparison records and a retrain inherits (cnn/comparisons.py): every one that can change a
+    result (Affects), and the number of seeds, less the dataset (the comparison's own address)."""
+    changing = {name for step in STEPS for name in fields_affecting(step)}
+    return [name for name in RunParams.model_fields if (name in changing or name == "repeats") and name != "dataset"]
 
 
 def check_marker(name: str) -> Check | None:

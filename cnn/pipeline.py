@@ -370,7 +370,7 @@ def _trained_model(
     model, data, size = _build(ref, variant, 0, input_size)
     rel = f"{folder}/model.pt"
     if model_id is not None:
-        found = hashlib.blake2b(store.read_bytes(rel), digest_size=12).hexdigest()
+        found = hashlib.blake2b(checkpoints.read_weights(store, rel), digest_size=12).hexdigest()
         if found != model_id:
             raise CheckpointError(
                 f"{store.path(rel)} holds weights {found}, not the trained model {model_id}; retrain the variant"

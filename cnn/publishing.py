@@ -1,15 +1,9 @@
-"""What a comparison publishes: the stored report, per-variant summaries, and each variant's latest rows.
-
-Each variant's last published rows live in their own file, <dataset>/latest/<variant>.json, written in one atomic
-write: two comparisons or retrains publishing at once never overwrite each other's rows, and the dataset's table is
-built from all the files. <dataset>/latest.json (one file for the whole table, as earlier versions wrote it) is still
-read for variants that have no file of their own, and never written.
-"""
+"""What a comparison publishes: the report files of a run (tables, figures, galleries) and the Markdown of its Prefect
+artifacts. Its records in the store (what the comparison is, each variant's rows) are cnn/comparisons.py's."""
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,10 +11,10 @@ from typing import Any
 import pandas as pd
 
 from cnn import plots, report
-from cnn.errors import ConfigError, StorageError
+from cnn.errors import ConfigError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
-from cnn.params import RunParams
+from cnn.params import RunParams, default_of
 from cnn.pipeline import DatasetRef, get_dataset
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
@@ -29,34 +23,22 @@ from cnn.storage import Storage, open_storage, safe_name
 
 log = logging.getLogger(__name__)
 
-LATEST_DIR = "latest"  # <dataset>/latest/<variant>.json: {run, repeats, rows} of the variant's last publication
-LATEST = "latest.json"  # <dataset>/latest.json: the whole table, as earlier versions published it (read only)
-
 
 def relative_folder(store: Storage, folder: str | None) -> str | None:
     """A row's folder URL made relative to the store's base (None stays None)."""
     return relative_path(folder, store.url).strip("/") if folder else None
 
 
-def build_comparison(
-    config: RunParams,
-    rows: Sequence[Mapping[str, Any]],
-    repeats: int = 1,
-    *,
-    with_latest: bool = False,
-) -> dict[str, Any]:
-    """Write the rows' latest files, then aggregate, render galleries, write report.md/comparison.md/csv.
+def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Aggregate `rows` (the table's: every seed of every variant), render galleries, and write report.md,
+    comparison.md and comparison.csv into the run's folder.
 
-    with_latest=True (a retrain) reports every variant's latest rows, the fresh ones included, instead of `rows` alone.
     Galleries are drawn for the variants this process has registered (built-in, installed, or named by the user);
     nothing read from the store names code to load."""
-    ref, store, run = DatasetRef.of(config), open_storage(config.storage), config.run
-    publish_latest(store, ref.name, run, rows, repeats)
-    if with_latest:
-        latest = latest_rows(store, ref.name)
-        rows, repeats = latest["rows"], latest["repeats"]
+    ref, store = DatasetRef.of(config), open_storage(config.storage)
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
+    repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
     models = {}
     for row in rows:
         rel = relative_folder(store, row.get("folder"))
@@ -66,7 +48,7 @@ def build_comparison(
             except ConfigError as err:  # a plug-in variant the user did not name: its row stays, its galleries go
                 log.warning("no galleries for %s: %s", row["variant"], err)
     galleries = gallery_pngs(models, data) if models else {}
-    folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(run, 'run')}"
+    folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(config.run, 'run')}"
     written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
     return {
         **written,
@@ -76,103 +58,6 @@ def build_comparison(
         "repeats": repeats,
         "root": store.url,
     }
-
-
-def publish_latest(
-    storage: str | Storage,
-    dataset: str,
-    run: str,
-    rows: Sequence[Mapping[str, Any]],
-    repeats: int = 1,
-) -> list[str]:
-    """Write <dataset>/latest/<variant>.json for each variant with a finished row (all its rows, one atomic write each).
-
-    A variant whose rows all failed keeps its earlier latest rows. Returns the URLs written."""
-    store = open_storage(storage)
-    by_variant: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_variant.setdefault(str(row["variant"]), []).append(dict(row))
-    return [
-        store.write_json(
-            _latest_rel(dataset, variant),
-            {"run": run, "repeats": repeats, "rows": group},
-        )
-        for variant, group in by_variant.items()
-        if any(r.get("status") == "ok" for r in group)
-    ]
-
-
-def _latest_rel(dataset: str, variant: str) -> str:
-    return f"{safe_name(dataset, 'dataset')}/{LATEST_DIR}/{safe_name(variant, 'variant')}.json"
-
-
-def _read_published(store: Storage, rel: str, variant: str | None = None) -> dict[str, Any]:
-    """One published-rows file, checked: {run, repeats, rows} with every row naming its variant (`variant` if given)."""
-    url = store.path(rel)
-    try:
-        data = json.loads(store.read_bytes(rel).decode("utf-8"))
-    except UnicodeDecodeError:
-        raise StorageError(f"storage: {url} is not UTF-8 text; move it aside (or restore it) and rerun") from None
-    except json.JSONDecodeError as err:
-        raise StorageError(
-            f"storage: {url} is not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno} column {err.colno}; truncated?); move it aside (or restore it) and rerun"
-        ) from None
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("variant"), str) for r in rows):
-        raise StorageError(
-            f"storage: {url} is not a published-rows file (expected {{run, repeats, rows: [{{variant, ...}}]}}); move it aside and rerun"
-        )
-    if variant is not None and any(r["variant"] != variant for r in rows):
-        raise StorageError(f"storage: {url} holds rows of another variant than {variant!r}; move it aside and rerun")
-    repeats = data.get("repeats", 1)
-    # Files written by earlier versions also hold "plugins" (module paths and configs): never read, so that a
-    # planted file cannot make a retrain import code
-    return {
-        "run": data.get("run"),
-        "repeats": repeats if isinstance(repeats, int) and repeats >= 1 else 1,
-        "rows": rows,
-    }
-
-
-def latest_rows(storage: str | Storage, dataset: str) -> dict[str, Any]:
-    """Every variant's last published rows as {run: None, repeats, rows} (empty when nothing was published).
-
-    Each file is checked; a truncated or foreign one raises a StorageError naming it (callers read this before training)."""
-    store = open_storage(storage)
-    base = safe_name(dataset, "dataset")
-    found: dict[str, list[dict[str, Any]]] = {}
-    repeats = [1]
-    files = [_read_published(store, f"{base}/{LATEST}")] if store.exists(f"{base}/{LATEST}") else []
-    for row in files[0]["rows"] if files else []:
-        found.setdefault(row["variant"], []).append(row)
-    for name in store.list(f"{base}/{LATEST_DIR}"):
-        if name.endswith(".json") and not name.startswith("."):
-            variant = name.removesuffix(".json")
-            files.append(_read_published(store, f"{base}/{LATEST_DIR}/{name}", variant))
-            found[variant] = files[-1]["rows"]
-    repeats += [published["repeats"] for published in files]
-    return {"run": None, "repeats": max(repeats), "rows": [r for group in found.values() for r in group]}
-
-
-RETRAIN_SETTINGS = (
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "schedule",
-)  # what a retrain takes over from the published rows
-
-
-def comparison_settings(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The settings most of the published rows were trained with (and their lr when every row's was given)."""
-    ok = [r for r in rows if r.get("status") == "ok"]
-    settings: dict[str, Any] = {}
-    for key in RETRAIN_SETTINGS:
-        values = [r[key] for r in ok if r.get(key) is not None]
-        if values:
-            settings[key] = max(set(values), key=values.count)
-    if ok and all(r.get("lr_rule") == "given" and r.get("lr") is not None for r in ok):
-        settings["lr"] = ok[0]["lr"]
-    return settings
 
 
 VARIANT_PLOTS = (("loss curves", "losses.png"), ("confusion matrix", "confusion_matrix.png"))  # in the variant's folder
@@ -291,6 +176,13 @@ def artifact_key(*parts: str) -> str:
     """A Prefect artifact key (lowercase letters, digits, dashes) from names like 'fashion-mnist', 'cnn2_5'."""
     text = "-".join(parts).lower()
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def comparison_artifact_key(config: RunParams, *parts: str) -> str:
+    """An artifact key of the run's comparison: <dataset>-<parts> for the default comparison (the keys of earlier
+    versions), <dataset>-<comparison>-<parts> for a named one."""
+    name = () if config.comparison == default_of("comparison") else (config.comparison,)
+    return artifact_key(config.dataset, *name, *parts)
 
 
 def comparison_table_rows(summaries: Sequence[Mapping[str, Any]], repeats: int) -> list[dict[str, Any]]:

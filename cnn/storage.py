@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
+from cnn.checks import SAFE_NAME, SAFE_NAME_ALLOWED
 from cnn.errors import ConfigError, StorageError
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,9 @@ GIVE_UP_S = (
 )
 OUTAGE_GAP_S = 300.0  # failures further apart than this (with no success between) count as separate outages
 CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# The largest file a read takes by default: far above any record, table or plot cnn-lab writes, far below a planted
+# file that would exhaust memory; checkpoints and weights are read with their own limit (cnn/checkpoints.py)
+MAX_READ_BYTES = 64 * 2**20
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # botocore's own retries are off: this module retries (with the URL in the log line), so attempts stay countable
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"total_max_attempts": 1, "mode": "standard"}}
@@ -48,7 +52,10 @@ _PERMANENT_ERRNOS = {
 }
 # Names the store's layout uses itself, per level: a run, variant or subdir named like one of them would collide with those files
 RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "run": ("<dataset>/latest/ (each variant's published rows) and <dataset>/latest.json", ("latest", "latest.json")),
+    "run": (
+        "<dataset>/comparisons/ (each comparison's records), and <dataset>/latest/ in stores of earlier versions",
+        ("comparisons", "latest", "latest.json"),
+    ),
     "variant": (
         "<dataset>/<run>/report/ and the comparison files",
         ("report", "report.md", "comparison.md", "comparison.csv"),
@@ -98,7 +105,7 @@ def safe_name(value: str, field: str) -> str:
         raise ConfigError(
             field,
             f"{value!r} is not a safe name",
-            allowed="letters, digits, '.', '_', '-' (1-100 chars, starting with a letter or digit, no '..')",
+            allowed=SAFE_NAME_ALLOWED,
         )
     where, reserved = RESERVED_NAMES.get(field, ("", ()))
     if value.lower() in reserved:
@@ -263,6 +270,8 @@ class Storage:
         for attempt in range(1, self.retries + 1):
             try:
                 result = fn()
+            except StorageError:
+                raise  # already says what is wrong with the file (its type, size, or where a link leads)
             except Exception as err:  # noqa: BLE001 - classified below
                 hint = self._permanent(err, what)
                 if hint is not None:
@@ -300,9 +309,11 @@ class Storage:
         raise AssertionError("unreachable")
 
     def _write_local(self, target: str, data: bytes) -> None:
-        """Write to a hidden temp file in the same folder, fsync, then rename over the target (atomic on POSIX)."""
+        """Write to a hidden temp file in the same folder, fsync, then rename over the target (atomic on POSIX); a
+        folder that a symlink sends outside the store is refused."""
         folder, name = os.path.split(target)
         os.makedirs(folder, exist_ok=True)
+        folder = self._inside(folder, "write")
         tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             with open(tmp, "wb") as fh:
@@ -328,10 +339,38 @@ class Storage:
         self._retry("write", full, lambda: self._put(full, data))
         return full
 
-    def read_bytes(self, rel: str) -> bytes:
-        """Read the object at `rel`."""
+    def read_bytes(self, rel: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """Read the object at `rel`: a regular file inside the store (a symlink is followed only when it stays inside,
+        a FIFO or device is refused) of at most `max_bytes` (StorageError naming the file otherwise)."""
         full = self.path(rel)
-        return self._retry("read", full, lambda: self.fs.cat_file(self._fs_path(full)))
+        return self._retry("read", full, lambda: self._read_checked(full, max_bytes))
+
+    def _read_checked(self, full: str, max_bytes: int) -> bytes:
+        """One read of `full`, after its type and size pass (what the store holds is untrusted)."""
+        target = self._fs_path(full)
+        if self.scheme == "file":
+            target = self._inside(target, "read")
+            info = os.stat(target)
+            if not stat.S_ISREG(info.st_mode):
+                raise StorageError(f"storage: {redact(full)} is not a regular file; move it aside and rerun")
+            size = info.st_size
+        else:
+            size = int(self.fs.info(target).get("size") or 0)
+        if size > max_bytes:
+            raise StorageError(
+                f"storage: {redact(full)} is {size:,} bytes, over the {max_bytes:,} bytes such a file can be; move it aside and rerun"
+            )
+        return self.fs.cat_file(target)
+
+    def _inside(self, target: str, what: str) -> str:
+        """`target` with symlinks resolved, if that stays inside the store's base folder; else a StorageError (a link in
+        the store must not send reads or writes elsewhere)."""
+        base, real = os.path.realpath(self._fs_path(self.url)), os.path.realpath(target)
+        if real != base and not real.startswith(base + os.sep):
+            raise StorageError(
+                f"storage: cannot {what} {redact(target)}: a symbolic link there points outside the store ({redact(real)}); remove the link and rerun"
+            )
+        return real
 
     def exists(self, rel: str) -> bool:
         """Whether an object exists at `rel`."""

@@ -20,7 +20,6 @@ QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,cnn2_5,generic_
 
 # CLI spellings that differ from the parameter names (the parameters keep theirs in flows and deployments)
 OPTION_NAMES = {"variant_files": "--variant", "variant_modules": "--variant-module"}
-RETRAIN_FIXED = ("variant", "publish", "subdir", "refresh")  # retrain: positional variant, always refresh + publish
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,7 +72,7 @@ def add_run_options(p: argparse.ArgumentParser, fields: Iterable[str]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its four subcommands; compare and retrain take the flows' parameters."""
-    from flows.parameters import COMPARE_FIELDS, VARIANT_FIELDS
+    from flows.parameters import COMPARE_FIELDS, RETRAIN_FIELDS
 
     parser = Parser(prog="cnn-lab", description="Train, compare and inspect CNN architectures as Prefect flows.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -86,9 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)"
     )
-    retrain = sub.add_parser("retrain", help="retrain one variant afresh and publish an updated comparison table")
+    retrain = sub.add_parser(
+        "retrain",
+        help="retrain one variant of a comparison afresh (its settings unless given) and publish its table again",
+        description="Options left out take the comparison's recorded values (epochs, batch size, optimizer, seeds...).",
+    )
     retrain.add_argument("variant")
-    add_run_options(retrain, [f for f in VARIANT_FIELDS if f not in RETRAIN_FIXED])
+    add_run_options(retrain, [f for f in RETRAIN_FIELDS if f != "variant"])
     retrain.add_argument(
         "--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)"
     )
@@ -237,44 +240,40 @@ def comparison_table_text(result: dict[str, Any], params: RunParams) -> str:
     from cnn.storage import open_storage
 
     root = open_storage(params.storage).url
-    text = comparison_text(aggregate_repeats(result["rows"]), params.dataset, params.repeats, root=root)
+    summaries = aggregate_repeats(result["rows"])
+    repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
+    text = comparison_text(summaries, params.dataset.lower(), repeats, root=root)
     return f"{text}report: {relative_path(result['report'], root)}"
 
 
-def published_defaults(args: argparse.Namespace) -> dict[str, Any]:
-    """The published comparison's settings for every recipe option the user did not type (retrain keeps them);
-    options left out are absent from `args` (their default is argparse.SUPPRESS)."""
-    from cnn.params import default_of
-    from cnn.publishing import comparison_settings, latest_rows
-
-    storage, dataset = (
-        vars(args).get("storage", default_of("storage")),
-        vars(args).get("dataset", default_of("dataset")),
-    )
-    published = comparison_settings(latest_rows(storage, str(dataset).lower())["rows"])
-    return {k: v for k, v in published.items() if k not in vars(args)}
-
-
 def cmd_retrain(args: argparse.Namespace) -> int:
-    """Retrain one variant afresh (every cached step refreshed) with the published comparison's settings, and republish."""
-    from cnn.fastchecks import fast_checks
-    from flows.parameters import VARIANT_FIELDS
+    """Retrain one variant of a recorded comparison (the retrain-variant flow: the comparison's settings unless typed
+    here), and print the comparison's new table."""
+    from flows.parameters import RETRAIN_FIELDS
 
-    fast_checks(run_params(args, refresh=True, publish=True), [args.variant])  # before reading the published rows
-    params = run_params(args, refresh=True, publish=True, **published_defaults(args))
+    start = time.perf_counter()
+    params = run_params(args)
     _launch_server()
     checked_config(params, [params.variant])
-    from flows.variant import train_variant_flow
+    from cnn.comparisons import read_comparison
+    from cnn.storage import open_storage
+    from flows.retrain import check_retrainable, retrain_variant
 
-    kwargs = params.model_dump(include=set(VARIANT_FIELDS))
-    state = _run_flow(train_variant_flow, kwargs, args.quiet)
-    row = state.result(raise_on_failure=False)
-    raise_flow_error(row)
-    if state.is_completed():
-        print(f"{args.variant}: test accuracy {row['test_acc']:.4f}, files in {row['folder']}")
-        return 0
-    print(f"retrain failed: {state.message}", file=sys.stderr)
-    return 1
+    dataset = params.dataset.lower()  # its records are checked before Prefect starts, as the flow checks them again
+    found = read_comparison(open_storage(params.storage), dataset, params.comparison)
+    check_retrainable(params.variant, found, params.storage, dataset, params.comparison)
+
+    given = {name: value for name, value in vars(args).items() if name in RETRAIN_FIELDS}
+    kwargs = {name: getattr(params, name) for name in given}  # the checked values of the options typed
+    state = _run_flow(retrain_variant, kwargs, args.quiet)
+    result = state.result(raise_on_failure=False)
+    raise_flow_error(result)
+    if isinstance(result, dict) and "comparison_md" in result:
+        print(comparison_table_text(result, params))
+    else:
+        print(f"retrain failed: {state.message or result}", file=sys.stderr)
+    print(f"flow run {state.name}, {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0 if state.is_completed() else 1
 
 
 def cmd_variants(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The `compare-architectures` flow: prepare the dataset once, run every variant, publish the comparison."""
+"""The `compare-architectures` flow: prepare the dataset once, run every variant, record and publish the comparison."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact
 from prefect.states import Failed
 
-from cnn.models import builtin_variants
+from cnn.models import builtin_variants, plugin_variants
 from cnn.params import parse_params
-from cnn.publishing import artifact_key
 from cnn.pipeline import check_batch_size
+from cnn.publishing import comparison_artifact_key
 from flows.dispatch import check_deployment, dispatch_variants
 from flows.failures import fail_in_one_line
 from flows.parameters import COMPARE_FIELDS, run_parameters
@@ -19,20 +19,20 @@ from flows.results import with_result_storage
 from flows.runners import run_variants
 from flows.settings import prepare_run
 from tasks import prepare_dataset, publish_comparison
-from tasks.policy import CACHE_EXPIRATION, REPORT_CACHE
 from tasks.progress import announce_run
+from tasks.store import read_comparison, record_comparison
 
 
-@flow(name="compare-architectures", flow_run_name="compare-{dataset}")
+@flow(name="compare-architectures", flow_run_name="compare-{comparison}-on-{dataset}")
 @fail_in_one_line
 @run_parameters(COMPARE_FIELDS, notes={"variants": f"Built in: {', '.join(builtin_variants())}."})
 def compare_architectures(**values: Any) -> dict[str, Any]:
-    """Train, evaluate and inspect several CNN variants on one dataset and publish a ranked comparison."""
+    """Train, evaluate and inspect several CNN variants on one dataset, record the comparison and publish its ranking."""
     logger = get_run_logger()
     config = prepare_run(parse_params(values))
-    names, repeats, seed, train_deployment = list(config.variants), config.repeats, config.seed, config.train_deployment
-    if train_deployment:
-        check_deployment(train_deployment)
+    if config.train_deployment:
+        check_deployment(config.train_deployment)
+    read_comparison(config.storage, config.dataset, config.comparison)  # its records are checked before any training
     announce_run(config.run)
     info = with_result_storage(prepare_dataset, config.storage)(config)
     check_batch_size(config.batch_size, info["num_train"])  # before any variant's LR test or training
@@ -46,23 +46,18 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         info["mean"],
         info["std"],
     )
-    seeds = [seed + k for k in range(repeats)]
+    seeds = [config.seed + k for k in range(config.repeats)]
     progress_id = str(
         create_progress_artifact(
-            0.0, key=artifact_key(config.dataset, "progress"), description="variants x epochs done"
+            0.0, key=comparison_artifact_key(config, "progress"), description="variants x epochs done"
         )
     )
-    if train_deployment:
-        rows = dispatch_variants(train_deployment, config, names, seeds)
+    if config.train_deployment:
+        rows = dispatch_variants(config.train_deployment, config, list(config.variants), seeds)
     else:
-        rows = run_variants(config, names, seeds, progress_id, info)
-    publish = with_result_storage(publish_comparison, config.storage).with_options(
-        cache_policy=REPORT_CACHE,
-        cache_expiration=CACHE_EXPIRATION,
-        persist_result=True,
-        refresh_cache=bool(config.refresh) or None,
-    )
-    published = publish(config, rows, repeats)
+        rows = run_variants(config, list(config.variants), seeds, progress_id, info)
+    record_comparison(config, rows, plugin_variants(config.variants))
+    published = publish_comparison(config, rows)
     failed = [r for r in rows if r["status"] != "ok"]
     result = {
         "run": config.run,

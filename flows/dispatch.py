@@ -27,7 +27,6 @@ def variant_parameters(config: RunParams, variant: str, seed: int, subdir: str |
         "variant": variant,
         "seed": seed,
         "subdir": subdir or "",
-        "publish": False,
     }
     return {name: values[name] for name in VARIANT_FIELDS}
 

@@ -11,24 +11,43 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, TypeVar
 
-from cnn.params import RunParams
+from cnn.params import RunParams, recorded_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-VARIANT_ONLY = ("variant", "publish", "subdir")
-COMPARE_ONLY = ("variants", "repeats", "parallel", "task_runner", "train_deployment")
+VARIANT_ONLY = ("variant", "subdir")
+COMPARE_ONLY = ("comparison", "variants", "repeats", "parallel", "task_runner", "train_deployment")
 COMPARE_FIELDS = tuple(name for name in RunParams.model_fields if name not in VARIANT_ONLY)
 VARIANT_FIELDS = tuple(name for name in RunParams.model_fields if name not in COMPARE_ONLY)
+# A retrain: which variant of which comparison, where; every setting the comparison records (cnn.comparisons) is an
+# optional override, empty (None) meaning "as the comparison"
+RETRAIN_PLACE = (
+    "variant",
+    "comparison",
+    "dataset",
+    "storage",
+    "data_dir",
+    "device",
+    "run",
+    "variant_files",
+    "variant_modules",
+)
+RETRAIN_OVERRIDES = tuple(name for name in recorded_fields() if name not in RETRAIN_PLACE)
+RETRAIN_FIELDS = tuple(name for name in RunParams.model_fields if name in RETRAIN_PLACE or name in RETRAIN_OVERRIDES)
 
 
-def flow_signature(fields: Iterable[str]) -> inspect.Signature:
-    """Keyword parameters for `fields` in the model's order, typed as the model types them, with its defaults."""
-    parameters = []
+def flow_signature(fields: Iterable[str], optional: Iterable[str] = ()) -> inspect.Signature:
+    """Keyword parameters for `fields` in the model's order, typed as the model types them, with its defaults; the
+    `optional` ones default to None (and accept it): a value left out."""
+    parameters, optional = [], set(optional)
     for name in fields:
         info = RunParams.model_fields[name]
         annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        default = info.default
+        if name in optional:
+            annotation, default = annotation | None, None
         parameters.append(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info.default, annotation=annotation)
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         )
     return inspect.Signature(parameters)
 
@@ -42,12 +61,15 @@ def flow_docstring(summary: str, fields: Iterable[str], notes: Mapping[str, str]
     return "\n".join(lines)
 
 
-def run_parameters(fields: Iterable[str], notes: Mapping[str, str] | None = None) -> Callable[[F], F]:
-    """Decorator (below @flow): give `fn(**values)` the fields as its signature and their descriptions as its Args."""
-    names = tuple(fields)
+def run_parameters(
+    fields: Iterable[str], notes: Mapping[str, str] | None = None, optional: Iterable[str] = ()
+) -> Callable[[F], F]:
+    """Decorator (below @flow): give `fn(**values)` the fields as its signature (the `optional` ones defaulting to
+    None) and their descriptions as its Args."""
+    names, optional = tuple(fields), tuple(optional)
 
     def apply(fn: F) -> F:
-        fn.__signature__ = flow_signature(names)  # type: ignore[attr-defined]
+        fn.__signature__ = flow_signature(names, optional)  # type: ignore[attr-defined]
         fn.__doc__ = flow_docstring(fn.__doc__ or "", names, notes)
         return fn
 

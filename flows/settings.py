@@ -53,6 +53,7 @@ def prepare_run(params: RunParams | None = None, variants: Sequence[str] | None 
             "variants": names,
             "run": safe_name(params.run, "run") if params.run else default_run_name(),
             "dataset": safe_name(params.dataset.lower(), "dataset"),
+            "comparison": safe_name(params.comparison, "comparison"),
             "data_dir": params.data_dir if "://" in params.data_dir else str(Path(params.data_dir).expanduser()),
             **plugins,
         }

@@ -17,6 +17,7 @@ from flows.failures import error_line
 from flows.results import with_result_storage
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 from tasks.policy import STEP_OF_TASK
+from tasks.progress import mark_done
 
 
 def _task(t: Any, config: RunParams) -> Any:
@@ -60,6 +61,7 @@ def run_variant_steps(
     row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
     row_rel = variant_dir(config.dataset, config.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
     publish_variant(config.dataset, config.storage, row_rel, row, lr_info, trained, evaluated, features)
+    mark_done(progress)  # also when every step came from the cache
     return {"row": row, "lr_info": lr_info}
 
 

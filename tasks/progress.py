@@ -51,6 +51,14 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
     return report
 
 
+def mark_done(progress: dict[str, Any] | None) -> None:
+    """Move the progress artifact to the end of this (variant, seed) run: its steps are done, trained or cached."""
+    progress = progress or {}
+    if progress.get("artifact_id"):
+        done = (progress.get("done", 0) + 1) / max(progress.get("total", 1), 1)
+        update_progress_artifact(UUID(str(progress["artifact_id"])), 100.0 * min(done, 1.0))
+
+
 def announce_run(run: str) -> None:
     """Tell the run listeners which run folder this flow writes to."""
     for listener in RUN_LISTENERS:

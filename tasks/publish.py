@@ -46,41 +46,38 @@ def publish_variant(
     return key
 
 
-@task(name="publish_comparison", task_run_name="publish comparison {config.dataset}", **_PUBLISH)
-def publish_comparison(
-    config: RunParams, rows: list[dict[str, Any]], repeats: int = 1, with_latest: bool = False
-) -> dict[str, Any]:
-    """Write the rows' latest files and report.md/comparison.md/csv; publish the comparison, table, error-analysis and link artifacts.
-
-    with_latest=True (a retrain): the table holds every variant's latest rows, the fresh ones included."""
-    built = publishing.build_comparison(config, rows, repeats, with_latest=with_latest)
+@task(name="publish_comparison", task_run_name="publish comparison {config.comparison} on {config.dataset}", **_PUBLISH)
+def publish_comparison(config: RunParams, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write this run's report.md/comparison.md/csv from the table's `rows`, and publish the comparison, table,
+    error-analysis, galleries and link artifacts: every run creates its own versions (this task is never cached)."""
+    built = publishing.build_comparison(config, rows)
     dataset, repeats = config.dataset, built["repeats"]
+
+    def key(*parts: str) -> str:
+        return publishing.comparison_artifact_key(config, *parts)
+
     comparison_id = create_markdown_artifact(
         publishing.comparison_artifact_markdown(built),
-        key=publishing.artifact_key(dataset, "comparison"),
+        key=key("comparison"),
         description=f"{dataset}: variants ranked by test accuracy",
     )
     table = publishing.comparison_table_rows(built["summaries"], repeats)
-    create_table_artifact(
-        table, key=publishing.artifact_key(dataset, "comparison-table"), description=f"{dataset}: comparison rows"
-    )
+    create_table_artifact(table, key=key("comparison-table"), description=f"{dataset}: comparison rows")
     create_markdown_artifact(
-        built["error_analysis_md"],
-        key=publishing.artifact_key(dataset, "error-analysis"),
-        description=f"{dataset}: errors across variants",
+        built["error_analysis_md"], key=key("error-analysis"), description=f"{dataset}: errors across variants"
     )
     galleries = publishing.galleries_markdown(built, dataset)
     if galleries:
         create_markdown_artifact(
             galleries,
-            key=publishing.artifact_key(dataset, "galleries"),
+            key=key("galleries"),
             description=f"{dataset}: the same probe images through each variant's first and last conv; first-layer filters",
         )
     for name, url in built["images"].items():
         create_link_artifact(
             publishing.link_url(url),
             link_text=name,
-            key=publishing.artifact_key(dataset, "plot", name),
+            key=key("plot", name),
             description=publishing.link_description(name, dataset),
         )
     return {

@@ -120,10 +120,16 @@ def env_for(home: Path, api: str | None, extra: dict[str, str] | None = None) ->
     return env
 
 
-def rows_kept(store: str, env: dict[str, str]) -> list[str]:
-    code = "import json, sys; from cnn.publishing import latest_rows; print(json.dumps(sorted(r['variant'] + '@' + r['folder'].rsplit('/', 2)[-2] for r in latest_rows(sys.argv[1], 'digits')['rows'])))"
+def rows_kept(store: str, env: dict[str, str], *names: str) -> list[str]:
+    """variant@run of every row the comparisons `names` (default: "default") hold."""
+    code = "import json, sys; from cnn.comparisons import read_comparison; from cnn.storage import Storage; print(json.dumps(sorted(r['variant'] + '@' + r['folder'].rsplit('/', 2)[-2] for n in sys.argv[2:] for r in read_comparison(Storage(sys.argv[1]), 'digits', n).table_rows())))"
     done = subprocess.run(
-        [sys.executable, "-c", code, store], env=env, capture_output=True, text=True, cwd=ROOT, check=True
+        [sys.executable, "-c", code, store, *(names or ("default",))],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
     )
     return json.loads(done.stdout)
 
@@ -183,6 +189,8 @@ def measure(work: Path) -> list[dict]:
                     store,
                     "--run",
                     f"cmp-{v}",
+                    "--comparison",
+                    f"cmp-{v}",
                     "--quiet",
                 ],
                 env,
@@ -190,7 +198,7 @@ def measure(work: Path) -> list[dict]:
             for v in ("lenet5", "generic_2")
         ]
         codes = [r.finish() for r in pair]
-        after = rows_kept(store, env)
+        after = rows_kept(store, env, "default", "cmp-lenet5", "cmp-generic_2")
         results.append(
             {
                 "fault": "two `cnn-lab compare` of different variants at once",
@@ -236,15 +244,16 @@ def measure(work: Path) -> list[dict]:
             }
         )
 
-        # a truncated latest.json before a retrain
-        latest = Path(store, "digits", "latest.json")
-        latest.write_text('{"run": "x", "rows": [{"variant": "lenet1", "te')
+        # a truncated record of the comparison before a retrain
+        latest = Path(store, "digits", "comparisons", "default", "cnn2_5.json")
+        saved = latest.read_bytes()
+        latest.write_text('{"run": "x", "rows": [{"variant": "cnn2_5", "te')
         trunc = Run(["retrain", "lenet1", *BASE, "--epochs", "3", "--storage", store, "--run", "trunc"], env)
         trunc.finish()
         at, line = trunc.error_line()
         results.append(
             {
-                "fault": "truncated <dataset>/latest.json before a retrain",
+                "fault": "a truncated record of another variant of the comparison before a retrain",
                 "sees": line,
                 "kept": "no training done; the file left for the user",
                 "seconds": at - trunc.lines[0][0],
@@ -252,7 +261,7 @@ def measure(work: Path) -> list[dict]:
                 "from": "command start",
             }
         )
-        latest.unlink()
+        latest.write_bytes(saved)
 
         # the S3 endpoint goes away mid-training, with the default retry settings
         s3 = S3Server().start()

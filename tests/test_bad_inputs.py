@@ -22,7 +22,7 @@ from cnn.errors import CheckpointError, CnnLabError, ConfigError, DataError, Sto
 from cnn.models import create_variant, load_variant_file, load_variant_module, register_variant, resolve_input_size
 from cnn.models.generic import GenericCNN, GenericConfig, load_generic_config
 from cnn.params import RunParams, parse_params
-from cnn.publishing import latest_rows
+from cnn.comparisons import read_comparison
 from cnn.storage import Storage
 from cnn.train import TrainConfig
 from idx_data import write_idx_labels, write_mnist_like
@@ -217,7 +217,7 @@ CASES = [
         "unknown-parameter",
         lambda c: parse_params({"epoch": 3}),
         ConfigError,
-        r"^epoch: unknown parameter; did you mean 'epochs'\? \(allowed: variant, dataset, variants, ",
+        r"^epoch: unknown parameter; did you mean 'epochs'\? \(allowed: variant, dataset, comparison, variants, ",
         pure=True,
     ),
     Case(
@@ -672,7 +672,7 @@ CASES = [
         "run-name-used-by-the-store",
         lambda c: _train(c, "latest.json"),
         ConfigError,
-        r"^run: 'latest\.json' is reserved: the store keeps <dataset>/latest/ .* \(allowed: any safe name except latest, latest\.json\)$",
+        r"^run: 'latest\.json' is reserved: the store keeps <dataset>/comparisons/ .* \(allowed: any safe name except comparisons, latest, latest\.json\)$",
     ),
     Case(
         "variant-name-used-by-the-store",
@@ -681,11 +681,11 @@ CASES = [
         r"^variant: 'report' is reserved: the store keeps <dataset>/<run>/report/ .* \(allowed: any safe name except report, ",
     ),
     Case(
-        "truncated-latest-json",
-        lambda c: latest_rows(str(c.store), "digits"),
+        "truncated-comparison-record",
+        lambda c: read_comparison(Storage(str(c.store)), "digits", "default"),
         StorageError,
-        r"^storage: \S+/digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\); move it aside \(or restore it\) and rerun$",
-        setup=lambda c: _truncated_latest(c, "digits"),
+        r"^storage: \S+/digits/comparisons/default/generic_1\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\); move it aside \(or restore it\) and rerun$",
+        setup=lambda c: _truncated_record(c, "digits"),
     ),
     Case(
         "generic-config-not-utf8",
@@ -722,11 +722,14 @@ def _file(ctx: Ctx, name: str, content: bytes) -> Path:
     return path
 
 
-def _truncated_latest(ctx: Ctx, dataset: str) -> None:
-    """A published-rows file cut off mid-row, as a full disk or a killed copy leaves it."""
-    (ctx.store / dataset).mkdir(parents=True, exist_ok=True)
-    (ctx.store / dataset / "latest.json").write_text(
-        '{"run": "earlier", "repeats": 1, "rows": [{"variant": "generic_1", "test_a'
+def _truncated_record(ctx: Ctx, dataset: str) -> None:
+    """A comparison whose generic_1 record is cut off mid-row, as a full disk or a killed copy leaves it."""
+    from cnn.comparisons import record_definition
+
+    config = RunParams(dataset=dataset, storage=str(ctx.store), run="earlier", variants=["lenet1", "generic_1"])
+    record_definition(Storage(str(ctx.store)), config)
+    (ctx.store / dataset / "comparisons" / "default" / "generic_1.json").write_text(
+        '{"schema_version": 1, "run": "earlier", "rows": [{"variant": "generic_1", "test_a'
     )
 
 
@@ -934,7 +937,7 @@ FLOW_CASES = [
         "flow-run-name-used-by-the-store",
         "compare",
         {"run": "latest.json"},
-        r"ConfigError: run: 'latest\.json' is reserved: the store keeps <dataset>/latest/",
+        r"ConfigError: run: 'latest\.json' is reserved: the store keeps <dataset>/comparisons/",
     ),
     (
         "flow-missing-train-deployment",
@@ -943,10 +946,10 @@ FLOW_CASES = [
         r"ConfigError: train_deployment: no deployment 'train-variant/no-such-deployment' on the Prefect server",
     ),
     (
-        "flow-truncated-latest-json",
-        "variant",
-        {"publish": True, "run": "retrain"},
-        r"StorageError: storage: \S+/fashion-mnist/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)",
+        "flow-truncated-comparison-record",
+        "retrain",
+        {"run": "retrain"},
+        r"StorageError: storage: \S+/fashion-mnist/comparisons/default/generic_1\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)",
     ),
     (
         "flow-data-dir-s3-url",
@@ -963,6 +966,7 @@ def test_bad_input_fails_the_flow_run_with_the_message(
     prefect_harness, ctx: Ctx, case_id: str, flow: str, override: dict[str, Any], match: str
 ) -> None:
     from flows.compare import compare_architectures
+    from flows.retrain import retrain_variant
     from flows.variant import train_variant_flow
 
     kwargs: dict[str, Any] = {
@@ -982,11 +986,14 @@ def test_bad_input_fails_the_flow_run_with_the_message(
         kwargs["data_dir"] = _idx_dir(ctx, _truncate)
     if kwargs["storage"] == "file-in-place":
         kwargs["storage"] = _file_in_place_of_dir(ctx) + "/run"
-    if case_id == "flow-truncated-latest-json":
-        _truncated_latest(ctx, "fashion-mnist")
+    if case_id == "flow-truncated-comparison-record":
+        _truncated_record(ctx, "fashion-mnist")
     if flow == "compare":
         kwargs.setdefault("variants", ["lenet1"])
         run = lambda: compare_architectures(**kwargs, return_state=True)  # noqa: E731
+    elif flow == "retrain":
+        place = ("dataset", "data_dir", "storage", "device", "run")
+        run = lambda: retrain_variant(variant="lenet1", **{k: kwargs[k] for k in place}, return_state=True)  # noqa: E731
     else:
         run = lambda: train_variant_flow(variant="lenet1", **kwargs, return_state=True)  # noqa: E731
         if case_id == "flow-resume-with-other-epochs":
@@ -1001,7 +1008,7 @@ def test_bad_input_fails_the_flow_run_with_the_message(
     if case_id in (
         "flow-run-name-used-by-the-store",
         "flow-missing-train-deployment",
-        "flow-truncated-latest-json",
+        "flow-truncated-comparison-record",
         "flow-data-dir-s3-url",
         "flow-batch-larger-than-train-split",
     ):

@@ -21,6 +21,7 @@ LAPTOP = ["compare-nightly-local", "retrain-variant-local", "train-variant-local
 FLOW_OF = {
     "compare-architectures": "flows/compare.py:compare_architectures",
     "train-variant": "flows/variant.py:train_variant_flow",
+    "retrain-variant": "flows/retrain.py:retrain_variant",
 }
 
 
@@ -75,17 +76,23 @@ def test_entrypoint_imports_and_its_flow_accepts_the_parameters(name: str, monke
     flow = _flow(dep["entrypoint"], monkeypatch)
     assert FLOW_OF[flow.name] == dep["entrypoint"]
     validated = flow.validate_parameters(dep["parameters"])
-    assert validated["dataset"] == default_of("dataset") and validated["epochs"] == default_of("epochs")
+    inherited = flow.name == "retrain-variant"  # a retrain's settings left out are the comparison's
+    assert validated["dataset"] == default_of("dataset")
+    assert validated["epochs"] == (None if inherited else default_of("epochs"))
     with pytest.raises(ParameterTypeError, match="epochs: must be 'auto' or an integer >= 1, got 'five'"):
         flow.validate_parameters({**dep["parameters"], "epochs": "five"})
 
 
 @pytest.mark.parametrize("name", CLUSTER + LAPTOP)
 def test_deployments_set_run_parameters_only_where_they_differ_from_the_defaults(name: str) -> None:
-    from flows.parameters import COMPARE_FIELDS, VARIANT_FIELDS
+    from flows.parameters import COMPARE_FIELDS, RETRAIN_FIELDS, VARIANT_FIELDS
 
     dep = _deployments()[name]
-    fields = COMPARE_FIELDS if dep["entrypoint"] == FLOW_OF["compare-architectures"] else VARIANT_FIELDS
+    fields = {
+        FLOW_OF["compare-architectures"]: COMPARE_FIELDS,
+        FLOW_OF["train-variant"]: VARIANT_FIELDS,
+        FLOW_OF["retrain-variant"]: RETRAIN_FIELDS,
+    }[dep["entrypoint"]]
     assert set(dep["parameters"]) <= set(fields), f"{name}: not a parameter of its flow"
     parse_params(dep["parameters"])
     assert not [k for k, v in dep["parameters"].items() if v == default_of(k)], (
@@ -114,10 +121,10 @@ def test_every_documented_run_passes_its_flows_checks_and_the_offline_ones_are_s
         dep = deployments[name.split("/")[1]]
         params = load_json_key_values(texts, "parameter")
         validated = _flow(dep["entrypoint"], monkeypatch).validate_parameters({**dep["parameters"], **params})
-        parse_params(validated)
+        parse_params({k: v for k, v in validated.items() if v is not None})  # None: a retrain's "as the comparison"
         if validated["dataset"] == "digits" or "data_dir" in params:
             offline.add(name)
-    assert offline >= {"compare-architectures/compare-nightly-local", "train-variant/retrain-variant-local"}
+    assert offline >= {"compare-architectures/compare-nightly-local", "retrain-variant/retrain-variant-local"}
     assert default_of("dataset") == "fashion-mnist" and not [
         n for n, d in deployments.items() if "dataset" in d["parameters"]
     ], "the schedule runs a real dataset"
@@ -133,14 +140,12 @@ def test_aliases_share_schedule_parameters_and_pools() -> None:
     assert schedule.cron == "0 2 * * *" and schedule.timezone == "UTC"
     for name in ("retrain-variant", "retrain-variant-local", "train-variant-gpu", "train-variant-local"):
         assert not read[name].get("schedules"), f"{name} runs on demand only"
-    for name in ("retrain-variant", "retrain-variant-local"):
-        assert read[name]["parameters"]["refresh"] is True and read[name]["parameters"]["publish"] is True
-    # a retrain publishes where the nightly comparison of the same target does
+    # a retrain finds the comparison where the nightly comparison of the same target records it
     for compare, retrain in (
         ("compare-nightly", "retrain-variant"),
         ("compare-nightly-local", "retrain-variant-local"),
     ):
-        for key in ("dataset", "storage", "data_dir", "epochs", "variant_modules", "variant_files"):
+        for key in ("dataset", "storage", "data_dir", "comparison", "variant_modules", "variant_files"):
             assert read[compare]["parameters"].get(key) == read[retrain]["parameters"].get(key), (compare, key)
     assert read["compare-nightly"]["work_pool"]["job_variables"]["gpu_count"] == 0
     assert read["train-variant-gpu"]["work_pool"]["job_variables"]["gpu_count"] == 1
@@ -327,7 +332,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 *[a for k, v in common.items() for a in ("--param", f"{k}={v}")],
             ]
             retrain_id = _run_id(
-                prefect(["deployment", "run", "train-variant/retrain-variant-local", *retrain_args], env)
+                prefect(["deployment", "run", "retrain-variant/retrain-variant-local", *retrain_args], env)
             )
             retrain = _wait_final(client, retrain_id, worker_log)
             seen = {
@@ -341,7 +346,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     name: client.read_deployment_by_name(f"{flow}/{name}")
                     for flow, name in (
                         ("compare-architectures", "compare-nightly-local"),
-                        ("train-variant", "retrain-variant-local"),
+                        ("retrain-variant", "retrain-variant-local"),
                         ("train-variant", "train-variant-local"),
                     )
                 },
@@ -421,7 +426,6 @@ def test_comparison_runs_each_variant_as_a_linked_flow_run_on_the_pool(e2e) -> N
 def test_retrain_deployment_refreshes_and_publishes_a_new_table_version(e2e) -> None:
     retrain, versions = e2e["retrain"], e2e["comparison_versions"]
     assert retrain.state_name == "Completed", f"{retrain.state.message}\n{e2e['worker_log']}"
-    assert retrain.parameters["refresh"] is True and retrain.parameters["publish"] is True
     states = {t.task_key.rsplit("-", 1)[0]: t.state_name for t in e2e["retrain_tasks"]}
     assert states["train_variant"] == "Completed" and states["evaluate_variant"] == "Completed"  # refreshed, not Cached
     assert [v.flow_run_id for v in versions] == [e2e["compare"].id, retrain.id]

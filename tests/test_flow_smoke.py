@@ -44,15 +44,17 @@ def test_a_dispatching_comparison_reads_a_finished_runs_row_back(compared: tuple
 
 
 def test_a_retrain_republishes_the_table_with_its_fresh_row(compared: tuple[dict, Path]) -> None:
-    from flows.variant import train_variant_flow
+    from flows.retrain import retrain_variant
 
     _, store = compared
-    state = train_variant_flow(
-        **SETTINGS, variant="lenet1", lr=0.01, storage=str(store), run="again", publish=True, return_state=True
+    state = retrain_variant(
+        variant="lenet1", dataset="digits", lr=0.01, storage=str(store), run="again", return_state=True
     )
     assert state.is_completed(), state.message
-    assert state.result()["folder"].endswith("digits/again/lenet1")
-    assert json.loads((store / "digits" / "latest" / "lenet1.json").read_text())["run"] == "again"
+    [fresh] = state.result()["fresh"]
+    assert fresh["folder"].endswith("digits/again/lenet1") and fresh["lr"] == 0.01 and fresh["epochs"] == 1
+    record = json.loads((store / "digits" / "comparisons" / "default" / "lenet1.json").read_text())
+    assert record["run"] == "again" and (store / "digits" / "again" / "report.md").is_file()
 
 
 def test_a_deployment_the_server_lacks_is_refused_before_any_work(prefect_harness) -> None:
@@ -73,4 +75,4 @@ def test_a_dispatched_variant_gets_the_runs_parameters_and_its_own_seed(tmp_path
     values = variant_parameters(config, "cnn2_5", 3, "seed-3")
     assert list(values) == list(VARIANT_FIELDS)
     assert (values["variant"], values["seed"], values["subdir"], values["run"]) == ("cnn2_5", 3, "seed-3", "r")
-    assert values["publish"] is False and values["lr"] == 0.01 and values["max_train"] == 200
+    assert values["lr"] == 0.01 and values["max_train"] == 200

@@ -100,21 +100,31 @@ def test_second_identical_run_hits_the_cache(first_run, fashion_dir) -> None:
         assert states[step] == ["Cached"] * len(VARIANTS), (step, states[step])
     before = {r["variant"]: r["test_acc"] for r in state.result()["rows"]}
     assert {r["variant"]: r["test_acc"] for r in again.result()["rows"]} == before
-    assert states["publish_comparison"] == ["Cached"]  # the same rows: the first report, not its plots drawn again
-    assert again.result()["report"] == state.result()["report"]
+    # every run publishes its own report and artifacts, cached steps or not
+    assert states["publish_comparison"] == ["Completed"]
+    assert again.result()["report"].endswith("fashion-mnist/second/report.md")
+    assert (storage / "fashion-mnist" / "second" / "comparison.md").is_file()
+    assert float(artifacts("fashion-mnist-progress")[0].data) == pytest.approx(100.0)
 
 
-def test_retrain_refreshes_and_publishes_a_new_table_version(first_run, fashion_dir) -> None:
-    from flows.variant import train_variant_flow
+def test_retrain_takes_the_comparisons_settings_and_publishes_its_table(first_run, fashion_dir) -> None:
+    from flows.retrain import retrain_variant
 
     _, storage = first_run
     versions_before = len(artifacts("fashion-mnist-comparison"))
-    kwargs = _kwargs(fashion_dir, storage, run="retrain")
-    kwargs.pop("variants")
-    state = train_variant_flow(variant="lenet1", refresh=True, publish=True, **kwargs, return_state=True)
+    state = retrain_variant(
+        variant="lenet1",
+        dataset="fashion-mnist",
+        data_dir=str(fashion_dir),
+        storage=str(storage),
+        run="retrain",
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     states = task_states(state.state_details.flow_run_id)
     assert states["train_variant"] == ["Completed"] and states["lr_range_test"] == ["Completed"]
+    [fresh] = state.result()["fresh"]
+    assert (fresh["epochs"], fresh["batch_size"]) == (1, 64)  # the comparison's, not the defaults
     latest = artifacts("fashion-mnist-comparison")
     assert len(latest) == versions_before + 1
     assert "| generic_2 |" in latest[0].data and "| lenet1 |" in latest[0].data

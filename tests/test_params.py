@@ -132,13 +132,7 @@ def test_what_a_comparison_dispatches_passes_the_training_deployments_schema(sch
         sent = variant_parameters(config, "mine", 1, "seed-1")
         assert validate(sent, schemas["variant"]) == []
         assert set(sent) == set(VARIANT_FIELDS)
-        assert (
-            sent["variant"] == "mine"
-            and sent["seed"] == 1
-            and sent["subdir"] == "seed-1"
-            and sent["run"] == "r1"
-            and sent["publish"] is False
-        )
+        assert sent["variant"] == "mine" and sent["seed"] == 1 and sent["subdir"] == "seed-1" and sent["run"] == "r1"
         assert json.loads(sent["variant_files"]["mine"]) == {
             "conv_channels": [4],
             "kernel_sizes": 3,
@@ -209,11 +203,11 @@ def test_cli_has_an_option_for_every_run_parameter_with_its_description() -> Non
         and "Default: 1e-05." in compare["lr_min"].help
     )
     retrain = {a.dest for a in subparsers["retrain"]._actions}
-    assert {"variant", "momentum", "variant_modules"} <= retrain and not {
-        "publish",
+    assert {"variant", "momentum", "variant_modules", "comparison"} <= retrain and not {
         "subdir",
         "refresh",
         "variants",
+        "parallel",
     } & retrain
 
 

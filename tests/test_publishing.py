@@ -1,5 +1,5 @@
-"""Publishing to a shared store: concurrent comparisons and retrains lose no row, on disk and on S3; older tables are
-still read; a damaged published file is named before any training; artifacts escape user-controlled text."""
+"""Publishing to a shared store: concurrent comparisons and retrains lose no row, on disk and on S3; a damaged record is
+named before any training; artifacts escape user-controlled text."""
 
 from __future__ import annotations
 
@@ -13,16 +13,10 @@ import pytest
 
 from cnn.errors import StorageError
 from cnn.params import RunParams
-from cnn.publishing import (
-    LATEST,
-    LATEST_DIR,
-    build_comparison,
-    comparison_artifact_markdown,
-    latest_rows,
-    publish_latest,
-    variant_markdown,
-)
+from cnn import comparisons
+from cnn.publishing import build_comparison, comparison_artifact_markdown, variant_markdown
 from cnn.report import aggregate_repeats, comparison_markdown, error_analysis_markdown, make_row
+from cnn.storage import Storage
 from storage_helpers import S3Server, s3_env
 
 VARIANTS = ["lenet1", "lenet5", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "generic_1", "generic_2"]
@@ -62,15 +56,27 @@ def store_url(request, tmp_path, monkeypatch):
     return f"s3://shared/{tmp_path.name}"
 
 
+def _config(url: str, run: str, variants: list[str], comparison: str = "default") -> RunParams:
+    return RunParams(dataset="digits", val_size=0.15, storage=url, run=run, variants=variants, comparison=comparison)
+
+
+def _rows_of(url: str, comparison: str = "default") -> dict[str, list[dict]]:
+    store = Storage(url)
+    definition = comparisons.read_definition(store, "digits", comparison)
+    return {v: r.rows for v, r in comparisons.read_rows(store, definition).items()}
+
+
 def test_concurrent_publishers_lose_no_row(store_url: str) -> None:
     barrier = threading.Barrier(len(VARIANTS))
     errors: list[BaseException] = []
+    comparisons.record_definition(Storage(store_url), _config(store_url, "r0", VARIANTS))
 
     def publish(variant: str) -> None:
         try:
             barrier.wait()
             for round_ in range(3):
-                publish_latest(store_url, "digits", f"run-{variant}", [_row(variant, acc=round_ / 10)])
+                config = _config(store_url, f"run-{variant}", [variant])
+                comparisons.record_rows(Storage(store_url), config, [_row(variant, acc=round_ / 10)])
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -80,90 +86,87 @@ def test_concurrent_publishers_lose_no_row(store_url: str) -> None:
     for t in threads:
         t.join()
     assert not errors
-    latest = latest_rows(store_url, "digits")
-    assert sorted(r["variant"] for r in latest["rows"]) == sorted(VARIANTS)
-    assert {r["test_acc"] for r in latest["rows"]} == {0.2}
+    kept = _rows_of(store_url)
+    assert sorted(kept) == sorted(VARIANTS)
+    assert {r["test_acc"] for rows in kept.values() for r in rows} == {0.2}
 
 
-def test_older_whole_table_is_read_for_variants_without_their_own_file(store_url: str) -> None:
-    from cnn.storage import Storage
-
-    Storage(store_url).write_json(
-        f"digits/{LATEST}",
-        {"run": "old", "repeats": 2, "rows": [_row("lenet1", 0.1), _row("lenet1", 0.3, seed=1), _row("cnn2_5", 0.2)]},
+def test_a_variant_whose_every_seed_failed_keeps_its_earlier_rows(tmp_path: Path) -> None:
+    url, store = str(tmp_path), Storage(str(tmp_path))
+    comparisons.record_definition(store, _config(url, "r1", ["lenet1", "cnn2_5"]))
+    comparisons.record_rows(store, _config(url, "r1", ["lenet1", "cnn2_5"]), [_row("lenet1", 0.6), _row("cnn2_5", 0.7)])
+    comparisons.record_rows(
+        store, _config(url, "r2", ["lenet1"]), [make_row("lenet1", 0, None, None, None, error="boom")]
     )
-    publish_latest(store_url, "digits", "new", [_row("cnn2_5", 0.9), _row("generic_1", 0.8)])
-    publish_latest(
-        store_url, "digits", "newer", [make_row("generic_1", 0, None, None, None, error="boom")]
-    )  # all failed: kept as it was
-    latest = latest_rows(store_url, "digits")
-    assert sorted((r["variant"], r["test_acc"]) for r in latest["rows"]) == [
-        ("cnn2_5", 0.9),
-        ("generic_1", 0.8),
-        ("lenet1", 0.1),
-        ("lenet1", 0.3),
-    ]
-    assert latest["repeats"] == 2
+    kept = _rows_of(url)
+    assert [r["test_acc"] for r in kept["lenet1"]] == [0.6] and [r["test_acc"] for r in kept["cnn2_5"]] == [0.7]
 
 
 @pytest.mark.parametrize(
     ("content", "match"),
     [
         (
-            b'{"run": "x", "rows": [{"variant": "lenet1", "test_',
-            r"digits/latest\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)",
+            b'{"schema_version": 1, "rows": [{"variant": "lenet1", "test_',
+            r"lenet1\.json is not valid JSON \(.* at line 1 column \d+; truncated\?\)",
         ),
-        (b"\xff\xfe rows", r"digits/latest\.json is not UTF-8 text"),
-        (b"[1, 2]", r"digits/latest\.json is not a published-rows file"),
+        (b"\xff\xfe rows", r"lenet1\.json is not UTF-8 text"),
+        (b"[1, 2]", r"lenet1\.json is not a cnn-lab VariantRows record"),
+        (b"[" * 100_000 + b"]" * 100_000, r"lenet1\.json is (nested too deeply|not a cnn-lab VariantRows record)"),
     ],
-    ids=["truncated", "not-utf8", "not-rows"],
+    ids=["truncated", "not-utf8", "not-a-record", "deep"],
 )
-def test_a_damaged_published_file_is_named(tmp_path: Path, content: bytes, match: str) -> None:
-    (tmp_path / "digits").mkdir()
-    (tmp_path / "digits" / LATEST).write_bytes(content)
+def test_a_damaged_record_is_named(tmp_path: Path, content: bytes, match: str) -> None:
+    url, store = str(tmp_path), Storage(str(tmp_path))
+    comparisons.record_definition(store, _config(url, "r", ["lenet1"]))
+    (tmp_path / "digits" / "comparisons" / "default" / "lenet1.json").write_bytes(content)
     with pytest.raises(StorageError, match=match) as err:
-        latest_rows(str(tmp_path), "digits")
+        _rows_of(url)
     assert "\n" not in str(err.value)
 
 
 def test_a_file_of_another_variant_is_named(tmp_path: Path) -> None:
-    publish_latest(str(tmp_path), "digits", "r", [_row("lenet1")])
-    os.rename(tmp_path / "digits" / LATEST_DIR / "lenet1.json", tmp_path / "digits" / LATEST_DIR / "lenet5.json")
-    with pytest.raises(StorageError, match=r"latest/lenet5\.json holds rows of another variant than 'lenet5'"):
-        latest_rows(str(tmp_path), "digits")
+    url, store = str(tmp_path), Storage(str(tmp_path))
+    comparisons.record_definition(store, _config(url, "r", ["lenet1", "lenet5"]))
+    comparisons.record_rows(store, _config(url, "r", ["lenet1"]), [_row("lenet1")])
+    folder = tmp_path / "digits" / "comparisons" / "default"
+    os.rename(folder / "lenet1.json", folder / "lenet5.json")
+    with pytest.raises(StorageError, match=r"lenet5\.json is not a cnn-lab VariantRows record \(variant"):
+        _rows_of(url)
 
 
 # --- whole publications from separate processes --------------------------------------------------------------------
 
 
-def _publish(url: str, rows: list[dict], with_latest: bool, barrier: Any, results: Any, env: dict[str, str]) -> None:
-    """One publisher process: wait for the others, then publish a comparison (or a retrain's merged table)."""
+def _publish(url: str, rows: list[dict], barrier: Any, results: Any, env: dict[str, str]) -> None:
+    """One publisher process: wait for the others, then record its rows in the comparison and write its report."""
     from cnn.report import files
 
     os.environ.update(env)  # the test's environment now (the S3 endpoint), not the one the fork server started with
     files._report_figures = lambda *args: {}  # the figures take seconds and touch no row
     barrier.wait()
-    config = RunParams(dataset="digits", val_size=0.15, storage=url, run=rows[0]["variant"] + "-run")
-    out = build_comparison(config, rows, with_latest=with_latest)
+    config = _config(url, rows[0]["variant"] + "-run", [r["variant"] for r in rows])
+    comparisons.record_rows(Storage(url), config, rows)
+    out = build_comparison(config, rows)
     results.put((rows[0]["variant"], sorted(r["variant"] for r in out["rows"])))
 
 
 def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: str) -> None:
-    """Two comparisons and two retrains, each in its own process, publish to one store at the same moment."""
+    """Two comparisons and two retrains, each in its own process, publish to one comparison at the same moment."""
     jobs = [
-        ([_row("lenet1"), _row("lenet5")], False),
-        ([_row("cnn2_3"), _row("cnn2_5")], False),
-        ([_row("generic_1", 0.7)], True),
-        ([_row("generic_2", 0.6)], True),
+        [_row("lenet1"), _row("lenet5")],
+        [_row("cnn2_3"), _row("cnn2_5")],
+        [_row("generic_1", 0.7)],
+        [_row("generic_2", 0.6)],
     ]
+    everything = [r["variant"] for rows in jobs for r in rows]
+    comparisons.record_definition(Storage(store_url), _config(store_url, "r0", everything))
     # Fresh processes (forking after a test left Prefect's threads running broke the children), forked from a server
     # process that imported this module once: spawning each child re-imported torch, scikit-learn and matplotlib
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     barrier, results = context.Barrier(len(jobs)), context.Queue()
     procs = [
-        context.Process(target=_publish, args=(store_url, rows, latest, barrier, results, dict(os.environ)))
-        for rows, latest in jobs
+        context.Process(target=_publish, args=(store_url, rows, barrier, results, dict(os.environ))) for rows in jobs
     ]
     for p in procs:
         p.start()
@@ -171,18 +174,8 @@ def test_comparisons_and_retrains_published_at_once_keep_every_row(store_url: st
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * len(jobs)
     reported = dict(results.get(timeout=5) for _ in jobs)
-    assert reported["lenet1"] == ["lenet1", "lenet5"]  # a comparison reports its own rows
-    assert (
-        "generic_1" in reported["generic_1"]
-    )  # a retrain reports its own row and those published before it read the store
-    assert sorted(r["variant"] for r in latest_rows(store_url, "digits")["rows"]) == [
-        "cnn2_3",
-        "cnn2_5",
-        "generic_1",
-        "generic_2",
-        "lenet1",
-        "lenet5",
-    ]
+    assert reported["lenet1"] == ["lenet1", "lenet5"]  # a publication reports its own rows
+    assert sorted(_rows_of(store_url)) == sorted(everything)
 
 
 # --- user-controlled text in the Markdown ---------------------------------------------------------------------------

@@ -260,20 +260,36 @@ def test_rows_trained_with_different_settings_are_called_out() -> None:
     )
 
 
-def test_retrain_keeps_the_published_settings_unless_overridden(tmp_path) -> None:
+def test_a_retrain_keeps_the_comparisons_settings_unless_given(tmp_path) -> None:
+    from cnn.comparisons import read_comparison, record_definition
     from cnn.storage import Storage
-    from flows.cli import build_parser, published_defaults
+    from flows.parameters import RETRAIN_OVERRIDES
+    from flows.retrain import overridden, retrain_params
 
-    rows = [_row("a", 0.7, batch_size=32, epochs=4), _row("b", 0.7, batch_size=32, epochs=4)]
-    Storage(str(tmp_path)).write_json("digits/latest.json", {"run": "r", "repeats": 1, "rows": rows})
-    argv = ["retrain", "a", "--dataset", "digits", "--storage", str(tmp_path), "--epochs=2"]
-    kept = published_defaults(build_parser().parse_args(argv))
-    assert kept == {
-        "batch_size": 32,
-        "optimizer": "adam",
-        "schedule": "onecycle",
-    }  # --epochs was typed: the user's 2 wins
-    assert published_defaults(build_parser().parse_args(argv[:6]))["epochs"] == 4
+    store = Storage(str(tmp_path))
+    compared = RunParams(
+        dataset="digits",
+        variants=["a", "b"],
+        epochs=4,
+        batch_size=32,
+        optimizer="sgd",
+        repeats=2,
+        storage=str(tmp_path),
+        run="r",
+    )
+    record_definition(store, compared)
+    comparison = read_comparison(store, "digits", "default")
+    given = {
+        **dict.fromkeys(RETRAIN_OVERRIDES),
+        "variant": "a",
+        "dataset": "digits",
+        "storage": str(tmp_path),
+        "epochs": 2,
+    }
+    params = retrain_params(given, comparison)
+    assert (params.epochs, params.batch_size, params.optimizer, params.repeats) == (2, 32, "sgd", 2)  # typed: 2 wins
+    assert params.refresh == ["lr", "train", "evaluate", "features"] and params.variants == ["a"]
+    assert overridden({k: given[k] for k in RETRAIN_OVERRIDES}, comparison) == {"epochs": (4, 2)}
 
 
 def test_a_batch_that_leaves_too_few_steps_is_named_with_the_rules_batch() -> None:

@@ -40,7 +40,7 @@ def row(
     train_info = {
         "params": params,
         "epochs": 3,
-        "best_val_acc": acc + 0.01,
+        "best_val_acc": min(acc + 0.01, 1.0),
         "seconds": seconds,
         "images_per_sec": 1000.0,
         "folder": f"memory://runs/{variant}",
@@ -410,7 +410,7 @@ def test_scores_have_one_format_everywhere() -> None:
     summaries = report.aggregate_repeats([row("a", 0, 1.0, f1=0.6667), row("b", 0, 0.9)])
     frame = report.comparison_frame(summaries, repeats=1)
     assert list(frame["test acc"]) == ["1.000", "0.900"] and list(frame["macro F1"]) == ["0.667", "0.880"]
-    assert list(frame["val acc"]) == ["1.010", "0.910"]
+    assert list(frame["val acc"]) == ["1.000", "0.910"]
     assert "with 1.000 test accuracy" in report.summary_sentences(summaries)
     assert all(re.fullmatch(r"\d\.\d{3}", c) for c in frame["test acc"])
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +34,8 @@ def _cnn_lab(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _plant(store: Storage, code_file: Path) -> None:
-    """The attack: a .py file and a published-rows file naming it (and an importable module) as plug-ins."""
+    """The attack: a .py file, and files naming it (and an importable module) as plug-ins: the published-rows file of
+    the issue (where earlier versions kept a variant's rows), and a variant record in the comparison's folder."""
     code_file.write_text('open("PWNED", "w").write("x")\n')
     planted = {
         "run": "x",
@@ -43,6 +44,7 @@ def _plant(store: Storage, code_file: Path) -> None:
         "plugins": {"variant_modules": [str(code_file), "this"], "variant_files": {}},
     }
     store.write_json("digits/latest/evil.json", planted)
+    store.write_json("digits/comparisons/default/evil.json", {**planted, "variant": "evil", "comparison": "default"})
 
 
 def _attack(home: Path, work: Path, storage: str) -> None:
@@ -56,12 +58,18 @@ def _attack(home: Path, work: Path, storage: str) -> None:
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     evil = _cnn_lab(home, work, "retrain", "evil", *quick)
     assert evil.returncode == 2 and evil.stderr.startswith("cnn-lab: variant: unknown variant 'evil'"), evil.stderr
-    assert len(evil.stderr.strip().splitlines()) == 1
+    definition = store.read_json("digits/comparisons/default/comparison.json")
+    store.write_json("digits/comparisons/default/comparison.json", {**definition, "variants": ["lenet1", "evil"]})
+    listed = _cnn_lab(home, work, "retrain", "lenet1", *quick)  # now the table reads evil's planted record
+    assert listed.returncode == 2, listed.stderr[-3000:]
+    assert re.match(r"cnn-lab: storage: \S+/evil\.json is not a cnn-lab VariantRows record", listed.stderr)
+    for out in (evil, listed):
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
     assert not (work / "PWNED").exists(), "a planted plug-in ran"
-    for out in (retrain, evil):
+    for out in (retrain, evil, listed):
         assert ZEN not in out.stdout + out.stderr, "a planted module was imported"
-    published = store.read_json("digits/latest/lenet1.json")
+    published = store.read_json("digits/comparisons/default/lenet1.json")
     assert "plugins" not in published, "the retrain copied the planted reference"
 
 
@@ -74,14 +82,3 @@ def test_a_planted_plugin_in_a_local_store_runs_no_code(prefect_home: Path, tmp_
 def test_a_planted_plugin_in_an_s3_store_runs_no_code(prefect_home: Path, tmp_path: Path) -> None:
     with s3_in_environment():
         _attack(prefect_home, tmp_path, f"s3://{BUCKET}/shared")
-
-
-def test_published_files_name_no_code(tmp_path: Path) -> None:
-    from cnn.publishing import latest_rows, publish_latest
-
-    row = {"variant": "mine", "seed": 0, "status": "ok", "test_acc": 0.5}
-    publish_latest(str(tmp_path), "digits", "r", [row])
-    stored = json.loads((tmp_path / "digits" / "latest" / "mine.json").read_text())
-    assert set(stored) == {"run", "repeats", "rows"}
-    _plant(Storage(str(tmp_path)), tmp_path / "x.py")
-    assert "plugins" not in latest_rows(str(tmp_path), "digits")

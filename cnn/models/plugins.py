@@ -126,6 +126,11 @@ def check_variant_names(names: Iterable[str], field: str = "variants") -> list[s
     return checked
 
 
+def plugin_variants(names: Iterable[str]) -> list[str]:
+    """Those of `names` that a plug-in the user names defines (a module or a JSON file: not built in, not installed)."""
+    return [n for n in names if not get_variant(n).builtin and not get_variant(n).origin.startswith("entry point")]
+
+
 def builtin_variants() -> list[str]:
     """Names of the variants shipped with cnn-lab (plug-ins are not loaded for this)."""
     return sorted(name for name, spec in _REGISTRY.items() if spec.builtin)

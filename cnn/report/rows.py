@@ -8,43 +8,54 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, StrictBool, StrictInt
+from pydantic.dataclasses import dataclass
 
 from cnn import recipe
+from cnn.params import OPTIMIZERS, SCHEDULES, VARIANT_NAME
 from cnn.report.metrics import METRICS
 
 Row = Mapping[str, Any]
 
+# Value types of a row, checked whenever a row is built or read back (rows in the store are untrusted data)
+Score = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[StrictInt, Field(ge=0)]
+MAX_TEXT = 4000  # characters of any text in a row (an error's first line, how the lr was chosen, a path)
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
 
-@dataclass
+
+@dataclass(config=ConfigDict(strict=False, arbitrary_types_allowed=False))
 class RunRow:
-    """One (variant, seed) run; a failed run keeps its error and folder, every number None."""
+    """One (variant, seed) run; a failed run keeps its error and folder, every number None. Its fields are typed and
+    bounded: building or reading a row with a wrong type or an impossible value raises pydantic's ValidationError."""
 
-    variant: str
-    seed: int
-    status: str = "ok"  # "ok" or "failed"
-    error: str | None = None
-    learned: bool | None = None  # test accuracy clearly above chance (None: not known, counts as learned)
-    params: int | None = None
-    lr: float | None = None
-    lr_rule: str | None = None
-    lr_flag: str | None = None
-    optimizer: str | None = None
-    schedule: str | None = None
-    batch_size: int | None = None
-    epochs: int | None = None
-    best_val_acc: float | None = None
-    test_acc: float | None = None
-    macro_f1: float | None = None
-    train_seconds: float | None = None
-    images_per_sec: float | None = None
-    per_class_f1: dict[str, float] = field(default_factory=dict)
-    confusion: list[list[int]] = field(default_factory=list)
-    most_confused: list[dict[str, Any]] = field(default_factory=list)
-    folder: str | None = None
+    variant: Annotated[str, Field(pattern=f"^{VARIANT_NAME.pattern}$", max_length=100)]
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**32)]
+    status: Literal["ok", "failed"] = "ok"
+    error: Text | None = None
+    learned: StrictBool | None = None  # test accuracy clearly above chance (None: not known, counts as learned)
+    params: Count | None = None
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    lr_rule: Text | None = None
+    lr_flag: Text | None = None
+    optimizer: Literal[OPTIMIZERS] | None = None  # type: ignore[valid-type]
+    schedule: Literal[SCHEDULES] | None = None  # type: ignore[valid-type]
+    batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
+    epochs: Annotated[StrictInt, Field(ge=1)] | None = None
+    best_val_acc: Score | None = None
+    test_acc: Score | None = None
+    macro_f1: Score | None = None
+    train_seconds: Amount | None = None
+    images_per_sec: Amount | None = None
+    per_class_f1: dict[Text, Score] = field(default_factory=dict)
+    confusion: list[list[Count]] = field(default_factory=list)
+    most_confused: list[dict[Text, Text | Count]] = field(default_factory=list)
+    folder: Text | None = None
 
     @classmethod
     def from_dict(cls, data: Row) -> RunRow:
@@ -105,7 +116,7 @@ def make_row(
 
 def failed_row(variant: str, seed: int, error: str, folder: str | None = None) -> dict[str, Any]:
     """A row for a run that raised: status failed, the error text, None for every number."""
-    return RunRow(variant=variant, seed=seed, status="failed", error=str(error), folder=folder).to_dict()
+    return RunRow(variant=variant, seed=seed, status="failed", error=str(error)[:MAX_TEXT], folder=folder).to_dict()
 
 
 FALLBACK_NOTE = "fallback: "  # starts the part of a row's LR rule that says why earlier attempts were abandoned
