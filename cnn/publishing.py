@@ -20,7 +20,9 @@ from cnn import plots, report
 from cnn.errors import ConfigError, StorageError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
+from cnn.data import DatasetSplits
 from cnn.pipeline import DatasetRef, as_ref, get_dataset
+from cnn.predictions import load_runs
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
 from cnn.report.tables import relative_path
@@ -58,6 +60,7 @@ def build_comparison(
         rows, repeats = latest["rows"], latest["repeats"]
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
+    summaries = report.with_verdict(summaries, comparison_verdict(store, rows, summaries, data))
     models = {}
     for row in rows:
         rel = relative_folder(store, row.get("folder"))
@@ -77,6 +80,24 @@ def build_comparison(
         "repeats": repeats,
         "root": store.url,
     }
+
+
+def comparison_verdict(
+    store: Storage, rows: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], data: DatasetSplits
+) -> report.Verdict | None:
+    """The paired tests over the rows scored on `data`'s test set, from each run's stored predictions.npy (a run on
+    another test set, or with a missing or damaged file, is named in a warning and left out); None when none is left."""
+    located = [(row, relative_folder(store, row.get("folder"))) for row in rows]
+    runs, _ = load_runs(
+        store,
+        [(row, folder) for row, folder in located if folder],
+        data.test_set(),
+        data.test_y.numpy(),
+        data.num_classes,
+    )
+    if not runs:
+        return None
+    return report.decide(runs, {str(s["variant"]): report.learned(s) for s in summaries})
 
 
 def publish_latest(
@@ -294,6 +315,7 @@ def link_description(name: str, dataset: str) -> str:
         "f1_heatmap": "per-class F1 heatmap",
         "accuracy_vs_params": "test accuracy against parameters",
         "accuracy_vs_seconds": "test accuracy against training seconds",
+        "verdict": "test accuracy with 95% intervals, the group tied for best shaded",
     }
     if name.startswith(GALLERY):
         return f"{dataset}: gallery of {name.removeprefix(GALLERY).replace('_', ' ')}, full size (the galleries artifact embeds it at the page's width)"

@@ -74,6 +74,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         "rows": rows,
         "report": published["report"],
         "comparison_md": published["comparison_md"],
+        "summaries": published.get("summaries"),  # absent from a report cached by an earlier version
     }
     if len(failed) == len(rows):
         return Failed(

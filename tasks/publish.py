@@ -94,4 +94,5 @@ def publish_comparison(
         "comparison_artifact": str(comparison_id),
         "rows": len(built["rows"]),
         "comparison_md": built["comparison_md"],
+        "summaries": built["summaries"],  # with the verdict's intervals and groups, for the terminal's table
     }

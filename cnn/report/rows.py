@@ -45,6 +45,7 @@ class RunRow:
     confusion: list[list[int]] = field(default_factory=list)
     most_confused: list[dict[str, Any]] = field(default_factory=list)
     folder: str | None = None
+    test_set: dict[str, Any] | None = None  # cnn.predictions.TestSet: which test images; only equal ones are paired
 
     @classmethod
     def from_dict(cls, data: Row) -> RunRow:
@@ -99,6 +100,7 @@ def make_row(
         confusion=[list(map(int, r)) for r in eval_info.get("confusion", [])],
         most_confused=[dict(p) for p in eval_info.get("most_confused", [])],
         folder=folder,
+        test_set=dict(eval_info["test_set"]) if isinstance(eval_info.get("test_set"), Mapping) else None,
         **{m.field: float(steps[m.step][m.key]) for m in METRICS},
     ).to_dict()
 
