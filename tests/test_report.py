@@ -359,7 +359,7 @@ def eleven_variants(seeds: tuple[int, ...]) -> list[dict]:
     ]
 
 
-def tested(rows: list[dict]) -> list[dict]:
+def with_a_verdict(rows: list[dict]) -> list[dict]:
     """The rows' summaries with a verdict from hand-made runs at each row's test accuracy on 300 images."""
     test_set = TestSet("fashion-mnist", "f" * 24, 300, 0)
     runs = [
@@ -373,7 +373,7 @@ def tested(rows: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
 def test_terminal_table_fits_120_columns_with_paths_relative_below(seeds: tuple[int, ...]) -> None:
     rows = eleven_variants(seeds)
-    text = report.comparison_text(tested(rows), "fashion-mnist", len(seeds), root=ROOT)
+    text = report.comparison_text(with_a_verdict(rows), "fashion-mnist", len(seeds), root=ROOT)
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 120
     table = lines[: lines.index("")]
@@ -386,7 +386,7 @@ def test_terminal_table_fits_120_columns_with_paths_relative_below(seeds: tuple[
 
 
 def test_ui_table_has_no_paths_and_stays_narrow() -> None:
-    summaries = tested(eleven_variants((0, 1, 2)))
+    summaries = with_a_verdict(eleven_variants((0, 1, 2)))
     md = report.comparison_markdown(summaries, "fashion-mnist", 3, root=ROOT)
     cells = [
         [c.strip() for c in line.strip("|").split(" | ")]
@@ -432,7 +432,7 @@ def test_scores_have_one_format_everywhere() -> None:
 
 
 def test_summary_sentences_name_the_group_thrifty_common_and_flags(rows: list[dict]) -> None:
-    summaries = tested(rows)
+    summaries = with_a_verdict(rows)
     text = report.summary_sentences(summaries, report.common_confusions(rows))
     assert text.startswith("Tied for best (p ≥ 0.05; paired bootstrap over seeds and test images, Holm-corrected")
     assert "Among those tied for best, small gets the most accuracy per parameter" in text

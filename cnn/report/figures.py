@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from cnn.errors import ConfigError  # noqa: E402
 from cnn.plots import UI_WIDTH_IN  # noqa: E402
 from cnn.report.analysis import pareto_front  # noqa: E402
-from cnn.report.metrics import HEADLINE, NOT_LEARNED, SCORE  # noqa: E402
+from cnn.report.metrics import HEADLINE, SCORE  # noqa: E402
 from cnn.report.rows import Row, is_ok, learned  # noqa: E402
 from cnn.report.verdict import BEST, TIED  # noqa: E402
 
@@ -88,44 +88,41 @@ def plot_accuracy_vs_cost(summaries: Sequence[Row], cost: str = "params") -> Fig
 
 
 def plot_verdict(summaries: Sequence[Row]) -> Figure:
-    """Each tested variant's test accuracy with its 95% interval, one row each (widest figure the UI shows); the group
-    tied for best (or the lone winner) on a shaded band at the top, significantly worse variants grey, ✗ not learned."""
-    shown = [s for s in summaries if is_ok(s) and s.get("acc_low") is not None and s.get("acc_high") is not None]
+    """Each tested learned variant's test accuracy with its 95% interval, one row each, drawn for the UI's width: the
+    group tied for best (or the lone winner) on a shaded band at the top, significantly worse variants grey (variants
+    that did not learn are left out: the tables mark them)."""
+    shown = [
+        s
+        for s in summaries
+        if is_ok(s) and learned(s) and s.get("acc_low") is not None and s.get("acc_high") is not None
+    ]
     if not shown:
         raise ConfigError("summaries", "no variant has an accuracy interval (no paired test ran)")
     top = [s for s in shown if s.get("group") in (BEST, TIED)]
     rest = [s for s in shown if s not in top]
     ordered = sorted(top, key=lambda s: -s[HEADLINE]) + sorted(rest, key=lambda s: -s[HEADLINE])
-    fig, ax = plt.subplots(figsize=(UI_WIDTH_IN, 1.3 + 0.36 * len(ordered)))
+    fig, ax = plt.subplots(figsize=(UI_WIDTH_IN, 1.5 + 0.36 * len(ordered)))
     if top:
-        label = "best" if len(top) == 1 and top[0].get("group") == BEST else f"tied for best ({len(top)})"
-        ax.axhspan(-0.5, len(top) - 0.5, color="tab:blue", alpha=0.12, linewidth=0, label=label)
+        ax.axhspan(-0.5, len(top) - 0.5, color="tab:blue", alpha=0.12, linewidth=0)
     for y, s in enumerate(ordered):
         acc, low, high = float(s[HEADLINE]), float(s["acc_low"]), float(s["acc_high"])
-        colour = "tab:blue" if s in top else ("tab:red" if s.get("group") == NOT_LEARNED else "0.45")
+        colour = "tab:blue" if s in top else "0.45"
         ax.errorbar(acc, y, xerr=[[acc - low], [high - acc]], fmt="o", color=colour, capsize=4, markersize=6)
-        ax.annotate(
-            f"{acc:{SCORE}} [{low:{SCORE}}, {high:{SCORE}}]",
-            (high, y),
-            textcoords="offset points",
-            xytext=(6, -3),
-            fontsize=9,
-        )
-    ax.set_yticks(range(len(ordered)), [_verdict_label(s) for s in ordered], fontsize=10)
+        label = f"{acc:{SCORE}} [{low:{SCORE}}, {high:{SCORE}}]"  # a column right of the axes, beside its row
+        ax.text(1.01, y, label, transform=ax.get_yaxis_transform(), va="center", fontsize=9)
+    ax.set_yticks(range(len(ordered)), [str(s["variant"]) for s in ordered], fontsize=10)
     ax.set_ylim(len(ordered) - 0.5, -0.5)
     lows, highs = [float(s["acc_low"]) for s in ordered], [float(s["acc_high"]) for s in ordered]
     span = max(highs) - min(lows) or 0.05
-    ax.set_xlim(min(lows) - 0.05 * span, max(highs) + 0.45 * span)  # room for the numbers right of each interval
+    ax.set_xlim(min(lows) - 0.05 * span, min(1.0, max(highs) + 0.05 * span))  # an accuracy never passes 1
     ax.set_xlabel("test accuracy (95% interval)")
     ax.grid(axis="x", alpha=0.3)
-    if top:
-        ax.legend(fontsize=9, loc="lower right")
     test = ordered[0].get("test") or "paired test"
-    ax.set_title(f"{test}: outside the shaded group, p < 0.05 against the best", fontsize=10)
-    fig.tight_layout()
+    shaded = (
+        "the best, p < 0.05 against each other variant"
+        if [s.get("group") for s in top] == [BEST]
+        else "tied for best (p \u2265 0.05 against the best)"
+    )
+    ax.set_title(f"{test}\nshaded: {shaded}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))  # the right fifth holds the numbers' column
     return fig
-
-
-def _verdict_label(s: Row) -> str:
-    """A row's name on the verdict figure, with ✗ when it did not learn."""
-    return f"{s['variant']} {NOT_LEARNED}" if s.get("learned") is False else str(s["variant"])
