@@ -27,6 +27,7 @@ from cnn import checkpoints, fitting, lr_find, recipe
 from cnn.markdown import md_escape
 from cnn.models import count_parameters, create_variant, resolve_input_size
 from cnn.params import RunParams, default_of
+from cnn.predictions import PREDICTIONS, predictions_bytes
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
 from cnn.checkpoints import load_checkpoint
 from cnn.train import (
@@ -388,7 +389,9 @@ def evaluate_variant(
     input_size: int | None = None,
     batch_size: int = 1024,
 ) -> dict[str, Any]:
-    """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV, confusion PNG, metrics.json."""
+    """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV,
+    confusion PNG, metrics.json (with the test set's identity) and each test image's predicted class (predictions.npy,
+    test order: what the comparison's paired tests read)."""
     ref, store = DatasetRef.of(config), open_storage(config.storage)
     model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
     dev = resolve_device(config.device)
@@ -396,6 +399,7 @@ def evaluate_variant(
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
     res = evaluate(model, loader, data.classes)
     store.write_text(f"{folder}/classification_report.csv", report_to_csv(res.report))
+    store.write_bytes(f"{folder}/{PREDICTIONS}", predictions_bytes(res.y_pred, data.num_classes))
     _, confusion_small = _save_png_and_thumbnail(
         store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes)
     )
@@ -404,6 +408,7 @@ def evaluate_variant(
         "variant": variant,
         "params": count_parameters(model),
         "confusion": res.confusion.tolist(),
+        "test_set": data.test_set().to_dict(),
     }
     store.write_json(f"{folder}/metrics.json", metrics)
     return {

@@ -14,8 +14,10 @@ from cnn import plots, report
 from cnn.errors import ConfigError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
+from cnn.data import DatasetSplits
 from cnn.params import RunParams, default_of
 from cnn.pipeline import DatasetRef, get_dataset
+from cnn.predictions import load_runs
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
 from cnn.report.tables import relative_path
@@ -38,6 +40,7 @@ def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> di
     ref, store = DatasetRef.of(config), open_storage(config.storage)
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
+    summaries = report.with_verdict(summaries, comparison_verdict(store, rows, summaries, data))
     repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
     models = {}
     for row in rows:
@@ -58,6 +61,24 @@ def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> di
         "repeats": repeats,
         "root": store.url,
     }
+
+
+def comparison_verdict(
+    store: Storage, rows: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], data: DatasetSplits
+) -> report.Verdict | None:
+    """The paired tests over the rows scored on `data`'s test set, from each run's stored predictions.npy (a run on
+    another test set, or with a missing or damaged file, is named in a warning and left out); None when none is left."""
+    located = [(row, relative_folder(store, row.get("folder"))) for row in rows]
+    runs, _ = load_runs(
+        store,
+        [(row, folder) for row, folder in located if folder],
+        data.test_set(),
+        data.test_y.numpy(),
+        data.num_classes,
+    )
+    if not runs:
+        return None
+    return report.decide(runs, {str(s["variant"]): report.learned(s) for s in summaries})
 
 
 VARIANT_PLOTS = (("loss curves", "losses.png"), ("confusion matrix", "confusion_matrix.png"))  # in the variant's folder
@@ -166,6 +187,7 @@ def link_description(name: str, dataset: str) -> str:
         "f1_heatmap": "per-class F1 heatmap",
         "accuracy_vs_params": "test accuracy against parameters",
         "accuracy_vs_seconds": "test accuracy against training seconds",
+        "verdict": "test accuracy with 95% intervals, the group tied for best shaded",
     }
     if name.startswith(GALLERY):
         return f"{dataset}: gallery of {name.removeprefix(GALLERY).replace('_', ' ')}, full size (the galleries artifact embeds it at the page's width)"

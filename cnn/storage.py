@@ -67,6 +67,7 @@ RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
             "model.pt",
             "row.json",
             "metrics.json",
+            "predictions.npy",
             "history.csv",
             "losses.png",
             "confusion_matrix.png",
@@ -378,6 +379,11 @@ class Storage:
         if self.scheme != "file":
             self.fs.invalidate_cache()
         return bool(self._retry("stat", full, lambda: self.fs.exists(self._fs_path(full))))
+
+    def size(self, rel: str) -> int:
+        """Size in bytes of the object at `rel` (checked before reading an untrusted file that should be small)."""
+        full = self.path(rel)
+        return int(self._retry("stat", full, lambda: self.fs.size(self._fs_path(full))))
 
     def list(self, rel: str = "") -> list[str]:
         """Names directly under `rel` (empty when it does not exist)."""

@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: the default recipe against a plain PyTorch loop (Adam 1e-3, batch 32), variant x dataset x seed",
     )
     bench.add_argument(
+        "--verdict",
+        action="store_true",
+        help="instead: the verdict's calibration, the false-alarm rate (cnn2_5 vs generic_0) and the power of the paired tests (see benchmarks/verdict.py)",
+    )
+    bench.add_argument(
         "--datasets",
         default="digits,distorted-digits-small",
         help="with --recipe: digits, distorted-digits-small/-medium/-large",
@@ -240,7 +245,7 @@ def comparison_table_text(result: dict[str, Any], params: RunParams) -> str:
     from cnn.storage import open_storage
 
     root = open_storage(params.storage).url
-    summaries = aggregate_repeats(result["rows"])
+    summaries = result.get("summaries") or aggregate_repeats(result["rows"])  # the published ones carry the verdict
     repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
     text = comparison_text(summaries, params.dataset.lower(), repeats, root=root)
     return f"{text}report: {relative_path(result['report'], root)}"
@@ -313,6 +318,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             ]
             + (["--json", "/dev/stdout"] if args.json else [])
         )
+        return 0
+    if args.verdict:
+        from benchmarks import verdict
+
+        quick = [
+            "--checks",
+            "false-alarm:digits:cnn2_5:generic_0",
+            "--pool",
+            "5",
+            "--trials",
+            "20",
+            "--repeat-seeds",
+            "2",
+        ]
+        device = ["--device", "cpu" if args.device == "auto" else args.device]
+        verdict.main((quick if args.quick else []) + device + (["--json", "/dev/stdout"] if args.json else []))
         return 0
     if args.end_to_end:
         from flows.overhead import bench_end_to_end, format_end_to_end

@@ -64,6 +64,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         "rows": rows,
         "report": published["report"],
         "comparison_md": published["comparison_md"],
+        "summaries": published["summaries"],
     }
     if len(failed) == len(rows):
         return Failed(

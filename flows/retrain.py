@@ -91,6 +91,7 @@ def retrain_variant(**values: Any) -> dict[str, Any]:
         "fresh": fresh,
         "report": published["report"],
         "comparison_md": published["comparison_md"],
+        "summaries": published["summaries"],
     }
     if all(r["status"] != "ok" for r in fresh):
         return Failed(message=f"{config.variant} failed: {fresh[0]['error']}", data=result)

@@ -86,4 +86,5 @@ def publish_comparison(config: RunParams, rows: list[dict[str, Any]]) -> dict[st
         "comparison_artifact": str(comparison_id),
         "rows": len(built["rows"]),
         "comparison_md": built["comparison_md"],
+        "summaries": built["summaries"],  # with the verdict's intervals and groups, for the terminal's table
     }

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 
+import numpy as np
 import pytest
 
 from cnn.errors import CheckpointError, ConfigError
 from cnn.params import RunParams
-from cnn.pipeline import evaluate_variant, run_variant, variant_dir
+from cnn.pipeline import DatasetRef, evaluate_variant, get_dataset, run_variant, variant_dir
+from cnn.predictions import PREDICTIONS
+from cnn.publishing import build_comparison
+from cnn.report import make_row
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +35,46 @@ def test_run_variant_writes_the_layout(digits_run) -> None:
         "history.csv",
         "checkpoint.pt",
         "model.pt",
+        PREDICTIONS,
     ):
         assert (folder / name).stat().st_size > 0, name
     assert (folder / "filters" / "conv1.png").is_file()
     assert {p.stem for p in (folder / "feature_maps").glob("*.png")} >= {"conv1", "relu1", "pool1", "fc1", "output"}
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["params"] == 11854 and 0 <= metrics["accuracy"] <= 1
+
+
+def test_evaluate_stores_each_test_images_prediction_and_the_test_sets_identity(digits_run) -> None:
+    storage, out, _ = digits_run
+    predicted = np.load(storage / "digits" / "r1" / "generic_2" / PREDICTIONS, allow_pickle=False)
+    data = get_dataset(DatasetRef("digits"))
+    assert predicted.dtype == np.uint8 and predicted.shape == (360,)  # ten classes, digits' 360 test images
+    assert np.mean(predicted == data.test_y.numpy()) == pytest.approx(out["eval"]["accuracy"])
+    identity = out["eval"]["test_set"]
+    assert identity == {"dataset": "digits", "fingerprint": data.test_set().fingerprint, "size": 360, "split_seed": 0}
+    assert make_row("generic_2", 0, out["lr"], out["train"], out["eval"])["test_set"] == identity
+    other = get_dataset(DatasetRef("digits", max_test=200, seed=1)).test_set()
+    assert other.fingerprint != identity["fingerprint"] and other.size == 200
+
+
+def test_the_report_tests_stored_predictions_and_skips_a_damaged_file(digits_run, caplog) -> None:
+    storage, out, config = digits_run
+    row = make_row("generic_2", 0, out["lr"], out["train"], out["eval"], out["train"]["folder"])
+    built = build_comparison(config, [row])
+    (summary,) = built["summaries"]
+    assert summary["group"] == "best" and summary["acc_low"] < summary["test_acc"] < summary["acc_high"]
+    assert "95% CI" in built["comparison_md"] and "verdict" in built["images"]
+    path = storage / "digits" / "r1" / "generic_2" / PREDICTIONS
+    original = path.read_bytes()
+    try:
+        path.write_bytes(b"\x93NUMPY garbage")
+        with caplog.at_level(logging.WARNING, logger="cnn.predictions"):
+            built = build_comparison(config, [row])
+    finally:
+        path.write_bytes(original)
+    assert f"{path}: not a .npy array" in caplog.text and "left out of the paired tests" in caplog.text
+    (summary,) = built["summaries"]
+    assert summary["group"] == "untested" and "no paired test ran" in built["comparison_md"]
 
 
 def test_digits_learns_with_the_auto_lr(digits_run) -> None:

@@ -236,7 +236,7 @@ def test_a_variant_that_did_not_learn_is_flagged_and_never_named_best() -> None:
     rows[1]["test_acc"] = 0.95  # even with the higher number it must not win
     summaries = report.aggregate_repeats(rows)
     md = report.comparison_markdown(summaries, "toy", 1)
-    assert report.best_variant(rows) == "good" and "good is the most accurate" in md
+    assert report.best_variant(rows) == "good" and "good has the highest test accuracy" in md
     assert (
         "0.950 ✗" in md
         and "Did not learn (✗: test accuracy not clearly above chance" in md

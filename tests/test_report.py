@@ -7,12 +7,15 @@ import io
 import re
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from cnn import gallery, plots, report
 from cnn.errors import CheckpointError, ConfigError
+from cnn.predictions import Run
+from cnn.testset import TestSet
 from cnn.storage import Storage
 
 CLASSES = ["T-shirt/top", "Trouser", "Shirt"]
@@ -131,6 +134,7 @@ STORED_KEYS = {
     "confusion",
     "most_confused",
     "folder",
+    "test_set",
 }
 
 
@@ -139,7 +143,7 @@ def test_rows_keep_the_stored_json_shape_and_older_rows_still_read() -> None:
         set(row("a", 0, 0.9)) == set(report.make_row("b", 0, None, None, None, error="x")) == STORED_KEYS
     )  # row.json, latest/<variant>.json
     older = {
-        k: v for k, v in row("old", 0, 0.9).items() if k not in ("learned", "status", "lr_flag")
+        k: v for k, v in row("old", 0, 0.9).items() if k not in ("learned", "status", "lr_flag", "test_set")
     }  # before those keys existed
     (summary,) = report.aggregate_repeats([older])
     assert summary["status"] == "ok" and summary["learned"] and summary["test_acc"] == pytest.approx(0.9)
@@ -163,10 +167,10 @@ def test_aggregate_repeats_mean_std_wins_and_order(rows: list[dict]) -> None:
     assert by["broken"]["status"] == "failed" and "CUDA out of memory" in by["broken"]["error"]
 
 
-def test_aggregate_single_seed_std_is_zero_and_tie_wins_both() -> None:
+def test_aggregate_single_seed_std_is_zero_and_a_tie_shares_the_win() -> None:
     summaries = report.aggregate_repeats([row("a", 0, 0.7), row("b", 0, 0.7)])
     assert [s["test_acc_std"] for s in summaries] == [0.0, 0.0]
-    assert [s["wins"] for s in summaries] == [1, 1]
+    assert [s["wins"] for s in summaries] == [0.5, 0.5]  # one seed, one win
 
 
 def test_most_confused_pair_comes_from_the_best_seed() -> None:
@@ -355,13 +359,25 @@ def eleven_variants(seeds: tuple[int, ...]) -> list[dict]:
     ]
 
 
+def with_a_verdict(rows: list[dict]) -> list[dict]:
+    """The rows' summaries with a verdict from hand-made runs at each row's test accuracy on 300 images."""
+    test_set = TestSet("fashion-mnist", "f" * 24, 300, 0)
+    runs = [
+        Run(r["variant"], r["seed"], test_set, np.arange(300) < round(r["test_acc"] * 300))
+        for r in rows
+        if r["status"] == "ok"
+    ]
+    return report.with_verdict(report.aggregate_repeats(rows), report.decide(runs))
+
+
 @pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
 def test_terminal_table_fits_120_columns_with_paths_relative_below(seeds: tuple[int, ...]) -> None:
     rows = eleven_variants(seeds)
-    text = report.comparison_text(report.aggregate_repeats(rows), "fashion-mnist", len(seeds), root=ROOT)
+    text = report.comparison_text(with_a_verdict(rows), "fashion-mnist", len(seeds), root=ROOT)
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 120
     table = lines[: lines.index("")]
+    assert "95% CI" in table[1] and "group" in table[1]
     assert len(table) == 3 + len(ELEVEN) + 1  # title, header, rule, one line per variant (none folded), the failed one
     assert all(ROOT not in line and "20261128" not in line for line in table)
     assert f"files under {ROOT}: fashion-mnist/20261128-140000/<variant>/" in lines
@@ -370,7 +386,7 @@ def test_terminal_table_fits_120_columns_with_paths_relative_below(seeds: tuple[
 
 
 def test_ui_table_has_no_paths_and_stays_narrow() -> None:
-    summaries = report.aggregate_repeats(eleven_variants((0, 1, 2)))
+    summaries = with_a_verdict(eleven_variants((0, 1, 2)))
     md = report.comparison_markdown(summaries, "fashion-mnist", 3, root=ROOT)
     cells = [
         [c.strip() for c in line.strip("|").split(" | ")]
@@ -411,15 +427,15 @@ def test_scores_have_one_format_everywhere() -> None:
     frame = report.comparison_frame(summaries, repeats=1)
     assert list(frame["test acc"]) == ["1.000", "0.900"] and list(frame["macro F1"]) == ["0.667", "0.880"]
     assert list(frame["val acc"]) == ["1.000", "0.910"]
-    assert "with 1.000 test accuracy" in report.summary_sentences(summaries)
+    assert "highest test accuracy: 1.000;" in report.summary_sentences(summaries)
     assert all(re.fullmatch(r"\d\.\d{3}", c) for c in frame["test acc"])
 
 
-def test_summary_sentences_name_best_thrifty_common_and_flags(rows: list[dict]) -> None:
-    summaries = report.aggregate_repeats(rows)
+def test_summary_sentences_name_the_group_thrifty_common_and_flags(rows: list[dict]) -> None:
+    summaries = with_a_verdict(rows)
     text = report.summary_sentences(summaries, report.common_confusions(rows))
-    assert text.startswith("big is the most accurate")
-    assert "small gets the most accuracy per parameter" in text
+    assert text.startswith("Tied for best (p ≥ 0.05; paired bootstrap over seeds and test images, Holm-corrected")
+    assert "Among those tied for best, small gets the most accuracy per parameter" in text
     assert "Every variant confuses Shirt→T-shirt/top" in text
     assert "mid (disagree)" in text and "Failed: broken" in text
 
@@ -489,6 +505,13 @@ def test_write_report_when_everything_failed(tmp_path) -> None:
     )
     assert out["images"] == {}
     assert "failed: boom" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_write_report_when_the_only_tested_variant_did_not_learn(tmp_path) -> None:
+    idle = {**row("a", 0, 0.1), "learned": False}
+    summaries = [{**s, "acc_low": 0.05, "acc_high": 0.2, "group": "best"} for s in report.aggregate_repeats([idle])]
+    out = report.write_report(Storage(str(tmp_path)), "r", summaries, [idle], CLASSES, "digits", 1)
+    assert "verdict" not in out["images"] and "f1_heatmap" in out["images"]  # no interval worth drawing
 
 
 def _png_size(uri_or_png: str | bytes) -> tuple[int, int]:

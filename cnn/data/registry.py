@@ -167,5 +167,6 @@ def load_dataset(
         mean=mean,
         std=std,
         fingerprint=fingerprint(tx, ty),
+        test_fingerprint=fingerprint(test_x, test_y),
         meta={"val_size": n_val, "seed": seed, "max_train": max_train, "max_test": max_test},
     )

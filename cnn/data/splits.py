@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from cnn.data.stats import fingerprint as tensor_fingerprint
+from cnn.testset import TestSet
+
 
 @dataclass
 class DatasetSplits:
@@ -22,8 +25,9 @@ class DatasetSplits:
     test_y: Tensor
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    fingerprint: str = ""
+    fingerprint: str = ""  # of the TRAIN split (images and labels)
     meta: dict = field(default_factory=dict)
+    test_fingerprint: str = ""  # of the test split; computed on first use when not given
 
     @property
     def channels(self) -> int:
@@ -48,6 +52,13 @@ class DatasetSplits:
             raise ConfigError("split", f"unknown split {which!r}", allowed=["train", "val", "test"])
         return getattr(self, f"{which}_x"), getattr(self, f"{which}_y")
 
+    def test_set(self) -> TestSet:
+        """The test split's identity: dataset, a hash of its images and labels, its size and the split seed."""
+        if not self.test_fingerprint:
+            self.test_fingerprint = tensor_fingerprint(self.test_x, self.test_y)
+        seed = self.meta.get("seed")
+        return TestSet(self.name, self.test_fingerprint, int(self.test_y.numel()), None if seed is None else int(seed))
+
     def info(self) -> dict:
         """A small JSON-serialisable description (no tensors) for logs, caches and artifacts."""
         return {
@@ -61,6 +72,7 @@ class DatasetSplits:
             "mean": list(self.mean),
             "std": list(self.std),
             "fingerprint": self.fingerprint,
+            "test_set": self.test_set().to_dict(),
         }
 
 

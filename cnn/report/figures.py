@@ -19,6 +19,7 @@ from cnn.plots import UI_WIDTH_IN  # noqa: E402
 from cnn.report.analysis import pareto_front  # noqa: E402
 from cnn.report.metrics import HEADLINE, SCORE  # noqa: E402
 from cnn.report.rows import Row, is_ok, learned  # noqa: E402
+from cnn.report.verdict import BEST, TIED  # noqa: E402
 
 COSTS = {"params": "parameters (log scale)", "train_seconds": "training seconds"}
 
@@ -83,4 +84,50 @@ def plot_accuracy_vs_cost(summaries: Sequence[Row], cost: str = "params") -> Fig
     ax.legend(fontsize=9)
     ax.set_title(f"accuracy vs {cost.replace('_', ' ')}")
     fig.tight_layout()
+    return fig
+
+
+def with_interval(summaries: Sequence[Row]) -> list[Row]:
+    """The learned variants whose accuracy has an interval: what the verdict figure shows."""
+    return [
+        s
+        for s in summaries
+        if is_ok(s) and learned(s) and s.get("acc_low") is not None and s.get("acc_high") is not None
+    ]
+
+
+def plot_verdict(summaries: Sequence[Row]) -> Figure:
+    """Each tested learned variant's test accuracy with its 95% interval, one row each, drawn for the UI's width: the
+    group tied for best (or the lone winner) on a shaded band at the top, significantly worse variants grey (variants
+    that did not learn are left out: the tables mark them)."""
+    shown = with_interval(summaries)
+    if not shown:
+        raise ConfigError("summaries", "no variant has an accuracy interval (no paired test ran)")
+    top = [s for s in shown if s.get("group") in (BEST, TIED)]
+    rest = [s for s in shown if s not in top]
+    ordered = sorted(top, key=lambda s: -s[HEADLINE]) + sorted(rest, key=lambda s: -s[HEADLINE])
+    fig, ax = plt.subplots(figsize=(UI_WIDTH_IN, 1.5 + 0.36 * len(ordered)))
+    if top:
+        ax.axhspan(-0.5, len(top) - 0.5, color="tab:blue", alpha=0.12, linewidth=0)
+    for y, s in enumerate(ordered):
+        acc, low, high = float(s[HEADLINE]), float(s["acc_low"]), float(s["acc_high"])
+        colour = "tab:blue" if s in top else "0.45"
+        ax.errorbar(acc, y, xerr=[[acc - low], [high - acc]], fmt="o", color=colour, capsize=4, markersize=6)
+        label = f"{acc:{SCORE}} [{low:{SCORE}}, {high:{SCORE}}]"  # a column right of the axes, beside its row
+        ax.text(1.01, y, label, transform=ax.get_yaxis_transform(), va="center", fontsize=9)
+    ax.set_yticks(range(len(ordered)), [str(s["variant"]) for s in ordered], fontsize=10)
+    ax.set_ylim(len(ordered) - 0.5, -0.5)
+    lows, highs = [float(s["acc_low"]) for s in ordered], [float(s["acc_high"]) for s in ordered]
+    span = max(highs) - min(lows) or 0.05
+    ax.set_xlim(min(lows) - 0.05 * span, min(1.0, max(highs) + 0.05 * span))  # an accuracy never passes 1
+    ax.set_xlabel("test accuracy (95% interval)")
+    ax.grid(axis="x", alpha=0.3)
+    test = ordered[0].get("test") or "paired test"
+    shaded = (
+        "the best, p < 0.05 against each other variant"
+        if [s.get("group") for s in top] == [BEST]
+        else "tied for best (p \u2265 0.05 against the best)"
+    )
+    ax.set_title(f"{test}\nshaded: {shaded}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))  # the right fifth holds the numbers' column
     return fig

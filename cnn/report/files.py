@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from cnn import plots
 from cnn.pipeline import FULL_DPI
 from cnn.report.analysis import per_class_f1_table
-from cnn.report.figures import plot_accuracy_vs_cost, plot_f1_heatmap
+from cnn.report.figures import plot_accuracy_vs_cost, plot_f1_heatmap, plot_verdict, with_interval
 from cnn.report.rows import Row, is_ok
 from cnn.report.tables import comparison_frame, comparison_markdown, error_analysis_markdown
 from cnn.storage import Storage, safe_name
@@ -25,6 +25,7 @@ def _report_figures(
     if not any(is_ok(s) for s in summaries):
         return {}
     return {
+        **({"verdict": lambda: plot_verdict(summaries)} if with_interval(summaries) else {}),
         "f1_heatmap": lambda: plot_f1_heatmap(per_class_f1_table(rows, class_names)),
         "accuracy_vs_params": lambda: plot_accuracy_vs_cost(summaries, "params"),
         "accuracy_vs_seconds": lambda: plot_accuracy_vs_cost(summaries, "train_seconds"),
@@ -76,12 +77,13 @@ def write_report(
 
 
 def _report_text(dataset: str, comparison_md: str, error_md: str, links: Mapping[str, str]) -> str:
-    """report.md: comparison, accuracy-vs-cost plots, error analysis, galleries; images linked by relative path."""
+    """report.md: comparison and its verdict figure, accuracy-vs-cost plots, error analysis, galleries; images linked
+    by relative path."""
 
     def image(name: str, alt: str) -> str:
         return f"![{alt}]({links[name]})\n" if name in links else ""
 
-    parts = [f"# {dataset}: variant comparison\n", comparison_md]
+    parts = [f"# {dataset}: variant comparison\n", comparison_md, image("verdict", "test accuracy with 95% intervals")]
     if "accuracy_vs_params" in links:
         parts += [
             "## Accuracy vs cost\n",

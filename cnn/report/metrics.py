@@ -40,9 +40,10 @@ class Metric:
 METRICS = (
     Metric("best_val_acc", "train", "best_val_acc", "val acc", SCORE, (CSV,)),
     Metric("test_acc", "eval", "accuracy", "test acc", SCORE, spread=True),
-    Metric("macro_f1", "eval", "macro_f1", "macro F1", SCORE, spread=True),
+    # the tables' width goes to the verdict's columns: macro F1 and img/s are in the CSV (and each variant's page) only
+    Metric("macro_f1", "eval", "macro_f1", "macro F1", SCORE, (CSV,), spread=True),
     Metric("train_seconds", "train", "seconds", "train s", ".1f"),
-    Metric("images_per_sec", "train", "images_per_sec", "img/s", ",.0f"),
+    Metric("images_per_sec", "train", "images_per_sec", "img/s", ",.0f", (CSV,)),
 )
 
 
@@ -122,18 +123,42 @@ def _most_confused(s: Row, repeats: int) -> str:
     return pair_text(top["true"], top["predicted"], top["count"]) if top else ""
 
 
+def _interval(s: Row, repeats: int) -> str:
+    """ "0.742–0.812": the test accuracy's 95% interval from the verdict ('' when it was not tested)."""
+    low, high = s.get("acc_low"), s.get("acc_high")
+    return "" if low is None or high is None else f"{format_number(low, SCORE)}\u2013{format_number(high, SCORE)}"
+
+
+def _ok_cell(key: str, fmt: str) -> Callable[[Row, int], str]:
+    """The cell of a finished row's `key` in `fmt` ('' for a failed row)."""
+    return lambda s, r: format_number(s.get(key), fmt) if s.get("status", "ok") == "ok" else ""
+
+
+_AFTER_HEADLINE = [m.field for m in METRICS].index(HEADLINE) + 1
+# The verdict's columns (cnn/report/verdict.py: with_verdict), beside the test accuracy they qualify
+VERDICT_COLUMNS = (
+    Column("95% CI", _interval, (UI, TERMINAL)),
+    Column("95% CI low", _ok_cell("acc_low", SCORE), (CSV,)),
+    Column("95% CI high", _ok_cell("acc_high", SCORE), (CSV,)),
+    Column("group", lambda s, r: str(s.get("group") or "")),
+    Column("p vs best", _ok_cell("p_vs_best", ".2g"), (CSV,)),  # Holm-adjusted
+    Column("best - this", _ok_cell("diff_vs_best", "+.4f"), (CSV,)),
+    Column("best - this 95% low", _ok_cell("diff_low", "+.4f"), (CSV,)),  # bootstrap only
+    Column("best - this 95% high", _ok_cell("diff_high", "+.4f"), (CSV,)),
+    Column("P(best > this)", _ok_cell("prob_best_better", ".3f"), (CSV,)),
+    Column("test", lambda s, r: str(s.get("test") or ""), (CSV,)),
+)
+
 COLUMNS = (
     Column("variant", lambda s, r: str(s["variant"])),
     Column("params", lambda s, r: format_number(s.get("params"), ",")),
     Column("LR", lambda s, r: lr_cell(s.get("lr"), s.get("lr_flag"))),
     Column("LR rule", lambda s, r: str(s.get("lr_rule") or ""), (CSV,)),
-    *(Column(m.header, _metric_cell(m), m.views) for m in METRICS),
+    *(Column(m.header, _metric_cell(m), m.views) for m in METRICS[:_AFTER_HEADLINE]),
+    *VERDICT_COLUMNS,
+    *(Column(m.header, _metric_cell(m), m.views) for m in METRICS[_AFTER_HEADLINE:]),
     Column("acc/1k params", _per_1k, (CSV,)),
-    Column(
-        "wins",
-        lambda s, r: format_number(s.get("wins", 0), "d") if s.get("status", "ok") == "ok" else "",
-        repeats_only=True,
-    ),
+    Column("wins", _ok_cell("wins", ".3g"), repeats_only=True),  # a seed's win shared by the variants tied on it
     Column("most confused", _most_confused, (CSV, TERMINAL)),  # the UI has them in the error analysis
     Column("optimizer", lambda s, r: str(s.get("optimizer") or ""), (CSV,)),
     Column("schedule", lambda s, r: str(s.get("schedule") or ""), (CSV,)),

@@ -56,6 +56,8 @@ class RunRow:
     confusion: list[list[Count]] = field(default_factory=list)
     most_confused: list[dict[Text, Text | Count]] = field(default_factory=list)
     folder: Text | None = None
+    # which test images (cnn.testset.TestSet as a dict): only runs on equal test sets are ever paired
+    test_set: dict[Text, Text | Count | None] | None = None
 
     @classmethod
     def from_dict(cls, data: Row) -> RunRow:
@@ -110,6 +112,7 @@ def make_row(
         confusion=[list(map(int, r)) for r in eval_info.get("confusion", [])],
         most_confused=[dict(p) for p in eval_info.get("most_confused", [])],
         folder=folder,
+        test_set=dict(eval_info["test_set"]) if isinstance(eval_info.get("test_set"), Mapping) else None,
         **{m.field: float(steps[m.step][m.key]) for m in METRICS},
     ).to_dict()
 

@@ -1,4 +1,5 @@
-"""The comparison in a few sentences, from the numbers: best variant, accuracy per parameter, shared confusions, flags."""
+"""The comparison in a few sentences, from the numbers: the verdict (a lone winner only when the paired tests say so,
+else the group tied for best), accuracy per parameter within that group, shared confusions, flags."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from cnn.report.analysis import Pair, common_confusions
 from cnn.report.metrics import HEADLINE, NOT_LEARNED, SCORE, accuracy_per_1k_params, pair_text
 from cnn.report.rows import FALLBACK_NOTE, Row, is_ok, learned
 from cnn.report.summaries import settings_differences
+from cnn.report.verdict import BEST, MCNEMAR, TIED, WORSE
 
 
 def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = None, *, markdown: bool = True) -> str:
-    """Two to four sentences: best variant, best accuracy per 1k params, shared confusions, LR flags, fallbacks
-    (Markdown-escaped unless `markdown` is False)."""
+    """Two to four sentences: the verdict, the tied group's best accuracy per 1k params, shared confusions, LR flags,
+    fallbacks (Markdown-escaped unless `markdown` is False); the verdict's fields come from verdict.with_verdict."""
     esc = md_escape if markdown else str
     common = common_confusions(summaries) if common is None else common
     finished = [s for s in summaries if is_ok(s)]
@@ -27,17 +29,10 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = 
             f"No variant learned: every finished variant stayed at chance level ({', '.join(idle)}), so there is no winner; check the LR curves and the settings."
             + (f" Failed: {', '.join(failed)}." if failed else "")
         )
-    best = max(ok, key=lambda s: s[HEADLINE])
-    spread = (
-        f" \u00b1 {best[f'{HEADLINE}_std']:{SCORE}} over {best['n_seeds']} seeds" if best.get("n_seeds", 1) > 1 else ""
-    )
-    sentences = [f"{best['variant']} is the most accurate variant with {best[HEADLINE]:{SCORE}} test accuracy{spread}."]
-    sized = [s for s in ok if s.get("params")]
-    if sized:
-        thrifty = max(sized, key=lambda s: accuracy_per_1k_params(s[HEADLINE], s["params"]))
-        sentences.append(
-            f"{thrifty['variant']} gets the most accuracy per parameter: {accuracy_per_1k_params(thrifty[HEADLINE], thrifty['params']):.3g} per 1k parameters ({thrifty['params']:,} parameters)."
-        )
+    sentences = verdict_sentences(ok)
+    thrifty = efficiency_sentence(ok)
+    if thrifty:
+        sentences.append(thrifty)
     if common and len(ok) > 1:
         sentences.append(f"Every variant confuses {', '.join(esc(pair_text(t, p)) for t, p in common)}.")
     flagged = [f"{s['variant']} ({str(s['lr_flag']).replace('_', ' ')})" for s in ok if s.get("lr_flag")]
@@ -66,3 +61,71 @@ def fallback_notes(summaries: Sequence[Row]) -> list[str]:
         if FALLBACK_NOTE in rule:
             notes.append(f"{s['variant']} ({rule.split(FALLBACK_NOTE, 1)[1]})")
     return notes
+
+
+def _accuracy(s: Row, noun: str = "") -> str:
+    """ "0.781 test accuracy ± 0.003 over 3 seeds (95% CI 0.733–0.826)" for a summary (`noun` after the number; the
+    interval when the verdict gave one)."""
+    seeds = s.get("n_seeds", 1)
+    text = (
+        f"{s[HEADLINE]:{SCORE}}"
+        + (f" {noun}" if noun else "")
+        + (f" \u00b1 {s[f'{HEADLINE}_std']:{SCORE}} over {seeds} seeds" if seeds > 1 else "")
+    )
+    if s.get("acc_low") is not None and s.get("acc_high") is not None:
+        text += f" (95% CI {s['acc_low']:{SCORE}}\u2013{s['acc_high']:{SCORE}})"
+    return text
+
+
+def verdict_sentences(learned_summaries: Sequence[Row]) -> list[str]:
+    """The ranking claim with its evidence: one variant named most accurate only when it beats every other learned
+    variant significantly on repeats (on one seed: ahead on these test images, the seeds' noise untested), else the
+    group tied for best; the test named; variants left untested named."""
+    ok = sorted(learned_summaries, key=lambda s: -s[HEADLINE])
+    tested = [s for s in ok if s.get("group") in (BEST, TIED, WORSE)]
+    untested = [s["variant"] for s in ok if s not in tested]
+    if not tested:
+        return [
+            f"{ok[0]['variant']} has the highest test accuracy: {_accuracy(ok[0])}; no paired test ran (no stored "
+            "per-image predictions on one test set), so whether the lead is more than noise is not known."
+        ]
+    group = [s for s in tested if s["group"] in (BEST, TIED)]
+    how = f"{group[0].get('test')}, {group[0].get('n_test')} test images"
+    one_seed = str(group[0].get("test")).startswith(MCNEMAR)
+    if len(tested) == 1:
+        sentences = [f"{group[0]['variant']} is the only variant tested: {_accuracy(group[0], 'test accuracy')}."]
+    elif len(group) == 1:
+        claim = "beats every other variant on these test images" if one_seed else "is the most accurate variant"
+        sentences = [
+            f"{group[0]['variant']} {claim} with {_accuracy(group[0], 'test accuracy')}: significantly above every "
+            f"other variant (p < 0.05; {how})."
+        ]
+    else:
+        rest = (
+            "the others are significantly less accurate"
+            if len(tested) > len(group)
+            else "no variant is significantly more accurate than another"
+        )
+        members = ", ".join(f"{s['variant']} {s[HEADLINE]:{SCORE}}" for s in group)
+        sentences = [f"Tied for best (p \u2265 0.05; {how}): {members}; {rest}."]
+    if one_seed and len(tested) > 1:
+        sentences.append(
+            "With one seed a variant the test covers the test images' noise, not the seeds' (which can reverse an "
+            "order on a small set); --repeats 3 covers both."
+        )
+    if untested:
+        sentences.append(f"Not tested (no stored per-image predictions on this test set): {', '.join(untested)}.")
+    return sentences
+
+
+def efficiency_sentence(learned_summaries: Sequence[Row]) -> str | None:
+    """Accuracy per parameter compared within the group tied for best only (None for a lone winner or no group)."""
+    group = [s for s in learned_summaries if s.get("group") == TIED and s.get("params")]
+    if len(group) < 2:
+        return None
+    thrifty = max(group, key=lambda s: accuracy_per_1k_params(s[HEADLINE], s["params"]))
+    return (
+        f"Among those tied for best, {thrifty['variant']} gets the most accuracy per parameter: "
+        f"{accuracy_per_1k_params(thrifty[HEADLINE], thrifty['params']):.3g} per 1k parameters "
+        f"({thrifty['params']:,} parameters)."
+    )

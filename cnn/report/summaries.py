@@ -21,19 +21,19 @@ def by_variant(rows: Iterable[Row]) -> dict[str, list[Row]]:
     return groups
 
 
-def count_wins(rows: Iterable[Row]) -> dict[str, int]:
-    """Per variant, the seeds where its test accuracy was the highest among that seed's ok runs (ties all win)."""
+def count_wins(rows: Iterable[Row]) -> dict[str, float]:
+    """Per variant, its share of the seeds where its test accuracy was the highest among that seed's learned runs:
+    each seed counts once, a tie shares it (two variants tied on a seed get half each)."""
     by_seed: dict[Any, list[Row]] = {}
     for row in rows:
         if learned(row):
             by_seed.setdefault(row["seed"], []).append(row)
-    wins: dict[str, int] = {}
+    wins: dict[str, float] = {}
     for seed_rows in by_seed.values():
         top = max(r[HEADLINE] for r in seed_rows)
-        for r in seed_rows:
-            wins[r["variant"]] = wins.get(r["variant"], 0) + int(
-                math.isclose(r[HEADLINE], top, rel_tol=0, abs_tol=1e-12)
-            )
+        winners = [r["variant"] for r in seed_rows if math.isclose(r[HEADLINE], top, rel_tol=0, abs_tol=1e-12)]
+        for variant in winners:
+            wins[variant] = wins.get(variant, 0.0) + 1.0 / len(winners)
     return wins
 
 
@@ -49,7 +49,7 @@ def aggregate_repeats(rows: Iterable[Row]) -> list[dict[str, Any]]:
     return ok + [s for s in summaries if s["status"] != "ok"]
 
 
-def _summarise(variant: str, group: list[Row], wins: int) -> dict[str, Any]:
+def _summarise(variant: str, group: list[Row], wins: float) -> dict[str, Any]:
     ok = sorted((r for r in group if is_ok(r)), key=lambda r: r["seed"])
     failed = [r for r in group if not is_ok(r)]
     if not ok:
@@ -59,7 +59,7 @@ def _summarise(variant: str, group: list[Row], wins: int) -> dict[str, Any]:
             "seeds": [r["seed"] for r in group],
             "n_seeds": 0,
             "n_failed": len(failed),
-            "wins": 0,
+            "wins": 0.0,
         }
     best = max(ok, key=lambda r: r[HEADLINE])
     classes = list(dict.fromkeys(c for r in ok for c in r.get("per_class_f1") or {}))

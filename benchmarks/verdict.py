@@ -1,0 +1,434 @@
+"""Is the verdict calibrated? The false-alarm rate and the power of the comparison's paired tests on trained networks.
+
+False alarm: cnn2_5 against generic_0 (the same network, 7,090 parameters) under different seeds must be called tied
+in at least 95% of trials. Power: two variants that really differ must be told apart, the better one named. Each
+check runs for the one-seed test (exact McNemar) and for the repeats test (the paired bootstrap, `--repeat-seeds` a
+variant), both through cnn.report.verdict.decide as a comparison runs it.
+
+A pool of seeds is trained once per (dataset, variant) with the default recipe (cnn.pipeline.run_variant, as a
+comparison with no options; the predictions read back from each run's predictions.npy), and every trial draws its
+runs from the pools, never the same seed on both sides (cnn2_5 and generic_0 build identical networks from one seed).
+Trials that share a trained network are not independent, so a rate's interval (Wilson, over trials) is narrower than
+it should be; a larger pool brings the trials closer to independent. Figures: docs/verdict.md.
+
+    python -m benchmarks.verdict [--pool 10] [--trials 40] --json benchmarks/results/verdict.json --docs docs/verdict.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.datasets import register_distorted_digits
+from benchmarks.recipe import auto_or_count
+from benchmarks.speed import environment
+from cnn import pipeline
+from cnn.checks import AUTO
+from cnn.params import RunParams
+from cnn.predictions import Run, load_runs
+from cnn.testset import TestSet
+from cnn.report import make_row
+from cnn.report.verdict import ALPHA, MIN_SEEDS, REPLICATES, decide, wilson_interval
+from cnn.storage import open_storage
+
+FALSE_ALARM, POWER = "false alarm", "power"
+REQUIRED = {FALSE_ALARM: 0.95}  # the issue's bar: identical networks called tied in at least 95% of trials
+ONE_SEED, REPEATS = "one seed", "repeats"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One calibration check: variants `a` and `b` on `dataset`; `kind` says what a trial should find."""
+
+    kind: str  # FALSE_ALARM: a and b are the same network, a trial should call them tied; POWER: they differ
+    dataset: str
+    a: str
+    b: str
+
+
+CHECKS = (
+    Check(FALSE_ALARM, "digits", "cnn2_5", "generic_0"),
+    Check(FALSE_ALARM, "distorted-digits-small", "cnn2_5", "generic_0"),
+    Check(POWER, "digits", "lenet1", "lenet5_dropout"),
+    Check(POWER, "distorted-digits-small", "cnn2_5", "lenet5"),
+)
+
+
+def train_pool(
+    dataset: str,
+    variant: str,
+    seeds: Sequence[int],
+    device: str = "cpu",
+    *,
+    epochs: int | str = AUTO,
+    max_train: int | None = None,
+    on_run: Callable[[str, str, int, dict[str, Any]], None] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Per seed: the run's per-image correctness (read back from its predictions.npy), accuracy and seconds; `epochs`
+    and `max_train` only shrink the benchmark for its test (the recipe's rules and every image otherwise)."""
+    ref = pipeline.DatasetRef(name=dataset, download=False, max_train=max_train)
+    data = pipeline.get_dataset(ref)
+    pool = {}
+    for seed in seeds:
+        url = f"memory://verdict-{dataset}-{variant}-{seed}-{epochs}-{max_train}"
+        store = open_storage(url)
+        start = time.perf_counter()
+        config = RunParams(
+            dataset=dataset, max_train=max_train or 0, device=device, epochs=epochs, storage=url, run="bench"
+        )
+        out = pipeline.run_variant(config, variant, seed=seed, features=False)
+        row = make_row(variant, seed, out["lr"], out["train"], out["eval"], out["train"]["folder"])
+        (run,), _ = load_runs(
+            store, [(row, out["train"]["folder_rel"])], data.test_set(), data.test_y.numpy(), data.num_classes
+        )
+        pool[seed] = {
+            "run": run,
+            "accuracy": float(out["eval"]["accuracy"]),
+            "seconds": time.perf_counter() - start,
+            "learned": bool(row["learned"]),
+        }
+        if on_run:
+            on_run(dataset, variant, seed, pool[seed])
+    return pool
+
+
+def draw_trials(
+    pool_seeds: Sequence[int], per_side: int, trials: int, seed: int = 0
+) -> list[tuple[tuple[int, ...], ...]]:
+    """`trials` (a seeds, b seeds) draws of `per_side` seeds each from the pool, no seed on both sides, no draw twice
+    (fewer when the pool has fewer distinct draws)."""
+    rng = np.random.default_rng(seed)
+    seeds = list(pool_seeds)
+    if per_side == 1:
+        every = [((a,), (b,)) for a, b in itertools.permutations(seeds, 2)]
+        picked = rng.permutation(len(every))[:trials]
+        return [every[i] for i in picked]
+    drawn: dict[tuple[tuple[int, ...], ...], None] = {}
+    for _ in range(trials * 50):
+        if len(drawn) == trials:
+            break
+        order = [int(s) for s in rng.permutation(seeds)[: 2 * per_side]]
+        drawn.setdefault((tuple(sorted(order[:per_side])), tuple(sorted(order[per_side:]))), None)
+    return list(drawn)
+
+
+def run_check(
+    check: Check,
+    pools: dict[str, dict[int, dict[str, Any]]],
+    per_side: int,
+    trials: int,
+    replicates: int = REPLICATES,
+) -> dict[str, Any]:
+    """The check's trials at `per_side` seeds a variant: how often the verdict called the pair tied, told them apart
+    (naming the variant with the higher pool mean), or named the other one; the rate that matters, its Wilson interval."""
+    a, b = pools[check.a], pools[check.b]
+    better = check.a if _mean(a) >= _mean(b) else check.b
+    counts = {"tied": 0, "apart": 0, "wrong": 0}
+    for trial, (seeds_a, seeds_b) in enumerate(draw_trials(sorted(set(a) & set(b)), per_side, trials)):
+        runs: list[Run] = [a[s]["run"] for s in seeds_a] + [b[s]["run"] for s in seeds_b]
+        verdict = decide(runs, replicates=replicates, seed=trial)
+        outcome = "tied" if not verdict.decided else ("apart" if verdict.best == better else "wrong")
+        counts[outcome] += 1
+    done = sum(counts.values())
+    hits = counts["tied"] if check.kind == FALSE_ALARM else counts["apart"]
+    low, high = wilson_interval(hits, done)
+    required = REQUIRED.get(check.kind)
+    return {
+        **asdict(check),
+        "test": ONE_SEED if per_side == 1 else REPEATS,
+        "seeds_per_side": per_side,
+        "trials": done,
+        **counts,
+        "rate": hits / done if done else None,
+        "rate_low": low,
+        "rate_high": high,
+        "better": better,
+        "required": required,
+        "passes": None if required is None else hits / done >= required,
+    }
+
+
+def _mean(pool: dict[int, dict[str, Any]]) -> float:
+    """A pool's mean test accuracy."""
+    return statistics.fmean(r["accuracy"] for r in pool.values())
+
+
+def bench_verdict(
+    checks: Sequence[Check] = CHECKS,
+    pool: int = 10,
+    trials: int = 40,
+    repeat_seeds: Sequence[int] = (3,),
+    device: str = "cpu",
+    replicates: int = REPLICATES,
+    *,
+    epochs: int | str = AUTO,
+    max_train: int | None = None,
+    reuse: dict[str, Any] | None = None,
+    command: str = "python -m benchmarks.verdict",
+    on_run: Callable[[str, str, int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train every pool the checks need (or take them from `reuse`, an earlier result), then run every check for one
+    seed and for each of `repeat_seeds` seeds a variant."""
+    env = {
+        **environment(torch.device(device)),
+        **{name: metadata.version(name) for name in ("numpy", "scipy", "statsmodels")},
+    }
+    start = time.perf_counter()
+    if reuse is not None:
+        pools, trained_s = pools_from_json(reuse["pools"]), reuse["settings"]["train_seconds"]
+        pool, epochs, max_train = reuse["settings"]["pool"], reuse["settings"]["epochs"], reuse["settings"]["max_train"]
+    else:
+        if any(c.dataset.startswith("distorted-digits") for c in checks):
+            register_distorted_digits()
+        pools = {}
+        for check in checks:
+            for variant in (check.a, check.b):
+                if variant not in pools.setdefault(check.dataset, {}):
+                    pools[check.dataset][variant] = train_pool(
+                        check.dataset, variant, range(pool), device, epochs=epochs, max_train=max_train, on_run=on_run
+                    )
+        trained_s = time.perf_counter() - start
+    results = [
+        run_check(c, pools[c.dataset], per_side, trials, replicates) for c in checks for per_side in (1, *repeat_seeds)
+    ]
+    return {
+        "environment": {**env, "load_avg_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "command": command,
+        "settings": {
+            "pool": pool,
+            "trials": trials,
+            "repeat_seeds": list(repeat_seeds),
+            "pools_from": (reuse["settings"].get("pools_from") or reuse["command"]) if reuse else None,
+            "pools_environment": (reuse["settings"].get("pools_environment") or reuse["environment"]) if reuse else env,
+            "replicates": replicates,
+            "alpha": ALPHA,
+            "epochs": epochs,
+            "max_train": max_train,
+            "train_seconds": trained_s,
+            "trials_seconds": time.perf_counter() - start - (0 if reuse else trained_s),
+        },
+        "pools": pools_to_json(pools),
+        "checks": results,
+    }
+
+
+def pools_to_json(pools: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> dict[str, Any]:
+    """The pools as JSON: per (dataset, variant), each seed's accuracy, seconds and per-image correctness ("0110...")."""
+    return {
+        dataset: {
+            variant: {
+                "test_set": next(iter(p.values()))["run"].test_set.to_dict(),
+                "seeds": {
+                    str(seed): {
+                        "accuracy": r["accuracy"],
+                        "learned": r["learned"],
+                        "seconds": round(r["seconds"], 2),
+                        "correct": "".join("1" if c else "0" for c in r["run"].correct),
+                    }
+                    for seed, r in sorted(p.items())
+                },
+            }
+            for variant, p in variants.items()
+        }
+        for dataset, variants in pools.items()
+    }
+
+
+def pools_from_json(data: dict[str, Any]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """The pools of an earlier result, for rerunning the trials without training again."""
+    pools: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for dataset, variants in data.items():
+        for variant, p in variants.items():
+            test_set = TestSet(**p["test_set"])
+            pools.setdefault(dataset, {})[variant] = {
+                int(seed): {
+                    **{k: r[k] for k in ("accuracy", "learned", "seconds")},
+                    "run": Run(
+                        variant, int(seed), test_set, np.frombuffer(r["correct"].encode(), np.uint8) == ord("1")
+                    ),
+                }
+                for seed, r in p["seeds"].items()
+            }
+    return pools
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """One line per (check, test): the pair, trials, outcomes and the rate with its interval."""
+    head = f"{'check':<12} {'dataset':<23} {'a':<10} {'b':<15} {'test':<9} {'trials':>6} {'tied':>5} {'apart':>5} {'wrong':>5}  rate (95% CI)"
+    lines = [head, "-" * len(head)]
+    for r in result["checks"]:
+        verdict = "" if r["passes"] is None else ("  pass" if r["passes"] else "  FAIL")
+        lines.append(
+            f"{r['kind']:<12} {r['dataset']:<23} {r['a']:<10} {r['b']:<15} {r['test']:<9} {r['trials']:>6} "
+            f"{r['tied']:>5} {r['apart']:>5} {r['wrong']:>5}  {r['rate']:.3f} ({r['rate_low']:.3f}-{r['rate_high']:.3f}){verdict}"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(result: dict[str, Any], source: str) -> str:
+    """docs/verdict.md from a result: how it was measured, the pools' accuracies, the rates."""
+    s, env = result["settings"], result["environment"]
+    trained_env = s.get("pools_environment") or env
+    pools = []
+    for dataset, variants in result["pools"].items():
+        for variant, p in variants.items():
+            acc = [r["accuracy"] for r in p["seeds"].values()]
+            pools.append(
+                f"| {dataset} | {variant} | {len(acc)} | {p['test_set']['size']} | {statistics.fmean(acc):.4f} | "
+                f"{statistics.pstdev(acc):.4f} | {min(acc):.4f}-{max(acc):.4f} |"
+            )
+    rows = []
+    for r in result["checks"]:
+        what = "called tied" if r["kind"] == FALSE_ALARM else f"told apart ({r['better']} named)"
+        bar = "" if r["required"] is None else f" (needs {r['required']:.0%}: {'pass' if r['passes'] else 'FAIL'})"
+        rows.append(
+            f"| {r['kind']} | {r['dataset']} | {r['a']} vs {r['b']} | {r['test']} ({r['seeds_per_side']} a side) | "
+            f"{r['trials']} | {r['tied']} / {r['apart']} / {r['wrong']} | {what}: {r['rate']:.3f} "
+            f"({r['rate_low']:.3f}-{r['rate_high']:.3f}){bar} |"
+        )
+    return "\n".join(
+        [
+            "# Is the verdict calibrated?",
+            "",
+            "The comparison names a lone winner only when the paired tests say it beats every other variant "
+            "(cnn/report/verdict.py). This page measures how often those tests raise a false alarm (the same network "
+            "under two seeds called different) and how often they tell apart two variants that really differ. "
+            f"Rendered from `{source}` (written by `{result['command']}`"
+            + (f", on the pools trained by `{s['pools_from']}`" if s.get("pools_from") else "")
+            + "); do not edit by hand.",
+            "",
+            f"Each trial draws its runs from a pool of {s['pool']} trained seeds per variant (the default recipe, as "
+            f"`cnn-lab compare` trains them), never one seed on both sides. One seed: exact McNemar on the images "
+            f"where the two runs disagree. Repeats: {' or '.join(map(str, s['repeat_seeds']))} seeds a side, the paired "
+            "bootstrap over seeds "
+            f"and test images ({s['replicates']} replicates). Significance level {s['alpha']}. Trials that share a "
+            "trained network are not independent, so the intervals (Wilson, over trials) are too narrow.",
+            "",
+            "| check | dataset | pair | test | trials | tied / apart / wrong | rate (95% CI) |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            *_reading(result["checks"]),
+            "",
+            "The pools (test accuracy over the pool's seeds):",
+            "",
+            "| dataset | variant | seeds | test images | mean | std | range |",
+            "|---|---|---|---|---|---|---|",
+            *pools,
+            "",
+            f"Measured on {env.get('device_name')} ({env.get('cpu_count')} CPUs, {env.get('threads')} torch threads, "
+            f"load average {', '.join(f'{x:.1f}' for x in env.get('load_avg') or [])} at the start), torch "
+            f"{env.get('torch')}, numpy {env.get('numpy')}, scipy {env.get('scipy')}, statsmodels "
+            f"{env.get('statsmodels')}; training the pools took {s['train_seconds'] / 60:.1f} minutes (load average "
+            f"{', '.join(f'{x:.1f}' for x in trained_env.get('load_avg') or [])} at their start, "
+            f"{trained_env.get('threads')} torch threads).",
+            "",
+        ]
+    )
+
+
+def _reading(checks: Sequence[dict[str, Any]]) -> list[str]:
+    """What the false-alarm rows say: which tests meet the bar on every dataset, which miss it and where."""
+    by_test: dict[str, list[dict[str, Any]]] = {}
+    for r in checks:
+        if r["kind"] == FALSE_ALARM:
+            by_test.setdefault(f"{r['test']} ({r['seeds_per_side']} a side)", []).append(r)
+    meet = [t for t, rows in by_test.items() if all(r["passes"] for r in rows)]
+    miss = [
+        f"{t}: " + ", ".join(f"{r['rate']:.3f} on {r['dataset']}" for r in rows if not r["passes"])
+        for t, rows in by_test.items()
+        if t not in meet
+    ]
+    return [
+        f"Reading it: the false-alarm bar ({REQUIRED[FALSE_ALARM]:.0%} called tied) is met on every dataset by "
+        f"{', '.join(meet) or 'no test'}; missed by {'; '.join(miss) or 'none'}. The one-seed test (exact McNemar) "
+        "asks whether two trained models differ on the population of test images: a seed's own noise is outside "
+        "it, so when seeds scatter (the pools' ranges below) one network under two seeds is called different. A "
+        "one-seed verdict in a report says so, and `--repeats auto` (cnn.report.verdict.plan_seeds) trusts a "
+        f"verdict only from {MIN_SEEDS} seeds a variant."
+    ]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Options of the calibration benchmark."""
+    p = argparse.ArgumentParser(description="false-alarm rate and power of the comparison's paired tests")
+    p.add_argument("--pool", type=int, default=10, help="seeds trained per (dataset, variant)")
+    p.add_argument("--trials", type=int, default=40, help="trials per check and test (at least 20 for the README)")
+    p.add_argument("--repeat-seeds", default="3", help="seeds a variant in the repeats test's trials (comma-separated)")
+    p.add_argument("--replicates", type=int, default=REPLICATES, help="bootstrap replicates per trial")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", default=AUTO, type=auto_or_count, help="default: the recipe's (a smaller run for tests)")
+    p.add_argument("--max-train", type=int, default=None, help="train on at most this many images (for tests)")
+    p.add_argument("--checks", default="all", help="'all', or kind:dataset:a:b;... (kind: false-alarm or power)")
+    p.add_argument("--json", default=None, help="write the result here (e.g. benchmarks/results/verdict.json)")
+    p.add_argument("--docs", default=None, help="render docs/verdict.md here (from --from-json, or this run)")
+    p.add_argument("--from-json", default=None, help="render --docs from this result instead of running")
+    p.add_argument("--reuse-pools", default=None, help="run the trials on the pools of this result (no training)")
+    return p
+
+
+def parse_checks(text: str) -> list[Check]:
+    """ "all", or "false-alarm:digits:cnn2_5:generic_0;power:digits:lenet1:lenet5"."""
+    if text == "all":
+        return list(CHECKS)
+    checks = []
+    for part in text.split(";"):
+        kind, dataset, a, b = part.split(":")
+        checks.append(Check(kind.replace("-", " "), dataset, a, b))
+    return checks
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run (or re-render) the benchmark, print the table, write the JSON and the docs page when asked."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = get_args_parser().parse_args(argv)
+    if args.from_json:
+        result = _read_json(args.from_json)
+    else:
+
+        def show(dataset: str, variant: str, seed: int, run: dict[str, Any]) -> None:
+            print(f"{dataset} {variant} seed {seed}: {run['accuracy']:.4f} ({run['seconds']:.1f}s)", file=sys.stderr)
+
+        result = bench_verdict(
+            parse_checks(args.checks),
+            args.pool,
+            args.trials,
+            [int(k) for k in args.repeat_seeds.split(",")],
+            args.device,
+            args.replicates,
+            epochs=args.epochs,
+            max_train=args.max_train,
+            reuse=_read_json(args.reuse_pools) if args.reuse_pools else None,
+            command=" ".join(["python -m benchmarks.verdict", *argv]),
+            on_run=show,
+        )
+    print(format_table(result))
+    if args.json and not args.from_json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
+    if args.docs:
+        with open(args.docs, "w") as fh:
+            fh.write(render_markdown(result, args.from_json or args.json or "a run not saved"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
