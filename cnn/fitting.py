@@ -6,21 +6,27 @@ clearly above chance, attempt 2 retrains from the same initial weights at a lowe
 when the lr was below it; if that fails too, attempt 3 uses the other optimizer family at its base lr. When none
 learns, the finished attempt whose last epoch validated best is kept, and the result says it did not learn.
 Each attempt has its own checkpoint, so a crash resumes the attempt it was in. The result records every failure.
+
+`fit_seeds` does the same for several seeds of one variant: their first attempts train together as one batched model
+(cnn.ensemble), judged per seed; a seed that fails goes on alone through `fit`, from its batched checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from cnn import recipe
 from cnn.checkpoints import CheckpointIO
 from cnn.data.splits import DatasetSplits
+from cnn.ensemble import SeedCallback, SeedsTrainer, batched_trainer, release_memory
 from cnn.errors import TrainingDiverged
 from cnn.train import Trainer, TrainConfig, TrainResult, check_resumable
 
@@ -228,3 +234,99 @@ def _diverged_result(trainer: Trainer) -> TrainResult:
             }
         )
     return trainer.result()
+
+
+def fit_seeds(
+    build: Callable[[int], nn.Module],
+    data: DatasetSplits,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    input_size: int,
+    variant: str = "",
+    checkpoints: Callable[[int], CheckpointIO] | None = None,
+    resume: bool = True,
+    fallback: bool = True,
+    callback: SeedCallback | None = None,
+) -> list[tuple[nn.Module, FitResult]]:
+    """`fit` for each seed (config.seed replaced; `build(seed)` makes its model, `checkpoints(seed)` stores its
+    checkpoints): the first attempts of the seeds with no checkpoint to resume train as one batched model, each seed
+    judged by the learn check after every epoch and checkpointed as `fit` does. A seed that passes keeps its batched
+    result; one that fails, diverges, or has a checkpoint goes through `fit` alone, which resumes the attempt from
+    that checkpoint (finding the same failure without retraining; with no checkpoints stored, it retrains the
+    attempt) and carries on with the fallbacks."""
+    ios = {seed: checkpoints(seed) if checkpoints else CheckpointIO() for seed in seeds}
+    first = attempts(config.optimizer, config.lr, config.batch_size)[0]
+    fresh = [seed for seed in seeds if not (resume and ios[seed].load(first.checkpoint) is not None)]
+    cfg = dataclasses.replace(config, optimizer=first.optimizer, lr=first.lr).validate()
+    batched = _fit_batched(build, data, cfg, fresh, first, input_size, variant, ios, fallback, callback)
+    return [
+        batched[seed]
+        if seed in batched
+        else fit(
+            functools.partial(build, seed),
+            data,
+            dataclasses.replace(config, seed=seed),
+            input_size=input_size,
+            variant=variant,
+            checkpoints=ios[seed],
+            resume=resume,
+            fallback=fallback,
+            callback=functools.partial(callback, seed) if callback else None,
+        )
+        for seed in seeds
+    ]
+
+
+def _fit_batched(
+    build: Callable[[int], nn.Module],
+    data: DatasetSplits,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    attempt: Attempt,
+    input_size: int,
+    variant: str,
+    ios: Mapping[int, CheckpointIO],
+    fallback: bool,
+    callback: SeedCallback | None,
+) -> dict[int, tuple[nn.Module, FitResult]]:
+    """The first attempt of `seeds` batched: each seed that passes `fit`'s checks (or every seed that finishes, with
+    fallback=False) mapped to its model and FitResult; {} when fewer than two seeds or they cannot train batched."""
+    if len(seeds) < 2:
+        return {}
+    models = [build(seed) for seed in seeds]
+    trainer = batched_trainer(models, data, config, seeds, input_size=input_size, variant=variant, callback=callback)
+    if trainer is None:
+        return {}
+    try:
+        _judge_epochs(trainer, attempt, ios, data, fallback)
+    except torch.OutOfMemoryError as err:  # each seed resumes alone from its last checkpoint
+        log.warning("%s: out of memory batched (%s); its seeds go on one after another", variant, err)
+        trainer = None
+    if trainer is None:
+        release_memory(config.device)  # here, once the error and its frames holding the stacked weights are gone
+        return {}
+    chance, n_val = recipe.chance_level(data.val_y), int(data.val_y.numel())
+    kept = {}
+    for k, seed in enumerate(trainer.seeds):
+        if seed.failure is None:
+            result = trainer.result(k)
+            learned = recipe.learned(result.history[-1]["val_acc"], chance, n_val)
+            if learned or not fallback:
+                kept[seed.seed] = (models[k], FitResult(result, seed.config, [], learned=learned))
+    return kept
+
+
+def _judge_epochs(
+    trainer: SeedsTrainer, attempt: Attempt, ios: Mapping[int, CheckpointIO], data: DatasetSplits, fallback: bool
+) -> None:
+    """Run the batched epochs, saving each seed's checkpoint and (with fallbacks) dropping a seed as soon as
+    `epoch_failure` rejects its history."""
+    chance, n_val = recipe.chance_level(data.val_y), int(data.val_y.numel())
+    initial_val_loss, _ = trainer.validate()
+    for rows in trainer.epochs():
+        for k, row in rows:
+            seed = trainer.seeds[k]
+            ios[seed.seed].save(attempt.checkpoint, trainer.state(k, int(row["epoch"])))
+            if fallback and (why := epoch_failure(seed.run.history, initial_val_loss[k], chance, n_val)):
+                trainer.drop(k, f"{why}; it retries alone")

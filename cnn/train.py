@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +175,152 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class RunLog:
+    """One run's per-epoch history and early-stopping state: the best validation loss, epochs since it, its weights."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    bad_epochs: int = 0
+    best_state: dict[str, Tensor] | None = None
+
+    def record(self, row: dict[str, float], weights: Callable[[], Mapping[str, Tensor]], patience: int | None) -> bool:
+        """Append `row` and track the best validation loss (with `patience`, a CPU copy of `weights()` too); True when
+        `patience` epochs passed without improvement."""
+        self.history.append(row)
+        if row["val_loss"] < self.best_val_loss:
+            self.best_val_loss = row["val_loss"]
+            self.bad_epochs = 0
+            if patience:
+                self.best_state = {k: v.detach().clone().cpu() for k, v in weights().items()}
+        else:
+            self.bad_epochs += 1
+        return bool(patience) and self.bad_epochs >= patience
+
+    def result(self, epochs: int) -> TrainResult:
+        """Summarise the history of a run planned for `epochs` epochs."""
+        if not self.history:
+            raise ConfigError("epochs", "no epoch was run", allowed="epochs > already completed epochs")
+        best = min(self.history, key=lambda r: r["val_loss"])
+        seconds = sum(r["seconds"] for r in self.history)
+        images = sum(r["images"] for r in self.history)
+        return TrainResult(
+            history=[dict(r) for r in self.history],
+            best_epoch=int(best["epoch"]),
+            best_val_acc=max(r["val_acc"] for r in self.history),
+            seconds=seconds,
+            images_per_sec=images / max(seconds, 1e-9),
+            resumed_from=0,
+            stopped_early=len(self.history) < epochs,
+        )
+
+    def restore(self, ckpt: Mapping[str, Any]) -> None:
+        """Take the history and early-stopping state of a checkpoint written by `checkpoint_state`."""
+        self.history = list(ckpt.get("history", []))
+        self.best_state = ckpt.get("best_model")
+        self.best_val_loss = float(ckpt.get("best_val_loss", math.inf))
+        self.bad_epochs = int(ckpt.get("bad_epochs", 0))
+
+
+def checkpoint_state(
+    variant: str,
+    epoch: int,
+    config: TrainConfig,
+    run: RunLog,
+    *,
+    model: Mapping[str, Tensor],
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any] | None,
+    rng: Mapping[str, Tensor],
+) -> dict[str, Any]:
+    """The checkpoint dict after `epoch` that `Trainer.restore` continues from (batched seeds write it too)."""
+    return {
+        "variant": variant,
+        "epoch": epoch,
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "rng": rng,
+        "history": run.history,
+        "best_model": run.best_state,
+        "best_val_loss": run.best_val_loss,
+        "bad_epochs": run.bad_epochs,
+        "config": config.to_dict(),
+    }
+
+
+def nonfinite_message(losses: Tensor, lrs: Sequence[float], epoch: int, first_step: int) -> str | None:
+    """Why training diverged, naming epoch, step and lr of the first non-finite loss in `losses` (one per step), or
+    None when all are finite."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return None
+    i = int((~finite).nonzero()[0])
+    return f"loss became {float(losses[i])} at epoch {epoch}, step {first_step + i} (lr={lrs[i]:.3g}); lower lr or check the inputs"
+
+
+def run_epoch(
+    batches: Iterable[tuple[Tensor, Tensor]],
+    step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    lr: Callable[[], float],
+    check: Callable[[list[Tensor], list[float], int], None],
+    device: torch.device,
+) -> tuple[Tensor, Tensor, int, float]:
+    """One training pass: `step(x, y)` trains on a batch and returns its detached loss and logits (both with a
+    leading seed dimension when seeds train batched); `check(losses, lrs, first_step)` sees the losses every
+    NAN_CHECK_EVERY steps and at the end, so the host syncs rarely. Returns the summed loss over the images and the
+    correct predictions (per seed when batched), the images seen (by each seed) and the seconds taken."""
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    losses: list[Tensor] = []
+    lrs: list[float] = []
+    start = time.perf_counter()
+    i = 0
+    for i, (x, y) in enumerate(batches, start=1):
+        lrs.append(lr())
+        loss, logits = step(x, y)
+        losses.append(loss)
+        loss_sum = loss_sum + loss * y.shape[-1]
+        correct = correct + (logits.argmax(-1) == y).sum(-1)
+        seen += y.shape[-1]
+        if i % NAN_CHECK_EVERY == 0:
+            check(losses, lrs, i - len(losses) + 1)
+            losses, lrs = [], []
+    if losses:
+        check(losses, lrs, i - len(losses) + 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return loss_sum, correct, seen, time.perf_counter() - start
+
+
+def epoch_stats(loss_sum: float, correct: int, seen: int, seconds: float) -> dict[str, float]:
+    """A history row's training figures from one pass's totals."""
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "seconds": seconds,
+        "images_per_sec": seen / max(seconds, 1e-9),
+        "images": seen,
+    }
+
+
+def log_epoch(row: Mapping[str, float], epochs: int, prefix: str = "") -> None:
+    """The per-epoch log line."""
+    log.info(
+        "%sepoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
+        prefix,
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        row["train_acc"],
+        row["val_loss"],
+        row["val_acc"],
+        row["lr"],
+        row["images_per_sec"],
+    )
+
+
 class Precision:
     """Device-specific speed settings: bf16 autocast on CUDA (float32 on CPU), channels_last on both."""
 
@@ -227,8 +373,9 @@ def fixed_batch_shape(device: torch.device, shuffle: bool, n: int, batch_size: i
     return torch.device(device).type == "cuda" and shuffle and n > batch_size
 
 
-def _rng_state(loader: BatchLoader) -> dict[str, Tensor]:
-    state = {"torch": torch.get_rng_state(), "shuffle": loader.generator.get_state()}
+def rng_state(generator: torch.Generator) -> dict[str, Tensor]:
+    """The global RNG states and a loader's shuffle `generator` state, as a checkpoint keeps them."""
+    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -300,11 +447,13 @@ class Trainer:
         self.scheduler = build_scheduler(
             config.schedule, self.optimizer, config.lr, config.epochs * len(self.train_loader)
         )
-        self.history: list[dict[str, float]] = []
-        self.best_state: dict[str, Tensor] | None = None
-        self.best_val_loss = math.inf
-        self.bad_epochs = 0
+        self.run = RunLog()
         self.start_epoch = 1
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The per-epoch rows so far."""
+        return self.run.history
 
     def loss_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Forward one batch under the device's precision; returns (loss, logits)."""
@@ -315,52 +464,29 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        dev = self.device
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), dtype=torch.long, device=dev)
-        seen = 0
-        step_losses: list[Tensor] = []
-        lrs: list[float] = []
-        start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader, start=1):
-            lrs.append(self.optimizer.param_groups[0]["lr"])
-            loss, logits = self.loss_step(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            detached = loss.detach()
-            step_losses.append(detached)
-            loss_sum += detached * y.numel()
-            correct += (logits.argmax(1) == y).sum()
-            seen += y.numel()
-            if step % NAN_CHECK_EVERY == 0:
-                self._check_finite(step_losses, lrs, epoch, step - len(step_losses) + 1)
-                step_losses, lrs = [], []
-        if step_losses:
-            self._check_finite(step_losses, lrs, epoch, len(self.train_loader) - len(step_losses) + 1)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - start
-        return {
-            "train_loss": float(loss_sum) / max(seen, 1),
-            "train_acc": float(correct) / max(seen, 1),
-            "seconds": seconds,
-            "images_per_sec": seen / max(seconds, 1e-9),
-            "images": seen,
-        }
+        loss_sum, correct, seen, seconds = run_epoch(
+            self.train_loader,
+            self._step,
+            lambda: self.optimizer.param_groups[0]["lr"],
+            lambda losses, lrs, first_step: self._check_finite(losses, lrs, epoch, first_step),
+            self.device,
+        )
+        return epoch_stats(float(loss_sum), int(correct), seen, seconds)
+
+    def _step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer (and schedule) step on a batch; returns the detached loss and the logits."""
+        loss, logits = self.loss_step(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach(), logits
 
     def _check_finite(self, losses: list[Tensor], lrs: list[float], epoch: int, first_step: int) -> None:
         """Raise TrainingDiverged naming epoch, step and lr at the first non-finite loss of the chunk."""
-        stacked = torch.stack(losses)
-        finite = torch.isfinite(stacked)
-        if bool(finite.all()):
-            return
-        i = int((~finite).nonzero()[0])
-        raise TrainingDiverged(
-            f"loss became {float(stacked[i])} at epoch {epoch}, step {first_step + i} (lr={lrs[i]:.3g}); lower lr or check the inputs"
-        )
+        if why := nonfinite_message(torch.stack(losses), lrs, epoch, first_step):
+            raise TrainingDiverged(why)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
@@ -383,19 +509,16 @@ class Trainer:
 
     def state(self, epoch: int) -> dict[str, Any]:
         """The checkpoint dict after `epoch`."""
-        return {
-            "variant": self.variant,
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "rng": _rng_state(self.train_loader),
-            "history": self.history,
-            "best_model": self.best_state,
-            "best_val_loss": self.best_val_loss,
-            "bad_epochs": self.bad_epochs,
-            "config": self.config.to_dict(),
-        }
+        return checkpoint_state(
+            self.variant,
+            epoch,
+            self.config,
+            self.run,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler else None,
+            rng=rng_state(self.train_loader.generator),
+        )
 
     def restore(self, ckpt: Mapping[str, Any]) -> None:
         """Continue from a checkpoint written by `state`."""
@@ -409,10 +532,7 @@ class Trainer:
                 f"checkpoint does not fit variant {self.variant!r} with this config: {str(err).splitlines()[0]}"
             ) from err
         _set_rng_state(ckpt["rng"], self.train_loader)
-        self.history = list(ckpt.get("history", []))
-        self.best_state = ckpt.get("best_model")
-        self.best_val_loss = float(ckpt.get("best_val_loss", math.inf))
-        self.bad_epochs = int(ckpt.get("bad_epochs", 0))
+        self.run.restore(ckpt)
         self.start_epoch = int(ckpt["epoch"]) + 1
 
     def epochs(self) -> Iterator[dict[str, float]]:
@@ -423,51 +543,20 @@ class Trainer:
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self._train_epoch(epoch))
             row["val_loss"], row["val_acc"] = self.validate()
-            self.history.append(row)
-            improved = row["val_loss"] < self.best_val_loss
-            if improved:
-                self.best_val_loss = row["val_loss"]
-                self.bad_epochs = 0
-                if self.config.patience:
-                    self.best_state = {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}
-            else:
-                self.bad_epochs += 1
+            out_of_patience = self.run.record(row, self.model.state_dict, self.config.patience)
             if self.callback:
                 self.callback(dict(row))
-            log.info(
-                "epoch %d/%d loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
-                epoch,
-                self.config.epochs,
-                row["train_loss"],
-                row["train_acc"],
-                row["val_loss"],
-                row["val_acc"],
-                row["lr"],
-                row["images_per_sec"],
-            )
+            log_epoch(row, self.config.epochs)
             yield row
-            if self.config.patience and self.bad_epochs >= self.config.patience:
+            if out_of_patience:
                 break
 
     def result(self) -> TrainResult:
         """Summarise the history; with early stopping, put the best epoch's weights back."""
-        if not self.history:
-            raise ConfigError("epochs", "no epoch was run", allowed="epochs > already completed epochs")
-        best = min(self.history, key=lambda r: r["val_loss"])
-        stopped = len(self.history) < self.config.epochs
-        if self.config.patience and self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        seconds = sum(r["seconds"] for r in self.history)
-        images = sum(r["images"] for r in self.history)
-        return TrainResult(
-            history=[dict(r) for r in self.history],
-            best_epoch=int(best["epoch"]),
-            best_val_acc=max(r["val_acc"] for r in self.history),
-            seconds=seconds,
-            images_per_sec=images / max(seconds, 1e-9),
-            resumed_from=0,
-            stopped_early=stopped,
-        )
+        result = self.run.result(self.config.epochs)
+        if self.config.patience and self.run.best_state is not None:
+            self.model.load_state_dict(self.run.best_state)
+        return result
 
 
 RESUME_KEYS = (

@@ -21,6 +21,11 @@ def place_on_device(x: Tensor, device: torch.device) -> Tensor:
         return x.pin_memory()
 
 
+def epoch_order(n: int, generator: torch.Generator) -> Tensor:
+    """One epoch's shuffled order of `n` images, drawn from a seeded CPU `generator` (the same on every device)."""
+    return torch.randperm(n, generator=generator)
+
+
 class BatchLoader:
     """Iterate (images, labels) batches of a uint8 split, normalised and resized on the training device.
 
@@ -90,10 +95,7 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = self.y.numel()
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.x.device)
-        else:
-            order = None
+        order = epoch_order(n, self.generator).to(self.x.device) if self.shuffle else None
         for b in range(len(self)):
             lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
             if order is None:
@@ -102,3 +104,29 @@ class BatchLoader:
                 idx = order[lo:hi]
                 xb, yb = self.x[idx], self.y[idx]
             yield self.transform(xb), yb.to(self.device, non_blocking=True)
+
+
+class SeedBatches:
+    """A shuffled split's batches for K seeds at once: seed k sees its images in the order a BatchLoader seeded with
+    `seeds[k]` gives, stacked into (K, batch, C, H, W) images and (K, batch) labels, transformed in one call."""
+
+    def __init__(self, loader: BatchLoader, seeds: Sequence[int]) -> None:
+        self.loader = loader
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        """Images one seed sees in a full pass."""
+        return self.loader.num_images
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        loader, k = self.loader, len(self.generators)
+        n = loader.y.numel()
+        orders = torch.stack([epoch_order(n, g) for g in self.generators]).to(loader.x.device)
+        for b in range(len(self)):
+            idx = orders[:, b * loader.batch_size : min(n, (b + 1) * loader.batch_size)].reshape(-1)
+            xb = loader.transform(loader.x[idx])
+            yield xb.unflatten(0, (k, -1)), loader.y[idx].to(loader.device, non_blocking=True).view(k, -1)
