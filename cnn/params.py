@@ -303,6 +303,10 @@ class RunParams(BaseModel):
     subdir: Annotated[str, Text(optional=True)] = Field(
         "", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none."
     )
+    repeat: Annotated[int, Number(integer=True, ge=0)] = Field(
+        0,
+        description="Which of a comparison's seeds a one-variant run trains: seed + repeat (the split of the data always follows seed).",
+    )
     lr_min: Annotated[float, Number(gt=0), Affects("lr")] = Field(1e-5, description="Lower bound of the LR range test.")
     lr_max: Annotated[float, Number(gt=0), Affects("lr")] = Field(
         1.0, description="Upper bound of the LR range test; above lr_min."

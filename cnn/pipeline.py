@@ -11,7 +11,7 @@ import functools
 import hashlib
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -313,28 +313,76 @@ def train_variant(
     session: str | None = None,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one variant at `lr` and `seed` with the learn check, a checkpoint per epoch, resumable; saves history.csv
-    and losses.png. Fallbacks (another lr or optimizer after a failed attempt) only when the run chose the lr
-    (config.lr is "auto"): a user's own lr is kept. `session`: see cnn.train.train."""
+    """Train one variant at `lr` and `seed`: `train_seeds` for one seed."""
+    return train_seeds(
+        config,
+        variant,
+        seeds=[seed],
+        lr=lr,
+        input_size=input_size,
+        subdirs=[subdir],
+        resume=resume,
+        session=session,
+        callback=(lambda _seed, row: callback(row)) if callback else None,
+    )[0]
+
+
+def train_seeds(
+    config: RunParams,
+    variant: str,
+    *,
+    seeds: Sequence[int],
+    lr: float,
+    input_size: int | None = None,
+    subdirs: Sequence[str | None] | None = None,
+    resume: bool = True,
+    session: str | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train one variant at `lr`, once per seed (seed k's files in its subdir `subdirs[k]`), the seeds batched as one
+    model where they can be (cnn.fitting.fit_seeds), each with the learn check and a checkpoint per epoch, resumable;
+    saves each seed's history.csv, losses.png and model.pt. Fallbacks (another lr or optimizer after a failed attempt)
+    only when the run chose the lr (config.lr is "auto"): a user's own lr is kept. `session`: see cnn.train.train."""
     ref, store = DatasetRef.of(config), open_storage(config.storage)
-    folder = variant_dir(ref.name, config.run, variant) + (f"/{safe_name(subdir, 'subdir')}" if subdir else "")
+    base = variant_dir(ref.name, config.run, variant)
+    folders = {
+        seed: base + (f"/{safe_name(sub, 'subdir')}" if sub else "")
+        for seed, sub in zip(seeds, subdirs or [None] * len(seeds))
+    }
     _, data, size = _build(ref, variant, 0, input_size)
     n_train = int(data.train_y.numel())
-    cfg = train_config(config, n_train, lr=float(lr), seed=seed)
+    cfg = train_config(config, n_train, lr=float(lr), seed=seeds[0])
     check_batch_size(cfg.batch_size, n_train)
     if note := recipe.few_steps_note(n_train, cfg.epochs, cfg.batch_size, resolve_device(cfg.device)):
         log.warning(note)  # here, not in train_config: the range test resolves the config too
-    model, fitted = fitting.fit(
-        lambda: _build(ref, variant, cfg.seed, input_size)[0],
+    fitted = fitting.fit_seeds(
+        lambda seed: _build(ref, variant, seed, input_size)[0],
         data,
         cfg,
+        seeds,
         input_size=size,
         variant=variant,
-        checkpoints=checkpoints.in_storage(store, folder, variant, resume, session),
+        checkpoints=lambda seed: checkpoints.in_storage(store, folders[seed], variant, resume, session),
         resume=True,
         fallback=config.lr == recipe.AUTO,
         callback=callback,
     )
+    return [
+        _store_trained(store, folders[seed], variant, model, fit, size, data)
+        for seed, (model, fit) in zip(seeds, fitted)
+    ]
+
+
+def _store_trained(
+    store: Storage,
+    folder: str,
+    variant: str,
+    model: torch.nn.Module,
+    fitted: fitting.FitResult,
+    size: int,
+    data: DatasetSplits,
+) -> dict[str, Any]:
+    """Save one trained seed's history.csv, losses.png and model.pt in `folder`; what the later steps need of it."""
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
@@ -346,6 +394,7 @@ def train_variant(
     store.write_bytes(torch_weights, weights)
     return {
         "variant": variant,
+        "seed": fitted.config.seed,
         "params": count_parameters(model),
         "input_size": size,
         "checkpoint": store.path(f"{folder}/checkpoint.pt"),

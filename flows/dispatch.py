@@ -25,7 +25,7 @@ def variant_parameters(config: RunParams, variant: str, seed: int, subdir: str |
     values = {
         **config.model_dump(include=set(VARIANT_FIELDS)),
         "variant": variant,
-        "seed": seed,
+        "repeat": seed - config.seed,  # the split follows config.seed in every run of the comparison
         "subdir": subdir or "",
     }
     return {name: values[name] for name in VARIANT_FIELDS}

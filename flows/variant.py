@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed
 
 from cnn.models import builtin_variants
 from cnn.params import parse_params
 from flows.failures import fail_in_one_line
 from flows.parameters import VARIANT_FIELDS, run_parameters
 from flows.settings import prepare_run
-from flows.variant_steps import run_variant_steps
+from flows.variant_steps import run_seeds
 from tasks.progress import announce_run
 
 
@@ -24,7 +25,8 @@ def train_variant_flow(**values: Any) -> dict[str, Any]:
     params = parse_params(values)
     config = prepare_run(params, variants=[params.variant])
     announce_run(config.run)
-    result = run_variant_steps(config.variant, config, seed=config.seed, subdir=config.subdir or None)
-    row = result["row"]
+    [row] = run_seeds(config.variant, config, [config.seed + config.repeat], subdirs=[config.subdir or None])
+    if row["status"] != "ok":
+        return Failed(message=str(row["error"]), data=row)
     get_run_logger().info("%s: test accuracy %.4f, files in %s", config.variant, row["test_acc"], row["folder"])
     return row

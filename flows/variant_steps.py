@@ -26,72 +26,112 @@ def _task(t: Any, config: RunParams) -> Any:
     return t.with_options(refresh_cache=True) if STEP_OF_TASK[t.name] in config.refresh else t
 
 
-def run_variant_steps(
+def run_seeds(
     variant: str,
     config: RunParams,
-    *,
-    seed: int,
-    lr_info: dict[str, Any] | None = None,
-    subdir: str | None = None,
+    seeds: list[int],
     progress: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
-    info = _task(prepare_dataset, config)(config)
-    check_batch_size(config.batch_size, info["num_train"])  # before this variant's LR test or training
-    if lr_info is None:
-        if config.lr == "auto":
-            lr_info = _task(lr_range_test, config)(config, variant, fingerprint=info["fingerprint"])
-        else:
-            lr_info = {"lr": float(config.lr), "rule": "given", "flag": None}
-    trained = _task(train_variant, config)(
-        config,
-        variant,
-        seed,
-        float(lr_info["lr"]),
-        subdir=subdir,
-        fingerprint=info["fingerprint"],
-        progress=progress,
-        resume="train" not in config.refresh,
-    )
-    label = f"s{seed}"
-    evaluated = _task(evaluate_variant, config)(
-        config, variant, trained["folder_rel"], trained["model_id"], label=label
-    )
-    features = _task(extract_features, config)(config, variant, trained["folder_rel"], trained["model_id"], label=label)
-    row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
-    row_rel = variant_dir(config.dataset, config.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
-    publish_variant(config.dataset, config.storage, row_rel, row, lr_info, trained, evaluated, features)
-    mark_done(progress)  # also when every step came from the cache
-    return {"row": row, "lr_info": lr_info}
+    subdirs: list[str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """One variant for every seed: one LR test (when lr is auto), the seeds trained together, then each seed evaluated,
+    inspected and published; a failing seed becomes a failed row, a failing step before training fails every seed.
 
-
-def run_seeds(variant: str, config: RunParams, seeds: list[int], progress: dict[str, Any]) -> list[dict[str, Any]]:
-    """One variant for every seed (the first seed's LR test serves the rest); a failing seed becomes a failed row.
-
-    A StorageError is raised: the store is every variant's, so the others would fail the same way after as long a wait.
-    `progress` holds the artifact id, the (variant, seed) runs done before this variant, and the total."""
-    rows: list[dict[str, Any]] = []
-    lr_info = None
-    for j, seed in enumerate(seeds):
-        subdir = f"seed-{seed}" if len(seeds) > 1 else None
+    Seed k's files go in subdirs[k] (default: seed-<seed> when there are several). A StorageError is raised: the store
+    is every variant's, so the others would fail the same way after as long a wait. `progress` holds the artifact id,
+    the (variant, seed) runs done before this variant, and the total."""
+    subdirs = subdirs or [f"seed-{seed}" if len(seeds) > 1 else None for seed in seeds]
+    try:
+        info = _task(prepare_dataset, config)(config)
+        check_batch_size(config.batch_size, info["num_train"])  # before this variant's LR test or training
+        lr_info = (
+            _task(lr_range_test, config)(config, variant, fingerprint=info["fingerprint"])
+            if config.lr == "auto"
+            else {"lr": float(config.lr), "rule": "given", "flag": None}
+        )
+        trained = _train(variant, config, seeds, subdirs, float(lr_info["lr"]), info["fingerprint"], progress)
+    except StorageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
+        return [_failed(variant, seed, err) for seed in seeds]
+    rows = []
+    for k, (seed, subdir, result) in enumerate(zip(seeds, subdirs, trained)):
         try:
-            out = run_variant_steps(
-                variant,
-                config,
-                seed=seed,
-                lr_info=lr_info,
-                subdir=subdir,
-                progress={**progress, "done": progress.get("done", 0) + j},
-            )
+            if isinstance(result, Exception):
+                raise result
+            rows.append(_inspect_and_publish(variant, config, seed, subdir, lr_info, result, features=k == 0))
         except StorageError:
             raise
-        except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
-            get_run_logger().error("variant %s (seed %d) failed: %s", variant, seed, error_line(err))
-            rows.append(failed_row(variant, seed, error_line(err)))
-            continue
-        lr_info = out["lr_info"]
-        rows.append(out["row"])
+        except Exception as err:  # noqa: BLE001 - one failed seed must not sink the others
+            rows.append(_failed(variant, seed, err))
+    mark_done(progress, len(seeds))  # also when every step came from the cache
     return rows
+
+
+def _train(
+    variant: str,
+    config: RunParams,
+    seeds: list[int],
+    subdirs: list[str | None],
+    lr: float,
+    fingerprint: str,
+    progress: dict[str, Any] | None,
+) -> list[dict[str, Any] | Exception]:
+    """The seeds trained as one task; when that fails and there are several, one task per seed, so that each seed gets
+    its own outcome (an Exception in its place when it fails)."""
+    train = _task(train_variant, config)
+    common = {"fingerprint": fingerprint, "progress": progress, "resume": "train" not in config.refresh}
+    try:
+        return train(config, variant, seeds, lr, subdirs=subdirs, label=_label(seeds), **common)
+    except StorageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - retried seed by seed below
+        if len(seeds) == 1:
+            raise
+        get_run_logger().warning(
+            "%s: the seeds' training failed together (%s); training them one by one", variant, error_line(err)
+        )
+    results: list[dict[str, Any] | Exception] = []
+    for seed, subdir in zip(seeds, subdirs):
+        try:
+            results += train(config, variant, [seed], lr, subdirs=[subdir], label=_label([seed]), **common)
+        except StorageError:
+            raise
+        except Exception as err:  # noqa: BLE001 - this seed's failed row
+            results.append(err)
+    return results
+
+
+def _label(seeds: list[int]) -> str:
+    """ "s0", or "s0-s2" for seeds 0..2: how task runs name their seeds."""
+    return f"s{seeds[0]}" if len(seeds) == 1 else f"s{seeds[0]}-s{seeds[-1]}"
+
+
+def _inspect_and_publish(
+    variant: str,
+    config: RunParams,
+    seed: int,
+    subdir: str | None,
+    lr_info: dict[str, Any],
+    trained: dict[str, Any],
+    *,
+    features: bool,
+) -> dict[str, Any]:
+    """Evaluate one trained seed, extract its feature maps and filters (`features`: the first seed's only, as the
+    reports show one seed's), store its row.json and publish its artifact; returns the row."""
+    label = f"s{seed}"
+    folder, model_id = trained["folder_rel"], trained["model_id"]
+    evaluated = _task(evaluate_variant, config)(config, variant, folder, model_id, label=label)
+    maps = _task(extract_features, config)(config, variant, folder, model_id, label=label) if features else {}
+    row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
+    row_rel = variant_dir(config.dataset, config.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
+    publish_variant(config.dataset, config.storage, row_rel, row, lr_info, trained, evaluated, maps)
+    return row
+
+
+def _failed(variant: str, seed: int, err: BaseException) -> dict[str, Any]:
+    """The failed row of one seed, logged."""
+    get_run_logger().error("variant %s (seed %d) failed: %s", variant, seed, error_line(err))
+    return failed_row(variant, seed, error_line(err))
 
 
 @task(name="variant_steps", cache_policy=None, persist_result=False, task_run_name="variant {variant}")

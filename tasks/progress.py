@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -20,16 +20,21 @@ PROGRESS_MIN_INTERVAL_S = 2.0
 EPOCH_RECORD = "cnn_lab_epoch"  # set on each epoch's log record, so a terminal display can leave it to the run's log
 
 
-def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -> Callable[[dict[str, Any]], None]:
-    """A training callback that logs the epoch and moves the comparison's progress artifact."""
+def epoch_reporter(
+    variant: str, epochs: int, progress: dict[str, Any] | None, seeds: Sequence[int] = (0,)
+) -> Callable[[int, dict[str, Any]], None]:
+    """A training callback (seed, epoch row) that logs the epoch and moves the comparison's progress artifact; `seeds`
+    are the seeds training together (each counts one run of `progress`, from its "done")."""
     logger = get_run_logger()
     progress = progress or {}
     last_update = [0.0]
+    fractions = dict.fromkeys(seeds, 0.0)  # each seed's share of its epochs done
 
-    def report(row: dict[str, Any]) -> None:
+    def report(seed: int, row: dict[str, Any]) -> None:
+        name = f"{variant} s{seed}" if len(fractions) > 1 else variant
         logger.info(
             "%s epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g %.0f img/s",
-            variant,
+            name,
             row["epoch"],
             epochs,
             row["train_loss"],
@@ -40,22 +45,25 @@ def epoch_reporter(variant: str, epochs: int, progress: dict[str, Any] | None) -
             row["images_per_sec"],
             extra={EPOCH_RECORD: True},
         )
-        done = (progress.get("done", 0) + row["epoch"] / epochs) / max(progress.get("total", 1), 1)
+        fractions[seed] = row["epoch"] / epochs
+        done = (progress.get("done", 0) + sum(fractions.values())) / max(progress.get("total", 1), 1)
         now = time.monotonic()
-        if progress.get("artifact_id") and (row["epoch"] >= epochs or now - last_update[0] >= PROGRESS_MIN_INTERVAL_S):
+        last = all(f >= 1 for f in fractions.values())
+        if progress.get("artifact_id") and (last or now - last_update[0] >= PROGRESS_MIN_INTERVAL_S):
             update_progress_artifact(UUID(str(progress["artifact_id"])), 100.0 * min(done, 1.0))
             last_update[0] = now
         for listener in LISTENERS:
-            listener(variant, {**row, "epochs": epochs}, done)
+            listener(name, {**row, "epochs": epochs}, done)
 
     return report
 
 
-def mark_done(progress: dict[str, Any] | None) -> None:
-    """Move the progress artifact to the end of this (variant, seed) run: its steps are done, trained or cached."""
+def mark_done(progress: dict[str, Any] | None, runs: int = 1) -> None:
+    """Move the progress artifact past `runs` (variant, seed) runs from its "done": their steps are done, trained or
+    cached."""
     progress = progress or {}
     if progress.get("artifact_id"):
-        done = (progress.get("done", 0) + 1) / max(progress.get("total", 1), 1)
+        done = (progress.get("done", 0) + runs) / max(progress.get("total", 1), 1)
         update_progress_artifact(UUID(str(progress["artifact_id"])), 100.0 * min(done, 1.0))
 
 

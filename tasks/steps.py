@@ -35,30 +35,32 @@ def lr_range_test(config: RunParams, variant: str, fingerprint: str = "") -> dic
     return pipeline.lr_range_test(config, variant)
 
 
-@task(name="train_variant", task_run_name="train {variant} s{seed}", tags=["gpu"], **_COMMON)
+@task(name="train_variant", task_run_name="train {variant} {label}", tags=["gpu"], **_COMMON)
 def train_variant(
     config: RunParams,
     variant: str,
-    seed: int,
+    seeds: list[int],
     lr: float,
-    subdir: str | None = None,
+    subdirs: list[str | None] | None = None,
     fingerprint: str = "",
     progress: dict[str, Any] | None = None,
     resume: bool = True,
-) -> dict[str, Any]:
-    """Train one variant (learn check and, for a chosen lr, fallbacks; checkpoint per epoch; resumes unless resume=False)."""
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """Train one variant once per seed, the seeds batched as one model where they can be (learn check and, for a
+    chosen lr, fallbacks; checkpoint per epoch; resumes unless resume=False); one result per seed."""
     n_train = pipeline.get_dataset(pipeline.DatasetRef.of(config)).train_y.numel()
     epochs = pipeline.resolved_sizes(config.epochs, config.batch_size, n_train, config.device)["epochs"]
     session = str(task_run.id) if task_run.id else None  # a retry of this task run continues its own checkpoints
-    return pipeline.train_variant(
+    return pipeline.train_seeds(
         config,
         variant,
-        seed=seed,
+        seeds=seeds,
         lr=lr,
-        subdir=subdir,
+        subdirs=subdirs,
         resume=resume,
         session=session,
-        callback=epoch_reporter(variant, epochs, progress),
+        callback=epoch_reporter(variant, epochs, progress, seeds),
     )
 
 

@@ -391,7 +391,8 @@ def test_deploy_registers_the_laptop_deployments_from_prefect_yaml(e2e) -> None:
         assert dep.work_pool_name == "cnn-lab-local", name
         assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}], name
         assert dep.enforce_parameter_schema, name
-    assert e2e["deployments"]["retrain-variant-local"].parameters["refresh"] is True
+    retrain = e2e["deployments"]["retrain-variant-local"]
+    assert retrain.entrypoint == FLOW_OF["retrain-variant"] and "epochs" not in retrain.parameters  # the comparison's
     assert [s.schedule.cron for s in e2e["schedules"]] == ["0 2 * * *"]
 
 

@@ -74,5 +74,11 @@ def test_a_dispatched_variant_gets_the_runs_parameters_and_its_own_seed(tmp_path
     config = prepare_run(**SETTINGS, variants=["lenet1", "cnn2_5"], storage=str(tmp_path), run="r", lr=0.01)
     values = variant_parameters(config, "cnn2_5", 3, "seed-3")
     assert list(values) == list(VARIANT_FIELDS)
-    assert (values["variant"], values["seed"], values["subdir"], values["run"]) == ("cnn2_5", 3, "seed-3", "r")
+    assert (values["variant"], values["seed"], values["repeat"], values["subdir"], values["run"]) == (
+        "cnn2_5",
+        0,
+        3,
+        "seed-3",
+        "r",
+    )  # trains seed 3 on the comparison's split (seed 0)
     assert values["lr"] == 0.01 and values["max_train"] == 200

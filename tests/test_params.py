@@ -132,7 +132,12 @@ def test_what_a_comparison_dispatches_passes_the_training_deployments_schema(sch
         sent = variant_parameters(config, "mine", 1, "seed-1")
         assert validate(sent, schemas["variant"]) == []
         assert set(sent) == set(VARIANT_FIELDS)
-        assert sent["variant"] == "mine" and sent["seed"] == 1 and sent["subdir"] == "seed-1" and sent["run"] == "r1"
+        assert (
+            sent["variant"] == "mine"
+            and (sent["seed"], sent["repeat"]) == (0, 1)
+            and sent["subdir"] == "seed-1"
+            and sent["run"] == "r1"
+        )
         assert json.loads(sent["variant_files"]["mine"]) == {
             "conv_channels": [4],
             "kernel_sizes": 3,

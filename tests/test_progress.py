@@ -21,5 +21,5 @@ def test_progress_artifact_is_throttled_but_reaches_the_end(monkeypatch: pytest.
     report = progress_mod.epoch_reporter("lenet1", 5, {"artifact_id": str(uuid4()), "done": 0, "total": 2})
     row = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5, "lr": 0.01, "images_per_sec": 1000.0}
     for epoch in range(1, 6):
-        report({**row, "epoch": epoch})
+        report(0, {**row, "epoch": epoch})
     assert updates == pytest.approx([10.0, 40.0, 50.0])  # one variant of two: its last epoch is 50% of the comparison
