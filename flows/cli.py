@@ -198,18 +198,9 @@ def _launch_server() -> None:
     launch_tied_server()
 
 
-def raise_flow_error(result: Any) -> None:
-    """Raise the cnn-lab error that ended a flow run (flows.failures puts its line in the result), for main to print."""
-    from cnn.errors import CnnLabError
-    from flows.failures import flow_error
-
-    message = flow_error(result)
-    if message is not None:
-        raise CnnLabError(message)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """Check every parameter, run the comparison flow and print its table."""
+    from flows.failures import flow_output
     from flows.parameters import COMPARE_FIELDS
 
     start = time.perf_counter()
@@ -220,8 +211,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     kwargs = params.model_dump(include=set(COMPARE_FIELDS))
     state = _run_flow(compare_architectures, kwargs, args.quiet)
-    result = state.result(raise_on_failure=False)
-    raise_flow_error(result)
+    result = flow_output(state)
     if isinstance(result, dict) and "comparison_md" in result:
         print(comparison_table_text(result, params))
     else:
@@ -258,6 +248,7 @@ def published_defaults(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Retrain one variant afresh (every cached step refreshed) with the published comparison's settings, and republish."""
     from cnn.fastchecks import fast_checks
+    from flows.failures import flow_output
     from flows.parameters import VARIANT_FIELDS
 
     fast_checks(run_params(args, refresh=True, publish=True), [args.variant])  # before reading the published rows
@@ -268,8 +259,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     kwargs = params.model_dump(include=set(VARIANT_FIELDS))
     state = _run_flow(train_variant_flow, kwargs, args.quiet)
-    row = state.result(raise_on_failure=False)
-    raise_flow_error(row)
+    row = flow_output(state)
     if state.is_completed():
         print(f"{args.variant}: test accuracy {row['test_acc']:.4f}, files in {row['folder']}")
         return 0

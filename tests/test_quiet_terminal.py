@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from rich.theme import Theme
 
-from cnn.errors import DataError
+from cnn.errors import CnnLabError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = {"epoch": 2, "epochs": 4, "train_loss": 0.4321, "val_acc": 0.875, "images_per_sec": 2512.0}
@@ -113,7 +113,7 @@ def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
 ) -> None:
     from prefect import flow, task
 
-    from flows.failures import fail_in_one_line
+    from flows.failures import fail_in_one_line, flow_output
 
     @task
     def load() -> None:
@@ -140,15 +140,40 @@ def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
         and state.message
         == "DataError: dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
     )
-    assert state.result(raise_on_failure=False) == {
-        "error": "dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
-    }
+    with pytest.raises(CnnLabError) as raised:  # what the CLI prints, as `cnn-lab: <line>`
+        flow_output(state)
+    assert str(raised.value) == "dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
     assert not [r for r in caplog.records if r.exc_info or r.exc_text], "a traceback in the log"
+    with pytest.raises(DataError) as ended:
+        state.result()  # what a worker's engine does with the final state: it raises the error the run ended with ...
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("prefect.flow_runs").error("Engine execution exited", exc_info=ended.value)
+    assert "Engine execution exited" not in caplog.text  # ... and its log of that is dropped (the Failed line said it)
     caplog.clear()
     with caplog.at_level(logging.INFO):
         state = unexpected(return_state=True)
     assert state.is_failed() and "ZeroDivisionError" in state.message
     assert [r for r in caplog.records if r.exc_info], "an unexpected error keeps its traceback"
+
+
+def test_a_flow_that_returns_failed_hands_the_engine_an_error_and_the_cli_its_data(prefect_harness) -> None:
+    from prefect import flow
+    from prefect.states import Failed
+
+    from flows.failures import RunFailed, fail_in_one_line, flow_output
+
+    @flow
+    @fail_in_one_line
+    def none_worked() -> None:
+        return Failed(message="every variant failed: lenet1: boom", data={"rows": [{"variant": "lenet1"}]})
+
+    state = none_worked(return_state=True)
+    assert state.is_failed() and state.message == "every variant failed: lenet1: boom"
+    assert flow_output(state) == {"rows": [{"variant": "lenet1"}]}  # the CLI still prints the table
+    with pytest.raises(
+        RunFailed, match="^every variant failed: lenet1: boom$"
+    ):  # not "Unexpected result for failed state"
+        state.result()
 
 
 @pytest.mark.slow
