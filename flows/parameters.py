@@ -19,6 +19,7 @@ VARIANT_ONLY = ("variant", "publish", "subdir")
 COMPARE_ONLY = ("variants", "repeats", "parallel", "task_runner", "train_deployment")
 COMPARE_FIELDS = tuple(name for name in RunParams.model_fields if name not in VARIANT_ONLY)
 VARIANT_FIELDS = tuple(name for name in RunParams.model_fields if name not in COMPARE_ONLY)
+VARIANT_RUN_NAME = "{variant}-s{seed}-on-{dataset}"  # a train-variant flow run's name, from its parameters
 
 
 def flow_signature(fields: Iterable[str]) -> inspect.Signature:

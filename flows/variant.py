@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from cnn.models import builtin_variants
 from cnn.params import parse_params
 from flows.failures import fail_in_one_line
-from flows.parameters import VARIANT_FIELDS, run_parameters
+from flows.parameters import VARIANT_FIELDS, VARIANT_RUN_NAME, run_parameters
 from flows.republish import republish_with
 from flows.settings import prepare_run
 from flows.variant_steps import run_variant_steps
@@ -17,7 +17,7 @@ from tasks.progress import announce_run
 from tasks.store import read_latest_rows
 
 
-@flow(name="train-variant", flow_run_name="{variant}-on-{dataset}")
+@flow(name="train-variant", flow_run_name=VARIANT_RUN_NAME)
 @fail_in_one_line
 @run_parameters(VARIANT_FIELDS, notes={"variant": f"Built in: {', '.join(builtin_variants())}."})
 def train_variant_flow(**values: Any) -> dict[str, Any]:

@@ -76,9 +76,9 @@ def publish_comparison(
             key=publishing.artifact_key(dataset, "galleries"),
             description=f"{dataset}: the same probe images through each variant's first and last conv; first-layer filters",
         )
-    for name, url in built["images"].items():
+    for name, url in publishing.browser_links(built["images"]).items():
         create_link_artifact(
-            publishing.link_url(url),
+            url,
             link_text=name,
             key=publishing.artifact_key(dataset, "plot", name),
             description=publishing.link_description(name, dataset),

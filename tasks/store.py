@@ -19,13 +19,13 @@ _READ: dict[str, Any] = {
 }
 
 
-@task(name="read_latest_rows", **_READ)
+@task(name="read_latest_rows", task_run_name="read published {dataset}", **_READ)
 def read_latest_rows(storage: str, dataset: str) -> dict[str, Any]:
     """Every variant's last published rows of `dataset` (with their repeats and plug-ins)."""
     return publishing.latest_rows(storage, dataset)
 
 
-@task(name="read_row", **_READ)
+@task(name="read_row", task_run_name="read {rel}", **_READ)
 def read_row(storage: str, rel: str) -> dict[str, Any] | None:
     """The row stored at `rel`, or None when there is none."""
     store = open_storage(storage)

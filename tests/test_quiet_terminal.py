@@ -45,6 +45,45 @@ def test_the_temporary_server_gets_telemetry_off_unless_the_user_set_it(
     assert done.stdout.split()[-1:] == [str(server_gets).lower() if server_gets else "None"], done.stderr
 
 
+def _in_a_terminal(code: str, env: dict[str, str], cwd: Path) -> str:
+    """What `python -c code` prints with its stdout and stderr on a pseudo-terminal (as in an interactive shell)."""
+    import pty
+
+    main, side = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=side, stderr=side
+    ) as proc:
+        os.close(side)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(120)
+    os.close(main)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_prefect_prints_no_usage_data_notice_beside_the_temporary_server(tmp_path: Path) -> None:
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in CI_ENV_VARS}
+    env.pop("DO_NOT_TRACK", None)
+    env.update(PYTHONPATH=str(ROOT))
+    notice = "Prefect collects anonymous usage data"
+    plain = _in_a_terminal("import prefect", {**env, "PREFECT_HOME": str(tmp_path / "a")}, tmp_path)
+    assert notice in plain, plain  # a first run in a terminal: the notice (so the check below can fail)
+    code = "from flows.local_server import quiet_telemetry_notice\nquiet_telemetry_notice()\nimport prefect"
+    ours = _in_a_terminal(code, {**env, "PREFECT_HOME": str(tmp_path / "b")}, tmp_path)
+    assert notice not in ours, ours
+    kept = {**env, "PREFECT_HOME": str(tmp_path / "c"), "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+    assert notice in _in_a_terminal(code, kept, tmp_path)  # telemetry the user turned on: Prefect's notice stays
+
+
 def _display(quiet: bool, terminal: bool) -> tuple[object, io.StringIO]:
     from flows.terminal_progress import EpochDisplay
 
@@ -201,6 +240,7 @@ def test_quickstart_with_a_batch_larger_than_the_data_ends_in_one_line_before_an
     lines = done.stderr.splitlines()
     assert "cnn-lab: batch_size: 5000 is larger than the 1293 training images (allowed: 1..1293, or auto)" in lines
     assert "Traceback" not in done.stderr and "telemetry" not in done.stderr and "database is locked" not in done.stderr
+    assert "View at" not in done.stderr, "a link to the temporary server, which has no UI and is gone now"
     assert not [line for line in lines if "lr_range_test" in line or "train_variant" in line], (
         "a step ran after the data step"
     )

@@ -30,6 +30,7 @@ class Pool:
     """A server with the laptop pool, the `gpu` limit at 1 and train-variant-local deployed, and a worker on the pool."""
 
     client: Any
+    api: str
     worker_log: Path
     data: Path
     root: Path
@@ -79,7 +80,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
             prefect(
                 ["deploy", "--prefect-file", "deployments/prefect.yaml", "-n", "train-variant-local"], env, timeout=240
             )
-            yield Pool(client, worker_log, data, root)
+            yield Pool(client, api, worker_log, data, root)
 
 
 @pytest.mark.slow
@@ -95,6 +96,7 @@ def test_a_cnn_lab_error_ends_a_deployment_run_in_one_line_in_the_worker_output_
     assert run.state_name == "Failed" and run.state.message.startswith(line), run.state.message
     logs = pool.logs(run.id, until="Finished in state Failed")
     worker = pool.worker_log.read_text()
+    assert f"View at {pool.api.removesuffix('/api')}/runs/flow-run/{run.id}" in worker  # a server that stays: its link
     for where, text in (("the run's log", "\n".join(logs)), ("the worker's output", worker)):
         assert f'Finished in state Failed("{line}' in text, f"{where}:\n{text[-4000:]}"
         for noise in ("Traceback", "serialize", "Unexpected result", "Engine execution", "exited with"):
@@ -118,6 +120,7 @@ def test_the_gpu_limit_of_one_keeps_two_training_runs_on_the_pool_from_training_
     started = [pool.start(variant="lenet1", run=f"limit-{k}", **common) for k in range(2)]
     runs = [pool.wait(run.id) for run in started]
     assert [r.state_name for r in runs] == ["Completed", "Completed"], [r.state.message for r in runs]
+    assert [r.name for r in runs] == ["lenet1-s0-on-fashion-mnist"] * 2  # flow run names say variant, seed and data
     trainings = []
     for run in runs:
         tasks = pool.client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
