@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from cnn.errors import StorageError
+from cnn.gpus import own_device
 from cnn.models import load_variants
 from cnn.parallel import set_threads
 from cnn.pipeline import check_batch_size, variant_dir
@@ -34,7 +35,22 @@ def run_variant_steps(
     subdir: str | None = None,
     progress: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row."""
+    """LR test (when lr is auto and no lr_info is given) -> train -> evaluate -> features -> publish; returns the row.
+    On a machine with several GPUs the steps run on one that no other variant uses meanwhile (cnn.gpus)."""
+    with own_device(config.device) as device:
+        config = config.model_copy(update={"device": device})
+        return _variant_steps(variant, config, seed=seed, lr_info=lr_info, subdir=subdir, progress=progress)
+
+
+def _variant_steps(
+    variant: str,
+    config: RunParams,
+    *,
+    seed: int,
+    lr_info: dict[str, Any] | None,
+    subdir: str | None,
+    progress: dict[str, Any] | None,
+) -> dict[str, Any]:
     info = _task(prepare_dataset, config)(config)
     check_batch_size(config.batch_size, info["num_train"])  # before this variant's LR test or training
     if lr_info is None:
