@@ -200,7 +200,6 @@ def _launch_server() -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Check every parameter, run the comparison flow and print its table."""
-    from flows.failures import flow_output
     from flows.parameters import COMPARE_FIELDS
 
     start = time.perf_counter()
@@ -208,6 +207,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _launch_server()
     checked_config(params)
     from flows.compare import compare_architectures
+    from flows.failures import flow_output
 
     kwargs = params.model_dump(include=set(COMPARE_FIELDS))
     state = _run_flow(compare_architectures, kwargs, args.quiet)
@@ -248,13 +248,13 @@ def published_defaults(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Retrain one variant afresh (every cached step refreshed) with the published comparison's settings, and republish."""
     from cnn.fastchecks import fast_checks
-    from flows.failures import flow_output
     from flows.parameters import VARIANT_FIELDS
 
     fast_checks(run_params(args, refresh=True, publish=True), [args.variant])  # before reading the published rows
     params = run_params(args, refresh=True, publish=True, **published_defaults(args))
     _launch_server()
     checked_config(params, [params.variant])
+    from flows.failures import flow_output
     from flows.variant import train_variant_flow
 
     kwargs = params.model_dump(include=set(VARIANT_FIELDS))

@@ -14,6 +14,7 @@ from cnn.parallel import set_threads
 from cnn.pipeline import check_batch_size, variant_dir
 from cnn.report import failed_row, make_row
 from cnn.params import RunParams
+from flows.credentials import use_storage_block
 from flows.failures import error_line
 from flows.results import with_result_storage
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
@@ -116,5 +117,6 @@ def variant_steps(
     plug-ins are loaded there first (as any worker can load them)."""
     if threads:
         set_threads(threads)
+    use_storage_block(config.storage_block)  # a Dask worker elsewhere: the run's credentials from the same block
     load_variants(config.variant_modules, config.variant_files)
     return run_seeds(variant, config, seeds, progress)
