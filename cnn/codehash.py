@@ -22,6 +22,7 @@ NOT_RESULTS: dict[str, str] = {
     "cnn.errors": "error classes and their one-line texts: what a failure says",
     "cnn.fastchecks": "the CLI's early rejections; a run that passes them goes on with the same inputs",
     "cnn.codehash": "computes these keys",
+    "cnn.gpus": "picks which GPU runs a variant's steps, never what they compute (the device is in no key either)",
 }
 
 

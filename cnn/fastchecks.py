@@ -48,4 +48,6 @@ def fast_checks(params: RunParams, variants: Sequence[str] | None = None) -> Non
         raise no_gpu_error()
     from cnn.storage import Storage
 
-    Storage(params.storage).check_writable()
+    store = Storage(params.storage)
+    if not params.storage_block:  # a block's credentials reach the store once Prefect has loaded it (flows.settings)
+        store.check_writable()

@@ -44,6 +44,7 @@ VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
 _TASK_RUNNER = re.compile(r"dask|(dask|tcp|tls)://[^/\s]+")
+_STORAGE_BLOCK = re.compile(r"(aws-credentials|s3-bucket)/[^/\s]+")
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,12 @@ class RunParams(BaseModel):
     storage: Annotated[str, Text()] = Field(
         "./results",
         description="Where artifacts go: a local path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).",
+    )
+    storage_block: Annotated[
+        str, Text(optional=True, pattern=_STORAGE_BLOCK.pattern, allowed="aws-credentials/NAME or s3-bucket/NAME")
+    ] = Field(
+        "",
+        description="A saved prefect-aws block holding the s3:// store's credentials (and endpoint), aws-credentials/NAME or s3-bucket/NAME, for workers without AWS variables; empty: from the environment (pip install 'cnn-lab[aws]').",
     )
     run: Annotated[str, Text(optional=True)] = Field(
         "", description="Run folder name under the storage's dataset folder; empty: the flow run's start time and name."

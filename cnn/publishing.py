@@ -212,6 +212,8 @@ def comparison_table_rows(summaries: Sequence[Mapping[str, Any]], repeats: int) 
     return report.table_records(list(summaries), repeats)
 
 
-def link_url(url: str) -> str:
-    """A clickable link for a stored file: s3:// and other URLs as they are, local paths as file:// URLs."""
-    return url if "://" in url else f"file://{url}"
+def browser_links(images: Mapping[str, str]) -> dict[str, str]:
+    """The stored files a browser opens from the Prefect UI (http(s) addresses), by name, for link artifacts: a page
+    served over http may not open file:// links and s3:// is no web address, so those get none (the comparison
+    artifact lists every file's path)."""
+    return {name: url for name, url in images.items() if url.startswith(("http://", "https://"))}

@@ -206,16 +206,6 @@ def _launch_server() -> None:
     launch_tied_server()
 
 
-def raise_flow_error(result: Any) -> None:
-    """Raise the cnn-lab error that ended a flow run (flows.failures puts its line in the result), for main to print."""
-    from cnn.errors import CnnLabError
-    from flows.failures import flow_error
-
-    message = flow_error(result)
-    if message is not None:
-        raise CnnLabError(message)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """Check every parameter, run the comparison flow and print its table."""
     from flows.parameters import COMPARE_FIELDS
@@ -225,11 +215,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _launch_server()
     checked_config(params)
     from flows.compare import compare_architectures
+    from flows.failures import flow_output
 
     kwargs = params.model_dump(include=set(COMPARE_FIELDS))
     state = _run_flow(compare_architectures, kwargs, args.quiet)
-    result = state.result(raise_on_failure=False)
-    raise_flow_error(result)
+    result = flow_output(state)
     if isinstance(result, dict) and "comparison_md" in result:
         print(comparison_table_text(result, params))
     else:
@@ -262,6 +252,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     checked_config(params, [params.variant])
     from cnn.comparisons import read_comparison
     from cnn.storage import open_storage
+    from flows.failures import flow_output
     from flows.retrain import check_retrainable, retrain_variant
 
     dataset = params.dataset.lower()  # its records are checked before Prefect starts, as the flow checks them again
@@ -271,8 +262,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     given = {name: value for name, value in vars(args).items() if name in RETRAIN_FIELDS}
     kwargs = {name: getattr(params, name) for name in given}  # the checked values of the options typed
     state = _run_flow(retrain_variant, kwargs, args.quiet)
-    result = state.result(raise_on_failure=False)
-    raise_flow_error(result)
+    result = flow_output(state)
     if isinstance(result, dict) and "comparison_md" in result:
         print(comparison_table_text(result, params))
     else:

@@ -13,7 +13,7 @@ from cnn.errors import ConfigError
 from cnn.pipeline import variant_dir
 from cnn.report import failed_row
 from cnn.params import RunParams
-from flows.parameters import VARIANT_FIELDS
+from flows.parameters import VARIANT_FIELDS, VARIANT_RUN_NAME
 from tasks.store import read_row
 
 WAIT_TIMEOUT_S = 6 * 3600
@@ -72,7 +72,7 @@ def dispatch_variants(
                 parameters=variant_parameters(config, variant, seed, subdir),
                 timeout=0,
                 as_subflow=True,
-                flow_run_name=f"{variant}-seed{seed}",
+                flow_run_name=VARIANT_RUN_NAME.format(variant=variant, seed=seed, dataset=config.dataset),
             )
             logger.info("dispatched %s (seed %d) to %s as flow run %s", variant, seed, deployment, run.name)
             started.append((variant, seed, subdir, run))

@@ -64,6 +64,16 @@ def user_set_analytics() -> bool:
     return any(f.is_file() and "analytics_enabled" in f.read_text(errors="ignore").lower() for f in files)
 
 
+def quiet_telemetry_notice() -> None:
+    """Unless the user set telemetry: DO_NOT_TRACK=1 for this process and those it starts, before Prefect is imported.
+
+    On import in a terminal, Prefect prints a first-run notice that it collects usage data (prefect._internal.analytics.
+    notice); the temporary server has analytics off (server_environment), so it would send nothing and the notice
+    would be wrong. DO_NOT_TRACK is the client-side switch that notice names."""
+    if not user_set_analytics():
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
 def server_environment() -> dict[str, str]:
     """The temporary server's environment: this process's, no UI, and telemetry off unless the user set it.
 
@@ -159,6 +169,7 @@ def launch_tied_server() -> TiedServer | None:
         return _LAUNCHED[0]
     if os.environ.get("PREFECT_API_URL"):
         return None
+    quiet_telemetry_notice()
     server = TiedServer()
     server.launch()
     _LAUNCHED.append(server)
@@ -167,7 +178,8 @@ def launch_tied_server() -> TiedServer | None:
 
 def start_tied_server() -> TiedServer | None:
     """The tied temporary server (launched now unless it was), once it answers, with this process's Prefect settings
-    (and the processes it starts) pointed at it; None when Prefect's settings name a server."""
+    (and the processes it starts) pointed at it and no UI link printed; None when Prefect's settings name a server
+    (which stays, so Prefect prints its runs' links)."""
     from prefect.context import refresh_global_settings_context
     from prefect.settings import (
         PREFECT_API_URL,
@@ -185,5 +197,6 @@ def start_tied_server() -> TiedServer | None:
         return None
     server.wait_ready(max(int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()), STARTUP_TIMEOUT_S))
     os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["PREFECT_UI_URL"] = ""  # no UI and gone with the CLI: Prefect prints no `View at <link>` for its runs
     refresh_global_settings_context()
     return server

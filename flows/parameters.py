@@ -31,9 +31,12 @@ RETRAIN_PLACE = (
     "run",
     "variant_files",
     "variant_modules",
+    "storage_block",
 )
 RETRAIN_OVERRIDES = tuple(name for name in recorded_fields() if name not in RETRAIN_PLACE)
 RETRAIN_FIELDS = tuple(name for name in RunParams.model_fields if name in RETRAIN_PLACE or name in RETRAIN_OVERRIDES)
+# A train-variant flow run's name: its variant, the seed it trains (seed + repeat), the dataset
+VARIANT_RUN_NAME = "{variant}-s{seed}-on-{dataset}"
 
 
 def flow_signature(fields: Iterable[str], optional: Iterable[str] = ()) -> inspect.Signature:

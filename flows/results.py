@@ -5,6 +5,10 @@ the same in every store for the same inputs: anyone who can write to a shared st
 next identical run. Here every result is written as a record declaring `cnn-lab-json` (json.dumps/json.loads, no object
 hooks), and the storage block hands Prefect a stored record only after checking that it declares exactly that: any other
 file is a cache miss with a warning, so the step runs again and its fresh record replaces the bad one.
+
+Prefect also stores the error of a failed task through the task's serializer (states.exception_to_failed_state, with
+write_result when results persist): that record holds the error's class name and message as text, and reads back as a
+StoredError, so a failed task never logs a serializer warning and never leaves its state pointing at a missing file.
 """
 
 from __future__ import annotations
@@ -21,17 +25,27 @@ from prefect.settings import PREFECT_API_URL
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field
 
-from cnn.storage import Storage
+from cnn.storage import Storage, redact
 
 RESULTS_DIR = "_prefect-results"  # starts with "_": can never clash with a dataset folder (safe names start with a letter or digit)
 SERIALIZER_TYPE = "cnn-lab-json"
 RECORD_KEYS = {"metadata", "result"}
 METADATA_KEYS = {"storage_key", "expiration", "serializer", "prefect_version", "storage_block_id"}
 RESULT_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # Prefect's cache keys are hex digests
+ERROR_RECORD = "cnn_lab_error"  # a failed task's stored error: {ERROR_RECORD: {"type": class name, "message": text}}
 
 
 class UntrustedResult(ValueError):
     """A stored result file that cnn-lab will not load (not a plain-JSON record it wrote)."""
+
+
+class StoredError(Exception):
+    """A failed task's error read back from its stored record: the class name and message, as text (nothing it names is
+    imported or called)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}")
 
 
 class PlainJSONSerializer(Serializer):
@@ -40,12 +54,18 @@ class PlainJSONSerializer(Serializer):
     type: str = Field(default=SERIALIZER_TYPE, frozen=True)
 
     def dumps(self, obj: Any) -> bytes:
-        """JSON bytes of `obj` (a TypeError for anything that is not plain data)."""
+        """JSON bytes of `obj` (a TypeError for anything that is not plain data); an error (a failed task's state) as
+        its class name and message, credentials removed."""
+        if isinstance(obj, BaseException):
+            obj = {ERROR_RECORD: {"type": type(obj).__name__, "message": redact(str(obj))}}
         return json.dumps(obj).encode()
 
     def loads(self, blob: bytes) -> Any:
-        """The plain data in `blob`."""
-        return json.loads(blob)
+        """The plain data in `blob`; a stored error as a StoredError (what Prefect expects a failed state to hold)."""
+        value = json.loads(blob)
+        if isinstance(value, dict) and set(value) == {ERROR_RECORD} and isinstance(value[ERROR_RECORD], dict):
+            return StoredError(str(value[ERROR_RECORD].get("type")), str(value[ERROR_RECORD].get("message")))
+        return value
 
 
 def check_record(content: bytes) -> bytes:

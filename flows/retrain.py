@@ -15,6 +15,7 @@ from cnn.errors import ConfigError
 from cnn.params import RunParams, parse_params
 from cnn.publishing import comparison_artifact_key
 from cnn.storage import open_storage
+from flows.credentials import use_storage_block
 from flows.failures import fail_in_one_line
 from flows.parameters import RETRAIN_FIELDS, RETRAIN_OVERRIDES, run_parameters
 from flows.settings import prepare_run
@@ -64,6 +65,7 @@ def retrain_variant(**values: Any) -> dict[str, Any]:
     logger = get_run_logger()
     place = parse_params({k: v for k, v in values.items() if k not in RETRAIN_OVERRIDES and v is not None})
     dataset = place.dataset.lower()
+    use_storage_block(place.storage_block)  # the store's credentials, before its first read
     found = read_comparison(place.storage, dataset, place.comparison)  # checked before any training
     comparison = check_retrainable(place.variant, found, place.storage, dataset, place.comparison)
     config = prepare_run(retrain_params(values, comparison), variants=[place.variant])

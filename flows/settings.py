@@ -12,6 +12,7 @@ from cnn.models import check_variant_names, load_variants, portable_plugins
 from cnn.params import RunParams, parse_params
 from cnn.storage import Storage, safe_name
 from cnn.train import resolve_device
+from flows.credentials import use_storage_block
 
 
 def check_storage(storage: str) -> str:
@@ -36,6 +37,7 @@ def default_run_name() -> str:
 def prepare_run(params: RunParams | None = None, variants: Sequence[str] | None = None, **values: object) -> RunParams:
     """The run config every task and step of this run receives, unchanged: `params` (or `values`, parsed) after the
     plug-ins load and the variant and dataset names, the device and the store pass their checks, with
+    - the store's credentials from the `storage_block` block, when one is named (flows.credentials),
     - `variants`: the variants this run trains (`variants` if given, else the comparison's: `params.compared()`),
     - `run`: the run folder's name (the flow run's time and name when none was given),
     - `dataset`: as the store names it (lowercase); `data_dir` with ~ expanded,
@@ -46,6 +48,7 @@ def prepare_run(params: RunParams | None = None, variants: Sequence[str] | None 
     names = check_variant_names(variants if variants is not None else params.compared(), field)
     get_dataset_spec(params.dataset)
     resolve_device(params.device)
+    use_storage_block(params.storage_block)
     check_storage(params.storage)
     plugins = portable_plugins(params.variant_modules, params.variant_files)
     return params.model_copy(

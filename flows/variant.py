@@ -11,13 +11,23 @@ from prefect.states import Failed
 from cnn.models import builtin_variants
 from cnn.params import parse_params
 from flows.failures import fail_in_one_line
-from flows.parameters import VARIANT_FIELDS, run_parameters
+from flows.parameters import VARIANT_FIELDS, VARIANT_RUN_NAME, run_parameters
 from flows.settings import prepare_run
 from flows.variant_steps import run_seeds
 from tasks.progress import announce_run
 
 
-@flow(name="train-variant", flow_run_name="{variant}-on-{dataset}")
+def run_name() -> str:
+    """This flow run's name from its parameters: the variant, the seed it trains, the dataset."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    return VARIANT_RUN_NAME.format(
+        variant=p["variant"], seed=int(p["seed"]) + int(p.get("repeat", 0)), dataset=p["dataset"]
+    )
+
+
+@flow(name="train-variant", flow_run_name=run_name)
 @fail_in_one_line
 @run_parameters(VARIANT_FIELDS, notes={"variant": f"Built in: {', '.join(builtin_variants())}."})
 def train_variant_flow(**values: Any) -> dict[str, Any]:

@@ -8,11 +8,13 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from cnn.errors import StorageError
+from cnn.gpus import own_device
 from cnn.models import load_variants
 from cnn.parallel import set_threads
 from cnn.pipeline import check_batch_size, variant_dir
 from cnn.report import failed_row, make_row
 from cnn.params import RunParams
+from flows.credentials import use_storage_block
 from flows.failures import error_line
 from flows.results import with_result_storage
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
@@ -35,10 +37,22 @@ def run_seeds(
 ) -> list[dict[str, Any]]:
     """One variant for every seed: one LR test (when lr is auto), the seeds trained together, then each seed evaluated,
     inspected and published; a failing seed becomes a failed row, a failing step before training fails every seed.
+    On a machine with several GPUs the steps run on one that no other variant uses meanwhile (cnn.gpus).
 
     Seed k's files go in subdirs[k] (default: seed-<seed> when there are several). A StorageError is raised: the store
     is every variant's, so the others would fail the same way after as long a wait. `progress` holds the artifact id,
     the (variant, seed) runs done before this variant, and the total."""
+    with own_device(config.device) as device:
+        return _seeds_steps(variant, config.model_copy(update={"device": device}), seeds, progress, subdirs)
+
+
+def _seeds_steps(
+    variant: str,
+    config: RunParams,
+    seeds: list[int],
+    progress: dict[str, Any] | None,
+    subdirs: list[str | None] | None,
+) -> list[dict[str, Any]]:
     subdirs = subdirs or [f"seed-{seed}" if len(seeds) > 1 else None for seed in seeds]
     try:
         info = _task(prepare_dataset, config)(config)
@@ -142,5 +156,6 @@ def variant_steps(
     plug-ins are loaded there first (as any worker can load them)."""
     if threads:
         set_threads(threads)
+    use_storage_block(config.storage_block)  # a Dask worker elsewhere: the run's credentials from the same block
     load_variants(config.variant_modules, config.variant_files)
     return run_seeds(variant, config, seeds, progress)

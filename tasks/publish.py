@@ -73,9 +73,9 @@ def publish_comparison(config: RunParams, rows: list[dict[str, Any]]) -> dict[st
             key=key("galleries"),
             description=f"{dataset}: the same probe images through each variant's first and last conv; first-layer filters",
         )
-    for name, url in built["images"].items():
+    for name, url in publishing.browser_links(built["images"]).items():
         create_link_artifact(
-            publishing.link_url(url),
+            url,
             link_text=name,
             key=key("plot", name),
             description=publishing.link_description(name, dataset),

@@ -20,7 +20,7 @@ def artifacts(key: str) -> list[Any]:
     return asyncio.run(_artifacts(key))
 
 
-async def _task_states(flow_run_id: Any, wait_s: float = 30) -> dict[str, list[str]]:
+async def _final_task_runs(flow_run_id: Any, wait_s: float = 30) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -31,12 +31,20 @@ async def _task_states(flow_run_id: Any, wait_s: float = 30) -> dict[str, list[s
             # the server records task-run states from events, after the flow run has returned: on a busy machine a
             # task run was read without its state; wait until each has its final one
             if all(run.state is not None and run.state.is_final() for run in runs):
-                break
+                return runs
             if asyncio.get_running_loop().time() > deadline:
-                break
+                return runs
             await asyncio.sleep(0.2)
+
+
+def task_runs(flow_run_id: Any) -> list[Any]:
+    """The task runs of a flow run as the API holds them, once each has its final state (or after 30 s)."""
+    return asyncio.run(_final_task_runs(flow_run_id))
+
+
+async def _task_states(flow_run_id: Any) -> dict[str, list[str]]:
     states: dict[str, list[str]] = {}
-    for run in runs:
+    for run in await _final_task_runs(flow_run_id):
         task = run.task_key.rsplit("-", 1)[0]  # the task's function name (run names say step, variant and seed)
         states.setdefault(task, []).append(run.state.name if run.state else "(no state)")
     return {k: sorted(v) for k, v in states.items()}

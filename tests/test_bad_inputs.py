@@ -713,6 +713,13 @@ CASES = [
         ConfigError,
         r"^data_dir: 's3://cnn-lab/mirror' is a URL; dataset mirrors are read from a local folder .*\(allowed: a local folder in torchvision's layout, ~ expanded\)$",
     ),
+    Case(
+        "storage-block-not-a-block-name",
+        lambda c: parse_params({"storage_block": "my-creds"}),
+        ConfigError,
+        r"^storage_block: 'my-creds' is not aws-credentials/NAME or s3-bucket/NAME \(allowed: aws-credentials/NAME or s3-bucket/NAME\)$",
+        pure=True,
+    ),
 ]
 
 
@@ -957,6 +964,12 @@ FLOW_CASES = [
         {"data_dir": "s3://cnn-lab/mirror"},
         r"ConfigError: data_dir: 's3://cnn-lab/mirror' is a URL; dataset mirrors are read from a local folder",
     ),
+    (
+        "flow-storage-block-unknown",
+        "compare",
+        {"storage_block": "aws-credentials/no-such-block"},
+        r"^ConfigError: storage_block: no aws-credentials block named 'no-such-block' on the Prefect server at http\S+ \(allowed: aws-credentials/NAME or s3-bucket/NAME, saved on the Prefect server the run reports to\)$",
+    ),
 ]
 
 
@@ -1011,5 +1024,6 @@ def test_bad_input_fails_the_flow_run_with_the_message(
         "flow-truncated-comparison-record",
         "flow-data-dir-s3-url",
         "flow-batch-larger-than-train-split",
+        "flow-storage-block-unknown",
     ):
         assert not [k for k in after if k.endswith("checkpoint.pt") and k not in before], "it trained before failing"

@@ -215,6 +215,34 @@ def test_gpu_pool_job_requests_nvidia_gpus(name: str, gpus: int) -> None:
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
 
 
+@pytest.mark.parametrize(("name", "gpus"), [("train-variant-gpu", 1), ("compare-nightly", 0)])
+def test_the_kubernetes_worker_renders_a_job_that_requests_the_gpus_image_and_command(
+    name: str, gpus: int, prefect_harness
+) -> None:
+    """The job manifest as prefect-kubernetes's own worker code builds it for a flow run of the deployment."""
+    import uuid
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    image = "registry.example/cnn-lab:abc123"  # what the build step's {{ build-image.image }} becomes
+    job_variables = {**_deployments()[name]["work_pool"]["job_variables"], "image": image}
+    config = run_coro_as_sync(
+        KubernetesWorkerJobConfiguration.from_template_and_values(_template("gpu-pool.json"), job_variables)
+    )
+    flow_run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="cnn2_5-s0-on-fashion-mnist")
+    config.prepare_for_flow_run(flow_run)
+    pod = config.job_manifest["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": gpus}
+    assert container["image"] == image
+    assert container["args"] == ["prefect", "flow-run", "execute"]  # the worker's command for this flow run ...
+    assert {"name": "PREFECT__FLOW_RUN_ID", "value": str(flow_run.id)} in container["env"]  # ... and which run
+    assert container["envFrom"] == [{"secretRef": {"name": "cnn-lab-storage", "optional": True}}]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
 def test_process_pool_template_runs_flows_headless() -> None:
     env = _render(_template("local-pool.json"), {})["env"]
     assert env["MPLBACKEND"] == "Agg"

@@ -14,6 +14,9 @@ from cnn.errors import ConfigError
 SETTINGS = {"dataset": "digits", "epochs": 1, "batch_size": 32, "max_train": 200, "max_test": 100}
 
 
+FLOW_RUN_IDS: dict[str, object] = {}  # the fixture's flow runs, by name
+
+
 @pytest.fixture(scope="module")
 def compared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """One comparison of lenet1 on digits (parallel 'auto' keeps one variant in the flow's process): result and store."""
@@ -22,6 +25,7 @@ def compared(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> tuple
     store = tmp_path_factory.mktemp("store")
     state = compare_architectures(**SETTINGS, variants=["lenet1"], storage=str(store), run="first", return_state=True)
     assert state.is_completed(), state.message
+    FLOW_RUN_IDS["compare"] = state.state_details.flow_run_id
     return state.result(), store
 
 
@@ -33,6 +37,41 @@ def test_a_comparison_trains_each_variant_and_writes_its_report(compared: tuple[
     assert {"model.pt", "metrics.json", "row.json"} <= {
         p.name for p in (store / "digits" / "first" / "lenet1").iterdir()
     }
+
+
+def test_the_comparisons_task_runs_are_named_by_step_variant_and_seed(compared: tuple[dict, Path]) -> None:
+    from prefect_helpers import task_runs
+
+    names = {run.name for run in task_runs(FLOW_RUN_IDS["compare"])}
+    assert names == {
+        "dataset digits",
+        "lr lenet1",
+        "train lenet1 s0",
+        "evaluate lenet1 s0",
+        "features lenet1 s0",
+        "publish lenet1 s0",
+        "read comparison default on digits",
+        "record comparison default on digits",
+        "publish comparison default on digits",
+    }
+
+
+def test_every_task_is_named_by_what_it_runs() -> None:
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import flows
+    import tasks
+
+    found: dict[str, Task] = {}
+    for package in (tasks, flows):
+        for info in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+            module = importlib.import_module(info.name)
+            found |= {task.name: task for task in vars(module).values() if isinstance(task, Task)}
+    assert {"train_variant", "publish_comparison", "read_comparison", "read_row", "variant_steps"} <= set(found)
+    assert not [name for name, task in found.items() if not task.task_run_name], "a task run named <task>-<n>"
 
 
 def test_a_dispatching_comparison_reads_a_finished_runs_row_back(compared: tuple[dict, Path]) -> None:

@@ -268,3 +268,14 @@ def test_link_artifacts_say_what_they_show_and_galleries_get_their_own_page() ->
     assert "base64,AA" in comparison and "base64,BB" not in comparison and "the galleries artifact" in comparison
     assert "## filters\n\n![filters](data:image/png;base64,BB)" in galleries_markdown(built, "digits")
     assert galleries_markdown({**built, "images_small": {"f1_heatmap": "x"}}, "digits") == ""
+
+
+def test_link_artifacts_only_for_files_a_browser_opens_from_the_ui() -> None:
+    from cnn.publishing import browser_links
+
+    images = {
+        "local": "/home/me/results/digits/r/report/f1_heatmap.png",
+        "s3": "s3://bucket/results/digits/r/report/f1_heatmap.png",
+        "served": "https://files.example.com/results/digits/r/report/f1_heatmap.png",
+    }
+    assert browser_links(images) == {"served": images["served"]}

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from rich.theme import Theme
 
-from cnn.errors import DataError
+from cnn.errors import CnnLabError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = {"epoch": 2, "epochs": 4, "train_loss": 0.4321, "val_acc": 0.875, "images_per_sec": 2512.0}
@@ -43,6 +43,45 @@ def test_the_temporary_server_gets_telemetry_off_unless_the_user_set_it(
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.stdout.split()[-1:] == [str(server_gets).lower() if server_gets else "None"], done.stderr
+
+
+def _in_a_terminal(code: str, env: dict[str, str], cwd: Path) -> str:
+    """What `python -c code` prints with its stdout and stderr on a pseudo-terminal (as in an interactive shell)."""
+    import pty
+
+    main, side = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=side, stderr=side
+    ) as proc:
+        os.close(side)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(120)
+    os.close(main)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_prefect_prints_no_usage_data_notice_beside_the_temporary_server(tmp_path: Path) -> None:
+    from prefect._internal.analytics.ci_detection import CI_ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in CI_ENV_VARS}
+    env.pop("DO_NOT_TRACK", None)
+    env.update(PYTHONPATH=str(ROOT))
+    notice = "Prefect collects anonymous usage data"
+    plain = _in_a_terminal("import prefect", {**env, "PREFECT_HOME": str(tmp_path / "a")}, tmp_path)
+    assert notice in plain, plain  # a first run in a terminal: the notice (so the check below can fail)
+    code = "from flows.local_server import quiet_telemetry_notice\nquiet_telemetry_notice()\nimport prefect"
+    ours = _in_a_terminal(code, {**env, "PREFECT_HOME": str(tmp_path / "b")}, tmp_path)
+    assert notice not in ours, ours
+    kept = {**env, "PREFECT_HOME": str(tmp_path / "c"), "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+    assert notice in _in_a_terminal(code, kept, tmp_path)  # telemetry the user turned on: Prefect's notice stays
 
 
 def _display(quiet: bool, terminal: bool) -> tuple[object, io.StringIO]:
@@ -113,7 +152,7 @@ def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
 ) -> None:
     from prefect import flow, task
 
-    from flows.failures import fail_in_one_line
+    from flows.failures import fail_in_one_line, flow_output
 
     @task
     def load() -> None:
@@ -140,15 +179,40 @@ def test_a_cnn_lab_error_in_a_flow_ends_it_failed_in_one_line_without_traceback(
         and state.message
         == "DataError: dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
     )
-    assert state.result(raise_on_failure=False) == {
-        "error": "dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
-    }
+    with pytest.raises(CnnLabError) as raised:  # what the CLI prints, as `cnn-lab: <line>`
+        flow_output(state)
+    assert str(raised.value) == "dataset 'FashionMNIST' could not be downloaded (URLError: offline). Ways out: ..."
     assert not [r for r in caplog.records if r.exc_info or r.exc_text], "a traceback in the log"
+    with pytest.raises(DataError) as ended:
+        state.result()  # what a worker's engine does with the final state: it raises the error the run ended with ...
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("prefect.flow_runs").error("Engine execution exited", exc_info=ended.value)
+    assert "Engine execution exited" not in caplog.text  # ... and its log of that is dropped (the Failed line said it)
     caplog.clear()
     with caplog.at_level(logging.INFO):
         state = unexpected(return_state=True)
     assert state.is_failed() and "ZeroDivisionError" in state.message
     assert [r for r in caplog.records if r.exc_info], "an unexpected error keeps its traceback"
+
+
+def test_a_flow_that_returns_failed_hands_the_engine_an_error_and_the_cli_its_data(prefect_harness) -> None:
+    from prefect import flow
+    from prefect.states import Failed
+
+    from flows.failures import RunFailed, fail_in_one_line, flow_output
+
+    @flow
+    @fail_in_one_line
+    def none_worked() -> None:
+        return Failed(message="every variant failed: lenet1: boom", data={"rows": [{"variant": "lenet1"}]})
+
+    state = none_worked(return_state=True)
+    assert state.is_failed() and state.message == "every variant failed: lenet1: boom"
+    assert flow_output(state) == {"rows": [{"variant": "lenet1"}]}  # the CLI still prints the table
+    with pytest.raises(
+        RunFailed, match="^every variant failed: lenet1: boom$"
+    ):  # not "Unexpected result for failed state"
+        state.result()
 
 
 @pytest.mark.slow
@@ -176,6 +240,7 @@ def test_quickstart_with_a_batch_larger_than_the_data_ends_in_one_line_before_an
     lines = done.stderr.splitlines()
     assert "cnn-lab: batch_size: 5000 is larger than the 1293 training images (allowed: 1..1293, or auto)" in lines
     assert "Traceback" not in done.stderr and "telemetry" not in done.stderr and "database is locked" not in done.stderr
+    assert "View at" not in done.stderr, "a link to the temporary server, which has no UI and is gone now"
     assert not [line for line in lines if "lr_range_test" in line or "train_variant" in line], (
         "a step ran after the data step"
     )

@@ -19,7 +19,7 @@ from flows.results import (
     check_record,
     read_task_result,
 )
-from prefect_helpers import task_states
+from prefect_helpers import task_runs, task_states
 
 
 class Marker:
@@ -108,3 +108,42 @@ def test_planted_result_is_a_cache_miss_with_a_warning_never_run(prefect_harness
         assert check_record((results / key).read_bytes()), f"{name}: the fresh result did not replace the planted one"
     again = prepare(return_state=True)
     assert task_states(again.state_details.flow_run_id) == {"prepare_dataset": ["Cached"]}
+
+
+def test_a_failed_task_stores_its_error_as_text_and_its_state_reads_it_back(
+    prefect_harness, tmp_path: Path, caplog
+) -> None:
+    from prefect import flow, task
+    from prefect.states import get_state_exception
+
+    from cnn.errors import DataError
+    from flows.results import StoredError, with_result_storage
+
+    storage = str(tmp_path / "store")
+
+    @task(persist_result=True)
+    def load() -> None:
+        raise DataError("dataset 'FashionMNIST' could not be downloaded (URLError: offline)")
+
+    @flow
+    def run() -> None:
+        with_result_storage(load, storage)()
+
+    with caplog.at_level(logging.WARNING):
+        state = run(return_state=True)
+    assert state.is_failed()
+    assert "Failed to write result" not in caplog.text and "serialize" not in caplog.text, caplog.text
+    [stored] = [p for p in (tmp_path / "store" / RESULTS_DIR).iterdir() if not p.name.startswith(".")]
+    record = json.loads(check_record(stored.read_bytes()))
+    assert json.loads(record["result"]) == {
+        "cnn_lab_error": {
+            "type": "DataError",
+            "message": "dataset 'FashionMNIST' could not be downloaded (URLError: offline)",
+        }
+    }
+    [task_run] = task_runs(state.state_details.flow_run_id)
+    error = get_state_exception(task_run.state)  # the state the API holds points at that record
+    assert isinstance(error, StoredError) and error.type_name == "DataError"
+    assert str(error) == "DataError: dataset 'FashionMNIST' could not be downloaded (URLError: offline)"
+    planted = {"cnn_lab_error": {"type": "os.system", "message": "touch x"}}
+    assert isinstance(PlainJSONSerializer().loads(json.dumps(planted).encode()), StoredError)  # a name, never looked up
