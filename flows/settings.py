@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cnn.data import get_dataset_spec
 from cnn.models import check_variant_names, load_variants, portable_plugins
 from cnn.checks import AUTO
+from cnn.fastchecks import check_task_runner
 from cnn.params import REFRESH_STEPS, RunParams, default_of, parse_params
 from cnn.storage import Storage, safe_name
 from cnn.train import TrainConfig
@@ -93,6 +94,7 @@ def build_settings(
     config = {**checked.to_dict(), "epochs": params.epochs, "batch_size": params.batch_size}
     storage = check_storage(params.storage)
     run = safe_name(params.run, "run") if params.run else default_run_name()
+    check_task_runner(params.task_runner)
     from cnn.pipeline import (
         DatasetRef,
     )  # after the checks: the pipeline imports plotting and metrics libraries (seconds)

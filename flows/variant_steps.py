@@ -15,6 +15,7 @@ from cnn.report import failed_row, make_row
 from flows.failures import error_line
 from flows.results import with_result_storage
 from flows.settings import RunSettings
+from flows.worker_lifecycle import variant_thread
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 
 
@@ -116,4 +117,5 @@ def variant_steps(
     if threads:
         set_threads(threads)
     load_variants(settings.plugins["variant_modules"], settings.plugins["variant_files"])
-    return run_seeds(variant, settings, seeds, progress)
+    with variant_thread():  # on a thread of the flow's process, a stop interrupts it there
+        return run_seeds(variant, settings, seeds, progress)

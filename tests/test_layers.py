@@ -75,5 +75,5 @@ def test_cli_rejects_a_bad_parameter_before_importing_torch_or_prefect() -> None
     assert done.stdout.split() == ["2", "[]"], done.stdout + done.stderr
     assert (
         done.stderr
-        == "cnn-lab: epochs: must be 'auto' or an integer >= 1, got '0' (allowed: 'auto' or an integer >= 1)\n"
+        == "cnn-lab: epochs: must be 'auto' or an integer in [1, 10000], got '0' (allowed: 'auto' or an integer in [1, 10000])\n"
     )
