@@ -13,8 +13,13 @@ import sys
 from typing import Any
 
 from benchmarks.datasets import register_distorted_digits
-from benchmarks.recipe import TOLERANCE, auto_or_count, run_cnn_lab
-from cnn.checks import AUTO
+from benchmarks.recipe import TOLERANCE, run_cnn_lab
+from cnn.checks import AUTO, NumberList, Number, option_type
+from cnn.params import check_of
+
+
+# --batches: up to 16 batch sizes, each a valid batch_size
+BATCHES = NumberList(Number(integer=True, ge=1, le=check_of("batch_size").upper()), max_items=16)
 
 
 def bench_batches(
@@ -65,13 +70,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description="cnn-lab's recipe at large batch sizes against a small one, same epochs")
     p.add_argument("--dataset", default="distorted-digits-large")
     p.add_argument("--variants", default="lenet5,cnn2_5")
-    p.add_argument("--batches", default="64,1024", help="comma-separated; the first is the baseline")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batches", default="64,1024", type=option_type(BATCHES), help="comma-separated; the first is the baseline"
+    )
+    p.add_argument("--seed", type=option_type(check_of("seed")), default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--epochs", default=AUTO, type=auto_or_count, help="default: the recipe's")
+    p.add_argument("--epochs", default=AUTO, type=option_type(check_of("epochs")), help="default: the recipe's")
     args = p.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",")]
-    rows = bench_batches(args.dataset, args.variants.split(","), batches, args.seed, args.device, args.epochs)
+    rows = bench_batches(args.dataset, args.variants.split(","), args.batches, args.seed, args.device, args.epochs)
     print(format_rows(rows))
     return rows
 

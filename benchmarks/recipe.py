@@ -22,7 +22,8 @@ import torch
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.reference import train_reference
 from cnn import pipeline, recipe
-from cnn.checks import AutoOrCount
+from cnn.checks import option_type
+from cnn.params import check_of, count_option, seed_list
 from cnn.models import list_variants
 from cnn.params import RunParams
 
@@ -160,14 +161,6 @@ def bench_recipe(
     return {"pairs": pairs, "rows": summarise(pairs), "environment": env}
 
 
-def auto_or_count(text: str) -> int | str:
-    """An option's 'auto' or integer >= 1, checked as the flows check batch_size and epochs (cnn.checks.AutoOrCount)."""
-    try:
-        return AutoOrCount().check(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     """Options of the recipe benchmark."""
     p = argparse.ArgumentParser(
@@ -175,15 +168,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--datasets", default=",".join(DATASETS[:2]), help=f"comma-separated, from {', '.join(DATASETS)}")
     p.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2", type=option_type(seed_list()), help="comma-separated seeds")
     p.add_argument(
-        "--alexnet-max-train", type=int, default=None, help="train AlexNet on at most this many images (CPU)"
+        "--alexnet-max-train",
+        type=count_option("max_train"),
+        default=None,
+        help="train AlexNet on at most this many images (CPU)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--batch-size",
         default=recipe.AUTO,
-        type=auto_or_count,
+        type=option_type(check_of("batch_size")),
         help="cnn-lab's batch size (default: the recipe's rule); the reference keeps 32",
     )
     p.add_argument("--json", default=None, help="also write every pair and row to this file")
@@ -206,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = bench_recipe(
         args.datasets.split(","),
         variants,
-        [int(s) for s in args.seeds.split(",")],
+        args.seeds,
         max_train=limits,
         device=args.device,
         batch_size=args.batch_size,

@@ -44,7 +44,7 @@ from cnn.pipeline import DEFAULT_LR_RULE, build_model, chosen_lr, range_test_swe
 from cnn import recipe
 from cnn.recipe import MIN_LR_TEST_STEPS
 from cnn.models import count_parameters
-from cnn.params import default_of
+from cnn.params import count_option, default_of
 from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device
 
 DEFAULT_BATCH_SIZE = (
@@ -1012,12 +1012,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--device", default="auto")
     p.add_argument("--variant", default="cnn2_5")
-    p.add_argument("--n-train", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=1, help="training runs per pipeline; the median is reported")
+    p.add_argument("--n-train", type=count_option("max_train"), default=None)
+    p.add_argument("--epochs", type=count_option("epochs"), default=1)
+    p.add_argument(
+        "--repeats", type=count_option("repeats"), default=1, help="training runs per pipeline; the median is reported"
+    )
     p.add_argument(
         "--batch-sizes",
-        type=int,
+        type=count_option("batch_size"),
         nargs="+",
         default=None,
         help=f"cnn-lab batch sizes (default {SEED_BATCH_SIZE} {DEFAULT_BATCH_SIZE})",

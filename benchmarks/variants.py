@@ -35,6 +35,7 @@ from benchmarks.speed import (
 from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import count_parameters, list_variants
+from cnn.params import count_option
 from cnn.pipeline import DEFAULT_LR_RULE
 from cnn.train import TrainConfig, Trainer, _positive_int, resolve_device
 
@@ -308,11 +309,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Train every variant at a large batch and at the seeds' batch; print the comparison's training floor"
     )
     p.add_argument("--variants", nargs="+", default=None, help="default: every registered variant")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=GPU_BATCH_SIZE)
-    p.add_argument("--reference-batch", type=int, default=SEED_BATCH_SIZE, help="0 skips the accuracy reference")
-    p.add_argument("--n-train", type=int, default=60_000)
-    p.add_argument("--n-test", type=int, default=N_TEST)
+    p.add_argument("--epochs", type=count_option("epochs"), default=10)
+    p.add_argument("--batch-size", type=count_option("batch_size"), default=GPU_BATCH_SIZE)
+    p.add_argument(
+        "--reference-batch",
+        type=count_option("batch_size", low=0),
+        default=SEED_BATCH_SIZE,
+        help="0 skips the accuracy reference",
+    )
+    p.add_argument("--n-train", type=count_option("max_train"), default=60_000)
+    p.add_argument("--n-test", type=count_option("max_test"), default=N_TEST)
     p.add_argument("--device", default="auto")
     p.add_argument("--lr-max", type=float, default=LR_MAX, help="upper end of the LR range test")
     p.add_argument("--lr-rule", default=DEFAULT_LR_RULE, help="min_loss_div10 or steepest")

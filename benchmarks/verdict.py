@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from benchmarks.datasets import register_distorted_digits
-from benchmarks.recipe import auto_or_count
 from benchmarks.speed import environment
 from cnn import pipeline
 from cnn.checks import AUTO
-from cnn.params import RunParams
+from cnn.checks import option_type
+from cnn.params import RunParams, check_of
 from cnn.predictions import Run, load_runs
 from cnn.testset import TestSet
 from cnn.report import make_row
@@ -369,7 +369,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat-seeds", default="3", help="seeds a variant in the repeats test's trials (comma-separated)")
     p.add_argument("--replicates", type=int, default=REPLICATES, help="bootstrap replicates per trial")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--epochs", default=AUTO, type=auto_or_count, help="default: the recipe's (a smaller run for tests)")
+    p.add_argument(
+        "--epochs",
+        default=AUTO,
+        type=option_type(check_of("epochs")),
+        help="default: the recipe's (a smaller run for tests)",
+    )
     p.add_argument("--max-train", type=int, default=None, help="train on at most this many images (for tests)")
     p.add_argument("--checks", default="all", help="'all', or kind:dataset:a:b;... (kind: false-alarm or power)")
     p.add_argument("--json", default=None, help="write the result here (e.g. benchmarks/results/verdict.json)")

@@ -1,12 +1,16 @@
 """Annotated markers for pydantic fields: a check whose error names the bad value and the allowed values in one line,
-and the JSON schema a Prefect form shows for the field (bounds, select boxes, no const or None-typed fields)."""
+and the JSON schema a Prefect form shows for the field (bounds, select boxes, no const or None-typed fields).
+
+Every numeric marker has an upper bound (`Check.upper`), declared where the field is (cnn/params.py), so that a typo's
+extra zeros are refused before anything loads; tests/test_params.py fails for a numeric field without one."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +55,10 @@ class Check:
         """The form's schema for this field."""
         return schema
 
+    def upper(self) -> float | None:
+        """The largest value allowed, for a numeric check (None: not numeric, or unbounded)."""
+        return None
+
 
 @dataclass(frozen=True)
 class Number(Check):
@@ -83,14 +91,19 @@ class Number(Check):
             return f"{kind} {'<=' if high[0] == ']' else '<'} {_num(high[1])}"
         return kind
 
+    def within(self, value: int | float) -> bool:
+        """Whether `value` is within the bounds."""
+        low_ok = (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+        return low_ok and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)
+
+    def upper(self) -> float | None:
+        """The upper bound (inclusive or not)."""
+        return self.le if self.le is not None else self.lt
+
     def check(self, value: Any) -> int | float:
         """Parse and range-check `value`."""
         parsed = parse_number(value, self.integer)
-        if parsed is None:
-            raise fail(f"must be {self.allowed()}, got {value!r}", self.allowed())
-        low_ok = (self.ge is None or parsed >= self.ge) and (self.gt is None or parsed > self.gt)
-        high_ok = (self.le is None or parsed <= self.le) and (self.lt is None or parsed < self.lt)
-        if not (low_ok and high_ok):
+        if parsed is None or not self.within(parsed):
             raise fail(f"must be {self.allowed()}, got {value!r}", self.allowed())
         return parsed
 
@@ -125,7 +138,7 @@ def parse_number(value: Any, integer: bool) -> int | float | None:
 
 @dataclass(frozen=True)
 class Count(Number):
-    """An optional count: 0 (or empty) means all."""
+    """An optional count in [0, le]: 0 (or empty) means all."""
 
     integer: bool = True
     ge: float | None = 0
@@ -137,19 +150,25 @@ class Count(Number):
 
 @dataclass(frozen=True)
 class Share(Check):
-    """A share in (0, 1) or a whole count >= 1 (the count's upper bound depends on the data)."""
+    """A share in (0, 1) or a whole count in [1, max_count] (the data bound the count further when the run starts)."""
+
+    max_count: int
 
     def check(self, value: Any) -> float | int:
         """A float below 1, or an int."""
-        allowed = "a share in (0, 1) or a whole count >= 1"
+        allowed = f"a share in (0, 1) or a whole count in [1, {self.max_count}]"
         parsed = parse_number(value, integer=False)
-        if parsed is None or parsed <= 0 or (parsed >= 1 and not float(parsed).is_integer()):
+        if parsed is None or parsed <= 0 or (parsed >= 1 and not float(parsed).is_integer()) or parsed > self.max_count:
             raise fail(f"must be {allowed}, got {value!r}", allowed)
         return parsed if parsed < 1 else int(parsed)
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """A number > 0."""
-        return {**schema, "exclusiveMinimum": 0}
+        """A number > 0, at most the largest count."""
+        return {**schema, "exclusiveMinimum": 0, "maximum": self.max_count}
+
+    def upper(self) -> float | None:
+        """The largest count."""
+        return self.max_count
 
 
 @dataclass(frozen=True)
@@ -170,53 +189,59 @@ class Choice(Check):
         return {"type": "string", "enum": list(self.choices)}
 
 
-@dataclass(frozen=True)
-class LearningRate(Check):
-    """'auto' (the LR range test) or a positive finite number."""
-
-    def check(self, value: Any) -> float | str:
-        """'auto' or a float > 0."""
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        parsed = parse_number(value, integer=False)
-        if parsed is None or parsed <= 0:
-            raise fail(f"must be 'auto' or a positive number, got {value!r}", "'auto' or a finite number > 0")
-        return float(parsed)
-
-    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """Two kinds the form switches between: a number, or the word auto (a select, not a dead const field)."""
-        return {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "title": "number"},
-                {"type": "string", "enum": ["auto"], "title": "auto"},
-            ]
-        }
-
-
 AUTO = "auto"
 
 
-@dataclass(frozen=True)
-class AutoOrCount(Check):
-    """'auto' (a rule of the data picks the value, cnn/recipe.py) or an integer >= 1."""
+class AutoOr(Check):
+    """'auto' (a rule picks the value when the run starts) or a number within the bounds of `number()`."""
 
-    def check(self, value: Any) -> int | str:
-        """'auto' or an int >= 1."""
+    def number(self) -> Number:
+        """The check of a value that is not 'auto'."""
+        raise NotImplementedError
+
+    def upper(self) -> float | None:
+        """The number's upper bound."""
+        return self.number().upper()
+
+    def check(self, value: Any) -> int | float | str:
+        """'auto' or the checked number."""
         if isinstance(value, str) and value.strip().lower() == AUTO:
             return AUTO
-        parsed = parse_number(value, integer=True)
-        if parsed is None or parsed < 1:
-            raise fail(f"must be 'auto' or an integer >= 1, got {value!r}", "'auto' or an integer >= 1")
-        return int(parsed)
+        number = self.number()
+        allowed = f"'{AUTO}' or {number.allowed()}"
+        parsed = parse_number(value, number.integer)
+        if parsed is None or not number.within(parsed):
+            raise fail(f"must be {allowed}, got {value!r}", allowed)
+        return int(parsed) if number.integer else float(parsed)
 
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
-        """A number or the word auto, as for the learning rate."""
-        return {
-            "anyOf": [
-                {"type": "integer", "minimum": 1, "title": "number"},
-                {"type": "string", "enum": [AUTO], "title": "auto"},
-            ]
-        }
+        """Two kinds the form switches between: a number with its bounds, or the word auto (a select, not a dead const
+        field)."""
+        number = self.number()
+        shown = number.json_schema({"type": "integer" if number.integer else "number"})
+        return {"anyOf": [{**shown, "title": "number"}, {"type": "string", "enum": [AUTO], "title": AUTO}]}
+
+
+@dataclass(frozen=True)
+class LearningRate(AutoOr):
+    """'auto' (the LR range test) or a finite number in (0, le]."""
+
+    le: float
+
+    def number(self) -> Number:
+        """A number in (0, le]."""
+        return Number(gt=0, le=self.le)
+
+
+@dataclass(frozen=True)
+class AutoOrCount(AutoOr):
+    """'auto' (a rule of the data picks the value, cnn/recipe.py) or an integer in [1, le]."""
+
+    le: int
+
+    def number(self) -> Number:
+        """An integer in [1, le]."""
+        return Number(integer=True, ge=1, le=self.le)
 
 
 @dataclass(frozen=True)
@@ -240,6 +265,41 @@ class Text(Check):
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """A string (empty allowed when optional)."""
         return {"type": "string"} if self.optional else {"type": "string", "minLength": 1}
+
+
+@dataclass(frozen=True)
+class NumberList(Check):
+    """A comma-separated list (or a list) of 1 to `max_items` numbers, each within the bounds of `item`."""
+
+    item: Number
+    max_items: int
+
+    def check(self, value: Any) -> list[int | float]:
+        """The numbers, in order."""
+        items = as_list(value)
+        allowed = f"a comma-separated list of 1 to {self.max_items} values, each {self.item.allowed()}"
+        if not isinstance(items, list) or not items or len(items) > self.max_items:
+            count = f"{len(items)} values" if isinstance(items, list) else repr(value)
+            raise fail(f"must be {allowed}, got {count}", allowed)
+        numbers = []
+        for item in items:
+            parsed = parse_number(item, self.item.integer)
+            if parsed is None or not self.item.within(parsed):
+                raise fail(f"{item!r} is not {self.item.allowed()}", allowed)
+            numbers.append(parsed)
+        return numbers
+
+
+def option_type(check: Check) -> Callable[[str], Any]:
+    """An argparse `type` that checks an option's text with `check`: a bad value is argparse's one-line error."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check.check(text)
+        except PydanticCustomError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
 
 
 def as_list(value: Any) -> Any:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cnn.redaction import redact
+
 
 class CnnLabError(Exception):
-    """Base class of every error cnn-lab raises on purpose."""
+    """Base class of every error cnn-lab raises on purpose. Its text goes through cnn.redaction.redact, so that no line
+    cnn-lab prints, logs or records as a flow run's message carries a credential, whatever URL the message names."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(CnnLabError, ValueError):
@@ -14,7 +20,7 @@ class ConfigError(CnnLabError, ValueError):
 
     def __init__(self, field: str, message: str, allowed: Iterable[object] | str | None = None):
         self.field = field
-        self.message = message
+        self.message = redact(message)
         self.allowed = allowed
         text = f"{field}: {message}"
         if allowed is not None:
@@ -49,3 +55,17 @@ class StorageError(CnnLabError):
 def no_gpu_error() -> ConfigError:
     """The error for a CUDA device where there is none (torch's check and the CLI's driver check say the same)."""
     return ConfigError("device", "CUDA was requested but no GPU is available", allowed=["auto", "cpu"])
+
+
+def no_mps_error() -> ConfigError:
+    """The error for an MPS device where there is none (torch's check and the CLI's platform check say the same)."""
+    return ConfigError(
+        "device", "MPS (Apple's GPU) was requested but is not available on this machine", allowed=["auto", "cpu"]
+    )
+
+
+def no_dask_error(spec: str) -> ConfigError:
+    """The error for a Dask task runner where prefect-dask is not installed."""
+    return ConfigError(
+        "task_runner", f"{spec!r} needs prefect-dask, which is not installed", allowed="pip install 'cnn-lab[dask]'"
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,13 +25,16 @@ from cnn.checks import (
     Count,
     LearningRate,
     Number,
+    NumberList,
     Share,
     Text,
     as_list,
     did_you_mean,
     fail,
+    option_type,
 )
 from cnn.errors import ConfigError
+from cnn.redaction import redact
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "onecycle", "cosine")
@@ -43,7 +46,13 @@ VARIANT_NAME = re.compile(r"[a-z0-9_]+")
 VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
-_TASK_RUNNER = re.compile(r"dask|(dask|tcp|tls)://[^/\s]+")
+# dask, or a scheduler's address: host (a name, an IPv4 address or a bracketed IPv6 one) and port, nothing else
+_TASK_RUNNER = re.compile(
+    r"dask|(?P<scheme>dask|tcp|tls)://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(?P<port>\d{1,5})"
+)
+TASK_RUNNER_ALLOWED = "dask (a local Dask cluster), or dask://host:port (or tcp://, tls://) of a running Dask scheduler"
+MAX_IMAGES = 100_000_000  # images in a split or a share of one: 80x ImageNet's 1.28 million training images
+LR_MAX = 1_000.0  # a learning rate (or LR range test bound): 100x the largest any optimizer here trains at (10)
 _STORAGE_BLOCK = re.compile(r"(aws-credentials|s3-bucket)/[^/\s]+")
 
 
@@ -78,6 +87,32 @@ class Device(Check):
     def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         """A string with the pattern."""
         return {"type": "string", "pattern": f"^({_DEVICE.pattern})$"}
+
+
+@dataclass(frozen=True)
+class TaskRunner(Check):
+    """Empty (this machine), dask, or a Dask scheduler's address with a port in [1, 65535]."""
+
+    def check(self, value: Any) -> str:
+        """The spec."""
+        if value is None or value == "":
+            return ""
+        if value == "dask" or (isinstance(value, str) and scheduler_address(value) is not None):
+            return value
+        shown = redact(value) if isinstance(value, str) else value
+        raise fail(f"{shown!r} is neither dask nor a scheduler's host:port", TASK_RUNNER_ALLOWED)
+
+    def json_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """A string: empty, dask or an address."""
+        return {"type": "string", "pattern": f"^(|{_TASK_RUNNER.pattern})$"}
+
+
+def scheduler_address(spec: str) -> tuple[str, int] | None:
+    """(host, port) of a Dask scheduler address spec, or None when `spec` is not one (or its port is out of range)."""
+    match = _TASK_RUNNER.fullmatch(spec.strip())
+    if match is None or match.group("port") is None or not 1 <= int(match.group("port")) <= 65_535:
+        return None
+    return match.group("host").strip("[]"), int(match.group("port"))
 
 
 @dataclass(frozen=True)
@@ -237,14 +272,15 @@ class RunParams(BaseModel):
         [],
         description="Python modules (importable names or .py file paths) whose @register_variant functions add variants; a worker imports them too.",
     )
-    epochs: Annotated[int | str, AutoOrCount(), LR_AND_TRAIN] = Field(
+    # bounds: far above any real run, low enough that a typo (a few extra zeros) is refused before anything allocates
+    epochs: Annotated[int | str, AutoOrCount(le=10_000), LR_AND_TRAIN] = Field(  # 10,000 epochs: weeks on any set here
         "auto", description="Training epochs per variant, or auto: enough to see 20,000 training images, 5 to 30."
     )
-    batch_size: Annotated[int | str, AutoOrCount(), LR_AND_TRAIN] = Field(
+    batch_size: Annotated[int | str, AutoOrCount(le=65_536), LR_AND_TRAIN] = Field(  # 32x the largest batch benchmarked
         "auto",
         description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch and 1,000 in the run (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size, and above 128 the base lr grows with it.",
     )
-    lr: Annotated[float | str, LearningRate(), Affects("train")] = Field(
+    lr: Annotated[float | str, LearningRate(le=LR_MAX), Affects("train")] = Field(
         "auto",
         description="auto runs Leslie Smith's LR range test per variant; a number uses that learning rate for all.",
     )
@@ -255,13 +291,13 @@ class RunParams(BaseModel):
         "onecycle", description="Per-step LR schedule: onecycle (peak at lr), cosine or none."
     )
     momentum: Annotated[float, Number(ge=0, lt=1), LR_AND_TRAIN] = Field(0.9, description="SGD momentum, in [0, 1).")
-    weight_decay: Annotated[float, Number(ge=0), LR_AND_TRAIN] = Field(
-        0.0, description="L2 weight decay (decoupled for adamw), >= 0."
+    weight_decay: Annotated[float, Number(ge=0, le=10), LR_AND_TRAIN] = Field(  # 100x the strongest in common use (0.1)
+        0.0, description="L2 weight decay (decoupled for adamw), in [0, 10]."
     )
-    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32), EVERY_STEP] = Field(
+    seed: Annotated[int, Number(integer=True, ge=0, lt=2**32), EVERY_STEP] = Field(  # numpy's seed range
         0, description="First seed; the split, the weights and the batch order follow it."
     )
-    repeats: Annotated[int, Number(integer=True, ge=1)] = Field(
+    repeats: Annotated[int, Number(integer=True, ge=1, le=1_000)] = Field(  # 1,000 seeds of every variant
         1, description="Seeds per variant (seed, seed+1, ...); the table shows mean, std and wins."
     )
     data_dir: Annotated[str, Text(), EVERY_STEP] = Field(
@@ -280,24 +316,24 @@ class RunParams(BaseModel):
     run: Annotated[str, Text(optional=True)] = Field(
         "", description="Run folder name under the storage's dataset folder; empty: the flow run's start time and name."
     )
-    val_size: Annotated[float, Share(), EVERY_STEP] = Field(
+    val_size: Annotated[float, Share(max_count=MAX_IMAGES), EVERY_STEP] = Field(
         0.1, description="Validation share in (0, 1), or a count of images, split from the training set with the seed."
     )
-    max_train: Annotated[int, Count(), EVERY_STEP] = Field(
+    max_train: Annotated[int, Count(le=MAX_IMAGES), EVERY_STEP] = Field(
         0, description="Use only this many training images (quick runs); 0: all."
     )
-    max_test: Annotated[int, Count(), EVERY_STEP] = Field(0, description="Use only this many test images; 0: all.")
+    max_test: Annotated[int, Count(le=MAX_IMAGES), EVERY_STEP] = Field(
+        0, description="Use only this many test images; 0: all."
+    )
     device: Annotated[str, Device()] = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps.")
     refresh: Annotated[list[str], Refresh()] = Field(
         [], description="Re-run cached steps: true for all, or some of lr, train, evaluate, features."
     )
-    parallel: Annotated[int | str, AutoOrCount()] = Field(
+    parallel: Annotated[int | str, AutoOrCount(le=256)] = Field(  # 256 workers: the most cores of one machine today
         "auto",
         description="Variants trained at once, each in its own process with the CPU cores split between them (on one GPU: sharing it); 1: one after another in this process; auto: by cores, memory and the comparison's size (cnn/parallel.py).",
     )
-    task_runner: Annotated[
-        str, Text(optional=True, pattern=_TASK_RUNNER.pattern, allowed="dask, dask://host:port or tcp://host:port")
-    ] = Field(
+    task_runner: Annotated[str, TaskRunner()] = Field(
         "",
         description="Where the variants run: empty for this machine (see parallel); dask for a local Dask cluster of parallel worker processes; dask://host:8786 for an existing Dask cluster (pip install 'cnn-lab[dask]').",
     )
@@ -310,12 +346,14 @@ class RunParams(BaseModel):
     subdir: Annotated[str, Text(optional=True)] = Field(
         "", description="Sub-folder under the variant's folder (repeats use seed-N); empty: none."
     )
-    repeat: Annotated[int, Number(integer=True, ge=0)] = Field(
+    repeat: Annotated[int, Number(integer=True, ge=0, le=1_000)] = Field(  # as many as repeats allows
         0,
         description="Which of a comparison's seeds a one-variant run trains: seed + repeat (the split of the data always follows seed).",
     )
-    lr_min: Annotated[float, Number(gt=0), Affects("lr")] = Field(1e-5, description="Lower bound of the LR range test.")
-    lr_max: Annotated[float, Number(gt=0), Affects("lr")] = Field(
+    lr_min: Annotated[float, Number(gt=0, le=LR_MAX), Affects("lr")] = Field(
+        1e-5, description="Lower bound of the LR range test."
+    )
+    lr_max: Annotated[float, Number(gt=0, le=LR_MAX), Affects("lr")] = Field(
         1.0, description="Upper bound of the LR range test; above lr_min."
     )
     # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
@@ -328,7 +366,10 @@ class RunParams(BaseModel):
     @model_validator(mode="after")
     def _lr_bounds(self) -> RunParams:
         if self.lr_max <= self.lr_min:
-            raise fail(f"must be greater than lr_min={self.lr_min!r}, got {self.lr_max!r}", f"a number > {self.lr_min}")
+            raise fail(
+                f"must be greater than lr_min={self.lr_min!r}, got {self.lr_max!r}",
+                f"a number in ({self.lr_min}, {LR_MAX:g}]",
+            )
         return self
 
     def result_fields(self, step: str) -> dict[str, Any]:
@@ -358,9 +399,22 @@ def recorded_fields() -> list[str]:
     return [name for name in RunParams.model_fields if (name in changing or name == "repeats") and name != "dataset"]
 
 
-def check_marker(name: str) -> Check | None:
-    """The Check marker of run parameter `name` (its validation and form schema), or None."""
-    return next((m for m in RunParams.model_fields[name].metadata if isinstance(m, Check)), None)
+def check_of(name: str) -> Check:
+    """The check of run parameter `name`: its type, bounds and the words of its errors (the form's schema too)."""
+    return next(m for m in RunParams.model_fields[name].metadata if isinstance(m, Check))
+
+
+def seed_list() -> NumberList:
+    """A list of seeds as the benchmarks take it: each a valid `seed`, at most as many as `repeats` allows."""
+    seed = check_of("seed")
+    assert isinstance(seed, Number)
+    return NumberList(seed, max_items=int(check_of("repeats").upper() or 1))
+
+
+def count_option(name: str, low: int = 1) -> Callable[[str], int]:
+    """An argparse type for a benchmark's count that means what run parameter `name` means: an integer from `low` to
+    that parameter's upper bound."""
+    return option_type(Number(integer=True, ge=low, le=check_of(name).upper()))
 
 
 def default_of(name: str) -> Any:

@@ -16,8 +16,11 @@ from typing import Any, TypeVar
 
 import fsspec
 
-from cnn.checks import SAFE_NAME, SAFE_NAME_ALLOWED
+from cnn.checks import SAFE_NAME, SAFE_NAME_ALLOWED, Number, parse_number
 from cnn.errors import ConfigError, StorageError
+from cnn.redaction import has_credentials, redact
+
+__all__ = ["Storage", "open_storage", "redact", "safe_name"]  # redact: cnn.redaction's, the one every message uses
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,12 +33,19 @@ GIVE_UP_VAR = "CNN_LAB_STORAGE_GIVE_UP_S"
 GIVE_UP_S = (
     60.0  # a store failing for this long (since its first failed operation) is given up on: no more retries anywhere
 )
+MAX_WAIT_S = 60.0  # the longest wait between two attempts (the backoff doubles after each)
+# The environment's numbers: default and check (bounds far above any real setting, so that a typo is refused)
+ENV_NUMBERS: dict[str, tuple[float, Number]] = {
+    RETRIES_VAR: (3, Number(integer=True, ge=1, le=100)),  # attempts per store operation
+    BACKOFF_VAR: (0.5, Number(ge=0, le=MAX_WAIT_S)),  # seconds before the first retry
+    GIVE_UP_VAR: (GIVE_UP_S, Number(ge=0, le=86_400)),  # seconds of failures: at most a day
+}
 OUTAGE_GAP_S = 300.0  # failures further apart than this (with no success between) count as separate outages
-CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # The largest file a read takes by default: far above any record, table or plot cnn-lab writes, far below a planted
 # file that would exhaust memory; checkpoints and weights are read with their own limit (cnn/checkpoints.py)
 MAX_READ_BYTES = 64 * 2**20
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+ENDPOINT = re.compile(r"https?://[^/\s?#@]+(/[^\s?#@]*)?")  # scheme, host[:port], optional path
 # botocore's own retries are off: this module retries (with the URL in the log line), so attempts stay countable
 S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"total_max_attempts": 1, "mode": "standard"}}
 SCHEMES_ALLOWED = "a local path, file://path, s3://bucket/prefix or memory://path"
@@ -83,21 +93,6 @@ RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
 _OUTAGES: dict[
     tuple[str, str | None, str], tuple[float, float]
 ] = {}  # store -> (first, last) failure time of the current outage
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(aws_secret_access_key|secret|password|token|key)=([^&\s]+)"),
-    re.compile(r"//[^/@\s]+:[^/@\s]+@"),
-]
-
-
-def redact(text: str) -> str:
-    """Remove credentials that may appear in URLs or messages."""
-    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}=***", text)
-    text = _SECRET_PATTERNS[1].sub("//***@", text)
-    for var in CREDENTIAL_VARS:
-        secret = os.environ.get(var)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 def safe_name(value: str, field: str) -> str:
@@ -118,18 +113,17 @@ def safe_name(value: str, field: str) -> str:
     return value
 
 
-def _env_number(var: str, default: float, minimum: float) -> float:
-    """A number from the environment variable `var` (default when unset); a bad value names the variable."""
+def env_number(var: str) -> float:
+    """The number in environment variable `var` of ENV_NUMBERS (its default when unset); a bad value names the variable
+    and the allowed range."""
+    default, check = ENV_NUMBERS[var]
     raw = os.environ.get(var, "").strip()
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= minimum:
-        raise ConfigError(var, f"must be a number >= {minimum:g}, got {raw!r}", allowed=f"a number >= {minimum:g}")
-    return value
+    parsed = parse_number(raw, check.integer)
+    if parsed is None or not check.within(parsed):
+        raise ConfigError(var, f"must be {check.allowed()}, got {raw!r}", allowed=check.allowed())
+    return parsed
 
 
 def check_url(url: str) -> tuple[str, str]:
@@ -165,12 +159,23 @@ def check_url(url: str) -> tuple[str, str]:
 
 
 def _endpoint(endpoint_url: str | None) -> tuple[str | None, str]:
-    """The S3 endpoint URL (given, or the first set of ENDPOINT_VARS) and the field it came from; checked for http(s)."""
+    """The S3 endpoint URL (given, or the first set of ENDPOINT_VARS) and the field it came from: an http(s) URL without
+    credentials (they would show up in every message naming the endpoint), a query or a fragment."""
     field = "endpoint_url"
+    given = {field: endpoint_url} if endpoint_url is not None else {v: os.environ.get(v, "") for v in ENDPOINT_VARS}
+    for name, url in given.items():  # every endpoint variable, also those that another one overrides
+        if url and has_credentials(url):
+            raise ConfigError(
+                name,
+                f"credentials in the endpoint are not accepted (they would show up in logs and messages): {redact(url)!r}",
+                allowed=f"http(s)://host:port, with credentials from {CREDENTIALS_HINT}",
+            )
     if endpoint_url is None:
         field = next((v for v in ENDPOINT_VARS if os.environ.get(v)), field)
         endpoint_url = os.environ.get(field) or None
-    if endpoint_url is not None and not re.match(r"^https?://[^/\s]+", endpoint_url):
+    if endpoint_url is None:
+        return None, field
+    if not ENDPOINT.fullmatch(endpoint_url):
         raise ConfigError(
             field, f"{redact(endpoint_url)!r} is not an http(s) URL", allowed="http://host:port or https://host"
         )
@@ -204,9 +209,9 @@ class Storage:
         self.url = base
         self.bucket = base.split("://", 1)[1].split("/", 1)[0] if scheme == "s3" else None
         self.endpoint_url = endpoint_url
-        self.retries = int(retries if retries is not None else _env_number(RETRIES_VAR, 3, 1))
-        self.backoff = float(backoff if backoff is not None else _env_number(BACKOFF_VAR, 0.5, 0))
-        self.give_up_s = _env_number(GIVE_UP_VAR, GIVE_UP_S, 0)
+        self.retries = int(retries if retries is not None else env_number(RETRIES_VAR))
+        self.backoff = float(backoff if backoff is not None else env_number(BACKOFF_VAR))
+        self.give_up_s = env_number(GIVE_UP_VAR)
         if self.retries < 1:
             raise ConfigError("retries", f"must be >= 1, got {retries!r}", allowed="an int >= 1")
         self.fs = fsspec.filesystem(scheme, **options)
@@ -231,7 +236,7 @@ class Storage:
             return f"no usable credentials for {self.bucket!r}: set {CREDENTIALS_HINT}"
         if isinstance(err, FileNotFoundError):
             if what.startswith("write") and self.scheme == "s3":
-                return f"bucket {self.bucket!r} does not exist at {self.endpoint_url or 'AWS S3'}: create it, or point storage at an existing bucket"
+                return f"bucket {self.bucket!r} does not exist at {redact(self.endpoint_url or 'AWS S3')}: create it, or point storage at an existing bucket"
             if what.startswith("write"):
                 return "a parent folder cannot be created there: pick a writable folder"
             return "not found"
@@ -280,7 +285,7 @@ class Storage:
                 failing = self._outage()
                 if attempt == self.retries or failing >= self.give_up_s:
                     where = (
-                        f"; is the endpoint {self.endpoint_url} ({self.endpoint_field}) reachable?"
+                        f"; is the endpoint {redact(self.endpoint_url)} ({self.endpoint_field}) reachable?"
                         if self.endpoint_url
                         else ""
                     )
@@ -293,7 +298,7 @@ class Storage:
                         f"storage: cannot {what} {shown}: failed after {attempt} attempt(s): {type(err).__name__}: {redact(str(err)).splitlines()[0] if str(err) else ''}{where}{gave_up}",
                         transient=not gave_up,
                     ) from None
-                wait = self.backoff * 2 ** (attempt - 1)
+                wait = min(self.backoff * 2 ** (attempt - 1), MAX_WAIT_S)
                 log.warning(
                     "%s %s failed (attempt %d/%d), retrying in %.1fs: %s",
                     what,

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from cnn.data.batches import BatchLoader
 from cnn.data.splits import DatasetSplits
-from cnn.errors import CheckpointError, ConfigError, TrainingDiverged, no_gpu_error
+from cnn.errors import CheckpointError, ConfigError, TrainingDiverged, no_gpu_error, no_mps_error
 from cnn.params import DEVICES, OPTIMIZERS, SCHEDULES, RunParams  # the run parameters, defined once (torch-free)
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ConfigError("device", f"unknown device {device!r}", allowed=DEVICES) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise no_gpu_error()
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise no_mps_error()
     return dev
 
 

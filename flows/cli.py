@@ -6,7 +6,6 @@ import argparse
 import atexit
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,12 @@ QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,cnn2_5,generic_
 
 # CLI spellings that differ from the parameter names (the parameters keep theirs in flows and deployments)
 OPTION_NAMES = {"variant_files": "--variant", "variant_modules": "--variant-module"}
+# `cnn-lab variants` builds each variant on the meta device for this input: (option, default, upper bound, help)
+VARIANT_TABLE_OPTIONS = (
+    ("--channels", 1, 1_024, "image channels (1 grey, 3 RGB); at most 1,024"),
+    ("--classes", 10, 100_000, "classes to tell apart; at most 100,000 (ImageNet-21k has 21,841)"),
+    ("--size", 28, 4_096, "native image side of the dataset; at most 4,096 (AlexNet's input is 224)"),
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,11 +51,11 @@ class Parser(argparse.ArgumentParser):
 def add_run_options(p: argparse.ArgumentParser, fields: Iterable[str]) -> None:
     """One option per run parameter, with its description and default as help; unset options keep the model's default."""
     from cnn.checks import Choice, LearningRate, Number
-    from cnn.params import ModuleList, Refresh, RunParams, VariantFiles, VariantNames, check_marker
+    from cnn.params import ModuleList, Refresh, RunParams, VariantFiles, VariantNames, check_of
 
     for name in fields:
         info = RunParams.model_fields[name]
-        marker = check_marker(name)
+        marker = check_of(name)
         default = info.default
         shown = ",".join(default) if isinstance(default, list) else default
         text = f"{info.description} Default: {shown if shown not in ('', {}) else 'none'}.".replace("%", "%%")
@@ -72,6 +77,8 @@ def add_run_options(p: argparse.ArgumentParser, fields: Iterable[str]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its four subcommands; compare and retrain take the flows' parameters."""
+    from cnn.checks import Number, option_type
+    from cnn.params import seed_list
     from flows.parameters import COMPARE_FIELDS, RETRAIN_FIELDS
 
     parser = Parser(prog="cnn-lab", description="Train, compare and inspect CNN architectures as Prefect flows.")
@@ -96,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no epoch progress in the terminal (the run's log keeps it)"
     )
     variants = sub.add_parser("variants", help="list variants with parameter counts and input sizes")
-    variants.add_argument("--channels", type=int, default=1)
-    variants.add_argument("--classes", type=int, default=10)
-    variants.add_argument("--size", type=int, default=28, help="native image side of the dataset")
+    for option, default, bound, text in VARIANT_TABLE_OPTIONS:
+        variants.add_argument(
+            option, type=option_type(Number(integer=True, ge=1, le=bound)), default=default, help=text, metavar="N"
+        )
     variants.add_argument("--json", action="store_true")
     add_run_options(variants, ["variant_files", "variant_modules"])
     bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the seed-style pipeline")
@@ -134,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --recipe: digits, distorted-digits-small/-medium/-large",
     )
     bench.add_argument("--variants", default="all", help="with --recipe: comma-separated variant names, or 'all'")
-    bench.add_argument("--seeds", default="0,1,2", help="with --recipe: comma-separated seeds")
+    bench.add_argument(
+        "--seeds", default="0,1,2", type=option_type(seed_list()), help="with --recipe: comma-separated seeds"
+    )
     return parser
 
 
@@ -158,24 +168,21 @@ def checked_config(params: RunParams, variants: list[str] | None = None) -> RunP
 
 
 class Interrupted(Exception):
-    """Ctrl-C stopped the flow run (which the server now shows as Crashed); `run` is its run folder, when known."""
+    """Ctrl-C or SIGTERM stopped the flow run (which the server now shows as Crashed); `run` is its run folder, when
+    known."""
 
     def __init__(self, run: str | None):
         self.run = run
         super().__init__(run)
 
 
-def _exit_at_once(signum: int, frame: Any) -> None:
-    """A second Ctrl-C during the clean-up: leave now (the temporary server stops itself once this process is gone)."""
-    os._exit(130)
-
-
 def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
     """Run a flow in this process (on a temporary server tied to it unless PREFECT_API_URL is set); return its state.
 
-    Ctrl-C raises Interrupted once the flow run is recorded as Crashed; cnn-lab's own errors are logged without their
-    traceback (flows.failures), each epoch shows once (flows.terminal_progress), and the temporary server's telemetry is
-    off unless the user set it (flows.local_server)."""
+    Ctrl-C or SIGTERM raises Interrupted once the flow run is recorded as Crashed (flows.interrupts); cnn-lab's own
+    errors are logged without their traceback (flows.failures), each epoch shows once (flows.terminal_progress), and the
+    temporary server's telemetry is off unless the user set it (flows.local_server)."""
+    from flows import interrupts
     from flows.failures import quiet_tracebacks
     from flows.local_server import start_tied_server
     from flows.terminal_progress import EpochDisplay
@@ -191,18 +198,18 @@ def _run_flow(flow_fn: Any, kwargs: dict[str, Any], quiet: bool) -> Any:
             start_tied_server()
             state = flow_fn(**kwargs, return_state=True)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, _exit_at_once)
         raise Interrupted(runs[-1] if runs else None) from None
-    if state.is_crashed() and "interrupt" in str(state.message):
-        signal.signal(signal.SIGINT, _exit_at_once)
+    if state.is_crashed() and interrupts.received():
         raise Interrupted(runs[-1] if runs else None)
     return state
 
 
 def _launch_server() -> None:
-    """Start the temporary Prefect server now (when no PREFECT_API_URL is set), so that it starts while torch loads."""
-    from flows.local_server import launch_tied_server
+    """Check Prefect's home and server variables, then start the temporary Prefect server now (when no PREFECT_API_URL
+    is set), so that it starts while torch loads."""
+    from flows.local_server import check_prefect_environment, launch_tied_server
 
+    check_prefect_environment()
     launch_tied_server()
 
 
@@ -302,7 +309,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 "--variants",
                 args.variants,
                 "--seeds",
-                args.seeds,
+                ",".join(str(seed) for seed in args.seeds),
                 "--device",
                 "cpu" if args.device == "auto" else args.device,
             ]
@@ -356,7 +363,23 @@ COMMANDS = {"compare": cmd_compare, "retrain": cmd_retrain, "variants": cmd_vari
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnn-lab` console script."""
-    args = build_parser().parse_args(argv)
+    from flows import interrupts
+
+    with interrupts.handled():  # first: Ctrl-C or SIGTERM while the imports below run ends in one line too
+        args = None
+        try:
+            args = build_parser().parse_args(argv)
+            return _run_command(args)
+        except Interrupted as stop:
+            interrupts.tell(_interrupted_line(args, stop.run))
+        except KeyboardInterrupt:  # outside a flow run (while importing, variants, bench, before the flow started)
+            interrupts.tell(interrupts.word())
+        _exit_now(interrupts.exit_code())
+    return interrupts.exit_code()  # not reached: _exit_now leaves
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the subcommand; a cnn-lab error is one line on stderr and exit code 2."""
     from cnn.errors import CnnLabError
 
     try:
@@ -364,12 +387,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnLabError as err:
         print(f"cnn-lab: {err}", file=sys.stderr)
         return 2
-    except Interrupted as stop:
-        print(f"cnn-lab: {_interrupted_line(args, stop.run)}", file=sys.stderr, flush=True)
-        _exit_now(130)
-    except KeyboardInterrupt:  # outside a flow run (variants, bench, or before the flow started)
-        print("cnn-lab: interrupted", file=sys.stderr, flush=True)
-        return 130
 
 
 def _exit_now(code: int) -> None:
@@ -381,13 +398,18 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _interrupted_line(args: argparse.Namespace, run: str | None) -> str:
-    """What to do after Ctrl-C: finished steps are cached and training resumes from the checkpoint in the same run folder."""
+def _interrupted_line(args: argparse.Namespace | None, run: str | None) -> str:
+    """What to do after Ctrl-C or SIGTERM: finished steps are cached and training resumes from the checkpoint in the
+    same run folder."""
+    from flows.interrupts import word
+
+    if args is None:
+        return word()
     if args.command == "retrain":
-        return "interrupted; nothing was published: rerun the same command to retrain afresh"
+        return f"{word()}; nothing was published: rerun the same command to retrain afresh"
     if getattr(args, "run", None) is None and run:
-        return f"interrupted; rerun the same command with --run {run} to resume"
-    return "interrupted; rerun the same command to resume"
+        return f"{word()}; rerun the same command with --run {run} to resume"
+    return f"{word()}; rerun the same command to resume"
 
 
 if __name__ == "__main__":

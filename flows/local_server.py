@@ -14,10 +14,15 @@ import os
 import socket
 import subprocess
 import sys
+import re
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from cnn.errors import ConfigError
+from cnn.redaction import has_credentials, redact
 
 STOP_WAIT_S = 1.5  # then SIGKILL: the SQLite database survives that, and the CLI exits within seconds of a Ctrl-C
 STARTUP_TIMEOUT_S = 120  # Prefect's default of 20 s is too short where training shares a few busy cores with the server
@@ -159,6 +164,61 @@ class TiedServer:
             process.kill()
 
 
+API_URL = re.compile(r"https?://[^/\s?#@]+(/[^\s?#@]*)?")  # scheme, host[:port], optional path
+API_URL_ALLOWED = (
+    "the API URL of a running Prefect server (e.g. http://127.0.0.1:4200/api), or unset for a temporary one"
+)
+HEALTH_TIMEOUT_S = 5.0
+
+
+def check_prefect_environment() -> None:
+    """Before Prefect loads: PREFECT_HOME is a folder (or can be made one), and PREFECT_API_URL, when set, is an http(s)
+    URL without credentials whose server answers (ConfigError naming the variable otherwise)."""
+    check_prefect_home(Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser())
+    if os.environ.get("PREFECT_API_URL"):
+        check_api_url(os.environ["PREFECT_API_URL"], "PREFECT_API_URL")
+
+
+def check_prefect_home(home: Path) -> None:
+    """Prefect keeps its settings and the temporary server's database in `home`: a folder, or one it can create."""
+    allowed = "a folder Prefect can write (its settings and database go there), or unset for ~/.prefect"
+    existing = next(p for p in (home, *home.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == home else f"is below {existing}, which is a file"
+        raise ConfigError("PREFECT_HOME", f"{home} {where}, not a folder", allowed=allowed)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("PREFECT_HOME", f"{existing} is not writable by this user", allowed=allowed)
+
+
+def check_api_url(url: str, source: str) -> None:
+    """`url` (from `source`) is a Prefect API URL without credentials whose /health answers within HEALTH_TIMEOUT_S:
+    200, or 401/403 from a server that wants the API key (Prefect sends it; this check does not)."""
+    if has_credentials(url):
+        raise ConfigError(
+            source,
+            f"credentials in the URL are not accepted (Prefect prints it in its logs): {redact(url)!r}",
+            allowed="the URL without them; PREFECT_API_KEY or PREFECT_API_AUTH_STRING carry credentials",
+        )
+    if not API_URL.fullmatch(url.strip()):
+        raise ConfigError(source, f"{redact(url)!r} is not an http(s) URL", allowed=API_URL_ALLOWED)
+    try:
+        with urllib.request.urlopen(f"{url.strip().rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return
+        raise ConfigError(
+            source,
+            f"{redact(url)} answers, but not as a Prefect API (HTTP {err.code} for /health)",
+            allowed=API_URL_ALLOWED,
+        ) from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            source, f"no Prefect server answers at {redact(url)} ({redact(str(reason))})", allowed=API_URL_ALLOWED
+        ) from None
+
+
 _LAUNCHED: list[TiedServer] = []
 
 
@@ -194,6 +254,8 @@ def start_tied_server() -> TiedServer | None:
         PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value()
     ):
         server.stop()  # a profile names a server (or forbids a temporary one): use that
+        if PREFECT_API_URL.value():
+            check_api_url(str(PREFECT_API_URL.value()), "PREFECT_API_URL (profile)")
         return None
     server.wait_ready(max(int(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()), STARTUP_TIMEOUT_S))
     os.environ["PREFECT_API_URL"] = server.api_url

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cnn.data import get_dataset_spec
 from cnn.models import check_variant_names, load_variants, portable_plugins
+from cnn.fastchecks import check_task_runner
 from cnn.params import RunParams, parse_params
 from cnn.storage import Storage, safe_name
 from cnn.train import resolve_device
@@ -48,6 +49,7 @@ def prepare_run(params: RunParams | None = None, variants: Sequence[str] | None 
     names = check_variant_names(variants if variants is not None else params.compared(), field)
     get_dataset_spec(params.dataset)
     resolve_device(params.device)
+    check_task_runner(params.task_runner)
     use_storage_block(params.storage_block)
     check_storage(params.storage)
     plugins = portable_plugins(params.variant_modules, params.variant_files)

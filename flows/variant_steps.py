@@ -17,6 +17,7 @@ from cnn.params import RunParams
 from flows.credentials import use_storage_block
 from flows.failures import error_line
 from flows.results import with_result_storage
+from flows.worker_lifecycle import variant_thread
 from tasks import evaluate_variant, extract_features, lr_range_test, prepare_dataset, publish_variant, train_variant
 from tasks.policy import STEP_OF_TASK
 from tasks.progress import mark_done
@@ -158,4 +159,5 @@ def variant_steps(
         set_threads(threads)
     use_storage_block(config.storage_block)  # a Dask worker elsewhere: the run's credentials from the same block
     load_variants(config.variant_modules, config.variant_files)
-    return run_seeds(variant, config, seeds, progress)
+    with variant_thread():  # on a thread of the flow's process, a stop interrupts it there
+        return run_seeds(variant, config, seeds, progress)

@@ -1,5 +1,6 @@
 """Measure what the user sees for each fault in docs/faults.md, through the real `cnn-lab` command: the time from the fault
-to the one-line error, the lines printed, and what the store kept. A measurement, not a test: `python tests/fault_timings.py`.
+to the one-line error, the lines printed, and what the store kept. A measurement, not a test: `python tests/fault_timings.py`
+(`--stops [--repeats N] [--json FILE]` measures only Ctrl-C, SIGTERM and SIGKILL with and without worker processes).
 
 Runs on scikit-learn's digits (offline) against one local Prefect server, except the Ctrl-C and SIGKILL cases, which use
 the CLI's own temporary server. Prints a Markdown table (and JSON with --json).
@@ -342,7 +343,97 @@ def measure(work: Path) -> list[dict]:
     return results
 
 
+STOPS = [  # (what, extra options, signal, to the process group?)
+    ("Ctrl-C, one process", [], signal.SIGINT, True),
+    ("Ctrl-C, --parallel 2", ["--variants", "lenet1,cnn2_5", "--parallel", "2"], signal.SIGINT, True),
+    (
+        "Ctrl-C, --task-runner dask",
+        ["--variants", "lenet1,cnn2_5", "--parallel", "2", "--task-runner", "dask"],
+        signal.SIGINT,
+        True,
+    ),
+    ("SIGTERM to the CLI, --parallel 2", ["--variants", "lenet1,cnn2_5", "--parallel", "2"], signal.SIGTERM, False),
+    ("SIGKILL of the CLI, --parallel 2", ["--variants", "lenet1,cnn2_5", "--parallel", "2"], signal.SIGKILL, False),
+    (
+        "SIGKILL of the CLI, --task-runner dask",
+        ["--variants", "lenet1,cnn2_5", "--parallel", "2", "--task-runner", "dask"],
+        signal.SIGKILL,
+        False,
+    ),
+]
+
+
+def measure_stops(work: Path, repeats: int = 3) -> list[dict]:
+    """Each stop of STOPS `repeats` times, mid-training on digits: seconds to the line and to the exit, the exit code,
+    the lines printed after the signal, tracebacks, and the processes still running 1 s and 5 s after the exit."""
+    results = []
+    for index, (what, extra, sig, group) in enumerate(STOPS):
+        for attempt in range(repeats):
+            env = env_for(work / f"prefect-{attempt}", None)
+            store = str(work / f"stops-{index}-{attempt}")  # a store of its own: no step of another stop is cached
+            run = Run(["compare", *BASE, "--variants", "lenet1", "--epochs", "40", "--storage", store, *extra], env)
+            run.wait_for(r"epoch 2/")
+            everything = descendants(run.proc.pid)
+            (os.killpg if group else os.kill)(run.proc.pid, sig)
+            sent, before = time.time(), len(run.lines)
+            run.finish()
+            exited = time.time() - sent
+            at, line = run.error_line()
+            after = [text for _, text in run.lines[before:]]
+            time.sleep(1)
+            left_1s = [p for p in everything if _alive(p)]
+            time.sleep(4)
+            results.append(
+                {
+                    "stop": what,
+                    "exit_code": run.proc.returncode,
+                    "line": line,
+                    "line_s": None if line == "(none)" else round(at - sent, 2),
+                    "exit_s": round(exited, 2),
+                    "lines_after_signal": len(after),
+                    "tracebacks": sum("Traceback" in text for _, text in run.lines),
+                    "left_after_1s": len(left_1s),
+                    "left_after_5s": len([p for p in everything if _alive(p)]),
+                }
+            )
+    return results
+
+
+def environment() -> dict:
+    """Machine, versions, load and command the figures were measured with."""
+    import platform
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "prefect": version("prefect"),
+        "distributed": version("distributed"),
+        "torch": version("torch"),
+        "cpus": os.cpu_count(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "command": " ".join(sys.argv),
+    }
+
+
 def main() -> None:
+    if "--stops" in sys.argv:  # only the stops: python tests/fault_timings.py --stops [--json out.json]
+        load = [round(x, 2) for x in os.getloadavg()]
+        with tempfile.TemporaryDirectory() as tmp:
+            repeats = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 3
+            stops = measure_stops(Path(tmp), repeats)
+        out = {"environment": {**environment(), "load_avg_before": load}, "stops": stops}
+        if "--json" in sys.argv:
+            Path(sys.argv[sys.argv.index("--json") + 1]).write_text(json.dumps(out, indent=2))
+        print(
+            "| stop | exit code | line | s to the line | s to the exit | lines after | tracebacks | left 1 s / 5 s after |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for r in stops:
+            print(
+                f"| {r['stop']} | {r['exit_code']} | {r['line']} | {r['line_s']} | {r['exit_s']} | "
+                f"{r['lines_after_signal']} | {r['tracebacks']} | {r['left_after_1s']} / {r['left_after_5s']} |"
+            )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         results = measure(Path(tmp))
     if "--json" in sys.argv:

@@ -3,12 +3,17 @@ allowed values, nothing stored earlier changes, and the flows end Failed with th
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
 import shutil
+import socket
 import subprocess
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,49 +229,49 @@ CASES = [
         "epochs-not-a-number",
         lambda c: parse_params({"epochs": "five"}),
         ConfigError,
-        r"^epochs: must be 'auto' or an integer >= 1, got 'five' \(allowed: 'auto' or an integer >= 1\)",
+        r"^epochs: must be 'auto' or an integer in \[1, 10000\], got 'five' \(allowed: 'auto' or an integer in \[1, 10000\]\)",
         pure=True,
     ),
     Case(
         "fractional-epochs",
         lambda c: parse_params({"epochs": 2.5}),
         ConfigError,
-        r"^epochs: must be 'auto' or an integer >= 1, got 2\.5 \(allowed: 'auto' or an integer >= 1\)",
+        r"^epochs: must be 'auto' or an integer in \[1, 10000\], got 2\.5 \(allowed: 'auto' or an integer in \[1, 10000\]\)",
         pure=True,
     ),
     Case(
         "zero-epochs-parameter",
         lambda c: parse_params({"epochs": 0}),
         ConfigError,
-        r"^epochs: must be 'auto' or an integer >= 1, got 0 \(allowed: 'auto' or an integer >= 1\)",
+        r"^epochs: must be 'auto' or an integer in \[1, 10000\], got 0 \(allowed: 'auto' or an integer in \[1, 10000\]\)",
         pure=True,
     ),
     Case(
         "nan-batch-size",
         lambda c: parse_params({"batch_size": math.nan}),
         ConfigError,
-        r"^batch_size: must be 'auto' or an integer >= 1, got nan \(allowed: 'auto' or an integer >= 1\)",
+        r"^batch_size: must be 'auto' or an integer in \[1, 65536\], got nan \(allowed: 'auto' or an integer in \[1, 65536\]\)",
         pure=True,
     ),
     Case(
         "nan-lr",
         lambda c: parse_params({"lr": "nan"}),
         ConfigError,
-        r"^lr: must be 'auto' or a positive number, got 'nan' \(allowed: 'auto' or a finite number > 0\)",
+        r"^lr: must be 'auto' or a finite number in \(0, 1000\], got 'nan' \(allowed: 'auto' or a finite number in \(0, 1000\]\)",
         pure=True,
     ),
     Case(
         "infinite-lr-max",
         lambda c: parse_params({"lr_max": math.inf}),
         ConfigError,
-        r"^lr_max: must be a finite number > 0, got inf \(allowed: a finite number > 0\)",
+        r"^lr_max: must be a finite number in \(0, 1000\], got inf \(allowed: a finite number in \(0, 1000\]\)",
         pure=True,
     ),
     Case(
         "negative-weight-decay",
         lambda c: parse_params({"weight_decay": -0.01}),
         ConfigError,
-        r"^weight_decay: must be a finite number >= 0, got -0\.01 \(allowed: a finite number >= 0\)",
+        r"^weight_decay: must be a finite number in \[0, 10\], got -0\.01 \(allowed: a finite number in \[0, 10\]\)",
         pure=True,
     ),
     Case(
@@ -287,21 +292,21 @@ CASES = [
         "repeats-zero",
         lambda c: parse_params({"repeats": 0}),
         ConfigError,
-        r"^repeats: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)",
+        r"^repeats: must be an integer in \[1, 1000\], got 0 \(allowed: an integer in \[1, 1000\]\)",
         pure=True,
     ),
     Case(
         "val-size-not-whole",
         lambda c: parse_params({"val_size": 1.5}),
         ConfigError,
-        r"^val_size: must be a share in \(0, 1\) or a whole count >= 1, got 1\.5",
+        r"^val_size: must be a share in \(0, 1\) or a whole count in \[1, 100000000\], got 1\.5",
         pure=True,
     ),
     Case(
         "negative-max-train",
         lambda c: parse_params({"max_train": -5}),
         ConfigError,
-        r"^max_train: must be an integer >= 0, got -5 \(allowed: an integer >= 0\)",
+        r"^max_train: must be an integer in \[0, 100000000\], got -5 \(allowed: an integer in \[0, 100000000\]\)",
         pure=True,
     ),
     Case(
@@ -396,7 +401,7 @@ CASES = [
         "negative-lr",
         lambda c: parse_params({"lr": -0.1}),
         ConfigError,
-        r"^lr: must be 'auto' or a positive number, got -0\.1 \(allowed: 'auto' or a finite number > 0\)",
+        r"^lr: must be 'auto' or a finite number in \(0, 1000\], got -0\.1 \(allowed: 'auto' or a finite number in \(0, 1000\]\)",
         pure=True,
     ),
     Case(
@@ -409,14 +414,14 @@ CASES = [
         "lr-bounds-reversed",
         lambda c: parse_params({"lr_min": 1.0, "lr_max": 0.01}),
         ConfigError,
-        r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a number > 1\.0\)",
+        r"^lr_max: must be greater than lr_min=1\.0, got 0\.01 \(allowed: a number in \(1\.0, 1000\]\)",
         pure=True,
     ),
     Case(
         "lr-min-not-positive",
         lambda c: parse_params({"lr_min": 0.0}),
         ConfigError,
-        r"^lr_min: must be a finite number > 0, got 0\.0 \(allowed: a finite number > 0\)",
+        r"^lr_min: must be a finite number in \(0, 1000\], got 0\.0 \(allowed: a finite number in \(0, 1000\]\)",
         pure=True,
     ),
     Case(
@@ -594,7 +599,7 @@ CASES = [
         "storage-retries-not-a-number",
         lambda c: Storage("memory://x"),
         ConfigError,
-        r"^CNN_LAB_STORAGE_RETRIES: must be a number >= 1, got 'many' \(allowed: a number >= 1\)",
+        r"^CNN_LAB_STORAGE_RETRIES: must be an integer in \[1, 100\], got 'many' \(allowed: an integer in \[1, 100\]\)",
         setup=lambda c: c.mp.setenv("CNN_LAB_STORAGE_RETRIES", "many"),
     ),
     Case(
@@ -799,7 +804,7 @@ def _snapshot(ctx: Ctx) -> dict[str, bytes]:
 
 
 def test_the_matrix_has_at_least_25_bad_inputs_and_matches_the_docs() -> None:
-    ids = [c.id for c in CASES] + [c[0] for c in FLOW_CASES]
+    ids = [c.id for c in CASES] + [c[0] for c in FLOW_CASES] + [c.id for c in CLI_CASES]
     assert len(CASES) >= 25 and len(ids) == len(set(ids))
     documented = re.findall(r"^\| \d+ \| `([a-z0-9-]+)` \|", DOC.read_text(), flags=re.M)
     assert sorted(documented) == sorted(ids), "docs/bad-inputs.md and the tests list different bad inputs"
@@ -854,7 +859,7 @@ FLOW_CASES = [
         "flow-repeats-zero",
         "compare",
         {"repeats": 0},
-        r"repeats: must be an integer >= 1, got 0 \(allowed: an integer >= 1\)",
+        r"repeats: must be an integer in \[1, 1000\], got 0 \(allowed: an integer in \[1, 1000\]\)",
     ),
     (
         "flow-unknown-optimizer",
@@ -866,7 +871,7 @@ FLOW_CASES = [
         "flow-nan-lr",
         "compare",
         {"lr": math.nan},
-        r"lr: must be 'auto' or a positive number, got nan \(allowed: 'auto' or a finite number > 0\)",
+        r"lr: must be 'auto' or a finite number in \(0, 1000\], got nan \(allowed: 'auto' or a finite number in \(0, 1000\]\)",
     ),
     (
         "flow-lr-bounds-reversed",
@@ -931,8 +936,8 @@ FLOW_CASES = [
     (
         "flow-nan-loss",
         "variant",
-        {"lr": 1e6, "schedule": "none"},
-        r"TrainingDiverged: loss became (nan|inf) at epoch 1, step \d+ \(lr=1e\+06\); lower lr",
+        {"lr": 1000, "schedule": "none"},
+        r"TrainingDiverged: loss became (nan|inf) at epoch 1, step \d+ \(lr=1e\+03\); lower lr",
     ),
     (
         "flow-resume-with-other-epochs",
@@ -1027,3 +1032,236 @@ def test_bad_input_fails_the_flow_run_with_the_message(
         "flow-storage-block-unknown",
     ):
         assert not [k for k in after if k.endswith("checkpoint.pt") and k not in before], "it trained before failing"
+
+
+# --- through the command line: issue 22's bounds, secrets and small cases ------------------------------------------
+
+ENDPOINT_SECRET = "endpoint-pw-5d81c0e9"  # not the AWS secret: redaction by the variables' values must not hide it
+DRIVER = r"""
+import contextlib, io, json, os, sys
+from flows.cli import main
+out = []
+for case in json.loads(sys.argv[1]):
+    saved = dict(os.environ)
+    os.environ.update(case["env"])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(case["argv"])
+        except SystemExit as stop:  # argparse's errors
+            code = stop.code
+    os.environ.clear()
+    os.environ.update(saved)
+    heavy = sorted(m for m in ("torch", "prefect", "torchvision") if m in sys.modules)
+    out.append({"id": case["id"], "code": code, "err": err.getvalue(), "heavy": heavy})
+print(json.dumps(out))
+"""
+
+
+@dataclass
+class CliCase:
+    """One bad input through `cnn-lab`: argv, environment, and a regex for the one line it gets on stderr (exit 2)."""
+
+    id: str
+    argv: list[str]
+    match: str
+    env: dict[str, str] = field(default_factory=dict)
+    fast: bool = True  # refused before torch or Prefect loads
+
+
+COMPARE = ["compare", "--dataset", "digits", "--variants", "lenet1", "--storage", "{tmp}/store"]
+CLI_CASES = [
+    CliCase(
+        "repeats-past-the-bound",
+        [*COMPARE, "--repeats", "1000000000"],
+        r"^cnn-lab: repeats: must be an integer in \[1, 1000\], got '1000000000' \(allowed: an integer in \[1, 1000\]\)$",
+    ),
+    CliCase(
+        "epochs-past-the-bound",
+        [*COMPARE, "--epochs", "100000"],
+        r"^cnn-lab: epochs: must be 'auto' or an integer in \[1, 10000\], got '100000' \(allowed: ",
+    ),
+    CliCase(
+        "batch-size-past-the-bound",
+        [*COMPARE, "--batch-size", "10000000"],
+        r"^cnn-lab: batch_size: must be 'auto' or an integer in \[1, 65536\], got '10000000' \(allowed: ",
+    ),
+    CliCase(
+        "parallel-past-the-bound",
+        [*COMPARE, "--parallel", "100000"],
+        r"^cnn-lab: parallel: must be 'auto' or an integer in \[1, 256\], got '100000' \(allowed: ",
+    ),
+    CliCase(
+        "max-train-past-the-bound",
+        [*COMPARE, "--max-train", "1e12"],
+        r"^cnn-lab: max_train: must be an integer in \[0, 100000000\], got '1e12' \(allowed: ",
+    ),
+    CliCase(
+        "lr-past-the-bound",
+        [*COMPARE, "--lr", "1e6"],
+        r"^cnn-lab: lr: must be 'auto' or a finite number in \(0, 1000\], got '1e6' \(allowed: ",
+    ),
+    CliCase(
+        "variants-table-size-past-the-bound",
+        ["variants", "--size", "100000"],
+        r"^cnn-lab variants: argument --size: must be an integer in \[1, 4096\], got '100000' \(allowed: ",
+    ),
+    CliCase(
+        "bench-seeds-not-numbers",
+        ["bench", "--recipe", "--seeds", "abc"],
+        r"^cnn-lab bench: argument --seeds: 'abc' is not an integer in \[0, 4294967296\) \(allowed: a comma-separated list of 1 to 1000 values",
+    ),
+    CliCase(
+        "storage-retries-infinite",
+        COMPARE,
+        r"^cnn-lab: CNN_LAB_STORAGE_RETRIES: must be an integer in \[1, 100\], got 'inf' \(allowed: an integer in \[1, 100\]\)$",
+        env={"CNN_LAB_STORAGE_RETRIES": "inf"},
+    ),
+    CliCase(
+        "storage-backoff-not-a-number",
+        COMPARE,
+        r"^cnn-lab: CNN_LAB_STORAGE_BACKOFF: must be a finite number in \[0, 60\], got 'soon' \(allowed: ",
+        env={"CNN_LAB_STORAGE_BACKOFF": "soon"},
+    ),
+    CliCase(
+        "storage-give-up-past-the-bound",
+        COMPARE,
+        r"^cnn-lab: CNN_LAB_STORAGE_GIVE_UP_S: must be a finite number in \[0, 86400\], got '1e9' \(allowed: ",
+        env={"CNN_LAB_STORAGE_GIVE_UP_S": "1e9"},
+    ),
+    CliCase(
+        "endpoint-with-credentials",
+        [*COMPARE[:-1], f"s3://{BUCKET}/x"],
+        r"^cnn-lab: AWS_ENDPOINT_URL: credentials in the endpoint are not accepted \(they would show up in logs and messages\): 'http://\*\*\*@127\.0\.0\.1:\d+' \(allowed: ",
+        env={"AWS_ENDPOINT_URL": "http://AKIDEXAMPLE:" + ENDPOINT_SECRET + "@127.0.0.1:{dead}"},
+    ),
+    CliCase(
+        "run-name-unsafe-before-torch",
+        [*COMPARE, "--run", "../escape"],
+        r"^cnn-lab: run: '\.\./escape' is not a safe name \(allowed: letters, digits",
+    ),
+    CliCase(
+        "task-runner-malformed",
+        [*COMPARE, "--task-runner", "tcp://scheduler:notaport"],
+        r"^cnn-lab: task_runner: 'tcp://scheduler:notaport' is neither dask nor a scheduler's host:port \(allowed: ",
+    ),
+    CliCase(
+        "task-runner-unreachable",
+        [*COMPARE, "--task-runner", "tcp://127.0.0.1:{dead}"],
+        r"^cnn-lab: task_runner: no Dask scheduler answers at tcp://127\.0\.0\.1:\d+ \(ConnectionRefusedError: .*\) \(allowed: ",
+    ),
+    CliCase(
+        "task-runner-not-a-scheduler",
+        [*COMPARE, "--task-runner", "tcp://127.0.0.1:{silent}"],
+        r"^cnn-lab: task_runner: tcp://127\.0\.0\.1:\d+ accepts connections but is not a Dask scheduler \(no greeting within 5 s\)",
+    ),
+    CliCase(
+        "prefect-home-is-a-file",
+        COMPARE,
+        r"^cnn-lab: PREFECT_HOME: \S+/a-file is a file, not a folder \(allowed: ",
+        env={"PREFECT_HOME": "{tmp}/a-file"},
+    ),
+    CliCase(
+        "prefect-api-url-dead",
+        COMPARE,
+        r"^cnn-lab: PREFECT_API_URL: no Prefect server answers at http://127\.0\.0\.1:\d+/api \(.*\) \(allowed: the API URL of a running Prefect server",
+        env={"PREFECT_API_URL": "http://127.0.0.1:{dead}/api"},
+    ),
+    CliCase(
+        "prefect-api-url-malformed",
+        COMPARE,
+        r"^cnn-lab: PREFECT_API_URL: 'localhost:4200/api' is not an http\(s\) URL \(allowed: ",
+        env={"PREFECT_API_URL": "localhost:4200/api"},
+    ),
+    CliCase(
+        "prefect-api-url-with-credentials",
+        COMPARE,
+        r"^cnn-lab: PREFECT_API_URL: credentials in the URL are not accepted \(Prefect prints it in its logs\): 'http://\*\*\*@127\.0\.0\.1:\d+/api'",
+        env={"PREFECT_API_URL": "http://me:" + ENDPOINT_SECRET + "@127.0.0.1:{dead}/api"},
+    ),
+    CliCase(
+        "variant-json-nested-too-deep",
+        [*COMPARE, "--variant", "deep={tmp}/deep.json"],
+        r"^cnn-lab: variant_files: variant 'deep' from \S+/deep\.json: \S+/deep\.json nests lists or objects too deeply to read",
+        fast=False,
+    ),
+    CliCase(
+        "plugin-exits-at-import",
+        [*COMPARE, "--variant-module", "{tmp}/exits.py"],
+        r"^cnn-lab: variant_modules: '\S+/exits\.py' called sys\.exit\(0\) while it was imported \(allowed: ",
+        fast=False,
+    ),
+]
+if sys.platform != "darwin":  # MPS can exist on macOS only; there torch decides
+    CLI_CASES.insert(
+        13,
+        CliCase(
+            "mps-where-there-is-none",
+            [*COMPARE, "--device", "mps"],
+            r"^cnn-lab: device: MPS \(Apple's GPU\) was requested but is not available on this machine \(allowed: auto, cpu\)$",
+        ),
+    )
+
+
+@contextlib.contextmanager
+def _silent_listener() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never says a word (as a web server waits for a request)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in [*held, server]:
+            conn.close()
+
+
+def test_each_command_line_case_is_one_line_exit_code_2_and_no_secret(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "deep.json").write_text('{"conv_channels": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "CNN_LAB_"))}
+    env.update(PYTHONPATH=str(DOC.parents[1]), HOME=str(tmp_path), PREFECT_HOME=str(tmp_path / "prefect"))
+    with _silent_listener() as silent:
+        values = {"tmp": str(tmp_path), "dead": str(free_port()), "silent": str(silent)}
+        cases = [
+            {
+                "id": c.id,
+                "argv": [a.format(**values) for a in c.argv],
+                "env": {k: v.format(**values) for k, v in c.env.items()},
+            }
+            for c in sorted(CLI_CASES, key=lambda c: not c.fast)  # the fast ones first: nothing heavy loaded yet
+        ]
+        done = subprocess.run(
+            [sys.executable, "-c", DRIVER, json.dumps(cases)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=600,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {r["id"]: r for r in json.loads(done.stdout)}
+    for case in CLI_CASES:
+        got = results[case.id]
+        assert got["code"] == 2, (case.id, got)
+        assert re.search(case.match, got["err"]), (case.id, got["err"])
+        assert got["err"].count("\n") == 1 and "Traceback" not in got["err"], (case.id, got["err"])
+        assert ENDPOINT_SECRET not in got["err"] and SECRET not in got["err"], case.id
+        if case.fast:
+            assert got["heavy"] == [], f"{case.id}: torch or Prefect loaded before the refusal"
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(ENDPOINT_SECRET.encode() in p.read_bytes() for p in written), "a secret reached a file"

@@ -65,4 +65,4 @@ def test_a_bad_count_stops_the_benchmark_with_the_allowed_values(option: str, ca
     with pytest.raises(SystemExit) as stop:
         main([option, "0"])
     assert stop.value.code == 2
-    assert f"argument {option}: must be 'auto' or an integer >= 1, got '0'" in capsys.readouterr().err
+    assert f"argument {option}: must be 'auto' or an integer in [1, " in capsys.readouterr().err

@@ -26,11 +26,11 @@ CASES = [
     ),
     (
         ["compare", "--dataset", "digits", "--epochs", "0"],
-        "cnn-lab: epochs: must be 'auto' or an integer >= 1, got '0' (allowed: 'auto' or an integer >= 1)",
+        "cnn-lab: epochs: must be 'auto' or an integer in [1, 10000], got '0' (allowed: 'auto' or an integer in [1, 10000])",
     ),
     (
         ["compare", "--dataset", "digits", "--lr", "-1"],
-        "cnn-lab: lr: must be 'auto' or a positive number, got '-1' (allowed: 'auto' or a finite number > 0)",
+        "cnn-lab: lr: must be 'auto' or a finite number in (0, 1000], got '-1' (allowed: 'auto' or a finite number in (0, 1000])",
     ),
     (
         ["compare", "--dataset", "digits", "--variants", "generic_2,generic_2"],

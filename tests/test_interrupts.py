@@ -213,3 +213,204 @@ def test_the_terminal_shows_cnn_lab_errors_and_interrupts_without_a_traceback() 
     assert all(_NoTraceback().filter(r) for r in (ours, interrupt, bug))
     assert ours.exc_info is None and interrupt.exc_info is None
     assert bug.exc_info is not None  # a bug keeps its traceback
+
+
+# --- with workers: --parallel 2 (a process pool) and --task-runner dask ---------------------------------------------
+
+PARALLEL = ("--variants", "lenet1,cnn2_5", "--parallel", "2", "--run", "r")
+STOPPED_WITHIN_S = 5  # the promise: one line and the exit within 5 s of the signal (a deadline, not a timing)
+
+
+def _worker_pids(cli: subprocess.Popen, timeout: float = 240) -> list[int]:
+    """The CLI's worker processes (spawned interpreters), once at least one runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [p for p in descendants(cli.pid) if "spawn_main" in _cmdline(p)]
+        if workers:
+            return workers
+        assert cli.poll() is None, "the CLI ended before any worker started"
+        time.sleep(0.1)
+    raise AssertionError(f"no worker process after {timeout} s")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _left_running(pids: list[int], timeout: float) -> list[int]:
+    """The processes of `pids` still running once `timeout` has passed (or none, as soon as all have ended)."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def _stop_and_check(cli: subprocess.Popen, err: Lines, sig: signal.Signals, group: bool) -> str:
+    """Send `sig` (to the process group, as a terminal sends Ctrl-C, or to the CLI alone, as a scheduler sends
+    SIGTERM); check one line, the exit code, no traceback from any process and nothing left running; the line."""
+    _worker_pids(cli)
+    everything = descendants(cli.pid)
+    (os.killpg if group else os.kill)(cli.pid, sig)
+    try:
+        cli.wait(STOPPED_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        cli.kill()
+        raise AssertionError(f"still running {STOPPED_WITHIN_S} s after {sig.name}:\n{err.text()[-3000:]}") from None
+    text = err.text()
+    assert cli.returncode == 128 + sig, (cli.returncode, text[-3000:])
+    lines = [line for line in text.splitlines() if line.startswith("cnn-lab:")]
+    assert len(lines) == 1, text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-5000:]
+    assert _left_running(everything, 10) == [], "workers, the resource tracker or the server outlived the CLI"
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_parallel_workers_leaves_no_process_and_no_traceback_and_the_rerun_resumes(
+    prefect_home: Path, tmp_path: Path
+) -> None:
+    cli = _cli(prefect_home, tmp_path / "store", *PARALLEL)
+    err = Lines(cli)
+    err.wait_for("epoch 2/", cli)
+    line = _stop_and_check(cli, err, signal.SIGINT, group=True)
+    assert line == "cnn-lab: interrupted; rerun the same command to resume"
+
+    rerun = _cli(prefect_home, tmp_path / "store", *PARALLEL, "--quiet")
+    out, text = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, text[-3000:]
+    for variant in ("lenet1", "cnn2_5"):
+        history = tmp_path / "store" / "digits" / "r" / variant / "history.csv"
+        assert len(history.read_text().splitlines()) == 1 + EPOCHS, variant
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_the_dask_runner_leaves_no_process_and_no_traceback(prefect_home: Path, tmp_path: Path) -> None:
+    pytest.importorskip("prefect_dask")
+    cli = _cli(prefect_home, tmp_path / "store", *PARALLEL, "--task-runner", "dask")
+    err = Lines(cli)
+    err.wait_for("epoch 2/", cli)
+    line = _stop_and_check(cli, err, signal.SIGINT, group=True)
+    assert line == "cnn-lab: interrupted; rerun the same command to resume"
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_cli_stops_it_as_ctrl_c_does_with_exit_code_143(prefect_home: Path, tmp_path: Path) -> None:
+    cli = _cli(prefect_home, tmp_path / "store", *PARALLEL)
+    err = Lines(cli)
+    err.wait_for("epoch 2/", cli)
+    line = _stop_and_check(cli, err, signal.SIGTERM, group=False)
+    assert line == "cnn-lab: terminated; rerun the same command to resume"
+    assert _last_flow_run_state(prefect_home) == "CRASHED"
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_cli_leaves_no_worker(prefect_home: Path, tmp_path: Path) -> None:
+    cli = _cli(prefect_home, tmp_path / "store", *PARALLEL)
+    err = Lines(cli)
+    err.wait_for("epoch 1/", cli)
+    _worker_pids(cli)
+    everything = descendants(cli.pid)
+    os.kill(cli.pid, signal.SIGKILL)  # as the out-of-memory killer does: no clean-up runs in the CLI
+    cli.wait(10)
+    assert _left_running(everything, 15) == [], "a worker (or the server) outlived a killed CLI"
+
+
+# --- signals while the command starts, and the workers' own defences (no Prefect, no training) ----------------------
+
+EARLY_STOP = r"""
+import os, signal, sys, time
+import flows.cli as cli
+real = cli.build_parser
+
+def build_parser():
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # arrives while main() imports what it needs
+    time.sleep(5)
+    return real()
+
+cli.build_parser = build_parser
+raise SystemExit(cli.main(["compare", "--dataset", "digits"]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "line"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_while_the_command_starts_is_one_line_and_its_exit_code(sig: str, code: int, line: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY_STOP, sig],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (code, f"cnn-lab: {line}\n")
+
+
+SLEEPER = "import sys, time; print('ready', flush=True); time.sleep(60)"
+WORKER = (
+    "import os, sys, time; from flows.worker_lifecycle import init_worker; init_worker(int(sys.argv[1])); "
+    "print(os.getpid(), flush=True); time.sleep(60)"
+)
+# A parent that starts a worker tied to it and is then killed; it prints the worker's pid first
+PARENT = (
+    "import os, subprocess, sys; "
+    "w = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid())], stdout=subprocess.PIPE, text=True); "
+    "print(w.stdout.readline().strip(), flush=True); os.kill(os.getpid(), 9)"
+)
+
+
+def test_a_process_started_with_the_stop_signals_blocked_ignores_them_from_its_start() -> None:
+    from flows.worker_lifecycle import stop_signals_blocked
+
+    with stop_signals_blocked():
+        child = subprocess.Popen([sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        os.kill(child.pid, signal.SIGINT)
+        os.kill(child.pid, signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(1)  # still running: the signals wait, blocked, and a pool worker's initializer drops them
+    finally:
+        child.kill()
+        child.wait(10)
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_a_worker_ends_when_its_parent_is_killed() -> None:
+    parent = subprocess.run(
+        [sys.executable, "-c", PARENT, WORKER],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    worker = int(parent.stdout.split()[0])
+    assert parent.returncode == -signal.SIGKILL
+    assert _left_running([worker], 10) == [], "the worker outlived its killed parent"
+
+
+def test_a_stop_interrupts_a_variant_on_a_thread_of_this_process() -> None:
+    import multiprocessing
+    import threading
+
+    from flows.worker_lifecycle import stop_workers, variant_thread
+
+    ended: list[str] = []
+
+    def train() -> None:
+        try:
+            with variant_thread():
+                while True:
+                    time.sleep(0.01)  # a training loop between two steps
+        except KeyboardInterrupt:
+            ended.append("interrupted")
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    stop_workers(spared=multiprocessing.active_children())
+    thread.join(10)
+    assert ended == ["interrupted"]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cnn.errors import ConfigError
-from cnn.params import RunParams, default_of, parse_params
+from cnn.params import RunParams, check_of, default_of, parse_params
 from flows.parameters import COMPARE_FIELDS, COMPARE_ONLY, VARIANT_FIELDS, VARIANT_ONLY
 
 
@@ -76,12 +76,13 @@ def test_the_form_is_typed_described_and_has_no_dead_or_none_fields(schemas: dic
     assert {"type": "string", "enum": ["auto"], "title": "auto"} in lr and {
         "type": "number",
         "exclusiveMinimum": 0,
+        "maximum": 1000,
         "title": "number",
     } in lr
     assert schema["properties"]["optimizer"]["enum"] == ["sgd", "adam", "adamw"]
-    assert {"type": "integer", "minimum": 1, "title": "number"} in schema["properties"]["epochs"]["anyOf"] and schema[
-        "properties"
-    ]["momentum"]["exclusiveMaximum"] == 1
+    assert {"type": "integer", "minimum": 1, "maximum": 10_000, "title": "number"} in schema["properties"]["epochs"][
+        "anyOf"
+    ] and schema["properties"]["momentum"]["exclusiveMaximum"] == 1
     assert {"type": "string", "enum": ["auto"], "title": "auto"} in schema["properties"]["batch_size"]["anyOf"]
 
 
@@ -99,6 +100,8 @@ def test_the_server_accepts_defaults_and_rejects_bad_values_by_name(schemas: dic
     assert validate({"lr": 0.05, "refresh": True, "variant_files": {"mine": "mine.json"}}, schema) == []
     for bad, path in [
         ({"epochs": 0}, "$.epochs"),
+        ({"epochs": 10_001}, "$.epochs"),
+        ({"repeats": 10**9}, "$.repeats"),
         ({"lr": -1}, "$.lr"),
         ({"optimizer": "adma"}, "$.optimizer"),
         ({"variants": ["LeNet5"]}, "$.variants[0]"),
@@ -158,7 +161,7 @@ def test_parse_params_reports_the_first_bad_field_and_counts_the_others() -> Non
     assert err.value.field == "epochs"
     assert (
         str(err.value)
-        == "epochs: must be 'auto' or an integer >= 1, got 0 (allowed: 'auto' or an integer >= 1); also bad: lr, seed"
+        == "epochs: must be 'auto' or an integer in [1, 10000], got 0 (allowed: 'auto' or an integer in [1, 10000]); also bad: lr, seed"
     )
 
 
@@ -238,7 +241,7 @@ def test_cli_passes_only_the_options_given_so_defaults_stay_in_the_model() -> No
     [
         (
             ["compare", "--lr-min", "nan"],
-            "cnn-lab: lr_min: must be a finite number > 0, got 'nan' (allowed: a finite number > 0)",
+            "cnn-lab: lr_min: must be a finite number in (0, 1000], got 'nan' (allowed: a finite number in (0, 1000])",
         ),
         (
             ["compare", "--optimizer", "adma"],
@@ -250,7 +253,7 @@ def test_cli_passes_only_the_options_given_so_defaults_stay_in_the_model() -> No
         ),
         (
             ["compare", "--lr-min", "0.1", "--lr-max", "0.01"],
-            "cnn-lab: lr_max: must be greater than lr_min=0.1, got 0.01 (allowed: a number > 0.1)",
+            "cnn-lab: lr_max: must be greater than lr_min=0.1, got 0.01 (allowed: a number in (0.1, 1000])",
         ),
         (
             ["retrain", "lenet1", "--momentum", "1"],
@@ -308,3 +311,30 @@ def test_cli_suggests_the_option_meant(capsys: pytest.CaptureFixture[str]) -> No
     assert (
         capsys.readouterr().err == "cnn-lab: unrecognized arguments: --weightdecay 0.1; did you mean --weight-decay?\n"
     )
+
+
+NUMERIC = [name for name in RunParams.model_fields if check_of(name).upper() is not None]
+
+
+def test_every_count_size_and_rate_has_an_upper_bound() -> None:
+    """A numeric field without a bound fails here: a new count (or budget) declares its bound in its marker."""
+    from cnn.checks import AutoOr, Number, Share
+
+    numeric = [n for n, f in RunParams.model_fields.items() if isinstance(check_of(n), (Number, AutoOr, Share))]
+    assert numeric == NUMERIC and {
+        "epochs",
+        "batch_size",
+        "repeats",
+        "parallel",
+        "seed",
+        "max_train",
+        "max_test",
+    } <= set(numeric)
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_a_value_past_the_bound_is_refused_with_the_allowed_range(name: str) -> None:
+    bound = check_of(name).upper()
+    with pytest.raises(ConfigError) as err:
+        parse_params({name: bound * 10 + 1})
+    assert err.value.field == name and str(int(bound)) in str(err.value.allowed), str(err.value)

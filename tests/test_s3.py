@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,64 @@ def test_comparison_on_s3_is_read_back_by_a_second_worker(s3, prefect_harness, f
             == hashlib.blake2b(objects[f"results/{folders[variant]}/model.pt"], digest_size=12).hexdigest()
         )
     assert seen["task_results"] == {v: seen["variants"][v]["model_id"] for v in VARIANTS}
+
+
+# --- a secret in the endpoint, and a failing S3 run: no output holds a secret ---------------------------------------
+
+ENDPOINT_SECRET = "endpoint-pw-0b7d2c51"  # not the AWS secret: redaction by the variables' values must not hide it
+
+
+def _leaks(texts: list[str], files_under: Path) -> list[str]:
+    """Where a secret shows up: in the texts, or in any file under `files_under`."""
+    found = [text[:200] for text in texts if ENDPOINT_SECRET in text or SECRET in text]
+    for path in files_under.rglob("*"):
+        if path.is_file() and (ENDPOINT_SECRET.encode() in path.read_bytes() or SECRET.encode() in path.read_bytes()):
+            found.append(str(path))
+    return found
+
+
+def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CNN_LAB_S3", "AWS_ENDPOINT"))}
+    return {**env, "PYTHONPATH": str(Path(__file__).parents[1]), "PREFECT_HOME": str(tmp_path / "prefect"), **extra}
+
+
+@pytest.mark.parametrize("case", ["credentials-in-the-endpoint", "endpoint-down"])
+def test_a_failing_s3_comparison_prints_and_writes_no_secret(s3, tmp_path: Path, case: str) -> None:
+    from storage_helpers import free_port
+
+    if case == "credentials-in-the-endpoint":
+        extra = {"AWS_ENDPOINT_URL": f"http://{KEY_ID}:{ENDPOINT_SECRET}@127.0.0.1:{s3.port}"}
+        line = r"^cnn-lab: AWS_ENDPOINT_URL: credentials in the endpoint are not accepted .*'http://\*\*\*@127\.0\.0\.1:\d+'"
+    else:  # the AWS secret in the environment, the endpoint gone: the storage error's hint names the endpoint
+        extra = {"CNN_LAB_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "CNN_LAB_STORAGE_RETRIES": "1"}
+        line = r"^cnn-lab: storage: cannot write to s3://cnn-lab/leak: failed after 1 attempt\(s\): .*; is the endpoint http://127\.0\.0\.1:\d+ \(CNN_LAB_S3_ENDPOINT_URL\) reachable\?$"
+    argv = ["compare", "--dataset", "digits", "--variants", "lenet1", "--epochs", "1", "--storage", "s3://cnn-lab/leak"]
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *argv, "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_cli_env(tmp_path, **extra),
+        timeout=120,
+    )
+    assert done.returncode == 2 and re.match(line, done.stderr) and done.stderr.count("\n") == 1, done.stderr
+    objects = [v.decode("latin-1") for v in s3.objects().values()]
+    assert _leaks([done.stdout, done.stderr, *objects], tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_deployment_run_with_a_secret_in_the_endpoint_fails_without_printing_it(
+    s3, prefect_harness, tmp_path: Path, monkeypatch
+) -> None:
+    from flows.compare import compare_architectures
+
+    monkeypatch.delenv("CNN_LAB_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{KEY_ID}:{ENDPOINT_SECRET}@127.0.0.1:{s3.port}")
+    monkeypatch.chdir(tmp_path)
+    state = compare_architectures(  # as a worker runs a deployment: no CLI checks before the flow
+        dataset="digits", variants=["lenet1"], epochs=1, storage=f"s3://{BUCKET}/leak", device="cpu", return_state=True
+    )
+    assert state.is_failed()
+    assert state.message.startswith("ConfigError: AWS_ENDPOINT_URL: credentials in the endpoint are not accepted")
+    texts = [state.message, *asyncio.run(_prefect_texts(state.state_details.flow_run_id))]
+    assert _leaks([*texts, *(v.decode("latin-1") for v in s3.objects().values())], tmp_path) == []

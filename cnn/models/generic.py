@@ -223,6 +223,12 @@ def _parse_json(text: str, source: str) -> object:
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise ConfigError("config", f"malformed JSON in {source} at {where}: {exc.msg}") from None
+    except RecursionError:  # json's reader recurses once per level of nesting
+        raise ConfigError(
+            "config",
+            f"{source} nests lists or objects too deeply to read",
+            allowed="a GenericCNN config: an object of numbers and lists of numbers",
+        ) from None
 
 
 def _shrink(layer: str, before: int, after: int, config: GenericConfig, input_size: int) -> int:

@@ -40,6 +40,12 @@ def load_variant_module(entry: str) -> list[str]:
             importlib.import_module(entry)
     except ConfigError:
         raise
+    except SystemExit as err:  # a module that exits as it is imported must not end cnn-lab silently, with its code
+        raise ConfigError(
+            "variant_modules",
+            f"{entry!r} called sys.exit({err.code!r}) while it was imported",
+            allowed=MODULE_ALLOWED,
+        ) from None
     except Exception as err:  # noqa: BLE001 - the user's module: any error, named with the module
         raise ConfigError(
             "variant_modules",

@@ -133,7 +133,7 @@ def load_entry_point_variants() -> list[str]:
                 description=doc[0] if doc else "",
                 origin=where,
             )(builder)
-        except Exception as err:  # noqa: BLE001 - one broken plug-in must not hide the others
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - one broken plug-in must not hide (or end) the others
             _BROKEN[ep.name] = f"variant {ep.name!r} from {where} failed to load: {type(err).__name__}: {err}"
             log.warning(_BROKEN[ep.name])
             continue
