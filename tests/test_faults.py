@@ -146,7 +146,7 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
     ):
         monkeypatch.setattr(task, "retry_delay_seconds", [0.1] * len(task.retry_delay_seconds))
 
-    real, trained, attempts = pipeline.train_variant, {}, []
+    real, trained, attempts = pipeline.train_seeds, {}, []
 
     def train_with_outage(config, variant, **kw):
         """The store goes down while the second variant trains, after its epoch-1 checkpoint is written."""
@@ -154,16 +154,16 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
         if variant == VARIANTS[1] and len(attempts) == 2:
             report = kw["callback"]
 
-            def stop_after_epoch_2(row):
-                report(row)
+            def stop_after_epoch_2(seed, row):
+                report(seed, row)
                 if row["epoch"] == 2:
                     server.stop()
 
             kw["callback"] = stop_after_epoch_2
-        trained[variant] = real(config, variant, **kw)
-        return trained[variant]
+        [trained[variant]] = real(config, variant, **kw)
+        return [trained[variant]]
 
-    monkeypatch.setattr(pipeline, "train_variant", train_with_outage)
+    monkeypatch.setattr(pipeline, "train_seeds", train_with_outage)
     url = "s3://outage/results"
     kwargs = {
         "dataset": "fashion-mnist",
@@ -237,7 +237,7 @@ def _spy_train(monkeypatch) -> list:
     """Each call of the training step: ("raised", error) or ("ok", its result)."""
     from cnn import pipeline
 
-    calls, real = [], pipeline.train_variant
+    calls, real = [], pipeline.train_seeds
 
     def spy(*args, **kwargs):
         try:
@@ -245,10 +245,10 @@ def _spy_train(monkeypatch) -> list:
         except Exception as err:
             calls.append(("raised", err))
             raise
-        calls.append(("ok", out))
+        calls.append(("ok", out[0]))
         return out
 
-    monkeypatch.setattr(pipeline, "train_variant", spy)
+    monkeypatch.setattr(pipeline, "train_seeds", spy)
     return calls
 
 

@@ -136,14 +136,14 @@ def test_failing_variant_leaves_the_others(prefect_harness, fashion_dir, tmp_pat
     from cnn.errors import TrainingDiverged
     from flows.compare import compare_architectures
 
-    real = pipeline.train_variant
+    real = pipeline.train_seeds
 
     def flaky(config, variant, *args, **kwargs):
         if variant == "lenet1":
             raise TrainingDiverged("loss became nan at epoch 1, step 3 (lr=10)")
         return real(config, variant, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train_variant", flaky)
+    monkeypatch.setattr(pipeline, "train_seeds", flaky)
     state = compare_architectures(**_kwargs(fashion_dir, tmp_path, run="flaky", refresh=["train"]), return_state=True)
     assert state.is_completed()
     rows = {r["variant"]: r for r in state.result()["rows"]}

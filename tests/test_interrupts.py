@@ -138,14 +138,14 @@ def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(
     from flows.compare import compare_architectures
 
     resumed: list[int] = []
-    real = pipeline.train_variant
+    real = pipeline.train_seeds
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
-        resumed.append(out["resumed_from"])
+        resumed.extend(seed["resumed_from"] for seed in out)
         return out
 
-    monkeypatch.setattr(pipeline, "train_variant", spy)
+    monkeypatch.setattr(pipeline, "train_seeds", spy)
     state = compare_architectures(
         dataset="digits",
         variants=["lenet1"],

@@ -117,8 +117,9 @@ for variant, folder in folders.items():
 from flows.results import read_task_result
 for key in store.list("_prefect-results"):
     value = read_task_result(url, key)
-    if isinstance(value, dict) and "model_id" in value and "epochs" in value:
-        out["task_results"][value["variant"]] = value["model_id"]
+    for trained in value if isinstance(value, list) else []:  # the training step's result: one dict per seed
+        if isinstance(trained, dict) and "model_id" in trained and "epochs" in trained:
+            out["task_results"][trained["variant"]] = trained["model_id"]
 print(json.dumps(out))
 """
 
