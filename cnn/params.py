@@ -297,8 +297,12 @@ class RunParams(BaseModel):
     seed: Annotated[int, Number(integer=True, ge=0, lt=2**32), EVERY_STEP] = Field(  # numpy's seed range
         0, description="First seed; the split, the weights and the batch order follow it."
     )
-    repeats: Annotated[int, Number(integer=True, ge=1, le=1_000)] = Field(  # 1,000 seeds of every variant
-        1, description="Seeds per variant (seed, seed+1, ...); the table shows mean, std and wins."
+    repeats: Annotated[int | str, AutoOrCount(le=1_000)] = Field(  # 1,000 seeds of every variant
+        1,
+        description="Seeds per variant (seed, seed+1, ...); the table shows mean, std, intervals and wins. auto: 3 seeds each, then one more at a time for the variants still tied for best, until one beats the others or max_seeds is reached.",
+    )
+    max_seeds: Annotated[int, Number(integer=True, ge=1, le=1_000)] = Field(  # as many as repeats allows
+        6, description="With repeats auto: the most seeds a variant gets (the budget)."
     )
     data_dir: Annotated[str, Text(), EVERY_STEP] = Field(
         "./data", description="Folder with the raw files (torchvision layout) or where to download them."

@@ -14,6 +14,7 @@ from cnn import plots, report
 from cnn.errors import ConfigError
 from cnn.gallery import gallery_pngs, load_variant_model
 from cnn.markdown import md_escape
+from cnn.comparisons import VariantRows
 from cnn.data import DatasetSplits
 from cnn.params import RunParams, default_of
 from cnn.pipeline import DatasetRef, get_dataset
@@ -31,9 +32,16 @@ def relative_folder(store: Storage, folder: str | None) -> str | None:
     return relative_path(folder, store.url).strip("/") if folder else None
 
 
-def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Aggregate `rows` (the table's: every seed of every variant), render galleries, and write report.md,
-    comparison.md and comparison.csv into the run's folder.
+def build_comparison(
+    config: RunParams,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    previous: Mapping[str, VariantRows] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Aggregate `rows` (the table's: every seed of every variant), test them (the verdict), compare each variant with
+    its `previous` rows (its last publication in the comparison), render galleries, and write report.md,
+    comparison.md and comparison.csv into the run's folder; `notes` are sentences added to the summary.
 
     Galleries are drawn for the variants this process has registered (built-in, installed, or named by the user);
     nothing read from the store names code to load."""
@@ -41,6 +49,7 @@ def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> di
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
     summaries = report.with_verdict(summaries, comparison_verdict(store, rows, summaries, data))
+    changes = comparison_changes(store, rows, previous or {}, data)
     repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
     models = {}
     for row in rows:
@@ -52,10 +61,13 @@ def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> di
                 log.warning("no galleries for %s: %s", row["variant"], err)
     galleries = gallery_pngs(models, data) if models else {}
     folder = f"{safe_name(ref.name, 'dataset')}/{safe_name(config.run, 'run')}"
-    written = report.write_report(store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries)
+    written = report.write_report(
+        store, folder, summaries, list(rows), data.classes, ref.name, repeats, galleries, notes=notes, changes=changes
+    )
     return {
         **written,
         "summaries": summaries,
+        "changes": [c.to_dict() for c in changes],
         "folder": store.path(folder),
         "rows": list(rows),
         "repeats": repeats,
@@ -63,11 +75,8 @@ def build_comparison(config: RunParams, rows: Sequence[Mapping[str, Any]]) -> di
     }
 
 
-def comparison_verdict(
-    store: Storage, rows: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], data: DatasetSplits
-) -> report.Verdict | None:
-    """The paired tests over the rows scored on `data`'s test set, from each run's stored predictions.npy (a run on
-    another test set, or with a missing or damaged file, is named in a warning and left out); None when none is left."""
+def _runs(store: Storage, rows: Sequence[Mapping[str, Any]], data: DatasetSplits) -> list[Any]:
+    """The paired-test runs of `rows` on `data`'s test set (rows on other images, or without predictions, left out)."""
     located = [(row, relative_folder(store, row.get("folder"))) for row in rows]
     runs, _ = load_runs(
         store,
@@ -76,6 +85,31 @@ def comparison_verdict(
         data.test_y.numpy(),
         data.num_classes,
     )
+    return runs
+
+
+def comparison_changes(
+    store: Storage, rows: Sequence[Mapping[str, Any]], previous: Mapping[str, VariantRows], data: DatasetSplits
+) -> list[report.Change]:
+    """Each variant of `rows` against its previous rows, with the verdict's paired test on this run's test images."""
+    changes = []
+    for variant, now in report.rows_by_variant(rows).items():
+        before = previous.get(variant)
+        then = list(before.rows) if before is not None else []
+        changes.append(
+            report.variant_change(
+                variant, then, now, _runs(store, then, data), _runs(store, now, data), before.run if before else None
+            )
+        )
+    return changes
+
+
+def comparison_verdict(
+    store: Storage, rows: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], data: DatasetSplits
+) -> report.Verdict | None:
+    """The paired tests over the rows scored on `data`'s test set, from each run's stored predictions.npy (a run on
+    another test set, or with a missing or damaged file, is named in a warning and left out); None when none is left."""
+    runs = _runs(store, rows, data)
     if not runs:
         return None
     return report.decide(runs, {str(s["variant"]): report.learned(s) for s in summaries})

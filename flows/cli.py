@@ -237,14 +237,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def comparison_table_text(result: dict[str, Any], params: RunParams) -> str:
     """The comparison as the terminal shows it (120 columns), the report's path relative to the store on the last line."""
-    from cnn.report import aggregate_repeats, comparison_text
+    from cnn.report import Change, comparison_text
     from cnn.report.tables import relative_path
     from cnn.storage import open_storage
 
     root = open_storage(params.storage).url
-    summaries = result.get("summaries") or aggregate_repeats(result["rows"])  # the published ones carry the verdict
+    summaries = result["summaries"]  # the published ones: with the verdict
     repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
-    text = comparison_text(summaries, params.dataset.lower(), repeats, root=root)
+    changes = [Change(**c) for c in result.get("changes") or []]
+    text = comparison_text(
+        summaries, params.dataset.lower(), repeats, root=root, notes=result.get("notes") or (), changes=changes
+    )
     return f"{text}report: {relative_path(result['report'], root)}"
 
 

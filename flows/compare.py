@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact
 from prefect.states import Failed
 
+from cnn.checks import AUTO
 from cnn.models import builtin_variants, plugin_variants
 from cnn.params import parse_params
 from cnn.pipeline import check_batch_size
@@ -17,6 +18,7 @@ from flows.failures import fail_in_one_line
 from flows.parameters import COMPARE_FIELDS, run_parameters
 from flows.results import with_result_storage
 from flows.runners import run_variants
+from flows.seeds import add_seeds, first_seeds
 from flows.settings import prepare_run
 from tasks import prepare_dataset, publish_comparison
 from tasks.progress import announce_run
@@ -32,7 +34,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
     config = prepare_run(parse_params(values))
     if config.train_deployment:
         check_deployment(config.train_deployment)
-    read_comparison(config.storage, config.dataset, config.comparison)  # its records are checked before any training
+    previous = read_comparison(config.storage, config.dataset, config.comparison)  # checked before any training
     announce_run(config.run)
     info = with_result_storage(prepare_dataset, config.storage)(config)
     check_batch_size(config.batch_size, info["num_train"])  # before any variant's LR test or training
@@ -46,18 +48,24 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         info["mean"],
         info["std"],
     )
-    seeds = [config.seed + k for k in range(config.repeats)]
     progress_id = str(
         create_progress_artifact(
             0.0, key=comparison_artifact_key(config, "progress"), description="variants x epochs done"
         )
     )
-    if config.train_deployment:
-        rows = dispatch_variants(config.train_deployment, config, list(config.variants), seeds)
-    else:
-        rows = run_variants(config, list(config.variants), seeds, progress_id, info)
+
+    def train(variants: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+        if config.train_deployment:
+            return dispatch_variants(config.train_deployment, config, variants, seeds)
+        return run_variants(config, variants, seeds, progress_id, info)
+
+    rows = train(list(config.variants), first_seeds(config))
+    notes = []
+    if config.repeats == AUTO:
+        rows, note = add_seeds(config, rows, lambda variants, seed: train(variants, [seed]))
+        notes.append(note[0].upper() + note[1:] + ".")
     record_comparison(config, rows, plugin_variants(config.variants))
-    published = publish_comparison(config, rows)
+    published = publish_comparison(config, rows, previous.rows if previous else None, notes)
     failed = [r for r in rows if r["status"] != "ok"]
     result = {
         "run": config.run,
@@ -65,6 +73,8 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         "report": published["report"],
         "comparison_md": published["comparison_md"],
         "summaries": published["summaries"],
+        "changes": published["changes"],
+        "notes": published["notes"],
     }
     if len(failed) == len(rows):
         return Failed(

@@ -14,6 +14,7 @@ from cnn.pipeline import variant_dir
 from cnn.report import failed_row
 from cnn.params import RunParams
 from flows.parameters import VARIANT_FIELDS, VARIANT_RUN_NAME
+from flows.variant_steps import seed_subdir
 from tasks.store import read_row
 
 WAIT_TIMEOUT_S = 6 * 3600
@@ -66,7 +67,7 @@ def dispatch_variants(
     started = []
     for variant in variants:
         for seed in seeds:
-            subdir = f"seed-{seed}" if len(seeds) > 1 else None
+            subdir = seed_subdir(config, seed)
             run = run_deployment(
                 deployment,
                 parameters=variant_parameters(config, variant, seed, subdir),

@@ -16,7 +16,7 @@ from cnn.params import RunParams, recorded_fields
 F = TypeVar("F", bound=Callable[..., Any])
 
 VARIANT_ONLY = ("variant", "subdir", "repeat")
-COMPARE_ONLY = ("comparison", "variants", "repeats", "parallel", "task_runner", "train_deployment")
+COMPARE_ONLY = ("comparison", "variants", "repeats", "max_seeds", "parallel", "task_runner", "train_deployment")
 COMPARE_FIELDS = tuple(name for name in RunParams.model_fields if name not in VARIANT_ONLY)
 VARIANT_FIELDS = tuple(name for name in RunParams.model_fields if name not in COMPARE_ONLY)
 # A retrain: which variant of which comparison, where; every setting the comparison records (cnn.comparisons) is an

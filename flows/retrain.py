@@ -18,6 +18,7 @@ from cnn.storage import open_storage
 from flows.credentials import use_storage_block
 from flows.failures import fail_in_one_line
 from flows.parameters import RETRAIN_FIELDS, RETRAIN_OVERRIDES, run_parameters
+from flows.seeds import first_seeds
 from flows.settings import prepare_run
 from flows.variant_steps import run_seeds
 from tasks import publish_comparison
@@ -77,7 +78,8 @@ def retrain_variant(**values: Any) -> dict[str, Any]:
             "; ".join(f"{k} {v} (comparison: {c})" for k, (c, v) in changed.items()),
         )
     announce_run(config.run)
-    seeds = [config.seed + k for k in range(config.repeats)]
+    recorded = comparison.rows.get(config.variant)
+    seeds = sorted({int(r["seed"]) for r in recorded.rows}) if recorded else first_seeds(config)  # every seed it has
     progress_id = str(
         create_progress_artifact(
             0.0, key=comparison_artifact_key(config, "progress"), description="seeds x epochs done"
@@ -86,7 +88,7 @@ def retrain_variant(**values: Any) -> dict[str, Any]:
     fresh = run_seeds(config.variant, config, seeds, {"artifact_id": progress_id, "done": 0, "total": len(seeds)})
     record_variant_rows(config, fresh)
     rows = comparison.table_rows(fresh)
-    published = publish_comparison(config, rows)
+    published = publish_comparison(config, rows, comparison.rows)
     result = {
         "run": config.run,
         "rows": rows,
@@ -94,6 +96,7 @@ def retrain_variant(**values: Any) -> dict[str, Any]:
         "report": published["report"],
         "comparison_md": published["comparison_md"],
         "summaries": published["summaries"],
+        "changes": published["changes"],
     }
     if all(r["status"] != "ok" for r in fresh):
         return Failed(message=f"{config.variant} failed: {fresh[0]['error']}", data=result)

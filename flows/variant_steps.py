@@ -40,11 +40,17 @@ def run_seeds(
     inspected and published; a failing seed becomes a failed row, a failing step before training fails every seed.
     On a machine with several GPUs the steps run on one that no other variant uses meanwhile (cnn.gpus).
 
-    Seed k's files go in subdirs[k] (default: seed-<seed> when there are several). A StorageError is raised: the store
+    Seed k's files go in subdirs[k] (default: `seed_subdir`). A StorageError is raised: the store
     is every variant's, so the others would fail the same way after as long a wait. `progress` holds the artifact id,
     the (variant, seed) runs done before this variant, and the total."""
     with own_device(config.device) as device:
         return _seeds_steps(variant, config.model_copy(update={"device": device}), seeds, progress, subdirs)
+
+
+def seed_subdir(config: RunParams, seed: int) -> str | None:
+    """The sub-folder of one seed's files in its variant's folder: seed-<seed> when the run has several seeds (repeats
+    above 1, or auto), else none."""
+    return None if config.repeats == 1 else f"seed-{seed}"
 
 
 def _seeds_steps(
@@ -54,7 +60,7 @@ def _seeds_steps(
     progress: dict[str, Any] | None,
     subdirs: list[str | None] | None,
 ) -> list[dict[str, Any]]:
-    subdirs = subdirs or [f"seed-{seed}" if len(seeds) > 1 else None for seed in seeds]
+    subdirs = subdirs or [seed_subdir(config, seed) for seed in seeds]
     try:
         info = _task(prepare_dataset, config)(config)
         check_batch_size(config.batch_size, info["num_train"])  # before this variant's LR test or training

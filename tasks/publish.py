@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.events import emit_event
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from cnn import publishing
+from cnn.comparisons import VariantRows
 from cnn.params import RunParams
+from cnn.report.changes import Change, change_text, regressions
 from cnn.storage import open_storage
 from tasks.policy import RETRY_DELAYS, retry_on_transient
 
@@ -47,10 +50,17 @@ def publish_variant(
 
 
 @task(name="publish_comparison", task_run_name="publish comparison {config.comparison} on {config.dataset}", **_PUBLISH)
-def publish_comparison(config: RunParams, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write this run's report.md/comparison.md/csv from the table's `rows`, and publish the comparison, table,
-    error-analysis, galleries and link artifacts: every run creates its own versions (this task is never cached)."""
-    built = publishing.build_comparison(config, rows)
+def publish_comparison(
+    config: RunParams,
+    rows: list[dict[str, Any]],
+    previous: dict[str, VariantRows] | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write this run's report.md/comparison.md/csv from the table's `rows` (with the changes since each variant's
+    `previous` rows, and `notes`), publish the comparison, table, error-analysis, galleries and link artifacts (every
+    run creates its own versions: this task is never cached), and emit a REGRESSED event for each regression."""
+    built = publishing.build_comparison(config, rows, previous=previous, notes=notes or ())
+    announce_regressions(config, [Change(**c) for c in built["changes"]])
     dataset, repeats = config.dataset, built["repeats"]
 
     def key(*parts: str) -> str:
@@ -86,5 +96,26 @@ def publish_comparison(config: RunParams, rows: list[dict[str, Any]]) -> dict[st
         "comparison_artifact": str(comparison_id),
         "rows": len(built["rows"]),
         "comparison_md": built["comparison_md"],
+        "changes": built["changes"],
+        "notes": list(notes or ()),
         "summaries": built["summaries"],  # with the verdict's intervals and groups, for the terminal's table
     }
+
+
+REGRESSED = "cnn-lab.variant.regressed"  # the event an automation turns into a notification (deployments/automations)
+
+
+def announce_regressions(config: RunParams, changes: list[Change]) -> None:
+    """A warning in the run's log and a REGRESSED event for each variant that got worse past the noise, or stopped
+    learning, since its last publication; the run itself ends as it would (Completed)."""
+    logger = get_run_logger()
+    for change in regressions(changes):
+        logger.warning("%s regressed since its last publication: %s", change.variant, change_text(change))
+        emit_event(
+            event=REGRESSED,
+            resource={
+                "prefect.resource.id": f"cnn-lab.comparison.{config.dataset}.{config.comparison}.{change.variant}",
+                "prefect.resource.name": f"{change.variant} in {config.comparison} on {config.dataset}",
+            },
+            payload={**change.to_dict(), "comparison": config.comparison, "dataset": config.dataset, "run": config.run},
+        )

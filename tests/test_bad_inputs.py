@@ -292,7 +292,7 @@ CASES = [
         "repeats-zero",
         lambda c: parse_params({"repeats": 0}),
         ConfigError,
-        r"^repeats: must be an integer in \[1, 1000\], got 0 \(allowed: an integer in \[1, 1000\]\)",
+        r"^repeats: must be 'auto' or an integer in \[1, 1000\], got 0 \(allowed: 'auto' or an integer in \[1, 1000\]\)",
         pure=True,
     ),
     Case(
@@ -859,7 +859,7 @@ FLOW_CASES = [
         "flow-repeats-zero",
         "compare",
         {"repeats": 0},
-        r"repeats: must be an integer in \[1, 1000\], got 0 \(allowed: an integer in \[1, 1000\]\)",
+        r"repeats: must be 'auto' or an integer in \[1, 1000\], got 0 \(allowed: 'auto' or an integer in \[1, 1000\]\)",
     ),
     (
         "flow-unknown-optimizer",
@@ -1074,7 +1074,7 @@ CLI_CASES = [
     CliCase(
         "repeats-past-the-bound",
         [*COMPARE, "--repeats", "1000000000"],
-        r"^cnn-lab: repeats: must be an integer in \[1, 1000\], got '1000000000' \(allowed: an integer in \[1, 1000\]\)$",
+        r"^cnn-lab: repeats: must be 'auto' or an integer in \[1, 1000\], got '1000000000' \(allowed: 'auto' or an integer in \[1, 1000\]\)$",
     ),
     CliCase(
         "epochs-past-the-bound",

@@ -193,3 +193,31 @@ def test_refresh_train_in_the_same_run_trains_afresh(first_run, fashion_dir) -> 
     row = state.result()["rows"][0]
     assert row["status"] == "ok" and row["epochs"] == 1
     assert checkpoint.stat().st_mtime_ns != before  # trained again rather than "resumed" from the finished checkpoint
+
+
+def test_repeats_auto_keeps_identical_networks_tied_and_says_what_it_added(prefect_harness, tmp_path) -> None:
+    from flows.compare import compare_architectures
+
+    state = compare_architectures(
+        dataset="digits",
+        variants=["cnn2_5", "generic_0"],  # the same network (7,090 parameters) under two names
+        repeats="auto",
+        max_seeds=4,
+        epochs=2,
+        batch_size=32,
+        device="cpu",
+        storage=str(tmp_path),
+        run="auto",
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert sorted((r["variant"], r["seed"]) for r in result["rows"]) == [
+        (v, s) for v in ("cnn2_5", "generic_0") for s in range(4)
+    ]
+    assert result["notes"] == [
+        "Added 1 seed to cnn2_5 and generic_0; still tied after 4 seeds (the budget: 4 seeds per variant): cnn2_5 and generic_0."
+    ]
+    assert {s["group"] for s in result["summaries"]} == {"tied"}
+    md = (tmp_path / "digits" / "auto" / "comparison.md").read_text()
+    assert "Added 1 seed to cnn2_5 and generic_0" in md and "Tied for best" in md

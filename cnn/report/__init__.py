@@ -16,6 +16,7 @@ from cnn.report.analysis import (
     per_class_f1_table,
     top_confused,
 )
+from cnn.report.changes import Change, regressions, rows_by_variant, variant_change
 from cnn.report.figures import COSTS, plot_accuracy_vs_cost, plot_f1_heatmap, plot_verdict
 from cnn.report.files import write_report
 from cnn.report.metrics import COLUMNS, METRICS, Column, Metric, accuracy_per_1k_params, lr_text, pair_text
@@ -34,6 +35,10 @@ from cnn.report.tables import (
 from cnn.report.verdict import Verdict, auto_repeats_note, decide, plan_seeds, with_verdict
 
 __all__ = [
+    "Change",
+    "regressions",
+    "rows_by_variant",
+    "variant_change",
     "COLUMNS",
     "COSTS",
     "METRICS",

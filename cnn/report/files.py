@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from cnn import plots
 from cnn.pipeline import FULL_DPI
+from cnn.report.changes import Change
 from cnn.report.analysis import per_class_f1_table
 from cnn.report.figures import plot_accuracy_vs_cost, plot_f1_heatmap, plot_verdict, with_interval
 from cnn.report.rows import Row, is_ok
@@ -41,6 +42,8 @@ def write_report(
     dataset: str,
     repeats: int,
     galleries: Mapping[str, bytes] | None = None,
+    notes: Sequence[str] = (),
+    changes: Sequence[Change] = (),
 ) -> dict[str, Any]:
     """Write <folder>/report.md (images under <folder>/report/, linked relatively), comparison.md and comparison.csv.
 
@@ -61,7 +64,7 @@ def write_report(
         put(name, plots.figure_to_png(make(), dpi=FULL_DPI), plots.figure_to_png(make(), dpi=plots.UI_DPI))
     for name, png in (galleries or {}).items():
         put(f"{GALLERY}{name}", png, png)
-    comparison_md = comparison_markdown(summaries, dataset, repeats, root=storage.url)
+    comparison_md = comparison_markdown(summaries, dataset, repeats, root=storage.url, notes=notes, changes=changes)
     error_md = error_analysis_markdown(rows, class_names)
     storage.write_text(f"{folder}/comparison.md", comparison_md)
     csv_url = storage.write_text(f"{folder}/comparison.csv", comparison_frame(summaries, repeats).to_csv(index=False))

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cnn.markdown import md_escape
 from cnn.plots import UI_COLUMN_PX
+from cnn.report.changes import NEW, Change, change_text, changes_markdown
 from cnn.report.analysis import best_per_class, confusion_shifts, per_class_f1_table
 from cnn.report.metrics import CSV, HEADLINE, SCORE, TERMINAL, UI, columns_for, format_number, pair_text
 from cnn.report.rows import Row, is_ok, learned
@@ -102,8 +103,16 @@ def _heading(summaries: Sequence[Row], dataset: str, repeats: int) -> str:
     )
 
 
-def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None) -> str:
-    """Markdown comparison (sorted by test accuracy): heading with the shared settings, table, failures, summary, files."""
+def comparison_markdown(
+    summaries: Sequence[Row],
+    dataset: str,
+    repeats: int,
+    root: str | None = None,
+    notes: Sequence[str] = (),
+    changes: Sequence[Change] = (),
+) -> str:
+    """Markdown comparison (sorted by test accuracy): heading with the shared settings, table, failures, summary and
+    `notes` (what the run did, e.g. the seeds --repeats auto added), the changes since the last publication, files."""
     frame = comparison_frame(summaries, repeats, UI)
     table = markdown_table(list(frame.columns), [[md_escape(v) for v in rec] for rec in frame.itertuples(index=False)])
     below = [f"- {md_escape(line)}" for line in failure_lines(summaries)]
@@ -111,16 +120,24 @@ def comparison_markdown(summaries: Sequence[Row], dataset: str, repeats: int, ro
         f"### {md_escape(_heading(summaries, dataset, repeats))}",
         table,
         "\n".join(below),
-        summary_sentences(summaries),
+        " ".join([summary_sentences(summaries), *(md_escape(n) for n in notes)]),
+        changes_markdown(changes),
         md_escape(files_line(summaries, root)),
     ]
-    return "\n\n".join(p for p in parts if p) + "\n"
+    return "\n\n".join(p.strip("\n") for p in parts if p) + "\n"
 
 
 def comparison_text(
-    summaries: Sequence[Row], dataset: str, repeats: int, root: str | None = None, width: int = TERMINAL_WIDTH
+    summaries: Sequence[Row],
+    dataset: str,
+    repeats: int,
+    root: str | None = None,
+    width: int = TERMINAL_WIDTH,
+    notes: Sequence[str] = (),
+    changes: Sequence[Change] = (),
 ) -> str:
-    """The comparison for a terminal, every line at most `width` characters: table, failures, summary, files."""
+    """The comparison for a terminal, every line at most `width` characters: table, failures, summary and `notes`,
+    the changes since the last publication, files."""
     frame = comparison_frame(summaries, repeats, TERMINAL)
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -138,7 +155,10 @@ def comparison_text(
     Console(file=buffer, width=width, color_system=None, legacy_windows=False, soft_wrap=False).print(table)
     wrap = textwrap.TextWrapper(width=width, subsequent_indent="  ", break_on_hyphens=False)
     lines = [line.rstrip() for line in buffer.getvalue().splitlines()] + [""]
-    for text in [*failure_lines(summaries), summary_sentences(summaries, markdown=False), files_line(summaries, root)]:
+    summary = " ".join([summary_sentences(summaries, markdown=False), *notes])
+    shown = [c for c in changes if c.kind != NEW]
+    since = ["Changes since the last publication:", *(f"- {change_text(c)}" for c in shown)] if shown else []
+    for text in [*failure_lines(summaries), summary, *since, files_line(summaries, root)]:
         lines += wrap.wrap(text) if text else []
     return "\n".join(lines) + "\n"
 
