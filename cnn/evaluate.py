@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 from torch import Tensor, nn
 
-from cnn.errors import ConfigError
+from cnn.errors import ConfigError, TrainingDiverged
 
 
 @dataclass
@@ -85,12 +85,14 @@ def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple
     trues: list[Tensor] = []
     preds: list[Tensor] = []
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    non_finite = torch.zeros((), dtype=torch.int64, device=device)  # images whose logits hold NaN or inf
     num_classes = 0
     with _eval_mode(model):
         for images, labels in batches:
             logits = model(images.to(device, non_blocking=True)).float()
             labels = labels.to(device, non_blocking=True).long()
             num_classes = logits.shape[1]
+            non_finite += (~torch.isfinite(logits)).any(dim=1).sum()
             # Clamp so a bad label cannot trip a device-side assert; it is reported after the single host copy.
             losses = F.cross_entropy(logits, labels.clamp(0, num_classes - 1), reduction="none")
             loss_sum += losses.sum(dtype=torch.float64)
@@ -99,11 +101,15 @@ def predict(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple
     if not trues or sum(len(t) for t in trues) == 0:
         raise ConfigError("batches", "got no samples to evaluate")
     y_true_t, y_pred_t = torch.cat(trues), torch.cat(preds)
-    packed = torch.cat([y_true_t.double(), y_pred_t.double(), loss_sum.reshape(1)]).cpu().numpy()
+    packed = torch.cat([y_true_t.double(), y_pred_t.double(), loss_sum.reshape(1), non_finite.reshape(1)]).cpu().numpy()
     n = len(y_true_t)
+    if packed[-1]:
+        raise TrainingDiverged(
+            f"the model outputs NaN or inf for {int(packed[-1])} of {n} test images, so its predictions mean nothing; retrain it at a lower lr, or fix the variant's forward"
+        )
     y_true, y_pred = packed[:n].astype(np.int64), packed[n : 2 * n].astype(np.int64)
     _check_labels(y_true, num_classes, "labels", "label {bad} is out of range of the model's {n} outputs")
-    return y_true, y_pred, float(packed[-1] / n)
+    return y_true, y_pred, float(packed[-2] / n)
 
 
 def _check_labels(values: np.ndarray, n: int, field: str, template: str) -> None:

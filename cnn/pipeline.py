@@ -25,7 +25,7 @@ from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
 from cnn import checkpoints, fitting, lr_find, recipe
 from cnn.markdown import md_escape
-from cnn.models import count_parameters, create_variant, resolve_input_size
+from cnn.models import check_outputs, count_parameters, create_variant, resolve_input_size
 from cnn.params import RunParams, default_of
 from cnn.predictions import PREDICTIONS, predictions_bytes
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
@@ -131,7 +131,8 @@ def build_model(
     architecture's design side); the flows, the benchmarks and the reference loop all build through it."""
     size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE), input_size)
     seed_everything(seed)
-    return create_variant(variant, data.channels, data.num_classes, size), size
+    model = create_variant(variant, data.channels, data.num_classes, size)
+    return check_outputs(model, variant, data.channels, data.num_classes, size), size
 
 
 def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
@@ -157,6 +158,25 @@ def train_config(config: RunParams, n_train: int, **values: Any) -> TrainConfig:
     and `values` (the chosen lr, the seed) on top."""
     sizes = resolved_sizes(config.epochs, config.batch_size, n_train, config.device)
     return TrainConfig.from_run(config, **{**sizes, **values})
+
+
+# Test images per class below which a run is refused: at 10 per class (100 for ten classes) one accuracy's 95% interval
+# is already about +-10 points wide, and the per-class report counts single images (cnn/report/verdict.py's Wilson)
+MIN_TEST_PER_CLASS = 10
+
+
+def check_splits(config: RunParams, info: Mapping[str, Any]) -> None:
+    """The run's batch size fits the training split and its test split can measure an accuracy; the flows check this
+    right after the data step, before any LR test or training."""
+    check_batch_size(config.batch_size, int(info["num_train"]))
+    needed, n_test = MIN_TEST_PER_CLASS * len(info["classes"]), int(info["num_test"])
+    if n_test < needed:
+        field = "max_test" if config.max_test else "dataset"
+        raise ConfigError(
+            field,
+            f"{n_test} test images cannot measure {len(info['classes'])} classes' accuracy (its 95% interval would span more than 20 points)",
+            allowed=f"at least {needed} test images ({MIN_TEST_PER_CLASS} per class): max_test 0 (all) or >= {needed}",
+        )
 
 
 def check_batch_size(batch_size: int | str, n_train: int) -> None:

@@ -11,7 +11,7 @@ from prefect.states import Failed
 from cnn.checks import AUTO
 from cnn.models import builtin_variants, plugin_variants
 from cnn.params import parse_params
-from cnn.pipeline import check_batch_size
+from cnn.pipeline import check_splits
 from cnn.publishing import comparison_artifact_key
 from flows.dispatch import check_deployment, dispatch_variants
 from flows.failures import fail_in_one_line
@@ -37,7 +37,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
     previous = read_comparison(config.storage, config.dataset, config.comparison)  # checked before any training
     announce_run(config.run)
     info = with_result_storage(prepare_dataset, config.storage)(config)
-    check_batch_size(config.batch_size, info["num_train"])  # before any variant's LR test or training
+    check_splits(config, info)  # before any variant's LR test or training
     logger.info(
         "%s: %d train / %d val / %d test images, %d classes, mean %s std %s",
         info["name"],

@@ -11,7 +11,7 @@ from cnn.errors import StorageError
 from cnn.gpus import own_device
 from cnn.models import load_variants
 from cnn.parallel import set_threads
-from cnn.pipeline import check_batch_size, variant_dir
+from cnn.pipeline import check_splits, variant_dir
 from cnn.report import failed_row, make_row
 from cnn.params import RunParams
 from flows.credentials import use_storage_block
@@ -63,7 +63,7 @@ def _seeds_steps(
     subdirs = subdirs or [seed_subdir(config, seed) for seed in seeds]
     try:
         info = _task(prepare_dataset, config)(config)
-        check_batch_size(config.batch_size, info["num_train"])  # before this variant's LR test or training
+        check_splits(config, info)  # before this variant's LR test or training
         lr_info = (
             _task(lr_range_test, config)(config, variant, fingerprint=info["fingerprint"])
             if config.lr == "auto"

@@ -3,6 +3,7 @@
 from cnn.models.registry import (
     ENTRY_POINT_GROUP,
     VariantSpec,
+    check_outputs,
     count_parameters,
     create_variant,
     get_variant,
@@ -42,6 +43,7 @@ __all__ = [
     "VariantSpec",
     "builtin_variants",
     "check_variant_names",
+    "check_outputs",
     "count_parameters",
     "create_variant",
     "get_variant",

@@ -168,6 +168,26 @@ def create_variant(name: str, in_channels: int = 1, num_classes: int = 10, input
     return spec.builder(in_channels, num_classes, size)
 
 
+def check_outputs(model: nn.Module, name: str, in_channels: int, num_classes: int, input_size: int) -> nn.Module:
+    """`model` if two images of this shape give (2, num_classes) logits; a ConfigError naming the variant otherwise
+    (13 logits for 10 classes used to train and evaluate without a word). Runs on CPU in eval mode, mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_channels, input_size, input_size))
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (2, num_classes):
+        raise ConfigError(
+            "variant",
+            f"{name!r} outputs {shape} for a batch of 2 images of {in_channels}x{input_size}x{input_size} and {num_classes} classes",
+            allowed="a model returning (batch, classes) logits",
+        )
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters in `model`."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
