@@ -52,6 +52,11 @@ class StorageError(CnnLabError):
         return (type(self), (str(self),), {"transient": self.transient})
 
 
+class UntrustedFile(StorageError):
+    """A file in the store that is not what cnn-lab writes there: not a regular file, too large, or behind a link that
+    leads outside the store."""
+
+
 def no_gpu_error() -> ConfigError:
     """The error for a CUDA device where there is none (torch's check and the CLI's driver check say the same)."""
     return ConfigError("device", "CUDA was requested but no GPU is available", allowed=["auto", "cpu"])

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import fsspec
 
 from cnn.checks import SAFE_NAME, SAFE_NAME_ALLOWED, Number, parse_number
-from cnn.errors import ConfigError, StorageError
+from cnn.errors import ConfigError, StorageError, UntrustedFile
 from cnn.redaction import has_credentials, redact
 
 __all__ = ["Storage", "open_storage", "redact", "safe_name"]  # redact: cnn.redaction's, the one every message uses
@@ -318,8 +318,8 @@ class Storage:
         """Write to a hidden temp file in the same folder, fsync, then rename over the target (atomic on POSIX); a
         folder that a symlink sends outside the store is refused."""
         folder, name = os.path.split(target)
+        folder = self._inside(folder, "write")  # before any folder is made: a link must not lead the write elsewhere
         os.makedirs(folder, exist_ok=True)
-        folder = self._inside(folder, "write")
         tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             with open(tmp, "wb") as fh:
@@ -358,12 +358,12 @@ class Storage:
             target = self._inside(target, "read")
             info = os.stat(target)
             if not stat.S_ISREG(info.st_mode):
-                raise StorageError(f"storage: {redact(full)} is not a regular file; move it aside and rerun")
+                raise UntrustedFile(f"storage: {redact(full)} is not a regular file; move it aside and rerun")
             size = info.st_size
         else:
             size = int(self.fs.info(target).get("size") or 0)
         if size > max_bytes:
-            raise StorageError(
+            raise UntrustedFile(
                 f"storage: {redact(full)} is {size:,} bytes, over the {max_bytes:,} bytes such a file can be; move it aside and rerun"
             )
         return self.fs.cat_file(target)
@@ -373,7 +373,7 @@ class Storage:
         the store must not send reads or writes elsewhere)."""
         base, real = os.path.realpath(self._fs_path(self.url)), os.path.realpath(target)
         if real != base and not real.startswith(base + os.sep):
-            raise StorageError(
+            raise UntrustedFile(
                 f"storage: cannot {what} {redact(target)}: a symbolic link there points outside the store ({redact(real)}); remove the link and rerun"
             )
         return real

@@ -16,10 +16,10 @@ from cnn.publishing import comparison_artifact_key
 from flows.dispatch import check_deployment, dispatch_variants
 from flows.failures import fail_in_one_line
 from flows.parameters import COMPARE_FIELDS, run_parameters
-from flows.results import with_result_storage
 from flows.runners import run_variants
 from flows.seeds import add_seeds, first_seeds
 from flows.settings import prepare_run
+from flows.variant_steps import step_task
 from tasks import prepare_dataset, publish_comparison
 from tasks.progress import announce_run
 from tasks.store import read_comparison, record_comparison
@@ -36,7 +36,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
         check_deployment(config.train_deployment)
     previous = read_comparison(config.storage, config.dataset, config.comparison)  # checked before any training
     announce_run(config.run)
-    info = with_result_storage(prepare_dataset, config.storage)(config)
+    info = step_task(prepare_dataset, config)(config)
     check_splits(config, info)  # before any variant's LR test or training
     logger.info(
         "%s: %d train / %d val / %d test images, %d classes, mean %s std %s",

@@ -25,6 +25,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import Field
 
+from cnn.errors import UntrustedFile
 from cnn.storage import Storage, redact
 
 RESULTS_DIR = "_prefect-results"  # starts with "_": can never clash with a dataset folder (safe names start with a letter or digit)
@@ -134,14 +135,14 @@ class CnnLabResultStorage(WritableFileSystem):
         return path
 
     def read_path(self, path: str, _sync: bool = True) -> bytes:
-        """The stored record at `path`, checked; a file cnn-lab would not have written raises UntrustedResult (a cache miss)."""
+        """The stored record at `path`, checked; a file cnn-lab would not have written (not a plain-JSON record, not a
+        regular file, too large, behind a link out of the store) raises UntrustedResult: a cache miss."""
         store = self._store()
-        content = store.read_bytes(self._key(path))
         try:
-            return check_record(content)
-        except UntrustedResult as err:
+            return check_record(store.read_bytes(self._key(path)))
+        except (UntrustedResult, UntrustedFile) as err:
             _warn("ignoring cached result %s: %s; the step runs again and replaces it", store.path(path), err)
-            raise
+            raise UntrustedResult(str(err)) from None
 
     def write_path(self, path: str, content: bytes, _sync: bool = True) -> str:
         """Write one record atomically; returns its URL."""

@@ -3,6 +3,8 @@ the same code runs in the flow's process, in a task runner's worker process, or 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -13,6 +15,7 @@ from cnn.models import load_variants
 from cnn.parallel import set_threads
 from cnn.pipeline import check_splits, variant_dir
 from cnn.report import failed_row, make_row
+from cnn.step_results import result_problem
 from cnn.params import RunParams
 from flows.credentials import use_storage_block
 from flows.failures import error_line
@@ -23,10 +26,24 @@ from tasks.policy import STEP_OF_TASK
 from tasks.progress import mark_done
 
 
-def _task(t: Any, config: RunParams) -> Any:
-    """The task with its results in the run's store, forced to run afresh when the user asked to refresh its step."""
+def step_task(t: Any, config: RunParams) -> Callable[..., Any]:
+    """The task with its results in the run's store, forced to run afresh when the user asked to refresh its step; a
+    call whose result (a cached record read back) lacks the step's shape runs the step again, which replaces the record."""
     t = with_result_storage(t, config.storage)
-    return t.with_options(refresh_cache=True) if STEP_OF_TASK[t.name] in config.refresh else t
+    t = t.with_options(refresh_cache=True) if STEP_OF_TASK[t.name] in config.refresh else t
+    return functools.partial(_checked_call, t)
+
+
+def _checked_call(t: Any, *args: Any, **kwargs: Any) -> Any:
+    """`t(*args, **kwargs)`, run afresh when its result is not of its step's shape (cnn.step_results)."""
+    out = t(*args, **kwargs)
+    problem = result_problem(STEP_OF_TASK[t.name], out)
+    if problem is None:
+        return out
+    get_run_logger().warning(
+        "%s: its cached result is not one (%s); running the step again, which replaces the record", t.name, problem
+    )
+    return t.with_options(refresh_cache=True)(*args, **kwargs)
 
 
 def run_seeds(
@@ -62,10 +79,10 @@ def _seeds_steps(
 ) -> list[dict[str, Any]]:
     subdirs = subdirs or [seed_subdir(config, seed) for seed in seeds]
     try:
-        info = _task(prepare_dataset, config)(config)
+        info = step_task(prepare_dataset, config)(config)
         check_splits(config, info)  # before this variant's LR test or training
         lr_info = (
-            _task(lr_range_test, config)(config, variant, fingerprint=info["fingerprint"])
+            step_task(lr_range_test, config)(config, variant, fingerprint=info["fingerprint"])
             if config.lr == "auto"
             else {"lr": float(config.lr), "rule": "given", "flag": None}
         )
@@ -99,7 +116,7 @@ def _train(
 ) -> list[dict[str, Any] | Exception]:
     """The seeds trained as one task; when that fails and there are several, one task per seed, so that each seed gets
     its own outcome (an Exception in its place when it fails)."""
-    train = _task(train_variant, config)
+    train = step_task(train_variant, config)
     common = {"fingerprint": fingerprint, "progress": progress, "resume": "train" not in config.refresh}
     try:
         return train(config, variant, seeds, lr, subdirs=subdirs, label=_label(seeds), **common)
@@ -141,8 +158,8 @@ def _inspect_and_publish(
     reports show one seed's), store its row.json and publish its artifact; returns the row."""
     label = f"s{seed}"
     folder, model_id = trained["folder_rel"], trained["model_id"]
-    evaluated = _task(evaluate_variant, config)(config, variant, folder, model_id, label=label)
-    maps = _task(extract_features, config)(config, variant, folder, model_id, label=label) if features else {}
+    evaluated = step_task(evaluate_variant, config)(config, variant, folder, model_id, label=label)
+    maps = step_task(extract_features, config)(config, variant, folder, model_id, label=label) if features else {}
     row = make_row(variant, seed, lr_info, trained, evaluated, trained["folder"])
     row_rel = variant_dir(config.dataset, config.run, variant) + (f"/{subdir}" if subdir else "") + "/row.json"
     publish_variant(config.dataset, config.storage, row_rel, row, lr_info, trained, evaluated, maps)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import subprocess
@@ -82,3 +84,106 @@ def test_a_planted_plugin_in_a_local_store_runs_no_code(prefect_home: Path, tmp_
 def test_a_planted_plugin_in_an_s3_store_runs_no_code(prefect_home: Path, tmp_path: Path) -> None:
     with s3_in_environment():
         _attack(prefect_home, tmp_path, f"s3://{BUCKET}/shared")
+
+
+# --- reads of the store that check what they find -------------------------------------------------------------------
+
+
+def _prepare_flow(config):
+    """A flow running the dataset step as the comparison does (flows.variant_steps.step_task: results checked)."""
+    from prefect import flow
+
+    from flows.variant_steps import step_task
+    from tasks import prepare_dataset
+
+    @flow
+    def prepare() -> dict:
+        return step_task(prepare_dataset, config)(config)
+
+    return prepare
+
+
+class Collected(logging.Handler):
+    """The messages of Prefect's run loggers (which need not propagate to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> Collected:
+        for name in ("prefect.task_runs", "prefect.flow_runs", "cnn_lab.results"):
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in ("prefect.task_runs", "prefect.flow_runs", "cnn_lab.results"):
+            logging.getLogger(name).removeHandler(self)
+
+
+def test_a_fifo_an_oversized_or_a_wrongly_typed_record_is_a_miss_then_replaced(prefect_harness, tmp_path: Path) -> None:
+    import threading
+
+    from cnn.params import RunParams
+    from cnn.storage import MAX_READ_BYTES
+    from flows.results import RESULTS_DIR, check_record
+
+    config = RunParams(dataset="digits", val_size=60, max_train=300, max_test=100, storage=str(tmp_path / "store"))
+    prepare = _prepare_flow(config)
+    expected = prepare()
+    results = tmp_path / "store" / RESULTS_DIR
+    [key] = [p.name for p in results.iterdir() if not p.name.startswith(".")]
+    good = (results / key).read_bytes()
+    record = json.loads(good)
+    wrong = json.dumps({**record, "result": json.dumps({**json.loads(record["result"]), "num_train": "many"})}).encode()
+    for name, plant in {
+        "fifo": lambda p: (p.unlink(), os.mkfifo(p)),
+        "oversized": lambda p: p.write_bytes(b" " * (MAX_READ_BYTES + 1)),
+        "wrong-type": lambda p: p.write_bytes(wrong),
+    }.items():
+        plant(results / key)
+        done = threading.Event()
+        with Collected() as logs:
+            runner = threading.Thread(target=lambda done=done: (prepare(), done.set()), daemon=True)
+            runner.start()
+            runner.join(120)
+        assert done.is_set(), f"{name}: the run blocked on the planted file"
+        text = "\n".join(logs.messages)
+        assert re.search(r"ignoring cached result|its cached result is not one", text), (name, text)
+        replaced = (results / key).read_bytes()
+        assert check_record(replaced) and json.loads(replaced)["result"] == record["result"], name
+        assert prepare() == expected, name
+
+
+def test_a_symlinked_run_folder_sends_nothing_outside_the_store(tmp_path: Path) -> None:
+    from cnn.errors import StorageError
+
+    outside, store = tmp_path / "outside", Storage(str(tmp_path / "store"))
+    outside.mkdir()
+    (tmp_path / "store" / "digits").mkdir(parents=True)
+    (tmp_path / "store" / "digits" / "run").symlink_to(outside)
+    with pytest.raises(StorageError, match=r"a symbolic link there points outside the store"):
+        store.write_text("digits/run/lenet1/row.json", "{}")
+    assert not list(outside.iterdir())
+    (outside / "secret.json").write_text("{}")
+    with pytest.raises(StorageError, match=r"a symbolic link there points outside the store"):
+        store.read_bytes("digits/run/secret.json")
+
+
+def test_a_row_whose_folder_leads_outside_the_store_is_refused(tmp_path: Path) -> None:
+    from cnn.comparisons import read_row
+    from cnn.errors import StorageError
+
+    store = Storage(str(tmp_path))
+    row = {"variant": "lenet1", "seed": 0, "status": "ok", "folder": "/etc"}
+    store.write_json("digits/r/lenet1/row.json", row)
+    with pytest.raises(
+        StorageError,
+        match=r"row\.json is not a cnn-lab _StoredRow record \(row: Value error, folder '/etc' is outside the store",
+    ):
+        read_row(store, "digits/r/lenet1/row.json")
+    store.write_json("digits/r/lenet1/row.json", {**row, "folder": store.path("digits/../../etc")})
+    with pytest.raises(StorageError, match=r"is not a safe name"):
+        read_row(store, "digits/r/lenet1/row.json")
