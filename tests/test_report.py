@@ -622,3 +622,17 @@ def test_galleries_fill_the_ui_width(digits, tiny_models) -> None:
         width, height = shown[name]
         assert width >= 700  # ten probe tiles of ~65 px each; the old embedded galleries were ~50-100 px wide in all
         assert height >= 8 * 60  # at least one variant's eight channels at tile size
+
+
+def test_rows_with_other_seed_counts_show_their_seeds_and_no_spread_for_one() -> None:
+    rows = [row("a", 0, 0.80), row("a", 1, 0.82), row("b", 0, 0.70), row("b", 1, 0.72), row("c", 1, 0.95)]
+    summaries = report.aggregate_repeats(rows)
+    frame = report.comparison_frame(summaries, 2, "terminal")
+    cells = dict(zip(frame["variant"], frame["test acc"]))
+    assert cells["c"] == "0.950" and cells["a"] == "0.810 ± 0.010"  # c ran one seed: no "± 0.000"
+    assert dict(zip(frame["variant"], frame["seeds"])) == {"a": "2", "b": "2", "c": "1"}
+    # seed 1 is the only one all three ran: c's lone seed 1 wins it, seed 0 (without c) counts for nobody
+    assert {s["variant"]: s["wins"] for s in summaries} == {"a": 0, "b": 0, "c": 1.0}
+    assert "mean ± std over 1-2 seeds (the seeds column)" in report.comparison_text(summaries, "toy", 2)
+    even = report.comparison_frame(report.aggregate_repeats(rows[:4]), 2, "terminal")
+    assert "seeds" not in even.columns  # every row has the same seeds: the heading says how many

@@ -7,7 +7,7 @@ that computes it, aggregate_repeats averages it over seeds, and every table that
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,12 +95,14 @@ class Column:
     cell: Callable[[Row, int], str]
     views: tuple[str, ...] = EVERYWHERE
     repeats_only: bool = False  # shown only when the comparison repeats over seeds
+    when_differs: bool = False  # outside the CSV, shown only when the rows' cells differ
 
 
 def _metric_cell(metric: Metric) -> Callable[[Row, int], str]:
     def cell(s: Row, repeats: int) -> str:
         std = s.get(f"{metric.field}_std") if metric.spread else None
-        text = with_spread(s.get(metric.field), std, metric.fmt, repeats if metric.spread else 1)
+        seeds = int(s.get("n_seeds") or 1) if metric.spread else 1  # the row's own seeds: no ± on a single seed
+        text = with_spread(s.get(metric.field), std, metric.fmt, seeds)
         if metric.field == HEADLINE and s.get("status", "ok") != "ok":
             return "failed"
         if metric.field == HEADLINE and text and s.get("learned") is False:
@@ -158,6 +160,7 @@ COLUMNS = (
     *VERDICT_COLUMNS,
     *(Column(m.header, _metric_cell(m), m.views) for m in METRICS[_AFTER_HEADLINE:]),
     Column("acc/1k params", _per_1k, (CSV,)),
+    Column("seeds", _ok_cell("n_seeds", "d"), when_differs=True),  # rows may differ (a retrain, --repeats auto)
     Column("wins", _ok_cell("wins", ".3g"), repeats_only=True),  # a seed's win shared by the variants tied on it
     Column("most confused", _most_confused, (CSV, TERMINAL)),  # the UI has them in the error analysis
     Column("optimizer", lambda s, r: str(s.get("optimizer") or ""), (CSV,)),
@@ -169,6 +172,16 @@ COLUMNS = (
 )
 
 
-def columns_for(view: str, repeats: int) -> list[Column]:
-    """The columns `view` shows for a comparison over `repeats` seeds, in table order."""
-    return [c for c in COLUMNS if view in c.views and (repeats > 1 or not c.repeats_only)]
+def _finished(s: Row) -> bool:
+    return s.get("status", "ok") == "ok"
+
+
+def columns_for(view: str, repeats: int, summaries: Sequence[Row] = ()) -> list[Column]:
+    """The columns `view` shows for a comparison over `repeats` seeds of these `summaries`, in table order."""
+    return [
+        c
+        for c in COLUMNS
+        if view in c.views
+        and (repeats > 1 or not c.repeats_only)
+        and (view == CSV or not c.when_differs or len({c.cell(s, repeats) for s in summaries if _finished(s)}) > 1)
+    ]

@@ -111,7 +111,7 @@ def verdict_sentences(learned_summaries: Sequence[Row]) -> list[str]:
     if one_seed and len(tested) > 1:
         sentences.append(
             "With one seed a variant the test covers the test images' noise, not the seeds' (which can reverse an "
-            "order on a small set); --repeats 3 covers both."
+            "order on a small set); --repeats auto covers both."
         )
     if untested:
         sentences.append(f"Not tested (no stored per-image predictions on this test set): {', '.join(untested)}.")

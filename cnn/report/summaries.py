@@ -23,13 +23,15 @@ def by_variant(rows: Iterable[Row]) -> dict[str, list[Row]]:
 
 def count_wins(rows: Iterable[Row]) -> dict[str, float]:
     """Per variant, its share of the seeds where its test accuracy was the highest among that seed's learned runs:
-    each seed counts once, a tie shares it (two variants tied on a seed get half each)."""
+    each seed counts once, a tie shares it (two variants tied on a seed get half each). Only seeds every learned
+    variant ran count: a seed only some ran (a retrain's, or one --repeats auto added) would hand them free wins."""
+    rows = [r for r in rows if learned(r)]
     by_seed: dict[Any, list[Row]] = {}
     for row in rows:
-        if learned(row):
-            by_seed.setdefault(row["seed"], []).append(row)
+        by_seed.setdefault(row["seed"], []).append(row)
+    everyone = {r["variant"] for r in rows}
     wins: dict[str, float] = {}
-    for seed_rows in by_seed.values():
+    for seed_rows in (group for group in by_seed.values() if {r["variant"] for r in group} == everyone):
         top = max(r[HEADLINE] for r in seed_rows)
         winners = [r["variant"] for r in seed_rows if math.isclose(r[HEADLINE], top, rel_tol=0, abs_tol=1e-12)]
         for variant in winners:

@@ -42,7 +42,7 @@ def _repeats(summaries: Sequence[Row], repeats: int | None) -> int:
 def comparison_frame(summaries: Sequence[Row], repeats: int | None = None, view: str = CSV) -> pd.DataFrame:
     """The comparison table as text cells in `view`'s columns (CSV: all of them), sorted by test accuracy."""
     repeats = _repeats(summaries, repeats)
-    columns = columns_for(view, repeats)
+    columns = columns_for(view, repeats, summaries)
     ordered = _ordered(summaries)
     return pd.DataFrame({c.header: pd.Series([c.cell(s, repeats) for s in ordered], dtype=object) for c in columns})
 
@@ -96,7 +96,10 @@ def relative_path(url: str, root: str | None) -> str:
 
 
 def _heading(summaries: Sequence[Row], dataset: str, repeats: int) -> str:
+    counts = {int(s.get("n_seeds") or 1) for s in summaries if is_ok(s)}
     seeds = f", mean \u00b1 std over {repeats} seeds" if repeats > 1 else ""
+    if len(counts) > 1:
+        seeds = f", mean \u00b1 std over {min(counts)}-{max(counts)} seeds (the seeds column)"
     settings = settings_line(summaries)
     return f"{dataset}: {len(summaries)} variant{'s' * (len(summaries) != 1)}{seeds}" + (
         f" ({settings})" if settings else ""
