@@ -105,6 +105,10 @@ def test_second_identical_run_hits_the_cache(first_run, fashion_dir) -> None:
     assert again.result()["report"].endswith("fashion-mnist/second/report.md")
     assert (storage / "fashion-mnist" / "second" / "comparison.md").is_file()
     assert float(artifacts("fashion-mnist-progress")[0].data) == pytest.approx(100.0)
+    keys = ["comparison", "comparison-table", "error-analysis", "galleries", "progress", "lenet1", "generic-2"]
+    for key in keys:  # two identical runs: a version of every artifact from each
+        runs = {a.flow_run_id for a in artifacts(f"fashion-mnist-{key}")}
+        assert {state.state_details.flow_run_id, again.state_details.flow_run_id} <= runs, key
 
 
 def test_retrain_takes_the_comparisons_settings_and_publishes_its_table(first_run, fashion_dir) -> None:
@@ -221,3 +225,29 @@ def test_repeats_auto_keeps_identical_networks_tied_and_says_what_it_added(prefe
     assert {s["group"] for s in result["summaries"]} == {"tied"}
     md = (tmp_path / "digits" / "auto" / "comparison.md").read_text()
     assert "Added 1 seed to cnn2_5 and generic_0" in md and "Tied for best" in md
+
+
+def test_a_retrain_after_two_seeds_retrains_both_and_keeps_the_comparisons_variants(
+    prefect_harness, fashion_dir, tmp_path
+) -> None:
+    from flows.compare import compare_architectures
+    from flows.retrain import retrain_variant
+
+    kwargs = _kwargs(fashion_dir, tmp_path, run="two-seeds", repeats=2, comparison="seeds")
+    assert compare_architectures(**kwargs, return_state=True).is_completed()
+    state = retrain_variant(
+        variant="lenet1",
+        comparison="seeds",
+        dataset="fashion-mnist",
+        data_dir=str(fashion_dir),
+        storage=str(tmp_path),
+        run="again",
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert sorted(r["seed"] for r in result["fresh"]) == [0, 1]
+    assert sorted((r["variant"], r["seed"]) for r in result["rows"]) == [
+        (v, s) for v in sorted(VARIANTS) for s in (0, 1)
+    ]
+    assert "over 2 seeds" in result["comparison_md"] and "± 0.000" not in result["comparison_md"]

@@ -236,6 +236,30 @@ def test_cli_passes_only_the_options_given_so_defaults_stay_in_the_model() -> No
     )
 
 
+def test_cli_retrain_hands_the_retrain_flow_only_the_options_typed(tmp_path, monkeypatch) -> None:
+    """The CLI and a deployment retrain run the same flow, which alone decides the settings (the comparison's unless
+    given): the CLI passes what was typed and nothing else."""
+    import flows.cli
+    from cnn.comparisons import record_definition
+    from cnn.storage import Storage
+    from flows.retrain import retrain_variant
+
+    record_definition(
+        Storage(str(tmp_path)), RunParams(dataset="digits", variants=["lenet1"], storage=str(tmp_path), run="r")
+    )
+    seen = {}
+
+    def fake_run(flow_fn, kwargs, quiet):
+        seen.update(flow=flow_fn, kwargs=kwargs)
+        raise KeyboardInterrupt  # stop before anything runs
+
+    monkeypatch.setattr(flows.cli, "_run_flow", fake_run)
+    monkeypatch.setattr(flows.cli, "_exit_now", lambda code: None)
+    flows.cli.main(["retrain", "lenet1", "--dataset", "digits", "--storage", str(tmp_path), "--epochs", "2"])
+    assert seen["flow"] is retrain_variant
+    assert seen["kwargs"] == {"variant": "lenet1", "dataset": "digits", "storage": str(tmp_path), "epochs": 2}
+
+
 @pytest.mark.parametrize(
     ("argv", "line"),
     [
