@@ -4,6 +4,12 @@ Prefect starts its temporary server (when PREFECT_API_URL is unset) in the termi
 it before the flow run could be marked as ended, and a killed CLI left it running. This one runs in its own session
 (the terminal's SIGINT does not reach it) and reads a pipe from the CLI: when the CLI is gone, even after SIGKILL, the
 pipe closes and the server shuts down. Prefect's own clients use it through PREFECT_API_URL.
+
+It is started the way Prefect starts its own temporary server (prefect.server.api.server.SubprocessASGIServer: uvicorn
+on `create_app`, with that class's environment), not through `prefect server start`: that command has no way to tie
+the server to another process's life or keep it out of the terminal's session, imports Prefect's whole CLI before the
+server (seconds at every CLI start), and runs the scheduler and UI services a one-command server does not need.
+tests/test_interrupts.py checks the Ctrl-C and SIGKILL behaviour this is for.
 """
 
 from __future__ import annotations

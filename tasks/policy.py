@@ -83,7 +83,11 @@ def report_key(context: Any, inputs: dict[str, Any]) -> str | None:
 REPORT_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=report_key)
 STEP_CACHE = TASK_SOURCE + STEP_SOURCE + STEP_INPUTS
 CACHE_EXPIRATION = datetime.timedelta(days=30)
-RETRY_DELAYS = [2, 8, 30]  # seconds: exponential backoff for store and network trouble
+# Seconds between a step's retries after a transient store or network error. Two layers, one concern each: a store
+# operation retries itself within seconds (cnn.storage: a blip costs no step), and a step whose store stayed away past
+# that is retried whole (its training resumes from its last epoch's checkpoint) until the store has failed for
+# CNN_LAB_STORAGE_GIVE_UP_S, when its error turns permanent and nothing retries it (docs/faults.md measures both).
+RETRY_DELAYS = [2, 8, 30]
 
 
 def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
