@@ -10,8 +10,9 @@ The rule, one place:
   handed out longest first as slots free up, the flow's own slot at once and each spawned one after WORKER_START_S
   (`makespan`), and N workers are chosen only when they beat one process by MIN_GAIN: the README quickstart and
   4 variants x 6 epochs of digits stay in one process, the 10 CPU variants on 60,000 images get two;
-- torch threads: the free cores split between the workers (`threads_per_worker`); cores that other processes keep
-  busy are not free (`busy_cpus`): OpenMP threads that outnumber the free cores wait on each other at every op;
+- cores that other processes keep busy (`busy_cpus`, watched as the variants start) are not free: they get no worker
+  and no torch thread (the free cores are split between the workers: `threads_per_worker`); OpenMP threads that
+  outnumber the free cores wait on each other at every op, and a worker on a busy core only slows the others;
 - on one GPU, variants share the device as processes (one CUDA context each, about CUDA_CONTEXT_BYTES), at most
   GPU_MAX_SHARED of them, each planned at `gpu_memory` and bounded by MEMORY_SHARE of the free device memory; small
   models leave the device mostly idle at one variant (launch-bound), so the image rule does not apply there.

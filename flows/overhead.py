@@ -207,17 +207,19 @@ def run_comparison(setup: dict[str, Any], root: str, run: str, **params: Any) ->
 
 
 def predicted(setup: dict[str, Any], root: str) -> dict[str, Any]:
-    """What cnn/parallel.py's rule predicts for `setup` on this machine: each variant's seconds, the wall time in one
-    process and with the workers it picks."""
+    """What cnn/parallel.py's rule predicts for `setup` on this machine now (its busy cores taken): each variant's
+    seconds, the wall time in one process and with the workers it picks."""
     from cnn.params import parse_params
     from cnn.pipeline import prepare_dataset
     from flows.runners import workers_for, workload
 
     config = parse_params({**_data(setup, root), **{k: setup[k] for k in ("variants", "epochs") if k in setup}})
     work = workload(config, list(config.variants), prepare_dataset(config))
-    workers = workers_for(config, work)
+    busy = parallel.busy_cpus()
+    workers = workers_for(config, work, busy)
     seconds = parallel.job_seconds(work)
     return {
+        "busy_cpus": busy,
         "workers": workers,
         "variant_s": {v: round(s, 1) for v, s in zip(config.variants, seconds)},
         "one_process_s": round(parallel.makespan(seconds, 1), 1),

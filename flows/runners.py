@@ -4,6 +4,7 @@ machine (Prefect's ProcessPoolTaskRunner), or on a Dask cluster (prefect-dask's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -39,12 +40,14 @@ def workload(config: RunParams, variants: list[str], info: dict[str, Any]) -> pa
     )
 
 
-def workers_for(config: RunParams, work: parallel.Workload) -> int:
-    """The `parallel` parameter, or for auto the rule of cnn/parallel.py on this machine and this comparison."""
+def workers_for(config: RunParams, work: parallel.Workload, busy: int = 0) -> int:
+    """The `parallel` parameter, or for auto the rule of cnn/parallel.py on this machine and this comparison, counting
+    only the cores that other processes leave free (`busy`: cnn.parallel.busy_cpus)."""
     chosen = config.parallel
     if chosen != "auto":
         return int(chosen)
-    return parallel.choose_parallel(work, parallel.Machine.this_one(parallel.gpu_memory_free(config.device)))
+    machine = parallel.Machine.this_one(parallel.gpu_memory_free(config.device))
+    return parallel.choose_parallel(work, dataclasses.replace(machine, cpus=max(1, machine.cpus - busy)))
 
 
 def task_runner_for(spec: str, workers: int) -> Any:
@@ -89,11 +92,13 @@ def api_for_workers() -> Iterator[None]:
         yield
 
 
-def run_in_process(config: RunParams, variants: list[str], seeds: list[int], progress_id: str) -> list[dict[str, Any]]:
+def run_in_process(
+    config: RunParams, variants: list[str], seeds: list[int], progress_id: str, busy: int = 0
+) -> list[dict[str, Any]]:
     """Each variant's steps in this process, one after another, with the torch threads of the cores other processes
-    leave free (cnn.parallel.busy_cpus); a failing variant becomes a failed row."""
+    leave free (`busy`: cnn.parallel.busy_cpus); a failing variant becomes a failed row."""
     rows: list[dict[str, Any]] = []
-    threads = parallel.threads_per_worker(1, busy=parallel.busy_cpus())
+    threads = parallel.threads_per_worker(1, busy=busy)
     get_run_logger().info("%d variants in this process, %d torch thread(s)", len(variants), threads)
     with parallel.torch_threads(threads):
         for i, variant in enumerate(variants):
@@ -136,18 +141,19 @@ def run_on_workers(
     progress_id: str,
     workers: int,
     order: list[int] | None = None,
+    busy: int = 0,
 ) -> list[dict[str, Any]]:
     """One `variant_steps` task run per variant, `workers` at a time, each with its share of the free CPU cores; rows in
     the variants' order. On this machine the flow's own process is one of the workers (a thread task runner), so only
     workers - 1 interpreters are spawned and their start-up overlaps its first variant; with a Dask task runner every
     variant goes to the cluster. Variants are handed out in `order` (indices; default as given: run_variants passes the
-    longest first), the first to the flow's own slot, then as slots free up. A variant whose worker fails (or dies)
+    longest first), the first to the flow's own slot, then as slots free up; `busy` cores get no threads. A variant whose worker fails (or dies)
     becomes failed rows and the others go on; a StorageError stops the comparison, as in the flow's process. Workers
     start deaf to Ctrl-C and SIGTERM, and on either the flow's process stops them all at once (flows.worker_lifecycle)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     spec = config.task_runner
-    threads = None if scheduler_address(spec) else parallel.threads_per_worker(workers, busy=parallel.busy_cpus())
+    threads = None if scheduler_address(spec) else parallel.threads_per_worker(workers, busy=busy)
     here = 0 if spec else 1  # slots in the flow's own process
     total = len(variants) * len(seeds)
     get_run_logger().info(
@@ -201,13 +207,14 @@ def run_variants(
     config: RunParams, variants: list[str], seeds: list[int], progress_id: str, info: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Every (variant, seed) row: on the named task runner, in worker processes when more than one runs at once (the
-    variants predicted longest first), else here."""
+    variants predicted longest first), else here; the cores other processes keep busy now count as taken."""
+    busy = parallel.busy_cpus()
     parallel_one = config.parallel != "auto" and int(config.parallel) == 1
     if parallel_one and not config.task_runner:  # nothing to choose or order: no FLOPs counted
-        return run_in_process(config, variants, seeds, progress_id)
+        return run_in_process(config, variants, seeds, progress_id, busy)
     work = workload(config, variants, info)
-    workers = workers_for(config, work)
+    workers = workers_for(config, work, busy)
     if config.task_runner or min(workers, len(variants)) > 1:
         order = parallel.longest_first(parallel.job_seconds(work))
-        return run_on_workers(config, variants, seeds, progress_id, min(workers, len(variants)), order)
-    return run_in_process(config, variants, seeds, progress_id)
+        return run_on_workers(config, variants, seeds, progress_id, min(workers, len(variants)), order, busy)
+    return run_in_process(config, variants, seeds, progress_id, busy)

@@ -193,3 +193,16 @@ def test_compare_takes_parallel_and_task_runner_options(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["retrain", "lenet1", "--parallel", "2"])  # one variant: nothing to run at once
     assert "unrecognized arguments: --parallel" in capsys.readouterr().err
+
+
+def test_auto_gives_no_worker_to_a_core_other_processes_keep_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnn import parallel
+    from flows.runners import workers_for
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(parallel, "available_memory", lambda: 16 * GiB)
+    config = parse_params({"variants": list(CPU_MFLOPS)})
+    work = _work(list(CPU_MFLOPS), 54_000, 5)
+    assert workers_for(config, work, busy=0) == 2
+    assert workers_for(config, work, busy=1) == 1
+    assert workers_for(parse_params({"variants": list(CPU_MFLOPS), "parallel": 2}), work, busy=1) == 2  # asked for
