@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.recipe import TOLERANCE, run_cnn_lab
+from benchmarks.record import command_line, environment, output_path, write_result
 from cnn.checks import AUTO, NumberList, Number, option_type
 from cnn.params import check_of
 
@@ -76,9 +77,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--seed", type=option_type(check_of("seed")), default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", default=AUTO, type=option_type(check_of("epochs")), help="default: the recipe's")
+    p.add_argument("--json-out", default=None, help="default: benchmarks/results/large-batch.json")
     args = p.parse_args(argv)
     rows = bench_batches(args.dataset, args.variants.split(","), args.batches, args.seed, args.device, args.epochs)
     print(format_rows(rows))
+    result = {
+        "command": command_line("python -m benchmarks.large_batch", argv),
+        "environment": environment(args.device),
+        "dataset": args.dataset,
+        "rows": rows,
+    }
+    if out := output_path(args.json_out, "large-batch"):
+        write_result(result, out)
     return rows
 
 

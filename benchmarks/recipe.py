@@ -10,16 +10,15 @@ the reference runs Adam 1e-3 at batch 32 for the same number of epochs on the sa
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 
 from benchmarks.datasets import register_distorted_digits
+from benchmarks.record import command_line, environment, output_path, write_result
 from benchmarks.reference import train_reference
 from cnn import pipeline, recipe
 from cnn.checks import option_type
@@ -153,9 +152,7 @@ def bench_recipe(
                 if on_pair:
                     on_pair(pair)
     env = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device,
+        **environment(device),
         "rules": {"min_steps_per_epoch": recipe.MIN_STEPS_PER_EPOCH, "epoch_images": recipe.EPOCH_IMAGES},
     }
     return {"pairs": pairs, "rows": summarise(pairs), "environment": env}
@@ -182,7 +179,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=option_type(check_of("batch_size")),
         help="cnn-lab's batch size (default: the recipe's rule); the reference keeps 32",
     )
-    p.add_argument("--json", default=None, help="also write every pair and row to this file")
+    p.add_argument(
+        "--json", default=None, help="where to write every pair and row (default benchmarks/results/recipe.json)"
+    )
     return p
 
 
@@ -209,9 +208,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         on_pair=show,
     )
     print(format_table(result["rows"]))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2, default=str)
+    result["command"] = command_line("python -m benchmarks.recipe", argv)
+    if out := output_path(args.json, "recipe"):
+        write_result(result, out)
     return result
 
 

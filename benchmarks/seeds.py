@@ -9,7 +9,7 @@ the seeds were batched, and the largest difference in final validation accuracy 
 (dropout masks differ between the two, so dropout variants differ by more than rounding). K = 1 batched shows the
 batched layout's own cost; --vmap adds rows with every model batched by vmap (cnn.ensemble.LAYOUTS). The JSON
 (--json-out, default benchmarks/results/seeds-<device>.json) holds the machine, versions, load, command and every
-timing; --docs renders the table into docs/seeds.md.
+timing; `python -m benchmarks.render` renders it into docs/seeds.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +26,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.speed import _load, _table, cpu_snapshot, environment, other_load
+from benchmarks.record import environment
+from benchmarks.speed import _load, _table
+from cnn.parallel import cpu_snapshot, other_load
 from cnn import recipe
 from cnn.ensemble import SeedsTrainer
 from cnn.errors import ConfigError
@@ -173,7 +174,7 @@ def bench_seeds(
             if on_row:
                 on_row(row)
     result = {
-        "environment": {**environment(dev), "machine": platform.platform(), "node": platform.node()},
+        "environment": environment(dev),
         "command": command,
         "dataset": dataset,
         "n_train": n_train,
@@ -250,7 +251,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--vmap", action="store_true", help="also time every model batched by vmap alone")
     p.add_argument("--json-out", default=None, help="default: benchmarks/results/seeds-<device>.json")
-    p.add_argument("--docs", default=None, help="also write the table as a markdown page here (docs/seeds.md)")
     return p
 
 
@@ -261,7 +261,7 @@ def markdown_page(result: dict[str, Any]) -> str:
             "# Seeds trained together",
             "",
             "K seeds of a variant trained as one batched model (`cnn.ensemble`) against one after another "
-            "(`cnn.train.train`). Written by `python -m benchmarks.seeds` from its JSON; rerun with:",
+            "(`cnn.train.train`). Rendered by `python -m benchmarks.render` from the JSON that this command wrote:",
             "",
             f"    {result['command']}",
             "",
@@ -300,8 +300,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.json_out) if args.json_out else RESULTS / f"seeds-{resolve_device(args.device).type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    if args.docs:
-        Path(args.docs).write_text(markdown_page(result))
     print(format_result(result), flush=True)
     return result
 

@@ -17,8 +17,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.idx import write_idx_dataset
+from benchmarks.record import command_line, environment, output_path, write_result
 from cnn.data.sources import load_torchvision
 from cnn.data.splits import DatasetSplits
 from cnn.data.stats import compute_normalization, fingerprint
@@ -45,6 +44,7 @@ from cnn import recipe
 from cnn.recipe import MIN_LR_TEST_STEPS
 from cnn.models import count_parameters
 from cnn.params import count_option, default_of
+from cnn.parallel import cpu_snapshot, other_load
 from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device
 
 DEFAULT_BATCH_SIZE = (
@@ -160,25 +160,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(CPU seconds all processes spent busy, CPU seconds of this process, wall clock); None without /proc/stat."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    own = os.times()
-    return busy, own.user + own.system, time.perf_counter()
-
-
-def other_load(before: tuple[float, float, float] | None) -> float | None:
-    """Cores kept busy by other processes since `before` (0 on a quiet machine): the noise behind a timing."""
-    after = cpu_snapshot()
-    if before is None or after is None or after[2] <= before[2]:
-        return None
-    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / (after[2] - before[2]))
-
-
 def _warm_up(model: nn.Module, x: Tensor, y: Tensor, steps: int = 3) -> None:
     """A few SGD steps on a throwaway copy, so one-time kernel/allocator costs stay out of the timings."""
     clone = copy.deepcopy(model)
@@ -202,20 +183,6 @@ def test_accuracy(
     loader = make_loader(data, "test", batch_size=batch_size, input_size=input_size, device=device)
     y_true, y_pred, _ = predict(model.to(device), loader)
     return float((y_true == y_pred).mean())
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """Device, versions and threads the figures were measured with."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {
-        "device": str(device),
-        "device_name": name,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 # ---------------------------------------------------------------- the two pipelines
@@ -1010,6 +977,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a seed-style torchvision pipeline")
     p.add_argument("--quick", action="store_true", help="a few thousand images (smoke run)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument(
+        "--json-out", default=None, help="default: benchmarks/results/speed-<device>.json (none for --quick)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--variant", default="cnn2_5")
     p.add_argument("--n-train", type=count_option("max_train"), default=None)
@@ -1053,6 +1023,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lr=args.lr,
         sections=args.sections,
     )
+    results["command"] = command_line("python -m benchmarks.speed", argv)
+    out = output_path(args.json_out, f"speed-{resolve_device(args.device).type}", args.quick)
+    if out:
+        write_result(results, out)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     return results
 

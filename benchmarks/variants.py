@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.record import command_line, environment, output_path, write_result
 from benchmarks.speed import (
     LR_MAX,
     N_TEST,
@@ -27,7 +28,6 @@ from benchmarks.speed import (
     _model,
     _pick_lr,
     _table,
-    environment,
     find_lr,
     load_splits,
     run_fast,
@@ -324,14 +324,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-rule", default=DEFAULT_LR_RULE, help="min_loss_div10 or steepest")
     p.add_argument("--no-warmup", action="store_true", help="time the first epoch too (cudnn autotuning included)")
     p.add_argument("--compile", action="store_true", help="instead: per-epoch time with and without torch.compile")
-    p.add_argument("--json-out", default=None, help="also write the results here (rewritten after every row)")
+    p.add_argument(
+        "--json-out",
+        default=None,
+        help="default: benchmarks/results/variants-<device>.json (rewritten after every row)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the floor (or the compile check), printing rows as they finish and the tables at the end."""
     args = get_args_parser().parse_args(argv)
-    out = Path(args.json_out) if args.json_out else None
+    kind = "compile" if args.compile else "variants"
+    out = output_path(args.json_out, f"{kind}-{resolve_device(args.device).type}")
     if args.compile:
         result = bench_compile(n_train=args.n_train, n_test=args.n_test, batch_size=args.batch_size, device=args.device)
         text = json.dumps(result, indent=2)
@@ -358,8 +363,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rule=args.lr_rule,
         )
         text = format_variants(result)
+    result["command"] = command_line("python -m benchmarks.variants", argv)
     if out:
-        out.write_text(json.dumps(result, indent=2))
+        write_result(result, out)
     print(text, flush=True)
     return result
 

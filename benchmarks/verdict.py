@@ -11,7 +11,8 @@ runs from the pools, never the same seed on both sides (cnn2_5 and generic_0 bui
 Trials that share a trained network are not independent, so a rate's interval (Wilson, over trials) is narrower than
 it should be; a larger pool brings the trials closer to independent. Figures: docs/verdict.md.
 
-    python -m benchmarks.verdict [--pool 10] [--trials 40] --json benchmarks/results/verdict.json --docs docs/verdict.md
+    python -m benchmarks.verdict [--pool 10] [--trials 40] [--json benchmarks/results/verdict.json]
+    python -m benchmarks.render   # docs/verdict.md from the JSON
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks.datasets import register_distorted_digits
-from benchmarks.speed import environment
+from benchmarks.record import environment, output_path, write_result
 from cnn import pipeline
 from cnn.checks import AUTO
 from cnn.checks import option_type
@@ -377,9 +378,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-train", type=int, default=None, help="train on at most this many images (for tests)")
     p.add_argument("--checks", default="all", help="'all', or kind:dataset:a:b;... (kind: false-alarm or power)")
-    p.add_argument("--json", default=None, help="write the result here (e.g. benchmarks/results/verdict.json)")
-    p.add_argument("--docs", default=None, help="render docs/verdict.md here (from --from-json, or this run)")
-    p.add_argument("--from-json", default=None, help="render --docs from this result instead of running")
+    p.add_argument("--json", default=None, help="where the result goes (default benchmarks/results/verdict.json)")
     p.add_argument("--reuse-pools", default=None, help="run the trials on the pools of this result (no training)")
     return p
 
@@ -401,37 +400,29 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run (or re-render) the benchmark, print the table, write the JSON and the docs page when asked."""
+    """Run the benchmark, print the table and write the JSON (docs/verdict.md: benchmarks/render.py)."""
     argv = sys.argv[1:] if argv is None else argv
     args = get_args_parser().parse_args(argv)
-    if args.from_json:
-        result = _read_json(args.from_json)
-    else:
 
-        def show(dataset: str, variant: str, seed: int, run: dict[str, Any]) -> None:
-            print(f"{dataset} {variant} seed {seed}: {run['accuracy']:.4f} ({run['seconds']:.1f}s)", file=sys.stderr)
+    def show(dataset: str, variant: str, seed: int, run: dict[str, Any]) -> None:
+        print(f"{dataset} {variant} seed {seed}: {run['accuracy']:.4f} ({run['seconds']:.1f}s)", file=sys.stderr)
 
-        result = bench_verdict(
-            parse_checks(args.checks),
-            args.pool,
-            args.trials,
-            [int(k) for k in args.repeat_seeds.split(",")],
-            args.device,
-            args.replicates,
-            epochs=args.epochs,
-            max_train=args.max_train,
-            reuse=_read_json(args.reuse_pools) if args.reuse_pools else None,
-            command=" ".join(["python -m benchmarks.verdict", *argv]),
-            on_run=show,
-        )
+    result = bench_verdict(
+        parse_checks(args.checks),
+        args.pool,
+        args.trials,
+        [int(k) for k in args.repeat_seeds.split(",")],
+        args.device,
+        args.replicates,
+        epochs=args.epochs,
+        max_train=args.max_train,
+        reuse=_read_json(args.reuse_pools) if args.reuse_pools else None,
+        command=" ".join(["python -m benchmarks.verdict", *argv]),
+        on_run=show,
+    )
     print(format_table(result))
-    if args.json and not args.from_json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2, default=str)
-    if args.docs:
-        with open(args.docs, "w") as fh:
-            fh.write(render_markdown(result, args.from_json or args.json or "a run not saved"))
+    if out := output_path(args.json, "verdict"):
+        write_result(result, out)
     return result
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ from cnn.train import (
 
 log = logging.getLogger(__name__)
 
-SMALL_DPI = 45  # data-URI images in Prefect artifacts stay a few tens of KB
 FULL_DPI = 110
 DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
 DESIGN_SIDE = (
@@ -139,11 +137,14 @@ def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
     return storage.write_bytes(rel, plots.figure_to_png(fig, dpi=dpi))
 
 
-def _save_png_and_thumbnail(storage: Storage, rel: str, fig: Any) -> tuple[str, str]:
-    """Save `fig` full size at `rel`; its URL and a small data-URI thumbnail of the same figure (built once, not twice)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=SMALL_DPI, bbox_inches="tight")
-    return _save_png(storage, rel, fig), plots.png_data_uri(buffer.getvalue())
+@functools.lru_cache(maxsize=4)
+def _probe_images_png(ref: DatasetRef, probe_seed: int) -> bytes:
+    """The probe images' grid as PNG, drawn once per process: every variant of a run shows the same images."""
+    data = get_dataset(ref)
+    px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
+    return plots.figure_to_png(
+        plots.plot_sample_grid(px, [data.classes[int(i)] for i in py], title="probe images"), dpi=FULL_DPI
+    )
 
 
 def resolved_sizes(epochs: int | str, batch_size: int | str, n_train: int, device: str) -> dict[str, int]:
@@ -195,15 +196,16 @@ def lr_range_test(config: RunParams, variant: str, *, input_size: int | None = N
     """
     ref, store = DatasetRef.of(config), open_storage(config.storage)
     folder = variant_dir(ref.name, config.run, variant)
-    model, data, size = _build(ref, variant, config.seed, input_size)
+    data = get_dataset(ref)
     n_train = int(data.train_y.numel())
     cfg = train_config(config, n_train)
     check_batch_size(cfg.batch_size, n_train)
     steps = recipe.lr_test_steps(cfg.epochs, n_train, cfg.batch_size)
-    if steps == 0:
-        out = _base_lr_info(cfg.optimizer, f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps", cfg)
+    if why := _no_range_test(steps, cfg.batch_size):
+        out = _base_lr_info(cfg.optimizer, why, cfg)
         store.write_json(f"{folder}/lr_finder.json", out)
         return out
+    model, data, size = _build(ref, variant, config.seed, input_size)
     result = range_test_sweep(
         model,
         data,
@@ -225,21 +227,24 @@ def lr_range_test(config: RunParams, variant: str, *, input_size: int | None = N
         "budget_share": result.images_seen / max(n_train * cfg.epochs, 1),
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
-        **dict(
-            zip(
-                ("plot", "plot_small"),
-                _save_png_and_thumbnail(
-                    store,
-                    f"{folder}/lr_finder.png",
-                    plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions),
-                ),
-            )
+        "plot": _save_png(
+            store, f"{folder}/lr_finder.png", plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions)
         ),
     }
     store.write_json(
         f"{folder}/lr_finder.json", {**result.to_dict(), **{k: v for k, v in out.items() if not k.startswith("plot")}}
     )
     return out
+
+
+def _no_range_test(steps: int, batch_size: int) -> str | None:
+    """Why no range test runs ("base lr: ..."), or None: its budget allows too few steps for a curve, or the batch is
+    above the linear rule's start, where `chosen_lr` takes the base lr whatever the curve says."""
+    if steps == 0:
+        return f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps"
+    if recipe.lr_scale(batch_size) > 1:
+        return f"base lr: linear scaling above batch {recipe.LR_SCALE_FROM_BATCH} (no range test)"
+    return None
 
 
 def range_test_sweep(
@@ -406,7 +411,7 @@ def _store_trained(
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
-    _, losses_small = _save_png_and_thumbnail(store, f"{folder}/losses.png", plots.plot_history(result.history))
+    _save_png(store, f"{folder}/losses.png", plots.plot_history(result.history))
     torch_weights = f"{folder}/model.pt"
     weights = buffer_bytes(
         lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b)
@@ -423,7 +428,6 @@ def _store_trained(
         "folder_rel": folder,
         "model_id": hashlib.blake2b(weights, digest_size=12).hexdigest(),
         "dataset_fingerprint": data.fingerprint,
-        "losses_small": losses_small,
         **{k: v for k, v in result.to_dict().items() if k != "extra"},
         "epochs": len(result.history),
         "config": fitted.config.to_dict(),
@@ -469,9 +473,7 @@ def evaluate_variant(
     res = evaluate(model, loader, data.classes)
     store.write_text(f"{folder}/classification_report.csv", report_to_csv(res.report))
     store.write_bytes(f"{folder}/{PREDICTIONS}", predictions_bytes(res.y_pred, data.num_classes))
-    _, confusion_small = _save_png_and_thumbnail(
-        store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes)
-    )
+    _save_png(store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes))
     metrics = {
         **res.to_dict(),
         "variant": variant,
@@ -483,7 +485,6 @@ def evaluate_variant(
     return {
         **metrics,
         "report_markdown": res.report.round(3).rename(index=md_escape).to_markdown(),
-        "confusion_small": confusion_small,
     }
 
 
@@ -522,11 +523,7 @@ def extract_features(
                     store, f"{folder}/feature_maps/{name}.png", plots.plot_feature_maps(fmap, title=f"{variant} {name}")
                 )
             )
-    _save_png(
-        store,
-        f"{folder}/probe_images.png",
-        plots.plot_sample_grid(px, [data.classes[int(i)] for i in py], title="probe images"),
-    )
+    store.write_bytes(f"{folder}/probe_images.png", _probe_images_png(ref, probe_seed))
     return {"variant": variant, "layers": list_layers(model), "probe_labels": py.tolist(), **written}
 
 

@@ -119,7 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--end-to-end",
         action="store_true",
-        help="instead: where the README quickstart's wall time goes (start-up, server, each step, Prefect) and what --parallel gains (see flows/overhead.py)",
+        help="instead: where the README quickstart's wall time goes (start-up, server, each part and variant, Prefect, idle workers) and what --parallel auto gains (see flows/overhead.py)",
+    )
+    bench.add_argument(
+        "--full",
+        action="store_true",
+        help="with --end-to-end: the full comparison instead (every variant for --device, 60,000 test-made images, the default recipe)",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=option_type(Number(integer=True, ge=1, le=20)),
+        default=1,
+        help="with --end-to-end: quickstart runs (fresh and rerun); the medians count",
+    )
+    bench.add_argument(
+        "--json-out",
+        default=None,
+        help="where the figures go as JSON (default: benchmarks/results/<benchmark>.json; none for --quick)",
     )
     bench.add_argument(
         "--all-variants",
@@ -298,13 +314,32 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_file(args: argparse.Namespace, name: str) -> str | None:
+    """Where a bench run writes its figures: --json-out, else benchmarks/results/<name>.json (none for --quick)."""
+    from benchmarks.record import output_path
+
+    out = output_path(args.json_out, name, args.quick)
+    return str(out) if out else None
+
+
+def _save(args: argparse.Namespace, name: str, result: dict[str, Any]) -> None:
+    """Write a bench result with its command as JSON (see `_results_file`)."""
+    from benchmarks.record import write_result
+
+    result.setdefault("command", " ".join(["cnn-lab", *sys.argv[1:]]))
+    if out := _results_file(args, name):
+        write_result(result, out)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks and print a table (or JSON)."""
+    """Run the benchmarks, print a table (or JSON) and write the figures as JSON (benchmarks/record.py)."""
     from benchmarks import speed as bench
+    from cnn.train import resolve_device
 
     if args.recipe:
         from benchmarks import recipe
 
+        out = "/dev/stdout" if args.json else _results_file(args, "recipe")
         recipe.main(
             [
                 "--datasets",
@@ -316,7 +351,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 "--device",
                 "cpu" if args.device == "auto" else args.device,
             ]
-            + (["--json", "/dev/stdout"] if args.json else [])
+            + (["--json", out] if out else [])
         )
         return 0
     if args.verdict:
@@ -333,12 +368,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "2",
         ]
         device = ["--device", "cpu" if args.device == "auto" else args.device]
-        verdict.main((quick if args.quick else []) + device + (["--json", "/dev/stdout"] if args.json else []))
+        out = "/dev/stdout" if args.json else (_results_file(args, "verdict") or os.devnull)  # quick: keep none
+        verdict.main((quick if args.quick else []) + device + ["--json", out])
         return 0
     if args.end_to_end:
         from flows.overhead import bench_end_to_end, format_end_to_end
 
-        result = bench_end_to_end(quick=args.quick)
+        device = args.device if args.full else ("cpu" if args.device == "auto" else args.device)
+        result = bench_end_to_end(
+            quick=args.quick,
+            full=args.full,
+            device=device,
+            repeats=args.repeats,
+            command=" ".join(["cnn-lab", *sys.argv[1:]]),
+        )
+        _save(args, f"{result['benchmark']}-{result['environment']['device'].split(':')[0]}", result)
         print(json.dumps(result, indent=2, default=str) if args.json else format_end_to_end(result))
         return 0
     if args.all_variants:
@@ -350,6 +394,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else {}
         )
         result = bench_variants.bench_variants(device=args.device, **small)
+        _save(args, f"variants-{resolve_device(args.device).type}", result)
         print(json.dumps(result, indent=2, default=str) if args.json else bench_variants.format_variants(result))
         return 0
     results = bench.run_benchmarks(quick=args.quick, device=args.device)
@@ -357,6 +402,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from flows.overhead import bench_prefect_overhead
 
         results["prefect_overhead"] = bench_prefect_overhead(quick=args.quick)
+    _save(args, f"speed-{resolve_device(args.device).type}", results)
     print(json.dumps(results, indent=2, default=str) if args.json else bench.format_table(results))
     return 0
 

@@ -199,7 +199,7 @@ def test_bench_training_rejects_bad_sizes(kwargs: dict, field: str) -> None:
 
 
 def test_main_prints_json_or_table(
-    quick_results: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    quick_results: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path
 ) -> None:
     seen = {}
 
@@ -221,8 +221,13 @@ def test_main_prints_json_or_table(
         "lr": "auto",
         "sections": list(bench.SECTIONS),
     }
-    bench.main([])
+    out = tmp_path / "speed.json"
+    bench.main(["--json-out", str(out)])
     assert "seed-style" in capsys.readouterr().out
+    written = json.loads(out.read_text())  # the figures as JSON beside the table, with the command
+    assert (
+        written["gpu"] == quick_results["gpu"] and written["command"] == f"python -m benchmarks.speed --json-out {out}"
+    )
 
 
 @pytest.mark.parametrize(("epoch_steps", "steps"), [(235, 100), (938, 100), (40, 40), (6, 30)])

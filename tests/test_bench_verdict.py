@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks import render
 from benchmarks import verdict as bench
 
 N = 200
@@ -74,10 +75,14 @@ def test_reused_pools_give_both_rates_for_both_tests_and_the_json_and_docs(tmp_p
     alarm = checks[(bench.FALSE_ALARM, bench.ONE_SEED)]
     assert alarm["required"] == 0.95 and alarm["passes"] is (alarm["rate"] >= 0.95) and power["passes"] is None
     assert written["pools"] == fake_pools()["pools"]  # the pools travel on unchanged, so trials can be rerun
-    bench.main(["--from-json", str(out), "--docs", str(docs)])
+    assert render.main(["--results", str(out.parent), "--docs", str(docs.parent)]) == 0
     page = docs.read_text()
     assert "| false alarm | toy | same vs twin | one seed (1 a side) | 8 |" in page
-    assert "| toy | weak | 5 | 200 |" in page and str(out) in page and "Reading it: the false-alarm bar" in page
+    assert (
+        "| toy | weak | 5 | 200 |" in page
+        and "benchmarks/results/verdict.json" in page
+        and "Reading it: the false-alarm bar" in page
+    )
     assert "false alarm  toy" in bench.format_table(written)
 
 

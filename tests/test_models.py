@@ -344,3 +344,26 @@ def test_load_generic_config_requires_conv_channels():
     with pytest.raises(ConfigError) as err:
         load_generic_config({"fc_sizes": [4]})
     assert err.value.field == "conv_channels"
+
+
+@pytest.mark.parametrize("name", ["lenet1", "lenet5", "generic_1"])
+def test_forward_flops_match_torchs_counter(name: str) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnn.models import forward_mflops
+
+    model = create_variant(name, 1, 10, 28).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 28, 28))
+    assert forward_mflops(name, 1, 10, 28) == pytest.approx(counter.get_total_flops() / 1e6, rel=1e-6)
+
+
+def test_forward_flops_leave_the_rng_alone_and_grow_with_the_input() -> None:
+    from cnn.models import forward_mflops
+
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    small = forward_mflops("cnn2_5", 1, 10, 28)
+    assert torch.rand(1) == expected
+    assert small is not None and forward_mflops("cnn2_5", 3, 10, 56) > 4 * small

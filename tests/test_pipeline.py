@@ -94,6 +94,20 @@ def test_a_budget_too_small_for_a_curve_uses_the_base_lr(tmp_path) -> None:
     assert not (tmp_path / "digits" / "r2" / "lenet1" / "lr_finder.png").exists()
 
 
+def test_above_batch_128_no_range_test_runs_as_its_suggestion_would_not_be_used(tmp_path, monkeypatch) -> None:
+    from cnn import pipeline, recipe
+
+    monkeypatch.setattr(recipe, "lr_test_steps", lambda *_: 100)  # a budget that would allow a curve
+    monkeypatch.setattr(pipeline, "range_test_sweep", lambda *a, **k: pytest.fail("the sweep ran"))
+    config = RunParams(dataset="digits", epochs=1, batch_size=256, device="cpu", storage=str(tmp_path), run="r3")
+    out = pipeline.lr_range_test(config, "lenet1")
+    assert out["lr"] == recipe.base_lr("adam", 256) == 6e-3  # what chosen_lr gives at 256 whatever the curve
+    assert out["rule"] == "base lr: linear scaling above batch 128 (no range test)"
+    folder = tmp_path / "digits" / "r3" / "lenet1"
+    assert json.loads((folder / "lr_finder.json").read_text())["rule"] == out["rule"]
+    assert not (folder / "lr_finder.png").exists()
+
+
 def test_evaluate_refuses_weights_that_changed(digits_run) -> None:
     _, out, config = digits_run
     with pytest.raises(CheckpointError, match="not the trained model"):

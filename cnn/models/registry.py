@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.metadata
+import math
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -191,6 +192,32 @@ def check_outputs(model: nn.Module, name: str, in_channels: int, num_classes: in
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters in `model`."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def forward_mflops(name: str, in_channels: int, num_classes: int, input_size: int) -> float | None:
+    """Forward MFLOPs of one image through variant `name` at `input_size`: two per multiply-add of its convolutions and
+    linear layers (what dominates a CNN's cost; torch's FlopCounterMode counts the same but takes seconds to set up on
+    first use), from forward hooks on a CPU build; the global RNG is left as it was. None where the builder or the
+    forward fails (a plug-in may need more than one image or a GPU)."""
+    flops = 0
+
+    def count(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal flops
+        if isinstance(module, nn.Conv2d):
+            flops += 2 * output.numel() * module.in_channels // module.groups * math.prod(module.kernel_size)
+        elif isinstance(module, nn.Linear):
+            flops += 2 * output.numel() * module.in_features
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model = create_variant(name, in_channels, num_classes, input_size).eval()
+            for module in model.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    module.register_forward_hook(count)
+            model(torch.zeros(1, in_channels, input_size, input_size))
+    except Exception:  # noqa: BLE001 - an estimate only: the caller assumes a typical cost
+        return None
+    return flops / 1e6
 
 
 def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int = 28) -> list[dict]:
