@@ -7,7 +7,7 @@ The rule, one place:
   `worker_memory`; at most MEMORY_SHARE of the memory available now is planned for;
 - a worker costs a few seconds of start-up (a spawned interpreter importing torch and Prefect), so on CPU a worker
   is added only per MIN_IMAGES_PER_WORKER training images (images x epochs over the comparison): the README quickstart
-  (3 variants x 4 epochs of digits' 1,293 images) stays in one process, 4 variants x 6 epochs get two;
+  (2 variants x 3 epochs of digits' 1,293 images) stays in one process, 4 variants x 6 epochs get two;
 - on one GPU, variants share the device as processes (one CUDA context each, about CUDA_CONTEXT_BYTES), at most
   GPU_MAX_SHARED of them, each planned at `gpu_memory` and bounded by MEMORY_SHARE of the free device memory; small
   models leave the device mostly idle at one variant (launch-bound), so the image rule does not apply there.

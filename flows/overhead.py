@@ -12,6 +12,7 @@ from cnn.pipeline import DatasetRef, get_dataset, run_variant
 from cnn.publishing import build_comparison
 from cnn.report import make_row
 from cnn.params import RunParams
+from flows import cli
 from flows.compare import compare_architectures
 
 FULL = {"variants": ["lenet1", "cnn2_5", "generic_1", "lenet5"], "epochs": 6, "batch_size": 32}
@@ -85,7 +86,7 @@ def bench_prefect_overhead(quick: bool = False, repeats: int | None = None) -> d
 
 # --- end to end: where a comparison's wall time goes ------------------------------------------------------------------
 
-QUICKSTART = ["--dataset", "digits", "--variants", "lenet1,cnn2_5,generic_2", "--epochs", "4", "--batch-size", "32"]
+QUICKSTART = cli.QUICKSTART.split()[2:]  # the README quickstart's options, after "cnn-lab compare"
 PARALLEL_SETUP = {"variants": ["lenet1", "cnn2_5", "generic_1", "lenet5"], "epochs": 6, "batch_size": 32}
 QUICK_PARALLEL_SETUP = {"variants": ["lenet1", "generic_2"], "epochs": 2, "batch_size": 64}
 PHASES = {  # task name -> the phase its seconds count towards
@@ -185,16 +186,21 @@ def bench_end_to_end(quick: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
         start_tied_server()
         out["server_start_s"] = round(time.perf_counter() - start, 2)
-        setup = {"variants": QUICKSTART[3].split(","), "epochs": 4, "batch_size": 32}
         start = time.perf_counter()
         state = compare_architectures(
-            dataset="digits", **setup, storage=f"{tmp}/flow", run="breakdown", device="cpu", return_state=True
+            **_quickstart_values(), storage=f"{tmp}/flow", run="breakdown", device="cpu", return_state=True
         )
         out["flow"] = flow_breakdown(state, time.perf_counter() - start)
         out["parallel"] = bench_parallel(QUICK_PARALLEL_SETUP if quick else PARALLEL_SETUP, f"{tmp}/parallel")
     out["load"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     out["cpus"] = len(os.sched_getaffinity(0))
     return out
+
+
+def _quickstart_values() -> dict[str, Any]:
+    """The quickstart's options as the comparison flow's parameters, checked as the CLI checks them."""
+    args = cli.build_parser().parse_args(["compare", *QUICKSTART])
+    return cli.run_params(args).model_dump(include={name for name in vars(args) if name in RunParams.model_fields})
 
 
 def bench_parallel(setup: dict[str, Any], storage: str) -> dict[str, Any]:

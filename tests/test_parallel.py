@@ -23,7 +23,7 @@ DIGITS = {"train_images": 1_293, "image_values": 28 * 28}
 
 def test_quickstart_stays_in_one_process_and_a_bigger_digits_comparison_gets_both_cores() -> None:
     two_cores = Machine(cpus=2, memory_available=8 * GiB)
-    assert choose_parallel(Workload(jobs=3, epochs=4, **DIGITS), two_cores) == 1
+    assert choose_parallel(Workload(jobs=2, epochs=3, **DIGITS), two_cores) == 1
     assert choose_parallel(Workload(jobs=4, epochs=6, **DIGITS), two_cores) == 2
 
 
