@@ -4,17 +4,25 @@ Each row is one (variant, batch): the test accuracy, its difference from the fir
 range test chose at that batch. On CPU the issue's check is batch 1024 against 64 on the 60,000-image set:
 
     python -m benchmarks.large_batch --dataset distorted-digits-large --variants lenet5,cnn2_5 --batches 64,1024
+
+`--json` writes the rows with their settings and where they were measured; `render_markdown` turns that into
+docs/recipe.md's large-batch table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import sys
 from typing import Any
 
+import torch
+
 from benchmarks.datasets import register_distorted_digits
-from benchmarks.recipe import TOLERANCE, run_cnn_lab
-from benchmarks.record import command_line, environment, output_path, write_result
+from benchmarks.recipe import TOLERANCE, measured_on, run_cnn_lab
+from benchmarks.record import environment
 from cnn.checks import AUTO, NumberList, Number, option_type
 from cnn.params import check_of
 
@@ -66,8 +74,61 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run and print the table."""
+def bench_result(
+    dataset: str,
+    variants: list[str],
+    batches: list[int],
+    seed: int = 0,
+    device: str = "cpu",
+    epochs: int | str = AUTO,
+    command: str = "python -m benchmarks.large_batch",
+) -> dict[str, Any]:
+    """`bench_batches` with its settings and where it ran: {"rows", "settings", "environment", "command"}."""
+    env = {**environment(torch.device(device)), "machine": platform.platform()}
+    rows = bench_batches(dataset, variants, batches, seed, device, epochs)
+    env["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    settings = {"dataset": dataset, "batches": list(batches), "seed": seed, "device": device, "epochs": epochs}
+    return {"rows": rows, "settings": settings, "environment": env, "command": command}
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """A result as a Markdown table: each variant's test accuracy at every batch, the difference from the first batch
+    and the lr each larger batch trained at, then the command and where it ran."""
+    first, *others = result["settings"]["batches"]
+    by_variant: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_variant.setdefault(row["variant"], {})[row["batch"]] = row
+    head = ["variant", *(f"batch {b}" for b in (first, *others))]
+    head += [f"difference at {b}" for b in others] + [f"lr at {b}" for b in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, rows in by_variant.items():
+        cells = [variant, *(f"{rows[b]['test_acc']:.4f}" for b in (first, *others))]
+        cells += [f"{rows[b]['diff']:+.4f}" for b in others] + [_lr_cell(rows[b]) for b in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    epochs = sorted({row["epochs"] for row in result["rows"]})
+    within = sum(rows[b]["ok"] for rows in by_variant.values() for b in others)
+    return "\n".join(
+        [
+            f"**{result['settings']['dataset']}**, seed {result['settings']['seed']}, "
+            f"{' / '.join(map(str, epochs))} epochs at every batch; {within} of {len(by_variant) * len(others)} "
+            f"within {TOLERANCE:.0%} of batch {first} or above it:",
+            "",
+            *lines,
+            "",
+            measured_on(result),
+        ]
+    )
+
+
+def _lr_cell(row: dict[str, Any]) -> str:
+    """The lr a row trained at, and the attempts its learn check abandoned first."""
+    fallbacks = row.get("fallbacks") or []
+    return f"{row['lr']:.2g}" + (f" (fallback after: {'; '.join(fallbacks)})" if fallbacks else "")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run, print the table, and write the JSON when asked."""
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description="cnn-lab's recipe at large batch sizes against a small one, same epochs")
     p.add_argument("--dataset", default="distorted-digits-large")
     p.add_argument("--variants", default="lenet5,cnn2_5")
@@ -77,19 +138,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--seed", type=option_type(check_of("seed")), default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", default=AUTO, type=option_type(check_of("epochs")), help="default: the recipe's")
-    p.add_argument("--json-out", default=None, help="default: benchmarks/results/large-batch.json")
+    p.add_argument("--json", default=None, help="also write the rows, settings and environment to this file")
     args = p.parse_args(argv)
-    rows = bench_batches(args.dataset, args.variants.split(","), args.batches, args.seed, args.device, args.epochs)
-    print(format_rows(rows))
-    result = {
-        "command": command_line("python -m benchmarks.large_batch", argv),
-        "environment": environment(args.device),
-        "dataset": args.dataset,
-        "rows": rows,
-    }
-    if out := output_path(args.json_out, "large-batch"):
-        write_result(result, out)
-    return rows
+    result = bench_result(
+        args.dataset,
+        args.variants.split(","),
+        args.batches,
+        args.seed,
+        args.device,
+        args.epochs,
+        command=" ".join(["python -m benchmarks.large_batch", *argv]),
+    )
+    print(format_rows(result["rows"]))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
+    return result
 
 
 if __name__ == "__main__":

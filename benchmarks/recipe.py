@@ -5,23 +5,30 @@ epochs from the data, the LR range test within its budget, training with the lea
 the reference runs Adam 1e-3 at batch 32 for the same number of epochs on the same split and normalisation.
 
     python -m benchmarks.recipe --datasets digits,distorted-digits-small --seeds 0,1,2 [--json out.json]
+
+The JSON holds every pair, the rows and where they were measured (machine, versions, threads, load, command);
+`render_markdown` turns it into docs/recipe.md's tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 
 from benchmarks.datasets import register_distorted_digits
-from benchmarks.record import command_line, environment, output_path, write_result
 from benchmarks.reference import train_reference
+from benchmarks.record import environment
 from cnn import pipeline, recipe
-from cnn.checks import option_type
+from cnn.checks import Number, option_type
 from cnn.params import check_of, count_option, seed_list
 from cnn.models import list_variants
 from cnn.params import RunParams
@@ -131,6 +138,65 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def render_markdown(result: dict[str, Any]) -> str:
+    """A result as Markdown: one table per dataset (each variant's mean test accuracy against the reference's, the
+    difference, seconds, lr and abandoned attempts), then the command and where it ran."""
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for row in result["rows"]:
+        by_dataset.setdefault(row["dataset"], []).append(row)
+    parts = []
+    for dataset, rows in by_dataset.items():
+        shapes = sorted({f"{r['epochs']} epochs at batch {r['batch_size']}" for r in rows})
+        parts += [
+            f"**{dataset}** ({rows[0]['n_train']:,} training images; {', '.join(shapes)}; {sum(r['ok'] for r in rows)} "
+            f"of {len(rows)} within {TOLERANCE:.0%} of the reference or above it):",
+            "",
+            "| variant | seeds | cnn-lab default | reference | difference | cnn-lab s | reference s | lr | fallbacks |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['variant']} | {r['seeds']} | {r['cnn_lab']:.4f} | {r['reference']:.4f} | {r['diff']:+.4f} | "
+                f"{_cell(r['cnn_lab_s'], '.1f')} | {_cell(r['reference_s'], '.1f')} | {_cell(r['lr'], '.2g')} | "
+                f"{r['fallbacks']} |"
+                for r in rows
+            ),
+            "",
+        ]
+    return "\n".join([*parts, measured_on(result)])
+
+
+def _cell(value: float | None, spec: str) -> str:
+    """A number for a table cell; a dash where the source did not record it."""
+    return "—" if value is None else format(value, spec)
+
+
+def measured_on(result: dict[str, Any]) -> str:
+    """One paragraph: the command that wrote a benchmark's JSON, the machine, versions, threads and load it ran with,
+    and where the figures came from when they were not measured by that command here (`provenance`)."""
+    env = result["environment"]
+    loads = [env.get("load_avg"), env.get("load_avg_end")]
+    load = (
+        "load average " + " at the start, ".join("/".join(f"{x:.1f}" for x in v) for v in loads) + " at the end"
+        if all(loads)
+        else "load average not recorded"
+    )
+    where = [
+        f"{env.get('device_name') or env.get('device')}",
+        f"{env['cpu_count']} CPUs" if env.get("cpu_count") else None,
+        f"torch threads: {env['threads']}" if env.get("threads") else None,
+        load,
+    ]
+    versions = ", ".join(f"{name} {env[name]}" for name in ("torch", "python") if env.get(name))
+    text = f"Written by `{result['command']}` on {'; '.join(w for w in where if w)}; {versions}."
+    if env.get("machine"):
+        text += f" Machine: {env['machine']}."
+    if env.get("note"):
+        text += f" {env['note']}"
+    source = result.get("provenance")
+    if source:
+        text += f" {source['source']} (commit {source['commit'][:7]}), not measured again."
+    return text
+
+
 def bench_recipe(
     datasets: Sequence[str],
     variants: Sequence[str],
@@ -140,9 +206,11 @@ def bench_recipe(
     device: str = "cpu",
     batch_size: int | str = recipe.AUTO,
     on_pair: Callable[[dict[str, Any]], None] | None = None,
+    command: str = "python -m benchmarks.recipe",
 ) -> dict[str, Any]:
-    """Every (dataset, variant, seed) pair; returns {"pairs", "rows", "environment"}."""
+    """Every (dataset, variant, seed) pair; returns {"pairs", "rows", "environment", "command"}."""
     register_distorted_digits()
+    env = {**environment(torch.device(device)), "machine": platform.platform()}
     pairs = []
     for dataset in datasets:
         for variant in variants:
@@ -151,11 +219,9 @@ def bench_recipe(
                 pairs.append(pair)
                 if on_pair:
                     on_pair(pair)
-    env = {
-        **environment(device),
-        "rules": {"min_steps_per_epoch": recipe.MIN_STEPS_PER_EPOCH, "epoch_images": recipe.EPOCH_IMAGES},
-    }
-    return {"pairs": pairs, "rows": summarise(pairs), "environment": env}
+    env["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    env["rules"] = {"min_steps_per_epoch": recipe.MIN_STEPS_PER_EPOCH, "epoch_images": recipe.EPOCH_IMAGES}
+    return {"pairs": pairs, "rows": summarise(pairs), "environment": env, "command": command}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -180,14 +246,18 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="cnn-lab's batch size (default: the recipe's rule); the reference keeps 32",
     )
     p.add_argument(
-        "--json", default=None, help="where to write every pair and row (default benchmarks/results/recipe.json)"
+        "--threads", type=option_type(Number(integer=True, ge=1, le=256)), default=None, help="torch threads"
     )
+    p.add_argument("--json", default=None, help="also write every pair and row to this file")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print a line per pair as it finishes, then the table."""
+    argv = sys.argv[1:] if argv is None else argv
     args = get_args_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     variants = list_variants() if args.variants == "all" else args.variants.split(",")
     limits = {"alexnet": args.alexnet_max_train} if args.alexnet_max_train else None
 
@@ -206,11 +276,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device=args.device,
         batch_size=args.batch_size,
         on_pair=show,
+        command=" ".join(["python -m benchmarks.recipe", *argv]),
     )
     print(format_table(result["rows"]))
-    result["command"] = command_line("python -m benchmarks.recipe", argv)
-    if out := output_path(args.json, "recipe"):
-        write_result(result, out)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
     return result
 
 

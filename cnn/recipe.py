@@ -1,7 +1,7 @@
 """The default recipe: batch size and epochs that follow the data, the LR range test's budget, and what "learned" means.
 
 Every rule here is a pure function of the training-set size, the device and the labels, so the flows, the CLI,
-the benchmarks and the tests all call the same one. Why these values: see README "The default recipe".
+the benchmarks and the tests all call the same one. Why these values: docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ LR_TRUST = {"adam": (3e-4, 3e-3), "adamw": (3e-4, 3e-3), "sgd": (3e-3, 0.1)}  # 
 # Above this batch (the largest the CPU rule picks, where BASE_LR and LR_TRUST were measured) both grow linearly with
 # the batch, with one-cycle's first 30% as the warm-up (Goyal et al. 2017). For Adam too: on 54,000 images, 5 epochs,
 # batch 1024 (265 steps), the square-root rule (Malladi et al. 2022) left lenet5 2 and cnn2_5 5 points under batch 64;
-# linear scaling ended both within 0.3 points (benchmarks/large_batch.py, README "The default recipe").
+# linear scaling ended both within 0.3 points (benchmarks/large_batch.py, docs/recipe.md).
 # Above it the lr is the scaled base lr whatever the range test suggests: at batch 512 (54,000 images, 10 epochs) the
 # short curve's min loss / 10 put generic_1 at 0.0019 and 6.4 points under batch 64; the base lr (0.012), 1.1 points.
 LR_SCALE_FROM_BATCH = 128

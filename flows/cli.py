@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 if TYPE_CHECKING:
     from cnn.params import RunParams
 
-QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,cnn2_5,generic_2 --epochs 4 --batch-size 32"
+# The README quickstart (tests/test_readme.py checks that the README shows this command): the default recipe on two
+# variants of the bundled digits, offline, with no warning
+QUICKSTART = "cnn-lab compare --dataset digits --variants lenet1,generic_2 --epochs 3"
 
 
 # CLI spellings that differ from the parameter names (the parameters keep theirs in flows and deployments)

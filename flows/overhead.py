@@ -17,6 +17,7 @@ from cnn.pipeline import DatasetRef, get_dataset, run_variant
 from cnn.publishing import build_comparison
 from cnn.report import make_row
 from cnn.params import RunParams
+from flows import cli
 from flows.breakdown import flow_breakdown, format_breakdown
 from flows.compare import compare_architectures
 
@@ -91,7 +92,7 @@ def bench_prefect_overhead(quick: bool = False, repeats: int | None = None) -> d
 
 # --- end to end: where a comparison's wall time goes ------------------------------------------------------------------
 
-QUICKSTART = ["--dataset", "digits", "--variants", "lenet1,cnn2_5,generic_2", "--epochs", "4", "--batch-size", "32"]
+QUICKSTART = cli.QUICKSTART.split()[2:]  # the README quickstart's options, after "cnn-lab compare"
 CPU_VARIANTS = [  # every built-in variant but AlexNet (100x100 inputs: a GPU's job)
     "lenet1", "lenet5", "lenet5_dropout", "cnn2_3", "cnn2_5", "cnn2_7", "generic_0", "generic_1", "generic_2", "generic_3"
 ]  # fmt: skip
@@ -123,6 +124,13 @@ TARGETS = {  # issue 26, on 2 CPU cores (and one H100/H200 for the full comparis
 }
 # auto counts as never slower than --parallel 1 within this factor (two runs of one setting differ by as much)
 PARALLEL_NOISE = 1.05
+
+
+def quickstart_setup() -> dict[str, Any]:
+    """The README quickstart's variants, epochs and batch size, as its command line gives them."""
+    args = cli.build_parser().parse_args(["compare", *QUICKSTART])
+    setup = {"variants": args.variants.split(","), "epochs": args.epochs, "batch_size": args.batch_size}
+    return {k: v for k, v in setup.items() if v is not None}
 
 
 def _timed_cli(args: list[str]) -> dict[str, float]:
@@ -296,7 +304,7 @@ def bench_end_to_end(
         if full:
             out["full"] = bench_full(dev, tmp, quick)
         else:
-            setup = {"variants": QUICKSTART[3].split(","), "epochs": 4, "batch_size": 32}
+            setup = quickstart_setup()
             out["flow"] = run_comparison(setup, tmp, "breakdown", refresh=False, device=dev)
             cases = QUICK_PARALLEL_CASES if quick else PARALLEL_CASES
             out["parallel"] = [bench_parallel(name, case, tmp, repeats) for name, case in cases.items()]

@@ -93,3 +93,18 @@ def test_pages_are_written_only_for_json_that_is_there_and_check_finds_stale_one
 
 def test_the_docs_in_the_repository_are_what_their_json_renders() -> None:
     assert render.main(["--check"]) == 0
+
+
+def test_a_prose_page_gets_its_marked_blocks_rendered_and_keeps_the_rest(tmp_path: Path) -> None:
+    renderers = {"table": lambda results: f"| rows from {results.name} |"}
+    page = "intro\n<!-- rendered: table -->\nstale\n<!-- end rendered -->\noutro\n"
+    filled = render.fill_blocks(page, renderers, tmp_path / "results")
+    assert filled == "intro\n<!-- rendered: table -->\n| rows from results |\n<!-- end rendered -->\noutro\n"
+    assert render.fill_blocks(page, {"table": lambda results: None}, tmp_path) == page  # no JSON: the block stays
+    with pytest.raises(ValueError, match="'table': no renderer"):
+        render.fill_blocks(page, {}, tmp_path)
+
+
+def test_the_recipe_page_is_what_its_json_renders() -> None:
+    page = render.DOCS / "recipe.md"
+    assert render.render(render.RESULTS, render.DOCS)["recipe.md"] == page.read_text()

@@ -1,6 +1,6 @@
 """The verdict of a comparison: each variant's accuracy interval, paired tests against the best, the tied-for-best group.
 
-Which test runs when (README, "Is the lead real?"):
+Which test runs when (docs/architecture.md, "The verdict"):
 - one seed per variant: an exact McNemar test on the images where the two variants disagree (statsmodels), and a
   Wilson interval per variant; the runs are fixed, so only the test set's sampling noise is tested;
 - repeats: a paired two-level bootstrap, resampling each variant's seeds and then the test images (the same images for
