@@ -128,9 +128,9 @@ PARALLEL_NOISE = 1.05
 
 def quickstart_setup() -> dict[str, Any]:
     """The README quickstart's variants, epochs and batch size, as its command line gives them."""
-    args = cli.build_parser().parse_args(["compare", *QUICKSTART])
-    setup = {"variants": args.variants.split(","), "epochs": args.epochs, "batch_size": args.batch_size}
-    return {k: v for k, v in setup.items() if v is not None}
+    given = vars(cli.build_parser().parse_args(["compare", *QUICKSTART]))  # options left out are absent
+    counts = {k: int(given[k]) for k in ("epochs", "batch_size") if k in given}
+    return {"variants": given["variants"].split(","), **counts}
 
 
 def _timed_cli(args: list[str]) -> dict[str, float]:

@@ -110,7 +110,7 @@ def verdict_sentences(learned_summaries: Sequence[Row]) -> list[str]:
         sentences = [f"Tied for best (p \u2265 0.05; {how}): {members}; {rest}."]
     if one_seed and len(tested) > 1:
         sentences.append(
-            "With one seed a variant the test covers the test images' noise, not the seeds' (which can reverse an "
+            "With one seed per variant, the test covers the test images' noise, not the seeds' (which can reverse an "
             "order on a small set); --repeats auto covers both."
         )
     if untested:
