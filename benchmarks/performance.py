@@ -80,6 +80,8 @@ def quickstart_section(after: Mapping[str, Any], before: Mapping[str, Any] | Non
         "",
         markdown_table(head, rows),
         "",
+        _start_up(after),
+        "",
         "One flow run of the quickstart in the benchmark's process, seconds per part (share of the flow run):",
         "",
         markdown_table(["part", *(label for label, _ in runs)], share),
@@ -89,6 +91,19 @@ def quickstart_section(after: Mapping[str, Any], before: Mapping[str, Any] | Non
         variants_table(after["flow"]["variants"]),
         "",
     ]
+
+
+def _start_up(result: Mapping[str, Any]) -> str:
+    """Why a rerun cannot go below the command's start-up: the imports and the server, from the figures."""
+    quick = result["quickstart"]
+    start = max(quick["imports_s"], result["server_start_s"])
+    return (
+        f"Every command, a cached rerun too, starts an interpreter that imports torch and Prefect "
+        f"({_s(quick['imports_s'])} s) and its temporary Prefect server ({_s(result['server_start_s'])} s, launched "
+        f"while the imports run): about {_s(start)} s before the flow starts; then every artifact is published again "
+        "(each run shows its own results in the UI). A server that stays (`PREFECT_API_URL`) takes the server's start "
+        "off."
+    )
 
 
 def _others(quick: Mapping[str, Any]) -> str:
@@ -132,12 +147,52 @@ def parallel_section(after: Mapping[str, Any], before: Mapping[str, Any] | None)
         "",
         markdown_table(["case", "before", "after", "the rule predicted (after)", "same metrics"], rows),
         "",
+        *(
+            [
+                "Where the metrics differ, the variants trained with another number of torch threads (all the free "
+                "cores in one process, a share of them on each worker), which sums floating-point numbers in another "
+                "order; the seeds, data order and recipe are the same.",
+                "",
+            ]
+            if any(not c["identical_metrics"] for c in after.get("parallel", []))
+            else []
+        ),
     ]
 
 
 def _parallel_cell(case: Mapping[str, Any]) -> str:
     one, auto = case["1"], case["auto"]
-    return f"{_s(one['wall_s'])} / {_s(auto['wall_s'])} ({auto['workers']}), {case['speedup']:.2f}x"
+    same = " (one process: the run --parallel 1 makes)" if auto["workers"] == 1 else ""
+    return f"{_s(one['wall_s'])} / {_s(auto['wall_s'])} ({auto['workers']}), {case['speedup']:.2f}x{same}"
+
+
+def targets_section(results: Sequence[tuple[str, Mapping[str, Any] | None]]) -> list[str]:
+    """Every target the results measured, before and after: its value and whether it was met."""
+    seen: dict[str, dict[str, Any]] = {}
+    for when, result in results:
+        for check in (result or {}).get("targets", []):
+            seen.setdefault(check["target"], {})[when] = check
+    rows = [
+        [target, *(_target_cell(by_when.get(when)) for when in ("before", "after"))] for target, by_when in seen.items()
+    ]
+    return ["## Targets", "", markdown_table(["target", "before", "after"], rows), ""] if rows else []
+
+
+def _target_cell(check: Mapping[str, Any] | None) -> str:
+    if check is None:
+        return "-"
+    return f"{check['value']} {'met' if check['met'] else 'MISSED'}" + (
+        f" ({check['note']})" if check.get("note") else ""
+    )
+
+
+def training_floor(full: Mapping[str, Any]) -> str:
+    """One sentence: the epochs' own seconds over the workers, the least wall time any cut outside training can reach."""
+    epochs = sum(parts.get("training", 0.0) for parts in full["variants"].values())
+    return (
+        f"The epochs alone took {epochs:.0f} training-seconds: over {full['workers']} workers at least "
+        f"{epochs / max(1, full['workers']):.0f} s, whatever the steps around them cost."
+    )
 
 
 def full_section(after: Mapping[str, Any], before: Mapping[str, Any] | None) -> list[str]:
@@ -151,7 +206,8 @@ def full_section(after: Mapping[str, Any], before: Mapping[str, Any] | None) -> 
         "FashionMNIST-shaped images, the default recipe (epochs, batch, range test, `--parallel auto`), every step and "
         f"artifact. Target (issue 26, 2 cores): 130 s. After: {_s(full['wall_s'])} s wall, {full['workers']} variants at "
         f"once, {_s(full['idle_worker_s'])} idle worker seconds"
-        + (f"; before: {_s(before['full']['wall_s'])} s, {before['full']['workers']} at once." if before else "."),
+        + (f"; before: {_s(before['full']['wall_s'])} s, {before['full']['workers']} at once." if before else ".")
+        + f" {training_floor(full)}",
         "",
         variants_table(full["variants"]),
         "",
@@ -247,6 +303,7 @@ def page(results: Path) -> str | None:
             ]
         ),
         "",
+        *targets_section([("before", before), ("after", after), ("before", full_before), ("after", full)]),
         *quickstart_section(after, before),
         *parallel_section(after, before),
     ]

@@ -139,3 +139,15 @@ def test_quick_full_comparison_breaks_down_every_variant(prefect_harness, tmp_pa
     assert set(full["variants"]) == set(overhead.FULL["quick"]["variants"])
     assert all(v["wall"] > 0 and v["training"] > 0 for v in full["variants"].values())
     assert full["test_acc"] and result["targets"] == []  # a smoke run checks no target
+
+
+def test_auto_in_one_process_counts_as_the_run_parallel_1_is_and_two_workers_must_not_lose() -> None:
+    def case(auto_s: float, workers: int) -> dict:
+        return {"case": "c", "1": {"wall_s": 20.0}, "auto": {"wall_s": auto_s, "workers": workers}}
+
+    one, two_slow, two_fast = (overhead.check_targets({"parallel": [c]})[0] for c in (
+        case(22.0, 1), case(22.0, 2), case(15.0, 2)
+    ))  # fmt: skip
+    assert one["met"] and one["note"] == "auto chose one process, the same run as --parallel 1"
+    assert not two_slow["met"] and "note" not in two_slow  # 1.1x slower with two workers: a loss
+    assert two_fast["met"] and two_fast["value"] == 0.75

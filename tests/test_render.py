@@ -66,8 +66,13 @@ def test_the_performance_page_shows_before_after_and_says_the_gpu_figure_is_miss
     assert "| `cnn-lab compare`, fresh store: wall (CPU) s | 21.3 (20.3) | 11.5 (10.5) |" in page
     assert "| identical rerun: wall (CPU) s | 6.8 (5.8) | 4.5 (3.5) |" in page
     assert "| training | 0.6 (5%) | 0.6 (5%) |" in page  # seconds and share of the 12 s flow run
-    assert "| digits, 4 variants x 6 epochs | 40.0 / 45.0 (2), 0.89x | 40.0 / 39.0 (1), 1.03x |" in page
+    assert (
+        "| digits, 4 variants x 6 epochs | 40.0 / 45.0 (2), 0.89x | 40.0 / 39.0 (1), 1.03x (one process: the run "
+        "--parallel 1 makes) |" in page
+    )
     assert "After: 125.0 s wall, 2 variants at once" in page and "before: 220.0 s, 2 at once." in page
+    assert "The epochs alone took 62 training-seconds: over 2 workers at least 31 s" in page  # the floor
+    assert "imports torch and Prefect (4.0 s)" in page and "## Targets" not in page  # no targets recorded here
     assert "| generic_3 | 62.5 | 31.2 |" in page  # per variant: wall, then epochs
     assert "| lenet1 | 20.0 | 62.5 |" in page  # the cost model's prediction against the measured wall
     assert "## The full comparison on a GPU\n\nNot measured" in page and "--full --device cuda" in page
