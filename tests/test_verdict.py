@@ -357,3 +357,14 @@ def test_the_verdict_figure_is_drawn_for_the_ui_width() -> None:
     assert Image.open(io.BytesIO(png)).width <= plots.UI_WIDTH + 10
     with pytest.raises(ConfigError, match="no variant has an accuracy interval"):
         report.plot_verdict(V.with_verdict(summaries, None))
+
+
+@pytest.mark.parametrize(
+    "pvalues",
+    [[0.01, 0.04, 0.03, 0.2], [0.5], [0.001, 0.001, 0.9], [0.3, 0.02, 0.6, 0.04, 0.011], []],
+)
+def test_holm_matches_statsmodels(pvalues: list[float]) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    expected = list(multipletests(pvalues, method="holm")[1]) if pvalues else []
+    assert V.holm(pvalues) == pytest.approx(expected)
