@@ -206,8 +206,16 @@ def test_a_lone_winner_only_when_it_beats_every_other_variant() -> None:
     repeated = {v: [c, c] for v, c in correct.items()}  # two seeds each (identical: no seed noise to add)
     runs = [Run(v, s, TEST_SET, c) for v, cs in repeated.items() for s, c in enumerate(cs)]
     text = report.summary_sentences(V.with_verdict(summaries_for(repeated), V.decide(runs)), [])
-    assert text.startswith("best is the most accurate variant with 0.800 test accuracy ± 0.000 over 2 seeds (95% CI")
+    assert text.startswith(
+        "best beats every other variant on these test images with 0.800 test accuracy ± 0.000 over 2"
+    )
     assert "paired bootstrap over seeds and test images, Holm-corrected" in text and "not the seeds'" not in text
+    assert "With 2 seeds per variant the seeds' noise is under-covered" in text  # 2 seeds: still no architecture claim
+    three = {v: [c, c, c] for v, c in correct.items()}
+    runs = [Run(v, s, TEST_SET, c) for v, cs in three.items() for s, c in enumerate(cs)]
+    text = report.summary_sentences(V.with_verdict(summaries_for(three), V.decide(runs)), [])
+    assert text.startswith("best is the most accurate variant with 0.800 test accuracy ± 0.000 over 3 seeds (95% CI")
+    assert "under-covered" not in text and "not the seeds'" not in text
 
 
 def test_holm_keeps_a_group_tied_that_two_uncorrected_tests_would_split() -> None:
