@@ -64,7 +64,7 @@ def fast_checks(params: RunParams, variants: Sequence[str] | None = None) -> Non
 
 def check_task_runner(spec: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """A Dask task runner needs prefect-dask, and a scheduler's address a Dask scheduler there: one that accepts a
-    connection and greets first, as Dask's comm handshake does (a client of anything else waited forever, whatever its
+    connection and greets first, as Dask's comm handshake does (a client of anything else waits forever, whatever its
     timeout). Over tls:// the client speaks first, so only the connection is checked."""
     if not spec:
         return

@@ -70,7 +70,8 @@ def attempts(optimizer: str, lr: float, batch_size: int) -> list[Attempt]:
 
 def lower_lr(lr: float, batch_size: int) -> float:
     """The lr after a failure at `lr`: a tenth of it, or above batch 128 the square-root scaling of the same base lr
-    instead of the linear one (the other published rule): generic_3 at batch 1024 failed at 0.024, learned at 0.0085."""
+    instead of the linear one (the other published rule; docs/recipe.md's batch 1024 table shows a fallback that learned
+    this way)."""
     scale = recipe.lr_scale(batch_size)
     return lr / scale**0.5 if scale > 1 else lr / 10
 
@@ -195,7 +196,7 @@ class Kept:
 
 def best_attempt(finished: Sequence[Kept], fallbacks: list[str], why: str) -> tuple[nn.Module, FitResult]:
     """No attempt learned: keep the finished one whose last epoch validated best (the last on a tie), so a fallback
-    never leaves a worse model than an earlier try (generic_3 on 486 images: 0.35 at Adam 3e-4, 0.07 at SGD 0.01)."""
+    never leaves a worse model than an earlier try (the other optimizer family can train far worse than a lower lr)."""
     best = max(reversed(finished), key=Kept.val_acc)
     last = finished[-1]
     if best is not last:

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEMORY_SHARE = 0.5  # of the memory available when the comparison starts
-WORKER_BASE_BYTES = 700 * 2**20  # a spawned worker with torch and Prefect imported (RSS measured: ~600 MiB)
-# The CPU cost model (calibrated on a quiet 2-core machine, one thread per variant; figures in docs/performance.md)
+# a spawned worker with torch and Prefect imported, with headroom (docs/architecture.md, "Variants at once")
+WORKER_BASE_BYTES = 700 * 2**20
+# The CPU cost model, for one torch thread per variant: docs/performance.md sets its predictions beside the measured
+# times (`cnn-lab bench --end-to-end --full`, flows/overhead.py); docs/architecture.md says where it was fitted
 IMAGE_S = 37e-6  # seconds per training image whatever the model (batching, normalising, the optimizer step) ...
 MFLOP_S = 39e-6  # ... plus this per training image and forward MFLOP of the model
 VARIANT_FIXED_S = 3.0  # a variant's steps besides the epochs: evaluation, plots, publishing, task runs

@@ -360,8 +360,8 @@ class RunParams(BaseModel):
     lr_max: Annotated[float, Number(gt=0, le=LR_MAX), Affects("lr")] = Field(
         1.0, description="Upper bound of the LR range test; above lr_min."
     )
-    # fastai's rule: on digits (6 epochs, 2 seeds, 5 variants) steepest descent left lenet5 and generic_1 at chance and
-    # lenet1 at 0.46 on one seed, while min-loss/10 trained every variant to 0.84-0.97; steepest is still reported
+    # fastai's rule by default: steepest descent's suggestion can leave a variant at chance where min-loss/10 trains it
+    # (docs/recipe.md, "Where the constants come from"); steepest is still reported
     lr_rule: Annotated[str, Choice(LR_RULES, "rule"), Affects("lr")] = Field(
         "min_loss_div10",
         description="How the LR range test picks the rate: min_loss_div10 (fastai: minimum loss / 10) or steepest (steepest descent); both are reported.",

@@ -28,9 +28,9 @@ from cnn.evaluate import normalize_rows  # noqa: E402
 MAX_FILTER_TILES = 64
 MAX_PROBE_ROWS = 10
 UI_DPI = 100  # figures embedded in the Prefect UI render at 100 px per inch, so one inch of figure is 100 px on screen
-UI_COLUMN_PX = (
-    830  # the artifact page's content column in the Prefect UI at a 1400 px window (measured); tables never wrap
-)
+# the artifact page's content column in the Prefect UI at a 1400 px window, where tables never wrap
+# (scripts/ui_screenshots.sh takes the screenshots it is read from)
+UI_COLUMN_PX = 830
 UI_WIDTH = UI_COLUMN_PX - 10  # px an embedded figure is drawn for
 UI_WIDTH_IN = UI_WIDTH / UI_DPI
 

@@ -14,11 +14,12 @@ import torch
 from cnn.checks import AUTO
 from cnn.params import default_of
 
-DEFAULT_OPTIMIZER = default_of("optimizer")  # Adam: beat SGD+momentum wherever measured (benchmarks/recipe.py)
+DEFAULT_OPTIMIZER = default_of("optimizer")  # Adam: ahead of SGD with momentum where both ran (docs/recipe.md)
 DEFAULT_SCHEDULE = default_of("schedule")
 MIN_STEPS_PER_EPOCH = 50  # the batch rule never leaves an epoch with fewer optimizer steps than this ...
-# ... nor the whole run with fewer than this: 5 epochs of 4,860 images at batch 64 (380 steps) left generic_3 at
-# 0.28 against the reference's 0.40; at batch 32 it reached 0.47. The per-epoch floor alone binds on larger sets.
+# ... nor the whole run with fewer than this: with too few steps in the run, small and deep variants end well below the
+# reference loop at any lr (docs/recipe.md, "Where the constants come from"). The per-epoch floor alone binds on larger
+# sets.
 MIN_TOTAL_STEPS = 1_000
 AUTO_BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 512)}  # powers of two; other devices use the CPU bounds
 EPOCH_IMAGES = 20_000  # the epoch rule trains on at least this many images ...
@@ -27,16 +28,16 @@ LR_TEST_SHARE = 0.10  # the LR range test sees at most this share of the trainin
 LR_TEST_MAX_EPOCHS = 1.0  # ... and at most one epoch
 MIN_LR_TEST_STEPS = 30  # fewer steps than this give no usable curve: the optimizer's base lr is used instead
 # Used when the range test is skipped or its curve is not trusted. It is one-cycle's peak: Adam 3e-3 (fastai's default
-# one-cycle lr; the schedule's mean lr is about half its peak). At Adam's constant-lr 1e-3, 5 epochs of 5,400 images at
-# batch 64 ended 9-10 points under the reference loop (lenet5_dropout, cnn2_3, generic_1); at 3e-3, 2-4 points above.
+# one-cycle lr; the schedule's mean lr is about half its peak): a peak of 1e-3, Adam's usual constant lr, trains below
+# the reference loop (docs/recipe.md, "Where the constants come from"; benchmarks/recipe.py measures the recipe against
+# that loop).
 BASE_LR = {"adam": 3e-3, "adamw": 3e-3, "sgd": 0.01}
 LR_TRUST = {"adam": (3e-4, 3e-3), "adamw": (3e-4, 3e-3), "sgd": (3e-3, 0.1)}  # suggestions are clipped into this band
-# Above this batch (the largest the CPU rule picks, where BASE_LR and LR_TRUST were measured) both grow linearly with
-# the batch, with one-cycle's first 30% as the warm-up (Goyal et al. 2017). For Adam too: on 54,000 images, 5 epochs,
-# batch 1024 (265 steps), the square-root rule (Malladi et al. 2022) left lenet5 2 and cnn2_5 5 points under batch 64;
-# linear scaling ended both within 0.3 points (benchmarks/large_batch.py, docs/recipe.md).
-# Above it the lr is the scaled base lr whatever the range test suggests: at batch 512 (54,000 images, 10 epochs) the
-# short curve's min loss / 10 put generic_1 at 0.0019 and 6.4 points under batch 64; the base lr (0.012), 1.1 points.
+# Above this batch (the largest the CPU rule picks, the batch BASE_LR and LR_TRUST are set for) both grow linearly with
+# the batch, with one-cycle's first 30% as the warm-up (Goyal et al. 2017), for Adam too: the square-root rule (Malladi
+# et al. 2022) loses more accuracy at large batches (docs/recipe.md; benchmarks/large_batch.py measures the linear one).
+# Above it the lr is the scaled base lr whatever the range test suggests: a range test at a large batch has a short curve
+# whose suggestion trains some variants far below batch 64 (docs/recipe.md, "Where the constants come from").
 LR_SCALE_FROM_BATCH = 128
 UNTRUSTED_CURVES = (
     "too_short",
@@ -46,7 +47,8 @@ UNTRUSTED_CURVES = (
 CHANCE_SIGMAS = 3.0  # "clearly above chance": this many binomial standard deviations ...
 CHANCE_MIN_MARGIN = 0.05  # ... and at least this many points above the majority-class share
 # A first epoch whose validation loss rises by more than this share over the untrained model's aborts the attempt.
-# Only a rise: under one-cycle warm-up a deep stack (generic_3) keeps its loss flat for an epoch, then reaches 0.97.
+# Only a rise: under one-cycle warm-up a deep stack (generic_3) can keep its loss flat for an epoch and then learn
+# (docs/recipe.md).
 FIRST_EPOCH_MAX_RISE = 0.5
 
 
@@ -148,8 +150,8 @@ def learned(accuracy: float | None, chance: float, n: int) -> bool:
 
 def collapsed(accuracies: Sequence[float], chance: float, n: int) -> bool:
     """Whether the last of these per-epoch validation accuracies fell back to chance after an earlier one was twice as
-    far above chance as "learned" needs: an lr that blew the model up mid-run (AlexNet on digits at Adam 3e-3 went
-    0.61, 0.72, then 0.07 as one-cycle's warm-up raised the lr)."""
+    far above chance as "learned" needs: an lr that blew the model up mid-run, as one-cycle's warm-up can do to a large
+    model after it learned (AlexNet on digits: docs/recipe.md)."""
     if len(accuracies) < 2 or learned(accuracies[-1], chance, n):
         return False
     return max(accuracies[:-1]) > chance + 2 * (chance_threshold(chance, n) - chance)

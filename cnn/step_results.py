@@ -1,6 +1,6 @@
 """The shape of each step's result, checked when a cached one is read back: a cached record is a file in the shared
-store, so a record of the right format holding a field of the wrong type is possible, and without this check it failed
-its variant on every rerun (flows/variant_steps.py reruns the step, which replaces the record)."""
+store, so a record of the right format holding a field of the wrong type is possible, and without this check it would
+fail its variant on every rerun (flows/variant_steps.py reruns the step, which replaces the record)."""
 
 from __future__ import annotations
 

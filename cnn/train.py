@@ -140,8 +140,8 @@ def build_optimizer(
 
 
 def _fusable(params: list[Any]) -> bool:
-    """Whether every tensor is a float on a device with fused Adam: one kernel per step instead of one per op, 10x
-    faster on AlexNet's 57 M parameters on CPU (the per-tensor default re-reads them several times)."""
+    """Whether every tensor is a float on a device with fused Adam: one kernel per step instead of one per op, which
+    pays most on large models (the per-tensor default re-reads the parameters several times; docs/architecture.md)."""
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     return bool(tensors) and all(t.is_floating_point() and t.device.type in FUSED_DEVICES for t in tensors)
 
@@ -329,7 +329,7 @@ class Precision:
     def __init__(self, device: torch.device, amp: bool | None, channels_last: bool | None) -> None:
         self.device = device
         self.amp = device.type == "cuda" if amp is None else bool(amp)
-        # channels_last also pays on CPU (oneDNN): +9-17% img/s at batch 256 on 2 cores, measured by benchmarks/speed.py
+        # channels_last also pays on CPU, where oneDNN's convolutions prefer it (docs/architecture.md)
         self.channels_last = device.type in ("cuda", "cpu") if channels_last is None else bool(channels_last)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -370,8 +370,9 @@ def make_loader(
 
 
 def fixed_batch_shape(device: torch.device, shuffle: bool, n: int, batch_size: int) -> bool:
-    """Drop a shuffled split's ragged last batch on CUDA: cudnn autotunes each new shape (~3 s for AlexNet on an H200),
-    and a fresh permutation each epoch still reaches every image. CPU keeps every image of every epoch."""
+    """Drop a shuffled split's ragged last batch on CUDA: cudnn autotunes each new shape, which costs seconds on a large
+    model (docs/architecture.md), and a fresh permutation each epoch still reaches every image. CPU keeps every image
+    of every epoch."""
     return torch.device(device).type == "cuda" and shuffle and n > batch_size
 
 

@@ -4,7 +4,7 @@ its traceback. Unexpected errors keep theirs.
 
 A flow run that ends Failed on purpose hands Prefect an error as the state's data: a worker's engine (`python -m
 prefect.engine`) asks the final state for its result and raises what it holds, and it can raise only an error (plain
-data there ended in `TypeError: Unexpected result for failed state` and its traceback). That error is marked as the one
+data there ends in `TypeError: Unexpected result for failed state` and its traceback). That error is marked as the one
 the run ended with, so the engine's own log of it ("Engine execution exited with unexpected exception") is dropped: the
 run's "Finished in state Failed(...)" line has already said it.
 """

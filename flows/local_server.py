@@ -1,7 +1,7 @@
 """The CLI's temporary Prefect server, tied to the CLI: a Ctrl-C reaches only the CLI, and the server never outlives it.
 
-Prefect starts its temporary server (when PREFECT_API_URL is unset) in the terminal's process group, so a Ctrl-C killed
-it before the flow run could be marked as ended, and a killed CLI left it running. This one runs in its own session
+Prefect starts its temporary server (when PREFECT_API_URL is unset) in the terminal's process group, so a Ctrl-C kills
+it before the flow run can be marked as ended, and a killed CLI leaves it running. This one runs in its own session
 (the terminal's SIGINT does not reach it) and reads a pipe from the CLI: when the CLI is gone, even after SIGKILL, the
 pipe closes and the server shuts down. Prefect's own clients use it through PREFECT_API_URL.
 
@@ -88,8 +88,9 @@ def quiet_telemetry_notice() -> None:
 def server_environment() -> dict[str, str]:
     """The temporary server's environment: this process's, no UI, and telemetry off unless the user set it.
 
-    Offline, the telemetry heartbeat logged `Failed to send telemetry` on every run; on a fresh database its read-then-write
-    (a deferred SQLite transaction) raced the flow run's first writes and logged a `database is locked` traceback."""
+    Telemetry is off because, offline, its heartbeat logs `Failed to send telemetry` on every run, and on a fresh
+    database its read-then-write (a deferred SQLite transaction) can race the flow run's first writes and log a
+    `database is locked` traceback."""
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     if not user_set_analytics():
         env[ANALYTICS] = "false"
@@ -153,8 +154,10 @@ class TiedServer:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        """Send the logs still queued for it, then stop the server: a SIGTERM, then SIGKILL after STOP_WAIT_S (its clean
-        shutdown can take 5 s on busy cores). Without the flush, logging's own exit handler waits 5 s for a server that is gone."""
+        """Send the logs still queued for it, then stop the server: a SIGTERM, then SIGKILL after STOP_WAIT_S (a clean
+        shutdown is slow on busy cores, and a stop must end the CLI within flows.interrupts.STOP_DEADLINE_S; the stop
+        times: docs/faults.md). Without the flush, Prefect's own exit handler waits its 5 s timeout for a server that is
+        gone."""
         process = self.process
         if process is None or process.poll() is not None:
             return

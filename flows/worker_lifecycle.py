@@ -1,7 +1,7 @@
 """Worker processes live and die with the run that started them (`--parallel N`, `--task-runner dask`).
 
 - Workers start deaf to SIGINT and SIGTERM. A terminal sends Ctrl-C to its whole foreground process group (and a
-  service manager may send SIGTERM to a whole group): a worker that took it printed its own traceback and broke its
+  service manager may send SIGTERM to a whole group): a worker that takes it prints its own traceback and breaks its
   pool mid-task. The signals are blocked in the thread that starts a worker (`stop_signals_blocked`); a blocked signal
   stays blocked across fork and exec, so the worker is deaf from its first instruction, imports included, and the
   initializer then ignores them (`init_worker`). The flow's process alone takes the signal and stops its workers.

@@ -15,7 +15,8 @@ from prefect.artifacts import update_progress_artifact
 LISTENERS: list[Callable[[str, dict[str, Any], float], None]] = []
 # ... and a recorder here; each gets the run folder name once a flow has settled it (the CLI names it when interrupted)
 RUN_LISTENERS: list[Callable[[str], None]] = []
-# Each progress update is an API call (~50-100 ms on a local server): at most one per this many seconds, plus the last epoch
+# Each progress update is an API call (docs/architecture.md, "The command"): at most one per this many seconds, plus the
+# last epoch
 PROGRESS_MIN_INTERVAL_S = 2.0
 EPOCH_RECORD = "cnn_lab_epoch"  # set on each epoch's log record, so a terminal display can leave it to the run's log
 

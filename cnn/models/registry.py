@@ -171,7 +171,8 @@ def create_variant(name: str, in_channels: int = 1, num_classes: int = 10, input
 
 def check_outputs(model: nn.Module, name: str, in_channels: int, num_classes: int, input_size: int) -> nn.Module:
     """`model` if two images of this shape give (2, num_classes) logits; a ConfigError naming the variant otherwise
-    (13 logits for 10 classes used to train and evaluate without a word). Runs on CPU in eval mode, mode restored."""
+    (without this check, 13 logits for 10 classes would train and evaluate without a word). Runs on CPU in eval mode,
+    mode restored."""
     was_training = model.training
     model.eval()
     try:

@@ -26,7 +26,9 @@ from cnn.report.sentences import summary_sentences
 from cnn.report.summaries import best_variant, common_settings
 
 TERMINAL_WIDTH = 120
-CHAR_PX, CELL_PX = 7.2, 25  # measured in the UI's screenshots: width of a character and padding of a table cell
+# a character's width and a table cell's padding in the Prefect UI's tables (scripts/ui_screenshots.sh takes the
+# screenshots they are read from)
+CHAR_PX, CELL_PX = 7.2, 25
 MAX_ERROR = 200  # characters of a failed run's first error line shown below a table
 
 
