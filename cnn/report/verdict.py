@@ -162,8 +162,8 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-adjusted p-values, in the order given: the k-th smallest times (n - k + 1), made non-decreasing, capped at 1.
 
     By hand, and checked against statsmodels' multipletests(method="holm") in tests/test_verdict.py: that function
-    runs a full gc.collect() on every call, a fifth of a second in a process holding torch and Prefect, and the
-    calibration benchmark calls it once per trial."""
+    runs a full gc.collect() on every call, which in a process holding torch and Prefect costs far more than the
+    correction, and the calibration benchmark calls it once per trial."""
     p = np.asarray(pvalues, dtype=float)
     order = np.argsort(p, kind="stable")
     stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
