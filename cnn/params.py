@@ -34,6 +34,14 @@ from cnn.checks import (
     option_type,
 )
 from cnn.errors import ConfigError
+from cnn.recipe_rules import (
+    AUTO_BATCH_BOUNDS,
+    AUTO_EPOCH_BOUNDS,
+    EPOCH_IMAGES,
+    LR_SCALE_FROM_BATCH,
+    MIN_STEPS_PER_EPOCH,
+    MIN_TOTAL_STEPS,
+)
 from cnn.redaction import redact
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -274,11 +282,16 @@ class RunParams(BaseModel):
     )
     # bounds: far above any real run, low enough that a typo (a few extra zeros) is refused before anything allocates
     epochs: Annotated[int | str, AutoOrCount(le=10_000), LR_AND_TRAIN] = Field(  # 10,000 epochs: weeks on any set here
-        "auto", description="Training epochs per variant, or auto: enough to see 20,000 training images, 5 to 30."
+        "auto",
+        description=f"Training epochs per variant, or auto: enough to see {EPOCH_IMAGES:,} training images, "
+        f"{AUTO_EPOCH_BOUNDS[0]} to {AUTO_EPOCH_BOUNDS[1]}.",
     )
     batch_size: Annotated[int | str, AutoOrCount(le=65_536), LR_AND_TRAIN] = Field(  # 32x the largest batch benchmarked
         "auto",
-        description="Images per step, or auto: the largest power of two leaving at least 50 steps per epoch and 1,000 in the run (8-128 on CPU, 8-512 on CUDA); the LR range test runs at this batch size, and above 128 the base lr grows with it.",
+        description=f"Images per step, or auto: the largest power of two leaving at least {MIN_STEPS_PER_EPOCH} steps per "
+        f"epoch and {MIN_TOTAL_STEPS:,} in the run ({'-'.join(map(str, AUTO_BATCH_BOUNDS['cpu']))} on CPU, "
+        f"{'-'.join(map(str, AUTO_BATCH_BOUNDS['cuda']))} on CUDA); the LR range test runs at this batch size, and "
+        f"above {LR_SCALE_FROM_BATCH} the base lr grows with it.",
     )
     lr: Annotated[float | str, LearningRate(le=LR_MAX), Affects("train")] = Field(
         "auto",

@@ -13,17 +13,17 @@ import torch
 
 from cnn.checks import AUTO
 from cnn.params import default_of
+from cnn.recipe_rules import (
+    AUTO_BATCH_BOUNDS,
+    AUTO_EPOCH_BOUNDS,
+    EPOCH_IMAGES,
+    LR_SCALE_FROM_BATCH,
+    MIN_STEPS_PER_EPOCH,
+    MIN_TOTAL_STEPS,
+)
 
 DEFAULT_OPTIMIZER = default_of("optimizer")  # Adam: ahead of SGD with momentum where both ran (docs/recipe.md)
 DEFAULT_SCHEDULE = default_of("schedule")
-MIN_STEPS_PER_EPOCH = 50  # the batch rule never leaves an epoch with fewer optimizer steps than this ...
-# ... nor the whole run with fewer than this: with too few steps in the run, small and deep variants end well below the
-# reference loop at any lr (docs/recipe.md, "Where the constants come from"). The per-epoch floor alone binds on larger
-# sets.
-MIN_TOTAL_STEPS = 1_000
-AUTO_BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 512)}  # powers of two; other devices use the CPU bounds
-EPOCH_IMAGES = 20_000  # the epoch rule trains on at least this many images ...
-AUTO_EPOCH_BOUNDS = (5, 30)  # ... within these bounds
 LR_TEST_SHARE = 0.10  # the LR range test sees at most this share of the training budget's images ...
 LR_TEST_MAX_EPOCHS = 1.0  # ... and at most one epoch
 MIN_LR_TEST_STEPS = 30  # fewer steps than this give no usable curve: the optimizer's base lr is used instead
@@ -33,12 +33,6 @@ MIN_LR_TEST_STEPS = 30  # fewer steps than this give no usable curve: the optimi
 # that loop).
 BASE_LR = {"adam": 3e-3, "adamw": 3e-3, "sgd": 0.01}
 LR_TRUST = {"adam": (3e-4, 3e-3), "adamw": (3e-4, 3e-3), "sgd": (3e-3, 0.1)}  # suggestions are clipped into this band
-# Above this batch (the largest the CPU rule picks, the batch BASE_LR and LR_TRUST are set for) both grow linearly with
-# the batch, with one-cycle's first 30% as the warm-up (Goyal et al. 2017), for Adam too: the square-root rule (Malladi
-# et al. 2022) loses more accuracy at large batches (docs/recipe.md; benchmarks/large_batch.py measures the linear one).
-# Above it the lr is the scaled base lr whatever the range test suggests: a range test at a large batch has a short curve
-# whose suggestion trains some variants far below batch 64 (docs/recipe.md, "Where the constants come from").
-LR_SCALE_FROM_BATCH = 128
 UNTRUSTED_CURVES = (
     "too_short",
     "no_descent",
