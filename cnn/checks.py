@@ -307,16 +307,3 @@ def as_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return list(value) if isinstance(value, tuple) else value
-
-
-@dataclass(frozen=True)
-class Flag(Check):
-    """true or false ('true'/'false' strings too)."""
-
-    def check(self, value: Any) -> bool:
-        """The boolean."""
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            raise fail(f"must be true or false, got {value!r}", "true, false")
-        return value

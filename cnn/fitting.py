@@ -51,10 +51,6 @@ class FitResult:
     fallbacks: list[str] = field(default_factory=list)
     learned: bool = True
 
-    def lr_note(self) -> str | None:
-        """ "fallback: no descent at 0.03" style note, or None when the first attempt was kept."""
-        return f"fallback: {'; '.join(self.fallbacks)}" if self.fallbacks else None
-
 
 def attempts(optimizer: str, lr: float, batch_size: int) -> list[Attempt]:
     """The chosen setting; then the optimizer's base lr if `lr` was below it, else a lower lr (`lower_lr`); then the

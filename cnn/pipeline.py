@@ -6,7 +6,6 @@ returns a small dict; tensors and models stay inside the step or in storage.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -60,10 +59,6 @@ class DatasetRef:
     max_test: int | None = None
     download: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def of(cls, config: RunParams) -> DatasetRef:
         """The dataset and splits a run's config names (the split follows its first seed)."""
@@ -75,17 +70,6 @@ class DatasetRef:
             max_train=config.max_train or None,
             max_test=config.max_test or None,
         )
-
-
-def as_ref(ref: DatasetRef | Mapping[str, Any]) -> DatasetRef:
-    """Accept a DatasetRef or its dict (as it comes back from a Prefect result)."""
-    if isinstance(ref, DatasetRef):
-        return ref
-    names = {f.name for f in dataclasses.fields(DatasetRef)}
-    unknown = sorted(set(ref) - names)
-    if unknown:
-        raise ConfigError("dataset", f"unknown key(s) {unknown}", allowed=sorted(names))
-    return DatasetRef(**ref)
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,10 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from cnn.checks import AUTO
-from cnn.params import default_of
 
-DEFAULT_OPTIMIZER = default_of("optimizer")  # Adam: beat SGD+momentum wherever measured (benchmarks/recipe.py)
-DEFAULT_SCHEDULE = default_of("schedule")
 MIN_STEPS_PER_EPOCH = 50  # the batch rule never leaves an epoch with fewer optimizer steps than this ...
 # ... nor the whole run with fewer than this: 5 epochs of 4,860 images at batch 64 (380 steps) left generic_3 at
 # 0.28 against the reference's 0.40; at batch 32 it reached 0.47. The per-epoch floor alone binds on larger sets.

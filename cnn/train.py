@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import math
@@ -85,15 +84,6 @@ class TrainConfig:
         training reads is a field in each) with `values` on top: what the run resolves (epochs, batch size, lr, seed)."""
         shared = {f.name: getattr(run, f.name) for f in dataclasses.fields(cls) if f.name in RunParams.model_fields}
         return cls(**{**shared, **values})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping; unknown keys are errors (a typo is never ignored)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError("train config", f"unknown key(s) {unknown}", allowed=names)
-        return cls(**values).validate()
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -610,8 +600,3 @@ def train(
     result = trainer.result()
     result.resumed_from = resumed_from
     return result
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy (for benchmarks and tests that train twice from the same init)."""
-    return copy.deepcopy(model)

@@ -467,18 +467,6 @@ CASES = [
         r"^max_train/max_test: must be positive, got 0 \(allowed: an int >= 1 or None\)",
     ),
     Case(
-        "unknown-train-config-key",
-        lambda c: TrainConfig.from_dict({"epoch": 3}),
-        ConfigError,
-        r"^train config: unknown key\(s\) \['epoch'\] \(allowed: epochs, batch_size, lr, ",
-    ),
-    Case(
-        "unknown-dataset-key",
-        lambda c: pipeline.as_ref({"name": "digits", "maxtrain": 10}),
-        ConfigError,
-        r"^dataset: unknown key\(s\) \['maxtrain'\] \(allowed: .*max_train",
-    ),
-    Case(
         "generic-config-shrinks-below-1x1",
         lambda c: GenericCNN(GenericConfig([8, 8, 8, 8], 3, 2), 1, 10, 28),
         ConfigError,
