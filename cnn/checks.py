@@ -7,15 +7,16 @@ extra zeros are refused before anything loads; tests/test_params.py fails for a 
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
+
+from cnn.errors import did_you_mean
 
 
 # A name that becomes a path segment or key in the store: a run, a variant, a dataset, a comparison
@@ -28,12 +29,6 @@ def fail(message: str, allowed: object = None) -> PydanticCustomError:
     shown = None if allowed is None else (allowed if isinstance(allowed, str) else ", ".join(str(a) for a in allowed))
     text = message + (f" (allowed: {shown})" if shown is not None else "")
     return PydanticCustomError("cnn_lab", "{text}", {"text": text, "message": message, "allowed": shown})
-
-
-def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest choice, or ''."""
-    close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Check:

@@ -23,7 +23,7 @@ from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
 from cnn import checkpoints, fitting, lr_find, recipe
 from cnn.markdown import md_escape
-from cnn.models import check_outputs, count_parameters, create_variant, resolve_input_size
+from cnn.models import check_outputs, count_parameters, create_variant, resolve_input_size, upsampled_side
 from cnn.params import RunParams, default_of
 from cnn.predictions import PREDICTIONS, predictions_bytes
 from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 
 FULL_DPI = 110
 DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
-DESIGN_SIDE = (
-    28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
-)
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def build_model(
 ) -> tuple[torch.nn.Module, int]:
     """The seeded initial model of `variant` for `data` and its input size (small images are upsized to the
     architecture's design side); the flows, the benchmarks and the reference loop all build through it."""
-    size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE), input_size)
+    size = resolve_input_size(variant, upsampled_side(data.image_size), input_size)
     seed_everything(seed)
     model = create_variant(variant, data.channels, data.num_classes, size)
     return check_outputs(model, variant, data.channels, data.num_classes, size), size
@@ -421,20 +418,29 @@ def _store_trained(
     }
 
 
-def _trained_model(
-    ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None
-) -> tuple[torch.nn.Module, DatasetSplits, int]:
-    """Rebuild a variant and load the final weights that train_variant stored in `folder` (checked against model_id)."""
-    model, data, size = _build(ref, variant, 0, input_size)
-    rel = f"{folder}/model.pt"
+def load_trained_model(
+    store: Storage,
+    folder: str,
+    variant: str,
+    data: DatasetSplits,
+    *,
+    input_size: int | None = None,
+    model_id: str | None = None,
+) -> tuple[torch.nn.Module, int]:
+    """Rebuild `variant` for `data` and load the final weights that train_variant stored in <folder>/model.pt (checked
+    against `model_id` when given), at `input_size` or else the size it was trained at; returns (model in eval mode,
+    input size). The later steps and the galleries all rebuild a trained model through it."""
+    rel = f"{folder.strip('/')}/model.pt"
     if model_id is not None:
         found = hashlib.blake2b(checkpoints.read_weights(store, rel), digest_size=12).hexdigest()
         if found != model_id:
             raise CheckpointError(
                 f"{store.path(rel)} holds weights {found}, not the trained model {model_id}; retrain the variant"
             )
-    load_weights(model, load_checkpoint(store, rel, variant), store.path(rel))
-    return model, data, size
+    ckpt = load_checkpoint(store, rel, variant)
+    model, size = build_model(variant, data, 0, input_size if input_size is not None else ckpt.get("input_size"))
+    load_weights(model, ckpt, store.path(rel))
+    return model.eval(), size
 
 
 def evaluate_variant(
@@ -449,8 +455,8 @@ def evaluate_variant(
     """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV,
     confusion PNG, metrics.json (with the test set's identity) and each test image's predicted class (predictions.npy,
     test order: what the comparison's paired tests read)."""
-    ref, store = DatasetRef.of(config), open_storage(config.storage)
-    model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
+    data, store = get_dataset(DatasetRef.of(config)), open_storage(config.storage)
+    model, size = load_trained_model(store, folder, variant, data, input_size=input_size, model_id=model_id)
     dev = resolve_device(config.device)
     model = model.to(dev)
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
@@ -484,7 +490,8 @@ def extract_features(
 ) -> dict[str, Any]:
     """Hook every layer on fixed probe images (one per class); save filters/<layer>.png and feature_maps/<layer>.png."""
     ref, store = DatasetRef.of(config), open_storage(config.storage)
-    model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
+    data = get_dataset(ref)
+    model, size = load_trained_model(store, folder, variant, data, input_size=input_size, model_id=model_id)
     px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
     loader = make_loader(
         DatasetSplits(data.name, data.classes, px, py, px, py, px, py, data.mean, data.std),

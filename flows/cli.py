@@ -34,19 +34,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         """Print one line and exit 2."""
-        import difflib
+        from cnn.errors import did_you_mean
 
         unknown = message.removeprefix("unrecognized arguments: ").split()
         options = [o for action in self._actions for o in action.option_strings]
         for sub in self._subparsers._group_actions if self._subparsers else []:  # type: ignore[union-attr]
             for parser in getattr(sub, "choices", {}).values():
                 options += [o for action in parser._actions for o in action.option_strings]
-        close = (
-            difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
-            if message.startswith("unrecognized") and unknown
-            else []
-        )
-        hint = f"; did you mean {close[0]}?" if close else ""
+        typed = message.startswith("unrecognized") and unknown
+        hint = did_you_mean(unknown[0].split("=")[0], options, cutoff=0.6, quote=False) if typed else ""
         self.exit(2, f"{self.prog}: {message}{hint}\n")
 
 

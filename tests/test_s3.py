@@ -96,8 +96,7 @@ SECOND_WORKER = r"""
 import hashlib, json, sys
 import torch
 from cnn.evaluate import evaluate
-from cnn.gallery import load_variant_model
-from cnn.pipeline import DatasetRef, get_dataset
+from cnn.pipeline import DatasetRef, get_dataset, load_trained_model
 from cnn.storage import Storage
 from cnn.train import make_loader
 
@@ -106,7 +105,7 @@ store = Storage(url)
 data = get_dataset(DatasetRef(**ref))
 out = {"variants": {}, "task_results": {}}
 for variant, folder in folders.items():
-    model, size = load_variant_model(store, folder, variant, data)
+    model, size = load_trained_model(store, folder, variant, data)
     res = evaluate(model, make_loader(data, "test", batch_size=256, input_size=size, device=torch.device("cpu")), data.classes)
     out["variants"][variant] = {
         "row_acc": json.loads(store.read_text(f"{folder}/row.json"))["test_acc"],
