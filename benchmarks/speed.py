@@ -1,13 +1,13 @@
-"""Training benchmark: cnn-lab's resident-tensor Trainer against the seed-style torchvision + DataLoader pipeline.
+"""Training benchmark: cnn-lab's resident-tensor Trainer against the student-style torchvision + DataLoader pipeline.
 
 Both pipelines train the same seeded model on the same IDX files (FashionMNIST-shaped, written here when no
 data_root is given) for the same epochs; the report gives img/s, their ratio, batch size, device, torch
 version, peak memory and test accuracy. Speed is printed, never asserted. Run: `python -m benchmarks.speed --quick`.
 
-Measured (cnn2_5, 60k images, 1 epoch, 2-core x86_64, torch 2.14.1, idle machine, medians of 3): seed-style
+Measured (cnn2_5, 60k images, 1 epoch, 2-core x86_64, torch 2.14.1, idle machine, medians of 3): student-style
 5.6k img/s, test acc 0.965; cnn-lab batch 64 18.8k (3.3x), batch 256 25.1k (4.5x, acc 0.968); with channels_last
 19.3k (3.4x) and 27.2k (4.8x). The model's conv/pool kernels take ~95% of cnn-lab's step on CPU.
-One H200 (torch 2.11, 1 epoch): seed-style 6.3k img/s; cnn-lab batch 2048 634k (101x). AlexNet 100x100: seed-style
+One H200 (torch 2.11, 1 epoch): student-style 6.3k img/s; cnn-lab batch 2048 634k (101x). AlexNet 100x100: student-style
 5.0k, cnn-lab batch 512 104k, 2048 144k. `benchmarks.variants` measures every variant x 10 epochs.
 """
 
@@ -48,12 +48,12 @@ from cnn.parallel import cpu_snapshot, other_load
 from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device
 
 DEFAULT_BATCH_SIZE = (
-    256  # CPU: 512 is at most ~18% faster and 1024 slower, and both trail seed-style's accuracy after 1 epoch
+    256  # CPU: 512 is at most ~18% faster and 1024 slower, and both trail student-style's accuracy after 1 epoch
 )
-SEED_BATCH_SIZE = 64
-TARGET_RATIO_SEED_BATCH, TARGET_RATIO_DEFAULT_BATCH = 5.0, 6.0  # the issue's speed-up targets on CPU
+STUDENT_BATCH_SIZE = 64
+TARGET_RATIO_STUDENT_BATCH, TARGET_RATIO_DEFAULT_BATCH = 5.0, 6.0  # the issue's speed-up targets on CPU
 GPU_TARGET_IMG_S = {"cnn2_5": 500_000, "alexnet": 60_000}  # half the resident figures measured on one H100
-SEED_LR = 0.01
+STUDENT_LR = 0.01
 LR_MIN, LR_MAX = default_of("lr_min"), default_of("lr_max")  # the flows' range-test bounds
 N_TEST = 10_000
 N_VAL = 1_000
@@ -67,7 +67,7 @@ FULL_SIZES = (10_000, 30_000, 60_000)
 SCALING_VARIANTS = ("cnn2_5", "cnn2_3", "cnn2_7", "lenet5")
 GPU_NOT_MEASURED = "GPU not measured (no CUDA device)"
 SECTIONS = ("training", "lr_finder", "eval", "scaling")
-SEED_NAME = "seed-style"
+STUDENT_NAME = "student-style"
 FAST_NAME = "cnn-lab"
 
 
@@ -96,7 +96,7 @@ def write_idx(
 
 
 def load_splits(root: str | Path, n_val: int = N_VAL, max_train: int | None = None) -> DatasetSplits:
-    """All training images as the train split (as the seed-style run sees them); val is the first n_val test images."""
+    """All training images as the train split (as the student-style run sees them); val is the first n_val test images."""
     (train_x, train_y), (test_x, test_y), classes = load_torchvision("FashionMNIST", str(root), download=False)
     if max_train is not None:
         train_x, train_y = train_x[:max_train].contiguous(), train_y[:max_train].contiguous()
@@ -188,7 +188,7 @@ def test_accuracy(
 # ---------------------------------------------------------------- the two pipelines
 
 
-def _seed_style_loader(
+def _student_loader(
     root: str | Path,
     train: bool,
     batch_size: int,
@@ -204,18 +204,18 @@ def _seed_style_loader(
         mean, std = (float(raw.mean()),), (float(raw.std()),)
     steps = (
         [transforms.Resize((input_size, input_size), antialias=True)] if input_size not in (None, 28) else []
-    )  # AlexNet: 100x100 (seed 004)
+    )  # AlexNet: 100x100 (student project 004)
     tf = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(tuple(mean), tuple(std))])
     ds = datasets.FashionMNIST(str(root), train=train, download=False, transform=tf)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0)
 
 
-def seed_style_epoch(
+def student_epoch(
     model: nn.Module,
     root: str | Path,
     *,
-    batch_size: int = SEED_BATCH_SIZE,
-    lr: float = SEED_LR,
+    batch_size: int = STUDENT_BATCH_SIZE,
+    lr: float = STUDENT_LR,
     max_images: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -228,7 +228,7 @@ def seed_style_epoch(
     Pass the same `optimizer` across epochs to keep its momentum; `max_images` stops early (smoke runs).
     """
     dev = resolve_device(device)
-    loader = _seed_style_loader(root, True, batch_size, mean, std, input_size)
+    loader = _student_loader(root, True, batch_size, mean, std, input_size)
     model.to(dev).train()
     opt = optimizer or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     wx, wy = next(iter(loader))
@@ -344,7 +344,7 @@ def _memory(device: torch.device, baseline: float | None) -> dict[str, Any]:
     }
 
 
-def run_seed_style(
+def run_student(
     model: nn.Module,
     root: Path,
     data: DatasetSplits,
@@ -354,17 +354,17 @@ def run_seed_style(
     *,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """`epochs` seed-style epochs with one optimizer, then the test accuracy; one row of the table."""
+    """`epochs` student-style epochs with one optimizer, then the test accuracy; one row of the table."""
     baseline = reset_peak_memory(device)
     torch.manual_seed(seed)  # the DataLoader's shuffle and the dropout masks
     model = model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=SEED_LR, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=STUDENT_LR, momentum=0.9)
     cpu = cpu_snapshot()
     runs = [
-        seed_style_epoch(
+        student_epoch(
             model,
             root,
-            batch_size=SEED_BATCH_SIZE,
+            batch_size=STUDENT_BATCH_SIZE,
             mean=data.mean,
             std=data.std,
             device=device,
@@ -377,9 +377,9 @@ def run_seed_style(
     seconds = sum(r["seconds"] for r in runs)
     images = sum(r["images"] for r in runs)
     return {
-        "pipeline": SEED_NAME,
-        "batch_size": SEED_BATCH_SIZE,
-        "lr": SEED_LR,
+        "pipeline": STUDENT_NAME,
+        "batch_size": STUDENT_BATCH_SIZE,
+        "lr": STUDENT_LR,
         "images": images,
         "seconds": seconds,
         "img_per_s": images / max(seconds, 1e-9),
@@ -490,7 +490,7 @@ def bench_training(
     variant: str = "cnn2_5",
     n_train: int = 60_000,
     epochs: int = 1,
-    batch_sizes: Sequence[int] = (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE),
+    batch_sizes: Sequence[int] = (STUDENT_BATCH_SIZE, DEFAULT_BATCH_SIZE),
     device: str = "auto",
     data_root: str | Path | None = None,
     *,
@@ -499,7 +499,7 @@ def bench_training(
     repeats: int = 1,
     lr: float | str = "auto",
 ) -> dict[str, Any]:
-    """Seed-style vs cnn-lab on the same seeded model and data for `epochs`; img/s is the median over `repeats`.
+    """Student-style vs cnn-lab on the same seeded model and data for `epochs`; img/s is the median over `repeats`.
 
     cnn-lab's lr follows its batch size: by default the LR range test picks it, as in the flows (its cost is
     reported by `bench_lr_finder`, not counted here). Repeats are interleaved so every pipeline sees the same load.
@@ -512,10 +512,10 @@ def bench_training(
     model0, size = _model(variant, data, seed)
     lrs = {bs: _pick_lr(lr, model0, data, size, bs, dev, seed) for bs in sizes}
     setups = [(FAST_NAME, bs, None) for bs in sizes]
-    seed_runs: list[dict[str, Any]] = []
+    student_runs: list[dict[str, Any]] = []
     fast_runs: dict[tuple, list[dict[str, Any]]] = {setup: [] for setup in setups}
     for _ in range(repeats):
-        seed_runs.append(run_seed_style(copy.deepcopy(model0), root, data, size, epochs, dev, seed=seed))
+        student_runs.append(run_student(copy.deepcopy(model0), root, data, size, epochs, dev, seed=seed))
         for name, bs, channels_last in setups:
             row = run_fast(
                 copy.deepcopy(model0),
@@ -529,13 +529,13 @@ def bench_training(
                 seed=seed,
             )
             fast_runs[(name, bs, channels_last)].append({**row, "pipeline": name, "lr_source": lrs[bs][1]})
-    seed_row = {**_median_row(seed_runs), "ratio": 1.0, "ratio_best": 1.0}
+    student_row = {**_median_row(student_runs), "ratio": 1.0, "ratio_best": 1.0}
     fast_rows = []
     for setup in setups:
         row = _median_row(fast_runs[setup])
-        row["ratio"] = row["img_per_s"] / seed_row["img_per_s"]
-        row["ratio_best"] = row["img_per_s_best"] / seed_row["img_per_s_best"]
-        row["acc_delta"] = row["test_acc"] - seed_row["test_acc"]
+        row["ratio"] = row["img_per_s"] / student_row["img_per_s"]
+        row["ratio_best"] = row["img_per_s_best"] / student_row["img_per_s_best"]
+        row["acc_delta"] = row["test_acc"] - student_row["test_acc"]
         fast_rows.append(row)
     return {
         "variant": variant,
@@ -545,7 +545,7 @@ def bench_training(
         "n_test": int(data.test_y.numel()),
         "epochs": epochs,
         "repeats": repeats,
-        "seed_style": seed_row,
+        "student_style": student_row,
         "fast": fast_rows,
         **environment(dev),
     }
@@ -617,7 +617,7 @@ def bench_eval(
     repeats: int = 3,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Evaluation img/s on the test split: cnn-lab's loader + `predict` vs a seed-style DataLoader loop (median of repeats)."""
+    """Evaluation img/s on the test split: cnn-lab's loader + `predict` vs a student-style DataLoader loop (median of repeats)."""
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
     root = _data_root(data_root, n_train, n_test, keep)
@@ -631,8 +631,8 @@ def bench_eval(
         _sync(dev)
         return len(y_true)
 
-    def seed_style() -> int:
-        loader = _seed_style_loader(root, False, SEED_BATCH_SIZE, data.mean, data.std, size)
+    def student() -> int:
+        loader = _student_loader(root, False, STUDENT_BATCH_SIZE, data.mean, data.std, size)
         n = correct = 0
         with torch.no_grad():
             for x, y in loader:  # the tutorials' test loop: one .item() per batch
@@ -641,14 +641,14 @@ def bench_eval(
         return n
 
     fast()
-    fast_rate, seed_rate = _time_eval(fast, repeats), _time_eval(seed_style, repeats)
+    fast_rate, student_rate = _time_eval(fast, repeats), _time_eval(student, repeats)
     return {
         "n_test": int(data.test_y.numel()),
         "batch_size": batch_size,
-        "seed_batch_size": SEED_BATCH_SIZE,
+        "student_batch_size": STUDENT_BATCH_SIZE,
         "img_per_s": fast_rate,
-        "seed_img_per_s": seed_rate,
-        "ratio": fast_rate / seed_rate,
+        "student_img_per_s": student_rate,
+        "ratio": fast_rate / student_rate,
         **environment(dev),
     }
 
@@ -742,7 +742,7 @@ def run_benchmarks(
     sizes = QUICK["sizes"] if quick else FULL_SIZES
     sizes = tuple(s for s in sizes if s <= n) or (n,)
     variants = QUICK["variants"] if quick else SCALING_VARIANTS
-    batches = tuple(batch_sizes or (SEED_BATCH_SIZE, DEFAULT_BATCH_SIZE))
+    batches = tuple(batch_sizes or (STUDENT_BATCH_SIZE, DEFAULT_BATCH_SIZE))
     with tempfile.TemporaryDirectory(prefix="cnn-bench-") as tmp:
         root = write_idx(tmp, n, n_test)
         runs = {
@@ -791,13 +791,13 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _speed_targets(training: dict[str, Any]) -> list[dict[str, Any]]:
-    """CPU: speed-up over seed-style at batch 64 and 256; CUDA: resident img/s of cnn2_5 / alexnet at their best batch."""
+    """CPU: speed-up over student-style at batch 64 and 256; CUDA: resident img/s of cnn2_5 / alexnet at their best batch."""
     rows = {r["batch_size"]: r for r in training["fast"] if r["pipeline"] == FAST_NAME}
     if not str(training["device"]).startswith("cuda"):
-        goals = ((SEED_BATCH_SIZE, TARGET_RATIO_SEED_BATCH), (DEFAULT_BATCH_SIZE, TARGET_RATIO_DEFAULT_BATCH))
+        goals = ((STUDENT_BATCH_SIZE, TARGET_RATIO_STUDENT_BATCH), (DEFAULT_BATCH_SIZE, TARGET_RATIO_DEFAULT_BATCH))
         return [
             {
-                "target": f"CPU batch {bs}: img/s >= {goal:g}x seed-style",
+                "target": f"CPU batch {bs}: img/s >= {goal:g}x student-style",
                 "value": rows[bs]["ratio"],
                 "met": rows[bs]["ratio"] >= goal,
             }
@@ -818,13 +818,13 @@ def _speed_targets(training: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _accuracy_targets(training: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each cnn-lab batch size: test accuracy no worse than seed-style's after the same epochs."""
-    seed = training["seed_style"]["test_acc"]
+    """Each cnn-lab batch size: test accuracy no worse than student-style's after the same epochs."""
+    student = training["student_style"]["test_acc"]
     return [
         {
-            "target": f"{FAST_NAME} batch {r['batch_size']}: test acc >= seed-style's {seed:.4f}",
+            "target": f"{FAST_NAME} batch {r['batch_size']}: test acc >= student-style's {student:.4f}",
             "value": r["test_acc"],
-            "met": r["test_acc"] >= seed,
+            "met": r["test_acc"] >= student,
         }
         for r in training["fast"]
     ]
@@ -881,7 +881,7 @@ def _format_training(training: dict[str, Any]) -> str:
     )
     rows = [
         {**r, "device": training["device"], "torch": training["torch"]}
-        for r in [training["seed_style"], *training["fast"]]
+        for r in [training["student_style"], *training["fast"]]
     ]
     return head + "\n" + _table(rows, TRAINING_COLUMNS)
 
@@ -935,7 +935,7 @@ def format_table(results: dict[str, Any]) -> str:
         ev = results["eval"]
         parts.append(
             f"Evaluation on {ev['n_test']} test images: {FAST_NAME} {ev['img_per_s']:,.0f} img/s (batch {ev['batch_size']}) "
-            f"vs {SEED_NAME} {ev['seed_img_per_s']:,.0f} img/s (batch {ev['seed_batch_size']}), {ev['ratio']:.2f}x"
+            f"vs {STUDENT_NAME} {ev['student_img_per_s']:,.0f} img/s (batch {ev['student_batch_size']}), {ev['ratio']:.2f}x"
         )
     if "scaling" in results:
         parts.append(_format_scaling(results["scaling"]))
@@ -953,9 +953,9 @@ def format_table(results: dict[str, Any]) -> str:
 def _sections(results: dict[str, Any]) -> dict[str, Any]:
     """`results` keyed like run_benchmarks' output, whichever bench_* made it."""
     for key, marker in (
-        ("training", "seed_style"),
+        ("training", "student_style"),
         ("lr_finder", "epochs_cost"),
-        ("eval", "seed_img_per_s"),
+        ("eval", "student_img_per_s"),
         ("scaling", "by_size"),
     ):
         if marker in results:
@@ -974,7 +974,7 @@ def _lr_arg(text: str) -> float | str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of `python -m benchmarks.speed`."""
-    p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a seed-style torchvision pipeline")
+    p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a student-style torchvision pipeline")
     p.add_argument("--quick", action="store_true", help="a few thousand images (smoke run)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument(
@@ -992,7 +992,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=count_option("batch_size"),
         nargs="+",
         default=None,
-        help=f"cnn-lab batch sizes (default {SEED_BATCH_SIZE} {DEFAULT_BATCH_SIZE})",
+        help=f"cnn-lab batch sizes (default {STUDENT_BATCH_SIZE} {DEFAULT_BATCH_SIZE})",
     )
     p.add_argument(
         "--sections",

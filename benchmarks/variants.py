@@ -1,8 +1,8 @@
-"""The comparison's training floor: every registered variant, the same epochs, at a large batch and at the seeds' batch.
+"""The comparison's training floor: every registered variant, the same epochs, at a large batch and at the student pipeline's batch.
 
 Each variant trains on resident data (bf16 autocast + channels_last on CUDA) with the LR its range test picks at
 that batch size, timed after a one-epoch warm-up that lets cudnn autotune every batch shape (training and
-validation); the seeds' batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
+validation); the student pipeline's batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
 `python -m benchmarks.variants --json-out variants.json`; it runs on CPU with small sizes (tests).
 """
 
@@ -23,7 +23,7 @@ from benchmarks.record import command_line, environment, output_path, write_resu
 from benchmarks.speed import (
     LR_MAX,
     N_TEST,
-    SEED_BATCH_SIZE,
+    STUDENT_BATCH_SIZE,
     _data_root,
     _model,
     _pick_lr,
@@ -41,7 +41,7 @@ from cnn.train import TrainConfig, Trainer, _positive_int, resolve_device
 
 GPU_BATCH_SIZE = 2048  # the issue's H100 floor: 11 s for all variants x 10 epochs at 2048, 35 s at 512
 FLOOR_TARGET_SECONDS = 60.0  # all variants x 10 epochs x 60k images on one H100
-ACCURACY_TOLERANCE = 0.01  # each variant within 1 point of its seed-batch accuracy
+ACCURACY_TOLERANCE = 0.01  # each variant within 1 point of its student-batch accuracy
 
 
 def _lr(
@@ -137,7 +137,7 @@ def bench_variants(
     *,
     epochs: int = 10,
     batch_size: int = GPU_BATCH_SIZE,
-    reference_batch: int | None = SEED_BATCH_SIZE,
+    reference_batch: int | None = STUDENT_BATCH_SIZE,
     n_train: int = 60_000,
     n_test: int = N_TEST,
     device: str = "auto",
@@ -280,7 +280,7 @@ VARIANT_COLUMNS = [
     ("train_seconds", "train s", ".2f"),
     ("img_per_s", "img/s", ",.0f"),
     ("test_acc", "test acc", ".4f"),
-    ("acc_delta", "vs seed batch", "+.4f"),
+    ("acc_delta", "vs student batch", "+.4f"),
     ("peak_mem_mb", "peak MiB", ",.0f"),
     ("error", "error", "s"),
 ]
@@ -295,7 +295,7 @@ def format_variants(result: dict[str, Any]) -> str:
     ]
     if result["reference"]:
         parts += [
-            f"Reference at the seeds' batch {result['reference_batch']} (no warm-up)",
+            f"Reference at the student pipeline's batch {result['reference_batch']} (no warm-up)",
             _table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"]),
         ]
     rows = [{**t, "met": "met" if t["met"] else "MISSED"} for t in result["targets"]]
@@ -306,7 +306,7 @@ def format_variants(result: dict[str, Any]) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of `python -m benchmarks.variants`."""
     p = argparse.ArgumentParser(
-        description="Train every variant at a large batch and at the seeds' batch; print the comparison's training floor"
+        description="Train every variant at a large batch and at the student pipeline's batch; print the comparison's training floor"
     )
     p.add_argument("--variants", nargs="+", default=None, help="default: every registered variant")
     p.add_argument("--epochs", type=count_option("epochs"), default=10)
@@ -314,7 +314,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference-batch",
         type=count_option("batch_size", low=0),
-        default=SEED_BATCH_SIZE,
+        default=STUDENT_BATCH_SIZE,
         help="0 skips the accuracy reference",
     )
     p.add_argument("--n-train", type=count_option("max_train"), default=60_000)

@@ -110,7 +110,7 @@ class SeedsTrainer:
             raise ConfigError("seeds", f"need one model per distinct seed, got {len(models)} for {list(seeds)}")
         if layout not in LAYOUTS:
             raise ConfigError("layout", f"unknown layout {layout!r}", allowed=LAYOUTS)
-        self.config = config.validate()
+        self.config = config.check()
         self.device = resolve_device(config.device)
         # both batched layouts pick their own memory format (cnn.grouped folds the seeds into channels_last maps)
         self.precision = Precision(self.device, config.amp, channels_last=False)

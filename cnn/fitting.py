@@ -130,7 +130,7 @@ def fit(
     finished: list[Kept] = []  # attempts that ran every epoch without learning: the best is kept if none learns
     plan = attempts(config.optimizer, config.lr, config.batch_size)[: 3 if fallback else 1]
     for i, attempt in enumerate(plan):
-        cfg = dataclasses.replace(config, optimizer=attempt.optimizer, lr=attempt.lr).validate()
+        cfg = dataclasses.replace(config, optimizer=attempt.optimizer, lr=attempt.lr).check()
         trainer = Trainer(build(), data, cfg, input_size=input_size, variant=variant, callback=callback)
         initial_val_loss, _ = trainer.validate()
         saved = io.load(attempt.checkpoint) if resume else None
@@ -254,7 +254,7 @@ def fit_seeds(
     ios = {seed: checkpoints(seed) if checkpoints else CheckpointIO() for seed in seeds}
     first = attempts(config.optimizer, config.lr, config.batch_size)[0]
     fresh = [seed for seed in seeds if not (resume and ios[seed].load(first.checkpoint) is not None)]
-    cfg = dataclasses.replace(config, optimizer=first.optimizer, lr=first.lr).validate()
+    cfg = dataclasses.replace(config, optimizer=first.optimizer, lr=first.lr).check()
     batched = _fit_batched(build, data, cfg, fresh, first, input_size, variant, ios, fallback, callback)
     return [
         batched[seed]

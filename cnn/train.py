@@ -29,7 +29,7 @@ NAN_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
 
 @dataclass
 class TrainConfig:
-    """Hyperparameters of one training run; `validate` names the bad field and its allowed values."""
+    """Hyperparameters of one training run; `check` names the bad field and its allowed values."""
 
     epochs: int = 5
     batch_size: int = 256
@@ -46,7 +46,7 @@ class TrainConfig:
     amp: bool | None = None
     compile: bool = False
 
-    def validate(self) -> TrainConfig:
+    def check(self) -> TrainConfig:
         """Raise ConfigError on the first invalid field; return self."""
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
@@ -401,7 +401,7 @@ class Trainer:
         variant: str = "",
         callback: Callable[[dict[str, float]], None] | None = None,
     ) -> None:
-        self.config = config.validate()
+        self.config = config.check()
         self.device = resolve_device(config.device)
         self.precision = Precision(self.device, config.amp, config.channels_last)
         if self.device.type == "cuda":

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     variants.add_argument("--json", action="store_true")
     add_run_options(variants, ["variant_files", "variant_modules"])
-    bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the seed-style pipeline")
+    bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the student-style pipeline")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--all-variants",
         action="store_true",
-        help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see benchmarks/variants.py)",
+        help="instead: every variant x 10 epochs at batch 2048 and at the student pipeline's 64 (a GPU's job; see benchmarks/variants.py)",
     )
     bench.add_argument(
         "--recipe",

@@ -381,13 +381,13 @@ CASES = [
     ),
     Case(
         "zero-epochs",
-        lambda c: TrainConfig(epochs=0).validate(),
+        lambda c: TrainConfig(epochs=0).check(),
         ConfigError,
         r"^epochs: must be a positive integer, got 0 \(allowed: an int >= 1\)",
     ),
     Case(
         "negative-batch-size",
-        lambda c: TrainConfig(batch_size=-8).validate(),
+        lambda c: TrainConfig(batch_size=-8).check(),
         ConfigError,
         r"^batch_size: must be a positive integer, got -8 \(allowed: an int >= 1\)",
     ),
@@ -406,7 +406,7 @@ CASES = [
     ),
     Case(
         "infinite-lr",
-        lambda c: TrainConfig(lr=math.inf).validate(),
+        lambda c: TrainConfig(lr=math.inf).check(),
         ConfigError,
         r"^lr: must be a positive finite number, got inf \(allowed: a float > 0",
     ),
@@ -426,25 +426,25 @@ CASES = [
     ),
     Case(
         "unknown-optimizer",
-        lambda c: TrainConfig(optimizer="rmsprop").validate(),
+        lambda c: TrainConfig(optimizer="rmsprop").check(),
         ConfigError,
         r"^optimizer: unknown optimizer 'rmsprop' \(allowed: sgd, adam, adamw\)",
     ),
     Case(
         "unknown-schedule",
-        lambda c: TrainConfig(schedule="step").validate(),
+        lambda c: TrainConfig(schedule="step").check(),
         ConfigError,
         r"^schedule: unknown schedule 'step' \(allowed: none, onecycle, cosine\)",
     ),
     Case(
         "momentum-out-of-range",
-        lambda c: TrainConfig(momentum=1.5).validate(),
+        lambda c: TrainConfig(momentum=1.5).check(),
         ConfigError,
         r"^momentum: must be in \[0, 1\), got 1\.5 \(allowed: \[0, 1\)\)",
     ),
     Case(
         "unknown-device",
-        lambda c: TrainConfig(device="tpu").validate(),
+        lambda c: TrainConfig(device="tpu").check(),
         ConfigError,
         r"^device: unknown device 'tpu' \(allowed: auto, cpu, cuda, cuda:N, mps\)",
     ),
@@ -748,7 +748,7 @@ def _module_file(ctx: Ctx, body: str) -> str:
 def _cuda_config() -> TrainConfig:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    return TrainConfig(device="cuda").validate()
+    return TrainConfig(device="cuda").check()
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> None:
     assert {"environment", "training", "lr_finder", "eval", "scaling", "gpu", "targets"} <= set(quick_results)
     training = quick_results["training"]
-    seed, fast = training["seed_style"], training["fast"]
-    assert seed["pipeline"] == "seed-style" and seed["batch_size"] == 64
+    seed, fast = training["student_style"], training["fast"]
+    assert seed["pipeline"] == "student-style" and seed["batch_size"] == 64
     assert [row["batch_size"] for row in fast if row["pipeline"] == "cnn-lab"] == [64, bench.DEFAULT_BATCH_SIZE]
     for row in [seed, *fast]:
         assert row["img_per_s"] > 0 and row["seconds"] > 0 and row["peak_mem_mb"] > 0
@@ -49,7 +49,7 @@ def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
     )
     assert lf["seconds"] > 0 and lf["epoch_seconds"] > 0 and lf["suggestion"] > 0
     ev = quick_results["eval"]
-    assert ev["img_per_s"] > 0 and ev["seed_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
+    assert ev["img_per_s"] > 0 and ev["student_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
     sc = quick_results["scaling"]
     assert [row["n_train"] for row in sc["by_size"]] == list(bench.QUICK["sizes"])
     assert [row["variants"] for row in sc["by_count"]] == [1, 2, 4]
@@ -59,7 +59,7 @@ def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
 
 def test_format_table_names_pipelines_device_and_gpu(quick_results: dict) -> None:
     text = bench.format_table(quick_results)
-    assert "seed-style" in text and "cnn-lab" in text
+    assert "student-style" in text and "cnn-lab" in text
     assert "cpu" in text and torch.__version__ in text
     assert "LR range test" in text and "Evaluation" in text and "Scaling" in text and "Targets" in text
     if not torch.cuda.is_available():
@@ -71,20 +71,20 @@ def test_results_are_json_serialisable(quick_results: dict) -> None:
     assert again["training"]["fast"][0]["img_per_s"] == quick_results["training"]["fast"][0]["img_per_s"]
 
 
-def test_seed_style_epoch_reads_the_idx_files_through_torchvision(small_root: Path) -> None:
+def test_student_epoch_reads_the_idx_files_through_torchvision(small_root: Path) -> None:
     ds = datasets.FashionMNIST(str(small_root), train=True, download=False)
     assert len(ds) == 300
     model, _ = bench._model("cnn2_3", bench.load_splits(small_root))
     before = [p.detach().clone() for p in model.parameters()]
-    out = bench.seed_style_epoch(model, small_root)
+    out = bench.student_epoch(model, small_root)
     assert out["images"] == 300 and out["dataset_size"] == 300
     assert out["img_per_s"] == pytest.approx(out["images"] / out["seconds"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it really trained
 
 
-def test_seed_style_epoch_stops_at_max_images(small_root: Path) -> None:
+def test_student_epoch_stops_at_max_images(small_root: Path) -> None:
     model, _ = bench._model("cnn2_3", bench.load_splits(small_root))
-    assert bench.seed_style_epoch(model, small_root, max_images=100)["images"] == 128  # two whole batches of 64
+    assert bench.student_epoch(model, small_root, max_images=100)["images"] == 128  # two whole batches of 64
 
 
 def test_written_idx_files_match_the_generator(small_root: Path) -> None:
@@ -106,7 +106,7 @@ def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
 def test_bench_training_uses_the_same_data_and_init(small_root: Path) -> None:
     res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, lr="scaled")
     (plain,) = res["fast"]
-    assert res["seed_style"]["images"] == plain["images"] == 300
+    assert res["student_style"]["images"] == plain["images"] == 300
     assert res["n_train"] == 300 and plain["batch_size"] == 100
     assert (plain["pipeline"], plain["channels_last"]) == ("cnn-lab", True)  # the Trainer's default on CPU too
     assert plain["lr"] == pytest.approx(bench.scaled_lr(100)) and plain["lr_source"] == "linear scaling"
@@ -122,14 +122,14 @@ def test_check_targets_flags_what_is_missed() -> None:
     checks = {
         c["target"]: c["met"]
         for c in bench.check_targets(
-            {"training": {"seed_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}}
+            {"training": {"student_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}}
         )
     }
     assert checks == {
-        "CPU batch 64: img/s >= 5x seed-style": True,
-        f"CPU batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x seed-style": False,
-        "cnn-lab batch 64: test acc >= seed-style's 0.9000": True,
-        f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: test acc >= seed-style's 0.9000": False,
+        "CPU batch 64: img/s >= 5x student-style": True,
+        f"CPU batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x student-style": False,
+        "cnn-lab batch 64: test acc >= student-style's 0.9000": True,
+        f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: test acc >= student-style's 0.9000": False,
     }
 
 
@@ -140,18 +140,18 @@ def test_gpu_targets_are_resident_img_per_s_at_the_best_batch() -> None:
         {"pipeline": "cnn-lab", "batch_size": 2048, "img_per_s": 650_000.0, "ratio": 93.0, "test_acc": 0.9},
     ]
     checks = bench.check_targets(
-        {"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}}
+        {"training": {"student_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}}
     )
     speed = [c for c in checks if "img/s" in c["target"]]
     assert speed == [{"target": "GPU cnn2_5: img/s >= 500,000 (best batch 2048)", "value": 650_000.0, "met": True}]
     slow = bench.check_targets(
-        {"training": {"seed_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}}
+        {"training": {"student_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}}
     )
     assert [c["met"] for c in slow if "img/s" in c["target"]] == [True]  # 300k >= alexnet's 60k
     assert not [
         c
         for c in bench.check_targets(
-            {"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}
+            {"training": {"student_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}
         )
         if "img/s" in c["target"]
     ]
@@ -165,10 +165,10 @@ def test_run_benchmarks_runs_only_the_named_sections(small_root: Path) -> None:
     assert err.value.field == "sections" and "lr_finder" in str(err.value)
 
 
-def test_seed_style_loader_resizes_for_alexnet(small_root: Path) -> None:
-    x, _ = next(iter(bench._seed_style_loader(small_root, False, 8, (0.5,), (0.25,), 100)))
+def test_student_loader_resizes_for_alexnet(small_root: Path) -> None:
+    x, _ = next(iter(bench._student_loader(small_root, False, 8, (0.5,), (0.25,), 100)))
     assert x.shape == (8, 1, 100, 100)
-    x, _ = next(iter(bench._seed_style_loader(small_root, False, 8, (0.5,), (0.25,))))
+    x, _ = next(iter(bench._student_loader(small_root, False, 8, (0.5,), (0.25,))))
     assert x.shape == (8, 1, 28, 28)
 
 
@@ -223,7 +223,7 @@ def test_main_prints_json_or_table(
     }
     out = tmp_path / "speed.json"
     bench.main(["--json-out", str(out)])
-    assert "seed-style" in capsys.readouterr().out
+    assert "student-style" in capsys.readouterr().out
     written = json.loads(out.read_text())  # the figures as JSON beside the table, with the command
     assert (
         written["gpu"] == quick_results["gpu"] and written["command"] == f"python -m benchmarks.speed --json-out {out}"

@@ -1,4 +1,4 @@
-"""benchmarks.variants: every variant at a large batch against the seeds' batch; figures reported, never asserted as speed."""
+"""benchmarks.variants: every variant at a large batch against the student pipeline's batch; figures reported, never asserted as speed."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_targets_compare_each_variant_with_its_reference(floor: dict) -> None:
         assert row["acc_delta"] == pytest.approx(row["test_acc"] - ref[row["variant"]])
         assert check["met"] == (row["acc_delta"] >= -bench_variants.ACCURACY_TOLERANCE)
     text = bench_variants.format_variants(floor)
-    assert "lenet1" in text and "Reference at the seeds' batch 64" in text and "Targets" in text
+    assert "lenet1" in text and "Reference at the student pipeline's batch 64" in text and "Targets" in text
 
 
 def test_rejects_unknown_variants_and_bad_sizes() -> None:

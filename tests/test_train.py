@@ -141,14 +141,14 @@ def test_max_steps_limits_each_epoch(digits) -> None:
 )
 def test_bad_config_names_the_field(field, value) -> None:
     with pytest.raises(ConfigError, match=field):
-        TrainConfig(**{field: value}).validate()
+        TrainConfig(**{field: value}).check()
 
 
 def test_cuda_requested_without_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="device: CUDA was requested"):
-        TrainConfig(device="cuda").validate()
+        TrainConfig(device="cuda").check()
 
 
 def test_cuda_training_batches_keep_one_shape_and_cpu_keeps_every_image() -> None:
