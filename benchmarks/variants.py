@@ -20,23 +20,15 @@ from typing import Any
 import torch
 
 from benchmarks.record import command_line, environment, output_path, write_result
-from benchmarks.speed import (
-    LR_MAX,
-    N_TEST,
-    STUDENT_BATCH_SIZE,
-    _data_root,
-    _model,
-    _pick_lr,
-    _table,
-    find_lr,
-    load_splits,
-    run_fast,
-)
+from benchmarks.speed_cnn_lab import LR_MAX, find_lr, pick_lr, run_fast
+from benchmarks.speed_data import N_TEST, idx_root, load_splits
+from benchmarks.speed_student import STUDENT_BATCH_SIZE
+from benchmarks.tables import text_table
 from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import count_parameters, list_variants
 from cnn.params import count_option
-from cnn.pipeline import DEFAULT_LR_RULE
+from cnn.pipeline import DEFAULT_LR_RULE, build_model
 from cnn.train import TrainConfig, Trainer, _positive_int, resolve_device
 
 GPU_BATCH_SIZE = 2048  # the issue's H100 floor: 11 s for all variants x 10 epochs at 2048, 35 s at 512
@@ -59,7 +51,7 @@ def _lr(
     if lr == "auto":
         result, seconds = find_lr(model, data, size, batch_size, device, seed=seed, lr_max=lr_max, rule=rule)
         return result.suggestion, f"range test ({result.rule})", seconds
-    value, source = _pick_lr(lr, model, data, size, batch_size, device, seed)
+    value, source = pick_lr(lr, model, data, size, batch_size, device, seed)
     return value, source, 0.0
 
 
@@ -87,7 +79,7 @@ def train_timed(
     rule: str = DEFAULT_LR_RULE,
 ) -> dict[str, Any]:
     """One variant: LR range test at `batch_size`, optional warm-up epoch, then `epochs` timed epochs and test accuracy."""
-    model, size = _model(variant, data, seed)
+    model, size = build_model(variant, data, seed)
     head = {
         "variant": variant,
         "params": count_parameters(model),
@@ -153,7 +145,7 @@ def bench_variants(
     names = _check(variants, epochs, batch_size, reference_batch)
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
-    data = load_splits(_data_root(data_root, n_train, n_test, keep))
+    data = load_splits(idx_root(data_root, n_train, n_test, keep))
     result: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -229,10 +221,10 @@ def bench_compile(
     """Per-epoch seconds with and without torch.compile (first epoch includes compiling): is it worth it on short runs?"""
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
-    data = load_splits(_data_root(data_root, n_train, n_test, keep))
+    data = load_splits(idx_root(data_root, n_train, n_test, keep))
     rows = []
     for compiled in (False, True):
-        model, size = _model(variant, data, seed)
+        model, size = build_model(variant, data, seed)
         start = time.perf_counter()
         trainer = Trainer(
             model,
@@ -290,16 +282,18 @@ def format_variants(result: dict[str, Any]) -> str:
     """Text tables: the large-batch rows, the reference rows, the targets."""
     parts = [
         f"All variants, {result['epochs']} epochs, {result['n_train']} train / {result['n_test']} test images on {result['device']} ({result['device_name']}), torch {result['torch']}",
-        _table(result["rows"], VARIANT_COLUMNS),
+        text_table(result["rows"], VARIANT_COLUMNS),
         f"total training time {result['total_train_seconds']:.2f} s (warm-up, LR tests and validation excluded)",
     ]
     if result["reference"]:
         parts += [
             f"Reference at the student pipeline's batch {result['reference_batch']} (no warm-up)",
-            _table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"]),
+            text_table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"]),
         ]
     rows = [{**t, "met": "met" if t["met"] else "MISSED"} for t in result["targets"]]
-    parts.append("Targets\n" + _table(rows, [("target", "target", "s"), ("value", "value", ".4g"), ("met", "", "s")]))
+    parts.append(
+        "Targets\n" + text_table(rows, [("target", "target", "s"), ("value", "value", ".4g"), ("met", "", "s")])
+    )
     return "\n\n".join(parts)
 
 

@@ -331,7 +331,8 @@ def _save(args: argparse.Namespace, name: str, result: dict[str, Any]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks, print a table (or JSON) and write the figures as JSON (benchmarks/record.py)."""
-    from benchmarks import speed as bench
+    from benchmarks.speed import run_benchmarks
+    from benchmarks.speed_report import format_table
     from cnn.train import resolve_device
 
     if args.recipe:
@@ -395,13 +396,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _save(args, f"variants-{resolve_device(args.device).type}", result)
         print(json.dumps(result, indent=2, default=str) if args.json else bench_variants.format_variants(result))
         return 0
-    results = bench.run_benchmarks(quick=args.quick, device=args.device)
+    results = run_benchmarks(quick=args.quick, device=args.device)
     if args.prefect_overhead:
         from flows.overhead import bench_prefect_overhead
 
         results["prefect_overhead"] = bench_prefect_overhead(quick=args.quick)
     _save(args, f"speed-{resolve_device(args.device).type}", results)
-    print(json.dumps(results, indent=2, default=str) if args.json else bench.format_table(results))
+    print(json.dumps(results, indent=2, default=str) if args.json else format_table(results))
     return 0
 
 

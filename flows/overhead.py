@@ -190,7 +190,7 @@ def _data(setup: dict[str, Any], root: str) -> dict[str, Any]:
     """The comparison's dataset parameters: digits, or test-made FashionMNIST-shaped IDX files written under `root`."""
     if "n_train" not in setup:
         return {"dataset": "digits"}
-    from benchmarks.speed import write_idx
+    from benchmarks.speed_data import write_idx
 
     folder = f"{root}/data-{setup['n_train']}"
     if not Path(folder).exists():

@@ -50,7 +50,7 @@ def test_every_field_belongs_to_a_flow_and_both_flows_share_the_rest() -> None:
 
 
 def test_library_defaults_come_from_the_model() -> None:
-    from benchmarks import speed as bench
+    from benchmarks import speed_cnn_lab as bench
     from cnn import pipeline
 
     defaults = inspect.signature(pipeline.range_test_sweep).parameters
