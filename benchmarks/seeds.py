@@ -32,7 +32,7 @@ from cnn.parallel import cpu_snapshot, other_load
 from cnn import recipe
 from cnn.ensemble import SeedsTrainer
 from cnn.errors import ConfigError
-from cnn.pipeline import DatasetRef, build_model, get_dataset
+from cnn.step_inputs import DatasetRef, build_model, get_dataset
 from cnn.train import TrainConfig, TrainResult, resolve_device, train
 
 RESULTS = Path(__file__).parent / "results"

@@ -33,7 +33,7 @@ from cnn.errors import ConfigError
 from cnn.evaluate import predict
 from cnn.models import count_parameters
 from cnn.params import count_option
-from cnn.pipeline import build_model
+from cnn.step_inputs import build_model
 from cnn.train import make_loader, resolve_device
 
 QUICK = {

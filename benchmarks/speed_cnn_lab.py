@@ -18,7 +18,7 @@ from cnn.errors import ConfigError
 from cnn.lr_find import LRFindResult
 from cnn.params import default_of
 from cnn.parallel import cpu_snapshot, other_load
-from cnn.pipeline import DEFAULT_LR_RULE, chosen_lr, range_test_sweep
+from cnn.lr_policy import DEFAULT_LR_RULE, chosen_lr, range_test_sweep
 from cnn.recipe import MIN_LR_TEST_STEPS
 from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device
 
@@ -127,7 +127,7 @@ def find_lr(
     lr_max: float = LR_MAX,
     rule: str = DEFAULT_LR_RULE,
 ) -> tuple[LRFindResult, float]:
-    """The flows' LR range test (`pipeline.range_test_sweep`, default optimizer) at the training batch size for
+    """The flows' LR range test (`lr_policy.range_test_sweep`, default optimizer) at the training batch size for
     `sweep_steps` steps, after a warm-up; returns (result with the flows' chosen lr as its suggestion, seconds)."""
     model = copy.deepcopy(model).to(device)
     wx, wy = next(

@@ -18,7 +18,6 @@ from cnn import plots  # noqa: E402
 from cnn.data import BatchLoader, DatasetSplits  # noqa: E402
 from cnn.errors import ConfigError  # noqa: E402
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images  # noqa: E402
-from cnn.pipeline import FULL_DPI  # noqa: E402
 
 Models = Mapping[str, tuple[nn.Module, int]]
 MAX_MAPS = 8  # channels shown per variant and layer
@@ -137,7 +136,7 @@ def gallery_filters(models: Models) -> Figure:
     return fig
 
 
-def gallery_pngs(models: Models, data: DatasetSplits, seed: int = 0, dpi: int = FULL_DPI) -> dict[str, bytes]:
+def gallery_pngs(models: Models, data: DatasetSplits, seed: int = 0, dpi: int = plots.FULL_DPI) -> dict[str, bytes]:
     """All galleries rendered to PNG bytes ({"first_conv", "last_conv", "filters"}), ready for write_report."""
     figures = {**gallery_feature_maps(models, data, seed), "filters": gallery_filters(models)}
     return {name: plots.figure_to_png(fig, dpi=dpi) for name, fig in figures.items()}

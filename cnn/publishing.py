@@ -17,7 +17,8 @@ from cnn.markdown import md_escape
 from cnn.comparisons import VariantRows
 from cnn.data import DatasetSplits
 from cnn.params import RunParams, default_of
-from cnn.pipeline import DatasetRef, get_dataset, load_trained_model
+from cnn.step_inputs import DatasetRef, get_dataset
+from cnn.trained_models import load_trained_model
 from cnn.predictions import load_runs
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number

@@ -13,7 +13,8 @@ from typing import Any
 from prefect import flow
 
 from cnn import parallel
-from cnn.pipeline import DatasetRef, get_dataset, run_variant
+from cnn.pipeline import run_variant
+from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.publishing import build_comparison
 from cnn.report import make_row
 from cnn.params import RunParams

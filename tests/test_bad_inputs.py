@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from cnn import pipeline
+from cnn.step_inputs import variant_dir
 from cnn.data import load_dataset
 from cnn.errors import CheckpointError, CnnLabError, ConfigError, DataError, StorageError, TrainingDiverged
 from cnn.models import create_variant, load_variant_file, load_variant_module, register_variant, resolve_input_size
@@ -638,13 +639,13 @@ CASES = [
     ),
     Case(
         "run-name-with-dotdot",
-        lambda c: pipeline.variant_dir("digits", "../escape", "lenet1"),
+        lambda c: variant_dir("digits", "../escape", "lenet1"),
         ConfigError,
         r"^run: '\.\./escape' is not a safe name \(allowed: letters, digits, '\.', '_', '-'",
     ),
     Case(
         "absolute-run-name",
-        lambda c: pipeline.variant_dir("digits", "/etc/cron.d", "lenet1"),
+        lambda c: variant_dir("digits", "/etc/cron.d", "lenet1"),
         ConfigError,
         r"^run: '/etc/cron\.d' is not a safe name \(allowed: letters, digits",
     ),

@@ -16,7 +16,7 @@ from benchmarks.speed_measure import median_row
 from benchmarks.speed_report import check_targets, format_table
 from benchmarks.speed_student import student_epoch, student_loader
 from cnn.errors import ConfigError
-from cnn.pipeline import build_model
+from cnn.step_inputs import build_model
 from cnn.train import TrainConfig
 
 

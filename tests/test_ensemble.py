@@ -19,7 +19,7 @@ from cnn.ensemble import SeedsTrainer, train_seeds
 from cnn.errors import TrainingDiverged
 from cnn.evaluate import predict
 from cnn.models import create_variant
-from cnn.pipeline import build_model
+from cnn.step_inputs import build_model
 from cnn.train import TrainConfig, make_loader, seed_everything, train
 
 SEEDS = (0, 1, 2)

@@ -12,7 +12,8 @@ from cnn import fitting, recipe, report
 from cnn.data.splits import DatasetSplits
 from cnn.lr_find import LRFindResult
 from cnn.params import RunParams
-from cnn.pipeline import chosen_lr, train_config
+from cnn.lr_policy import chosen_lr
+from cnn.step_inputs import train_config
 from cnn.train import TrainConfig, TrainResult
 
 

@@ -600,7 +600,7 @@ def test_gallery_rejects_models_without_convs(digits) -> None:
 
 
 def test_a_trained_model_is_rebuilt_from_its_weights_file(tmp_path, digits, tiny_models) -> None:
-    from cnn.pipeline import load_trained_model
+    from cnn.trained_models import load_trained_model
     from cnn.storage import buffer_bytes
 
     model, size = tiny_models["cnn2_3"]

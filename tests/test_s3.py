@@ -96,7 +96,8 @@ SECOND_WORKER = r"""
 import hashlib, json, sys
 import torch
 from cnn.evaluate import evaluate
-from cnn.pipeline import DatasetRef, get_dataset, load_trained_model
+from cnn.step_inputs import DatasetRef, get_dataset
+from cnn.trained_models import load_trained_model
 from cnn.storage import Storage
 from cnn.train import make_loader
 
