@@ -33,7 +33,8 @@ from cnn import recipe
 from cnn.ensemble import SeedsTrainer
 from cnn.errors import ConfigError
 from cnn.step_inputs import DatasetRef, build_model, get_dataset
-from cnn.train import TrainConfig, TrainResult, resolve_device, train
+from cnn.train import TrainResult, train
+from cnn.train_setup import TrainConfig, resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("lenet5", "cnn2_5", "generic_1")

@@ -34,7 +34,7 @@ from cnn.evaluate import predict
 from cnn.models import count_parameters
 from cnn.params import count_option
 from cnn.step_inputs import build_model
-from cnn.train import make_loader, resolve_device
+from cnn.train_setup import make_loader, resolve_device
 
 QUICK = {
     "n_train": 1_500,

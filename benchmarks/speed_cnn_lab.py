@@ -20,7 +20,8 @@ from cnn.params import default_of
 from cnn.parallel import cpu_snapshot, other_load
 from cnn.lr_policy import DEFAULT_LR_RULE, chosen_lr, range_test_sweep
 from cnn.recipe import MIN_LR_TEST_STEPS
-from cnn.train import Precision, TrainConfig, Trainer, make_loader, resolve_device
+from cnn.train import Trainer
+from cnn.train_setup import Precision, TrainConfig, make_loader, resolve_device
 
 # CPU: larger batches are barely faster and trail the student pipeline's accuracy after 1 epoch (`python -m
 # benchmarks.speed --batch-sizes 256 512 1024`)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from cnn.data.splits import DatasetSplits
 from cnn.evaluate import predict
-from cnn.train import make_loader
+from cnn.train_setup import make_loader
 
 
 def sync(device: torch.device) -> None:

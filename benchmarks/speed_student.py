@@ -15,7 +15,7 @@ from torch import nn
 from benchmarks.speed_measure import memory_figures, reset_peak_memory, sync, test_accuracy, warm_up
 from cnn.data.splits import DatasetSplits
 from cnn.parallel import cpu_snapshot, other_load
-from cnn.train import resolve_device
+from cnn.train_setup import resolve_device
 
 STUDENT_BATCH_SIZE = 64
 STUDENT_LR = 0.01

@@ -30,7 +30,8 @@ from cnn.models import count_parameters, list_variants
 from cnn.params import count_option
 from cnn.lr_policy import DEFAULT_LR_RULE
 from cnn.step_inputs import build_model
-from cnn.train import TrainConfig, Trainer, _positive_int, resolve_device
+from cnn.train import Trainer
+from cnn.train_setup import TrainConfig, check_positive_int, resolve_device
 
 GPU_BATCH_SIZE = 2048  # the H100 floor: 11 s for all variants x 10 epochs at 2048, 35 s at 512
 FLOOR_TARGET_SECONDS = 60.0  # all variants x 10 epochs x 60k images on one H100
@@ -121,7 +122,7 @@ def _check(variants: Sequence[str] | None, epochs: int, batch_size: int, referen
     if unknown:
         raise ConfigError("variants", f"unknown variant(s) {unknown}", allowed=list_variants())
     for field, value in (("epochs", epochs), ("batch_size", batch_size), ("reference_batch", reference_batch or 1)):
-        _positive_int(field, value)
+        check_positive_int(field, value)
     return names
 
 

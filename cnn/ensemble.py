@@ -34,22 +34,17 @@ from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.grouped import GroupedSequential
 from cnn.train import (
-    Precision,
     RunLog,
-    TrainConfig,
     TrainResult,
-    build_optimizer,
-    build_scheduler,
     checkpoint_state,
     epoch_stats,
     log_epoch,
-    make_loader,
     nonfinite_message,
-    resolve_device,
     rng_state,
     run_epoch,
     train,
 )
+from cnn.train_setup import Precision, TrainConfig, build_optimizer, build_scheduler, make_loader, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from cnn.checkpoints import CheckpointIO
 from cnn.data.splits import DatasetSplits
 from cnn.ensemble import SeedCallback, SeedsTrainer, batched_trainer, release_memory
 from cnn.errors import TrainingDiverged
-from cnn.train import Trainer, TrainConfig, TrainResult, check_resumable
+from cnn.train import Trainer, TrainResult, check_resumable
+from cnn.train_setup import TrainConfig
 
 log = logging.getLogger(__name__)
 

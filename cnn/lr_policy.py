@@ -10,7 +10,7 @@ import torch
 from cnn import lr_find, recipe
 from cnn.data import DatasetSplits
 from cnn.params import default_of
-from cnn.train import Precision, TrainConfig, build_optimizer, make_loader, resolve_device
+from cnn.train_setup import Precision, TrainConfig, build_optimizer, make_loader, resolve_device
 
 DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
 

@@ -28,7 +28,7 @@ from cnn.step_figures import probe_images_png, save_confusion, save_history, sav
 from cnn.step_inputs import DatasetRef, build_model, check_batch_size, get_dataset, train_config, variant_dir
 from cnn.storage import Storage, open_storage, safe_name
 from cnn.trained_models import load_trained_model, save_trained_model
-from cnn.train import make_loader, resolve_device
+from cnn.train_setup import make_loader, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from cnn.errors import ConfigError
 from cnn.models import check_outputs, create_variant, resolve_input_size, upsampled_side
 from cnn.params import RunParams
 from cnn.storage import safe_name
-from cnn.train import TrainConfig, resolve_device, seed_everything
+from cnn.train_setup import TrainConfig, resolve_device, seed_everything
 
 
 @dataclass(frozen=True)

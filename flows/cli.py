@@ -333,7 +333,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks, print a table (or JSON) and write the figures as JSON (benchmarks/record.py)."""
     from benchmarks.speed import run_benchmarks
     from benchmarks.speed_report import format_table
-    from cnn.train import resolve_device
+    from cnn.train_setup import resolve_device
 
     if args.recipe:
         from benchmarks import recipe

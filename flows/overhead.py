@@ -271,7 +271,7 @@ def bench_full(device: str, root: str, quick: bool = False) -> dict[str, Any]:
 
 def _device(device: str) -> str:
     """'auto' resolved as the flows resolve it: cuda where a GPU is present, else cpu."""
-    from cnn.train import resolve_device
+    from cnn.train_setup import resolve_device
 
     return str(resolve_device(device))
 

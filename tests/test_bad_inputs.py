@@ -30,7 +30,7 @@ from cnn.models.generic import GenericCNN, GenericConfig, load_generic_config
 from cnn.params import RunParams, parse_params
 from cnn.comparisons import read_comparison
 from cnn.storage import Storage
-from cnn.train import TrainConfig
+from cnn.train_setup import TrainConfig
 from idx_data import write_idx_labels, write_mnist_like
 from storage_helpers import BUCKET, SECRET, S3Server, free_port, s3_env
 

@@ -17,7 +17,7 @@ from benchmarks.speed_report import check_targets, format_table
 from benchmarks.speed_student import student_epoch, student_loader
 from cnn.errors import ConfigError
 from cnn.step_inputs import build_model
-from cnn.train import TrainConfig
+from cnn.train_setup import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from cnn.lr_find import LRFindResult
 from cnn.params import RunParams
 from cnn.lr_policy import chosen_lr
 from cnn.step_inputs import train_config
-from cnn.train import TrainConfig, TrainResult
+from cnn.train import TrainResult
+from cnn.train_setup import TrainConfig
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ from cnn.evaluate import evaluate
 from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.trained_models import load_trained_model
 from cnn.storage import Storage
-from cnn.train import make_loader
+from cnn.train_setup import make_loader
 
 url, ref, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 store = Storage(url)

@@ -10,7 +10,8 @@ from cnn.errors import CheckpointError, ConfigError, TrainingDiverged
 from cnn.models import create_variant
 from cnn.storage import Storage
 from cnn.checkpoints import in_storage, load_checkpoint, save_checkpoint
-from cnn.train import TrainConfig, Trainer, seed_everything, train
+from cnn.train import Trainer, train
+from cnn.train_setup import TrainConfig, seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_cuda_requested_without_gpu() -> None:
 
 
 def test_cuda_training_batches_keep_one_shape_and_cpu_keeps_every_image() -> None:
-    from cnn.train import fixed_batch_shape
+    from cnn.train_setup import fixed_batch_shape
 
     assert fixed_batch_shape(torch.device("cuda"), True, 60_000, 512)  # ragged 96-image batch dropped: no re-autotune
     assert not fixed_batch_shape(torch.device("cuda"), False, 60_000, 512)  # evaluation sees every image
