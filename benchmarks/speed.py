@@ -324,7 +324,9 @@ def _lr_arg(text: str) -> float | str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of `python -m benchmarks.speed`."""
-    p = argparse.ArgumentParser(description="Benchmark cnn-lab's training against a student-style torchvision pipeline")
+    p = argparse.ArgumentParser(
+        description="Benchmark cnn-lab's training against the student pipeline (torchvision + DataLoader)"
+    )
     p.add_argument("--quick", action="store_true", help="a few thousand images (smoke run)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument(

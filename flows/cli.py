@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     variants.add_argument("--json", action="store_true")
     add_run_options(variants, ["variant_files", "variant_modules"])
-    bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the student-style pipeline")
+    bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the student pipeline")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
