@@ -80,7 +80,7 @@ def test_results_are_json_serialisable(quick_results: dict) -> None:
 def test_student_epoch_reads_the_idx_files_through_torchvision(small_root: Path) -> None:
     ds = datasets.FashionMNIST(str(small_root), train=True, download=False)
     assert len(ds) == 300
-    model, _ = build_model("cnn2_3", load_splits(small_root))
+    model, _ = build_model("cnn2_3", load_splits(small_root), 0)
     before = [p.detach().clone() for p in model.parameters()]
     out = student_epoch(model, small_root)
     assert out["images"] == 300 and out["dataset_size"] == 300
@@ -89,7 +89,7 @@ def test_student_epoch_reads_the_idx_files_through_torchvision(small_root: Path)
 
 
 def test_student_epoch_stops_at_max_images(small_root: Path) -> None:
-    model, _ = build_model("cnn2_3", load_splits(small_root))
+    model, _ = build_model("cnn2_3", load_splits(small_root), 0)
     assert student_epoch(model, small_root, max_images=100)["images"] == 128  # two whole batches of 64
 
 
@@ -103,7 +103,7 @@ def test_written_idx_files_match_the_generator(small_root: Path) -> None:
 
 def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
     data = load_splits(small_root)
-    model, size = build_model("cnn2_3", data)
+    model, size = build_model("cnn2_3", data, 0)
     out = fast_epochs(model, data, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), size)
     assert out["epochs"] == 2 and out["images"] == 600
     assert out["batch_size"] == 128 and 0.0 <= out["test_acc"] <= 1.0
