@@ -28,6 +28,7 @@ from benchmarks.datasets import register_distorted_digits
 from benchmarks.reference import train_reference
 from benchmarks.record import environment
 from cnn import pipeline, recipe
+from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.checks import Number, option_type
 from cnn.params import check_of, count_option, seed_list
 from cnn.models import list_variants
@@ -80,7 +81,7 @@ def run_pair(
 ) -> dict[str, Any]:
     """cnn-lab (default recipe, or at `batch_size`) and the reference on one (dataset, variant, seed), at the same epochs."""
     ours = run_cnn_lab(dataset, variant, seed, max_train, device, batch_size)
-    data = pipeline.get_dataset(pipeline.DatasetRef(name=dataset, seed=0, max_train=max_train, download=False))
+    data = get_dataset(DatasetRef(name=dataset, seed=0, max_train=max_train, download=False))
     ref = train_reference(variant, data, ours["epochs"], seed)
     return {
         "dataset": dataset,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+GPU_NOT_MEASURED = "GPU not measured (no CUDA device)"
 PACKAGES = ("torch", "numpy", "scipy", "statsmodels", "prefect", "matplotlib")
 
 
@@ -41,6 +42,12 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def gpu_note(device: torch.device | str) -> str:
+    """Which GPU the figures were measured on, or that they were not measured on one."""
+    device = torch.device(device)
+    return f"measured on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else GPU_NOT_MEASURED
 
 
 def command_line(prog: str, argv: list[str] | None = None) -> str:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from cnn.data import DatasetSplits
-from cnn.pipeline import build_model
+from cnn.step_inputs import build_model
 
 LR = 1e-3
 BATCH_SIZE = 32

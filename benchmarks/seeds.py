@@ -26,21 +26,21 @@ from typing import Any
 
 import torch
 
-from benchmarks.record import environment
-from benchmarks.speed import _load, _table
+from benchmarks.record import environment, gpu_note
+from benchmarks.tables import load_text, text_table
 from cnn.parallel import cpu_snapshot, other_load
 from cnn import recipe
 from cnn.ensemble import SeedsTrainer
 from cnn.errors import ConfigError
-from cnn.pipeline import DatasetRef, build_model, get_dataset
-from cnn.train import TrainConfig, TrainResult, resolve_device, train
+from cnn.step_inputs import DatasetRef, build_model, get_dataset
+from cnn.train import TrainResult, train
+from cnn.train_setup import TrainConfig, resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("lenet5", "cnn2_5", "generic_1")
 KS = (1, 3, 5)
 TARGET_X_ONE_SEED = {"cpu": 3.0, "cuda": 1.5}  # 3 seeds batched, as a multiple of one seed (issue 26)
 TARGET_K = 3
-GPU_NOT_MEASURED = "GPU not measured (no CUDA device)"
 
 
 def _timed(run: Callable[[], list[TrainResult]]) -> dict[str, Any]:
@@ -181,7 +181,7 @@ def bench_seeds(
         "config": config.to_dict(),
         "repeats": repeats,
         "rows": rows,
-        "gpu": f"measured on {environment(dev)['device_name']}" if dev.type == "cuda" else GPU_NOT_MEASURED,
+        "gpu": gpu_note(dev),
     }
     result["targets"] = check_targets(result)
     return result
@@ -224,15 +224,15 @@ def format_result(result: dict[str, Any]) -> str:
     head = (
         f"{result['dataset']} ({result['n_train']} train images), batch {cfg['batch_size']}, {cfg['epochs']} epochs, "
         f"medians of {result['repeats']}; {env['device']} ({env['device_name']}), torch {env['torch']}, "
-        f"{env['threads']} threads, {env['cpu_count']} cores, load {_load(env)}; 'others' = cores other processes kept "
+        f"{env['threads']} threads, {env['cpu_count']} cores, load {load_text(env)}; 'others' = cores other processes kept "
         "busy meanwhile (process CPU seconds are the figure they disturb least)"
     )
     targets = [{**t, "met": "met" if t["met"] else "MISSED"} for t in result["targets"]]
-    checks = _table(targets, [("target", "target", "s"), ("value", "value", ".2f"), ("met", "", "s")])
+    checks = text_table(targets, [("target", "target", "s"), ("value", "value", ".2f"), ("met", "", "s")])
     return "\n\n".join(
         [
             head,
-            _table(result["rows"], COLUMNS),
+            text_table(result["rows"], COLUMNS),
             "Targets\n" + (checks if targets else f"none: no row with {TARGET_K} seeds"),
             f"GPU: {result['gpu']}",
         ]

@@ -21,7 +21,7 @@ from benchmarks.record import command_line, environment, output_path, write_resu
 from cnn.models import create_variant
 from cnn.parallel import busy_cpus, cpu_snapshot, other_load, usable_cpus
 from cnn.params import count_option
-from cnn.train import build_optimizer
+from cnn.train_setup import build_optimizer
 
 VARIANTS = ("lenet5", "generic_1")
 

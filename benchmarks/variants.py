@@ -1,8 +1,8 @@
-"""The comparison's training floor: every registered variant, the same epochs, at a large batch and at the seeds' batch.
+"""The comparison's training floor: every registered variant, the same epochs, at a large batch and at the student pipeline's batch.
 
 Each variant trains on resident data (bf16 autocast + channels_last on CUDA) with the LR its range test picks at
 that batch size, timed after a one-epoch warm-up that lets cudnn autotune every batch shape (training and
-validation); the seeds' batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
+validation); the student pipeline's batch (64) run says whether the large batch keeps test accuracy. Meant for a GPU:
 `python -m benchmarks.variants --json-out variants.json`; it runs on CPU with small sizes (tests).
 """
 
@@ -20,28 +20,22 @@ from typing import Any
 import torch
 
 from benchmarks.record import command_line, environment, output_path, write_result
-from benchmarks.speed import (
-    LR_MAX,
-    N_TEST,
-    SEED_BATCH_SIZE,
-    _data_root,
-    _model,
-    _pick_lr,
-    _table,
-    find_lr,
-    load_splits,
-    run_fast,
-)
+from benchmarks.speed_cnn_lab import LR_MAX, find_lr, pick_lr, run_fast
+from benchmarks.speed_data import N_TEST, idx_root, load_splits
+from benchmarks.speed_student import STUDENT_BATCH_SIZE
+from benchmarks.tables import text_table
 from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import count_parameters, list_variants
 from cnn.params import count_option
-from cnn.pipeline import DEFAULT_LR_RULE
-from cnn.train import TrainConfig, Trainer, _positive_int, resolve_device
+from cnn.lr_policy import DEFAULT_LR_RULE
+from cnn.step_inputs import build_model
+from cnn.train import Trainer
+from cnn.train_setup import TrainConfig, check_positive_int, resolve_device
 
 GPU_BATCH_SIZE = 2048  # the issue's H100 floor: 11 s for all variants x 10 epochs at 2048, 35 s at 512
 FLOOR_TARGET_SECONDS = 60.0  # all variants x 10 epochs x 60k images on one H100
-ACCURACY_TOLERANCE = 0.01  # each variant within 1 point of its seed-batch accuracy
+ACCURACY_TOLERANCE = 0.01  # each variant within 1 point of its student-batch accuracy
 
 
 def _lr(
@@ -59,7 +53,7 @@ def _lr(
     if lr == "auto":
         result, seconds = find_lr(model, data, size, batch_size, device, seed=seed, lr_max=lr_max, rule=rule)
         return result.suggestion, f"range test ({result.rule})", seconds
-    value, source = _pick_lr(lr, model, data, size, batch_size, device, seed)
+    value, source = pick_lr(lr, model, data, size, batch_size, device, seed)
     return value, source, 0.0
 
 
@@ -87,7 +81,7 @@ def train_timed(
     rule: str = DEFAULT_LR_RULE,
 ) -> dict[str, Any]:
     """One variant: LR range test at `batch_size`, optional warm-up epoch, then `epochs` timed epochs and test accuracy."""
-    model, size = _model(variant, data, seed)
+    model, size = build_model(variant, data, seed)
     head = {
         "variant": variant,
         "params": count_parameters(model),
@@ -128,7 +122,7 @@ def _check(variants: Sequence[str] | None, epochs: int, batch_size: int, referen
     if unknown:
         raise ConfigError("variants", f"unknown variant(s) {unknown}", allowed=list_variants())
     for field, value in (("epochs", epochs), ("batch_size", batch_size), ("reference_batch", reference_batch or 1)):
-        _positive_int(field, value)
+        check_positive_int(field, value)
     return names
 
 
@@ -137,7 +131,7 @@ def bench_variants(
     *,
     epochs: int = 10,
     batch_size: int = GPU_BATCH_SIZE,
-    reference_batch: int | None = SEED_BATCH_SIZE,
+    reference_batch: int | None = STUDENT_BATCH_SIZE,
     n_train: int = 60_000,
     n_test: int = N_TEST,
     device: str = "auto",
@@ -153,7 +147,7 @@ def bench_variants(
     names = _check(variants, epochs, batch_size, reference_batch)
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
-    data = load_splits(_data_root(data_root, n_train, n_test, keep))
+    data = load_splits(idx_root(data_root, n_train, n_test, keep))
     result: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -229,10 +223,10 @@ def bench_compile(
     """Per-epoch seconds with and without torch.compile (first epoch includes compiling): is it worth it on short runs?"""
     dev = resolve_device(device)
     keep: list[tempfile.TemporaryDirectory] = []
-    data = load_splits(_data_root(data_root, n_train, n_test, keep))
+    data = load_splits(idx_root(data_root, n_train, n_test, keep))
     rows = []
     for compiled in (False, True):
-        model, size = _model(variant, data, seed)
+        model, size = build_model(variant, data, seed)
         start = time.perf_counter()
         trainer = Trainer(
             model,
@@ -280,7 +274,7 @@ VARIANT_COLUMNS = [
     ("train_seconds", "train s", ".2f"),
     ("img_per_s", "img/s", ",.0f"),
     ("test_acc", "test acc", ".4f"),
-    ("acc_delta", "vs seed batch", "+.4f"),
+    ("acc_delta", "vs student batch", "+.4f"),
     ("peak_mem_mb", "peak MiB", ",.0f"),
     ("error", "error", "s"),
 ]
@@ -290,23 +284,25 @@ def format_variants(result: dict[str, Any]) -> str:
     """Text tables: the large-batch rows, the reference rows, the targets."""
     parts = [
         f"All variants, {result['epochs']} epochs, {result['n_train']} train / {result['n_test']} test images on {result['device']} ({result['device_name']}), torch {result['torch']}",
-        _table(result["rows"], VARIANT_COLUMNS),
+        text_table(result["rows"], VARIANT_COLUMNS),
         f"total training time {result['total_train_seconds']:.2f} s (warm-up, LR tests and validation excluded)",
     ]
     if result["reference"]:
         parts += [
-            f"Reference at the seeds' batch {result['reference_batch']} (no warm-up)",
-            _table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"]),
+            f"Reference at the student pipeline's batch {result['reference_batch']} (no warm-up)",
+            text_table(result["reference"], [c for c in VARIANT_COLUMNS if c[0] != "acc_delta"]),
         ]
     rows = [{**t, "met": "met" if t["met"] else "MISSED"} for t in result["targets"]]
-    parts.append("Targets\n" + _table(rows, [("target", "target", "s"), ("value", "value", ".4g"), ("met", "", "s")]))
+    parts.append(
+        "Targets\n" + text_table(rows, [("target", "target", "s"), ("value", "value", ".4g"), ("met", "", "s")])
+    )
     return "\n\n".join(parts)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of `python -m benchmarks.variants`."""
     p = argparse.ArgumentParser(
-        description="Train every variant at a large batch and at the seeds' batch; print the comparison's training floor"
+        description="Train every variant at a large batch and at the student pipeline's batch; print the comparison's training floor"
     )
     p.add_argument("--variants", nargs="+", default=None, help="default: every registered variant")
     p.add_argument("--epochs", type=count_option("epochs"), default=10)
@@ -314,7 +310,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference-batch",
         type=count_option("batch_size", low=0),
-        default=SEED_BATCH_SIZE,
+        default=STUDENT_BATCH_SIZE,
         help="0 skips the accuracy reference",
     )
     p.add_argument("--n-train", type=count_option("max_train"), default=60_000)

@@ -35,6 +35,7 @@ import torch
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.record import environment, output_path, write_result
 from cnn import pipeline
+from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.checks import AUTO
 from cnn.checks import option_type
 from cnn.params import RunParams, check_of
@@ -79,8 +80,8 @@ def train_pool(
 ) -> dict[int, dict[str, Any]]:
     """Per seed: the run's per-image correctness (read back from its predictions.npy), accuracy and seconds; `epochs`
     and `max_train` only shrink the benchmark for its test (the recipe's rules and every image otherwise)."""
-    ref = pipeline.DatasetRef(name=dataset, download=False, max_train=max_train)
-    data = pipeline.get_dataset(ref)
+    ref = DatasetRef(name=dataset, download=False, max_train=max_train)
+    data = get_dataset(ref)
     pool = {}
     for seed in seeds:
         url = f"memory://verdict-{dataset}-{variant}-{seed}-{epochs}-{max_train}"

@@ -7,11 +7,13 @@ their names are BUILTIN_VARIANTS).
 
 from __future__ import annotations
 
-import difflib
+import re
 from collections.abc import Iterable
 
-from cnn.errors import ConfigError
+from cnn.errors import ConfigError, did_you_mean
 
+VARIANT_NAME = re.compile(r"[a-z0-9_]+")  # every variant name, built-in or registered by a plug-in
+VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
 ENTRY_POINT_GROUP = "cnn_lab.variants"  # installed packages' variants: name = variant name, object = builder
 BUILTIN_VARIANTS = (
     "alexnet",
@@ -46,16 +48,11 @@ def dataset_names(registered: Iterable[str] = DATASETS) -> list[str]:
 def unknown_variant(name: object, known: Iterable[str], field: str = "variant") -> ConfigError:
     """The error for a variant name that is not registered: the closest name as a suggestion, then every name."""
     names = sorted(known)
-    close = difflib.get_close_matches(str(name).lower(), names, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(field, f"unknown variant {name!r}{hint}", allowed=names)
+    return ConfigError(field, f"unknown variant {name!r}{did_you_mean(name, names)}", allowed=names)
 
 
 def unknown_dataset(name: object, registered: Iterable[str] = DATASETS) -> ConfigError:
     """The error for a dataset name no loader knows: a registered near name first, else any near name; every name."""
-    key, names = str(name).lower(), sorted(registered)
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) or difflib.get_close_matches(
-        key, dataset_names(names), n=1, cutoff=0.6
-    )
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    names = sorted(registered)
+    hint = did_you_mean(name, names, cutoff=0.6) or did_you_mean(name, dataset_names(names), cutoff=0.6)
     return ConfigError("dataset", f"unknown dataset {name!r}{hint}", allowed=dataset_names(names))

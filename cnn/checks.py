@@ -7,15 +7,16 @@ extra zeros are refused before anything loads; tests/test_params.py fails for a 
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
+
+from cnn.errors import did_you_mean
 
 
 # A name that becomes a path segment or key in the store: a run, a variant, a dataset, a comparison
@@ -28,12 +29,6 @@ def fail(message: str, allowed: object = None) -> PydanticCustomError:
     shown = None if allowed is None else (allowed if isinstance(allowed, str) else ", ".join(str(a) for a in allowed))
     text = message + (f" (allowed: {shown})" if shown is not None else "")
     return PydanticCustomError("cnn_lab", "{text}", {"text": text, "message": message, "allowed": shown})
-
-
-def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest choice, or ''."""
-    close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class Check:
@@ -307,16 +302,3 @@ def as_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return list(value) if isinstance(value, tuple) else value
-
-
-@dataclass(frozen=True)
-class Flag(Check):
-    """true or false ('true'/'false' strings too)."""
-
-    def check(self, value: Any) -> bool:
-        """The boolean."""
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if not isinstance(value, bool):
-            raise fail(f"must be true or false, got {value!r}", "true, false")
-        return value

@@ -71,8 +71,3 @@ def code_digest(modules: Iterable[str], base: Path = PACKAGE_DIR) -> str:
 def results_digest(base: Path = PACKAGE_DIR) -> str:
     """Digest of every result-bearing module under `base` (the code part of each cached step's key)."""
     return code_digest(result_modules(base), base)
-
-
-def package_digest(base: Path = PACKAGE_DIR) -> str:
-    """Digest of every module under `base`, excluded ones included."""
-    return code_digest(all_modules(base), base)

@@ -34,22 +34,17 @@ from cnn.data.splits import DatasetSplits
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.grouped import GroupedSequential
 from cnn.train import (
-    Precision,
     RunLog,
-    TrainConfig,
     TrainResult,
-    build_optimizer,
-    build_scheduler,
     checkpoint_state,
     epoch_stats,
     log_epoch,
-    make_loader,
     nonfinite_message,
-    resolve_device,
     rng_state,
     run_epoch,
     train,
 )
+from cnn.train_setup import Precision, TrainConfig, build_optimizer, build_scheduler, make_loader, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +105,7 @@ class SeedsTrainer:
             raise ConfigError("seeds", f"need one model per distinct seed, got {len(models)} for {list(seeds)}")
         if layout not in LAYOUTS:
             raise ConfigError("layout", f"unknown layout {layout!r}", allowed=LAYOUTS)
-        self.config = config.validate()
+        self.config = config.check()
         self.device = resolve_device(config.device)
         # both batched layouts pick their own memory format (cnn.grouped folds the seeds into channels_last maps)
         self.precision = Precision(self.device, config.amp, channels_last=False)

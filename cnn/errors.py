@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 from cnn.redaction import redact
+
+
+def did_you_mean(value: object, choices: Iterable[object], *, cutoff: float = 0.5, quote: bool = True) -> str:
+    """'; did you mean 'x'?' for the choice closest to `value` (compared in lowercase, difflib's ratio >= `cutoff`),
+    or ''; `quote=False` leaves the choice bare (a command-line option)."""
+    close = difflib.get_close_matches(str(value).lower(), [str(c) for c in choices], n=1, cutoff=cutoff)
+    if not close:
+        return ""
+    return f"; did you mean {close[0]!r}?" if quote else f"; did you mean {close[0]}?"
 
 
 class CnnLabError(Exception):

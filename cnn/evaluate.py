@@ -31,10 +31,6 @@ class EvalResult:
     y_true: np.ndarray
     y_pred: np.ndarray
 
-    def confusion_normalized(self) -> np.ndarray:
-        """Row-normalised confusion (each true class sums to 1); rows with zero support stay 0."""
-        return normalize_rows(self.confusion)
-
     def to_dict(self) -> dict:
         """Small JSON-serialisable summary: scalar metrics, most-confused pairs and per-class F1 (no arrays)."""
         per_class = self.report["f1-score"].iloc[: len(self.class_names)]

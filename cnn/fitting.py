@@ -28,7 +28,8 @@ from cnn.checkpoints import CheckpointIO
 from cnn.data.splits import DatasetSplits
 from cnn.ensemble import SeedCallback, SeedsTrainer, batched_trainer, release_memory
 from cnn.errors import TrainingDiverged
-from cnn.train import Trainer, TrainConfig, TrainResult, check_resumable
+from cnn.train import Trainer, TrainResult, check_resumable
+from cnn.train_setup import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ class FitResult:
     config: TrainConfig
     fallbacks: list[str] = field(default_factory=list)
     learned: bool = True
-
-    def lr_note(self) -> str | None:
-        """ "fallback: no descent at 0.03" style note, or None when the first attempt was kept."""
-        return f"fallback: {'; '.join(self.fallbacks)}" if self.fallbacks else None
 
 
 def attempts(optimizer: str, lr: float, batch_size: int) -> list[Attempt]:
@@ -135,7 +132,7 @@ def fit(
     finished: list[Kept] = []  # attempts that ran every epoch without learning: the best is kept if none learns
     plan = attempts(config.optimizer, config.lr, config.batch_size)[: 3 if fallback else 1]
     for i, attempt in enumerate(plan):
-        cfg = dataclasses.replace(config, optimizer=attempt.optimizer, lr=attempt.lr).validate()
+        cfg = dataclasses.replace(config, optimizer=attempt.optimizer, lr=attempt.lr).check()
         trainer = Trainer(build(), data, cfg, input_size=input_size, variant=variant, callback=callback)
         initial_val_loss, _ = trainer.validate()
         saved = io.load(attempt.checkpoint) if resume else None
@@ -259,7 +256,7 @@ def fit_seeds(
     ios = {seed: checkpoints(seed) if checkpoints else CheckpointIO() for seed in seeds}
     first = attempts(config.optimizer, config.lr, config.batch_size)[0]
     fresh = [seed for seed in seeds if not (resume and ios[seed].load(first.checkpoint) is not None)]
-    cfg = dataclasses.replace(config, optimizer=first.optimizer, lr=first.lr).validate()
+    cfg = dataclasses.replace(config, optimizer=first.optimizer, lr=first.lr).check()
     batched = _fit_batched(build, data, cfg, fresh, first, input_size, variant, ios, fallback, callback)
     return [
         batched[seed]

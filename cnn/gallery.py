@@ -18,11 +18,6 @@ from cnn import plots  # noqa: E402
 from cnn.data import BatchLoader, DatasetSplits  # noqa: E402
 from cnn.errors import ConfigError  # noqa: E402
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images  # noqa: E402
-from cnn.models import create_variant, resolve_input_size  # noqa: E402
-from cnn.pipeline import FULL_DPI  # noqa: E402
-from cnn.storage import Storage  # noqa: E402
-from cnn.checkpoints import load_checkpoint  # noqa: E402
-from cnn.train import load_weights  # noqa: E402
 
 Models = Mapping[str, tuple[nn.Module, int]]
 MAX_MAPS = 8  # channels shown per variant and layer
@@ -59,16 +54,6 @@ def first_last_convs(model: nn.Module) -> tuple[str, str] | None:
     """Names of the first and last nn.Conv2d layers (the same name twice for one conv), or None without convs."""
     convs = list_layers(model, (nn.Conv2d,))
     return (convs[0], convs[-1]) if convs else None
-
-
-def load_variant_model(storage: Storage, folder_rel: str, variant: str, data: DatasetSplits) -> tuple[nn.Module, int]:
-    """Rebuild `variant` from <folder_rel>/model.pt (written by train_variant) for `data`; returns (model in eval mode, input size)."""
-    rel = f"{folder_rel.strip('/')}/model.pt"
-    ckpt = load_checkpoint(storage, rel, variant)
-    size = int(ckpt.get("input_size") or resolve_input_size(variant, data.image_size))
-    model = create_variant(variant, data.channels, data.num_classes, size)
-    load_weights(model, ckpt, storage.path(rel))
-    return model.eval(), size
 
 
 def gallery_feature_maps(models: Models, data: DatasetSplits, seed: int = 0) -> dict[str, Figure]:
@@ -151,7 +136,7 @@ def gallery_filters(models: Models) -> Figure:
     return fig
 
 
-def gallery_pngs(models: Models, data: DatasetSplits, seed: int = 0, dpi: int = FULL_DPI) -> dict[str, bytes]:
+def gallery_pngs(models: Models, data: DatasetSplits, seed: int = 0, dpi: int = plots.FULL_DPI) -> dict[str, bytes]:
     """All galleries rendered to PNG bytes ({"first_conv", "last_conv", "filters"}), ready for write_report."""
     figures = {**gallery_feature_maps(models, data, seed), "filters": gallery_filters(models)}
     return {name: plots.figure_to_png(fig, dpi=dpi) for name, fig in figures.items()}

@@ -4,7 +4,7 @@ Follows davidtvs/pytorch-lr-finder (exponential schedule, smoothing, divergence 
 suggestion) but returns plain data and always puts model, optimizer and RNG state back. Kept by hand rather than
 calling torch-lr-finder (which the tests install to check this against): its `LRFinder` iterates a DataLoader and
 steps its own training loop, while the range test here must step the trainer's resident batches with the trainer's
-precision (`step_fn`, cnn.pipeline.range_test_sweep), offer fastai's min-loss/10 rule beside steepest descent, and
+precision (`step_fn`, cnn.lr_policy.range_test_sweep), offer fastai's min-loss/10 rule beside steepest descent, and
 restore the RNG state so that training after the test starts from the same random stream (tests/test_lr_find.py).
 """
 

@@ -29,11 +29,11 @@ from cnn.checks import (
     Share,
     Text,
     as_list,
-    did_you_mean,
     fail,
     option_type,
 )
-from cnn.errors import ConfigError
+from cnn.catalog import VARIANT_NAME, VARIANT_NAME_ALLOWED
+from cnn.errors import ConfigError, did_you_mean
 from cnn.recipe_rules import (
     AUTO_BATCH_BOUNDS,
     AUTO_EPOCH_BOUNDS,
@@ -50,8 +50,6 @@ LR_RULES = ("min_loss_div10", "steepest")
 REFRESH_STEPS = ("lr", "train", "evaluate", "features")
 STEPS = ("dataset", *REFRESH_STEPS)  # a variant's cached steps, in order
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-VARIANT_NAME = re.compile(r"[a-z0-9_]+")
-VARIANT_NAME_ALLOWED = "lowercase letters, digits and _"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DEPLOYMENT = re.compile(r"[^/\s]+/[^/\s]+")
 # dask, or a scheduler's address: host (a name, an IPv4 address or a bracketed IPv6 one) and port, nothing else

@@ -1,105 +1,36 @@
 """One variant's pipeline as plain steps over names and storage paths: the functions Prefect tasks wrap.
 
 Each step takes small serialisable inputs (a DatasetRef, a variant name, a storage URL, a run name) and
-returns a small dict; tensors and models stay inside the step or in storage.
+returns a small dict; tensors and models stay inside the step or in storage. What the steps build from a run's
+parameters is in cnn/step_inputs.py, the lr policy in cnn/lr_policy.py, the weights file in cnn/trained_models.py and
+the figures in cnn/step_figures.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
 import torch
 
-from cnn import plots
-from cnn.data import DatasetSplits, load_dataset
-from cnn.errors import CheckpointError, ConfigError
+from cnn import checkpoints, fitting, recipe
+from cnn.data import DatasetSplits
 from cnn.evaluate import evaluate, report_to_csv
 from cnn.inspect import capture_feature_maps, conv_filters, list_layers, select_probe_images
-from cnn import checkpoints, fitting, lr_find, recipe
+from cnn.lr_policy import base_lr_info, chosen_lr, no_range_test, range_test_sweep
 from cnn.markdown import md_escape
-from cnn.models import check_outputs, count_parameters, create_variant, resolve_input_size
-from cnn.params import RunParams, default_of
+from cnn.models import count_parameters
+from cnn.params import RunParams
 from cnn.predictions import PREDICTIONS, predictions_bytes
-from cnn.storage import Storage, buffer_bytes, open_storage, safe_name
-from cnn.checkpoints import load_checkpoint
-from cnn.train import (
-    Precision,
-    TrainConfig,
-    build_optimizer,
-    load_weights,
-    make_loader,
-    resolve_device,
-    seed_everything,
-)
+from cnn.step_figures import probe_images_png, save_confusion, save_history, save_layer_figures, save_lr_sweep
+from cnn.step_inputs import DatasetRef, build_model, check_batch_size, get_dataset, train_config, variant_dir
+from cnn.storage import Storage, open_storage, safe_name
+from cnn.trained_models import load_trained_model, save_trained_model
+from cnn.train_setup import make_loader, resolve_device
 
 log = logging.getLogger(__name__)
-
-FULL_DPI = 110
-DEFAULT_LR_RULE = default_of("lr_rule")  # why this rule: see cnn/params.py
-DESIGN_SIDE = (
-    28  # images smaller than this (digits: 8x8) are upsampled to the side the seed architectures were designed for
-)
-
-
-@dataclass(frozen=True)
-class DatasetRef:
-    """Everything needed to rebuild the same DatasetSplits in any process (hashable, cache-key friendly)."""
-
-    name: str = "fashion-mnist"
-    data_dir: str = "./data"
-    val_size: float | int = 0.1
-    seed: int = 0
-    max_train: int | None = None
-    max_test: int | None = None
-    download: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def of(cls, config: RunParams) -> DatasetRef:
-        """The dataset and splits a run's config names (the split follows its first seed)."""
-        return cls(
-            name=config.dataset.lower(),
-            data_dir=config.data_dir,
-            val_size=config.val_size,
-            seed=config.seed,
-            max_train=config.max_train or None,
-            max_test=config.max_test or None,
-        )
-
-
-def as_ref(ref: DatasetRef | Mapping[str, Any]) -> DatasetRef:
-    """Accept a DatasetRef or its dict (as it comes back from a Prefect result)."""
-    if isinstance(ref, DatasetRef):
-        return ref
-    names = {f.name for f in dataclasses.fields(DatasetRef)}
-    unknown = sorted(set(ref) - names)
-    if unknown:
-        raise ConfigError("dataset", f"unknown key(s) {unknown}", allowed=sorted(names))
-    return DatasetRef(**ref)
-
-
-@functools.lru_cache(maxsize=4)
-def get_dataset(ref: DatasetRef) -> DatasetSplits:
-    """Load (once per process) the splits that `ref` describes."""
-    return load_dataset(
-        ref.name,
-        ref.data_dir,
-        val_size=ref.val_size,
-        seed=ref.seed,
-        download=ref.download,
-        max_train=ref.max_train,
-        max_test=ref.max_test,
-    )
 
 
 def prepare_dataset(config: RunParams) -> dict[str, Any]:
@@ -109,83 +40,12 @@ def prepare_dataset(config: RunParams) -> dict[str, Any]:
     return get_dataset(ref).info()
 
 
-def variant_dir(dataset: str, run: str, variant: str) -> str:
-    """Storage folder of one variant's artifacts: <dataset>/<run>/<variant>."""
-    return f"{safe_name(dataset, 'dataset')}/{safe_name(run, 'run')}/{safe_name(variant, 'variant')}"
-
-
 def _build(
     ref: DatasetRef, variant: str, seed: int, input_size: int | None
 ) -> tuple[torch.nn.Module, DatasetSplits, int]:
     data = get_dataset(ref)
     model, size = build_model(variant, data, seed, input_size)
     return model, data, size
-
-
-def build_model(
-    variant: str, data: DatasetSplits, seed: int, input_size: int | None = None
-) -> tuple[torch.nn.Module, int]:
-    """The seeded initial model of `variant` for `data` and its input size (small images are upsized to the
-    architecture's design side); the flows, the benchmarks and the reference loop all build through it."""
-    size = resolve_input_size(variant, max(data.image_size, DESIGN_SIDE), input_size)
-    seed_everything(seed)
-    model = create_variant(variant, data.channels, data.num_classes, size)
-    return check_outputs(model, variant, data.channels, data.num_classes, size), size
-
-
-def _save_png(storage: Storage, rel: str, fig: Any, dpi: int = FULL_DPI) -> str:
-    return storage.write_bytes(rel, plots.figure_to_png(fig, dpi=dpi))
-
-
-@functools.lru_cache(maxsize=4)
-def _probe_images_png(ref: DatasetRef, probe_seed: int) -> bytes:
-    """The probe images' grid as PNG, drawn once per process: every variant of a run shows the same images."""
-    data = get_dataset(ref)
-    px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
-    return plots.figure_to_png(
-        plots.plot_sample_grid(px, [data.classes[int(i)] for i in py], title="probe images"), dpi=FULL_DPI
-    )
-
-
-def resolved_sizes(epochs: int | str, batch_size: int | str, n_train: int, device: str) -> dict[str, int]:
-    """Epochs and batch size, "auto" resolved by the recipe's rules for `n_train` images on `device`."""
-    resolved_epochs = recipe.resolve_epochs(epochs, n_train)
-    batch = recipe.resolve_batch_size(batch_size, n_train, resolve_device(device), resolved_epochs)
-    return {"epochs": resolved_epochs, "batch_size": batch}
-
-
-def train_config(config: RunParams, n_train: int, **values: Any) -> TrainConfig:
-    """The trainer's config for this run: its parameters with epochs and batch size resolved for `n_train` images,
-    and `values` (the chosen lr, the seed) on top."""
-    sizes = resolved_sizes(config.epochs, config.batch_size, n_train, config.device)
-    return TrainConfig.from_run(config, **{**sizes, **values})
-
-
-# Test images per class below which a run is refused: at 10 per class (100 for ten classes) one accuracy's 95% interval
-# is already about +-10 points wide, and the per-class report counts single images (cnn/report/verdict.py's Wilson)
-MIN_TEST_PER_CLASS = 10
-
-
-def check_splits(config: RunParams, info: Mapping[str, Any]) -> None:
-    """The run's batch size fits the training split and its test split can measure an accuracy; the flows check this
-    right after the data step, before any LR test or training."""
-    check_batch_size(config.batch_size, int(info["num_train"]))
-    needed, n_test = MIN_TEST_PER_CLASS * len(info["classes"]), int(info["num_test"])
-    if n_test < needed:
-        field = "max_test" if config.max_test else "dataset"
-        raise ConfigError(
-            field,
-            f"{n_test} test images cannot measure {len(info['classes'])} classes' accuracy (its 95% interval would span more than 20 points)",
-            allowed=f"at least {needed} test images ({MIN_TEST_PER_CLASS} per class): max_test 0 (all) or >= {needed}",
-        )
-
-
-def check_batch_size(batch_size: int | str, n_train: int) -> None:
-    """A batch size ("auto" always fits) no larger than the training split; the flows check it right after the data step."""
-    if batch_size != recipe.AUTO and int(batch_size) > n_train:
-        raise ConfigError(
-            "batch_size", f"{batch_size} is larger than the {n_train} training images", allowed=f"1..{n_train}, or auto"
-        )
 
 
 def lr_range_test(config: RunParams, variant: str, *, input_size: int | None = None) -> dict[str, Any]:
@@ -201,8 +61,8 @@ def lr_range_test(config: RunParams, variant: str, *, input_size: int | None = N
     cfg = train_config(config, n_train)
     check_batch_size(cfg.batch_size, n_train)
     steps = recipe.lr_test_steps(cfg.epochs, n_train, cfg.batch_size)
-    if why := _no_range_test(steps, cfg.batch_size):
-        out = _base_lr_info(cfg.optimizer, why, cfg)
+    if why := no_range_test(steps, cfg.batch_size):
+        out = base_lr_info(cfg.optimizer, why, cfg)
         store.write_json(f"{folder}/lr_finder.json", out)
         return out
     model, data, size = _build(ref, variant, config.seed, input_size)
@@ -227,103 +87,12 @@ def lr_range_test(config: RunParams, variant: str, *, input_size: int | None = N
         "budget_share": result.images_seen / max(n_train * cfg.epochs, 1),
         "batch_size": cfg.batch_size,
         "epochs": cfg.epochs,
-        "plot": _save_png(
-            store, f"{folder}/lr_finder.png", plots.plot_lr_sweep(result.lrs, result.losses, lr, result.suggestions)
-        ),
+        "plot": save_lr_sweep(store, folder, result, lr),
     }
     store.write_json(
         f"{folder}/lr_finder.json", {**result.to_dict(), **{k: v for k, v in out.items() if not k.startswith("plot")}}
     )
     return out
-
-
-def _no_range_test(steps: int, batch_size: int) -> str | None:
-    """Why no range test runs ("base lr: ..."), or None: its budget allows too few steps for a curve, or the batch is
-    above the linear rule's start, where `chosen_lr` takes the base lr whatever the curve says."""
-    if steps == 0:
-        return f"base lr: range test budget below {recipe.MIN_LR_TEST_STEPS} steps"
-    if recipe.lr_scale(batch_size) > 1:
-        return f"base lr: linear scaling above batch {recipe.LR_SCALE_FROM_BATCH} (no range test)"
-    return None
-
-
-def range_test_sweep(
-    model: torch.nn.Module,
-    data: DatasetSplits,
-    size: int,
-    cfg: TrainConfig,
-    steps: int,
-    *,
-    lr_min: float = default_of("lr_min"),
-    lr_max: float = default_of("lr_max"),
-    rule: str = DEFAULT_LR_RULE,
-) -> lr_find.LRFindResult:
-    """The sweep itself, on resident batches with the trainer's precision (the flows' step and the benchmarks share it)."""
-    dev = resolve_device(cfg.device)
-    precision = Precision(dev, None, None)
-    model = model.to(dev)
-    if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(
-        data,
-        "train",
-        batch_size=cfg.batch_size,
-        input_size=size,
-        device=dev,
-        shuffle=True,
-        seed=cfg.seed,
-        channels_last=precision.channels_last,
-    )
-    opt = build_optimizer(cfg.optimizer, model.parameters(), lr_min, cfg.momentum, cfg.weight_decay)
-
-    def step_fn(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with precision.autocast():
-            return torch.nn.functional.cross_entropy(m(x).float(), y)
-
-    return lr_find.lr_range_test(
-        model,
-        opt,
-        loader,
-        start_lr=lr_min,
-        end_lr=lr_max,
-        num_steps=steps,
-        rule=rule,
-        fallback_lr=recipe.base_lr(cfg.optimizer, cfg.batch_size),
-        step_fn=step_fn,
-    )
-
-
-def chosen_lr(result: lr_find.LRFindResult, optimizer: str, batch_size: int) -> tuple[float, str]:
-    """The suggestion, capped at the top of the optimizer's trust band; the base lr for an unusable curve, a batch above
-    the linear rule's start, or a suggestion below the band (on 486 images cnn2_5 reached 0.48 at the band's floor
-    against 0.57 at the base lr); and how."""
-    base = recipe.base_lr(optimizer, batch_size)
-    if result.rule == "fallback" or result.flag in recipe.UNTRUSTED_CURVES:
-        return base, f"base lr: {str(result.flag).replace('_', ' ')} curve"
-    if recipe.lr_scale(batch_size) > 1:  # the linear rule beats a short large-batch curve (recipe.LR_SCALE_FROM_BATCH)
-        linear = f"linear scaling above batch {recipe.LR_SCALE_FROM_BATCH}"
-        return base, f"base lr: {linear} ({result.rule} suggested {result.suggestion:.2g})"
-    if result.suggestion < recipe.trust_band(optimizer, batch_size)[0]:  # a minimum at the sweep's start: no real fall
-        return base, f"base lr: {result.rule} {result.suggestion:.2g} below the trust band"
-    clipped = recipe.clip_lr(result.suggestion, optimizer, batch_size)
-    if clipped != result.suggestion:
-        return clipped, f"{result.rule}, clipped from {result.suggestion:.2g}"
-    return clipped, result.rule
-
-
-def _base_lr_info(optimizer: str, why: str, cfg: TrainConfig) -> dict[str, Any]:
-    """lr_info when no range test ran."""
-    return {
-        "lr": recipe.base_lr(optimizer, cfg.batch_size),
-        "rule": why,
-        "suggestions": {},
-        "flag": None,
-        "num_steps": 0,
-        "epochs_cost": 0.0,
-        "budget_share": 0.0,
-        "batch_size": cfg.batch_size,
-        "epochs": cfg.epochs,
-    }
 
 
 def train_variant(
@@ -411,22 +180,18 @@ def _store_trained(
     result = fitted.result
     history = pd.DataFrame(result.history)
     store.write_text(f"{folder}/history.csv", history.to_csv(index=False))
-    _save_png(store, f"{folder}/losses.png", plots.plot_history(result.history))
-    torch_weights = f"{folder}/model.pt"
-    weights = buffer_bytes(
-        lambda b: torch.save({"variant": variant, "model": model.state_dict(), "input_size": size}, b)
-    )
-    store.write_bytes(torch_weights, weights)
+    save_history(store, folder, result.history)
+    weights, model_id = save_trained_model(store, folder, variant, model, size)
     return {
         "variant": variant,
         "seed": fitted.config.seed,
         "params": count_parameters(model),
         "input_size": size,
         "checkpoint": store.path(f"{folder}/checkpoint.pt"),
-        "weights": store.path(torch_weights),
+        "weights": weights,
         "folder": store.path(folder),
         "folder_rel": folder,
-        "model_id": hashlib.blake2b(weights, digest_size=12).hexdigest(),
+        "model_id": model_id,
         "dataset_fingerprint": data.fingerprint,
         **{k: v for k, v in result.to_dict().items() if k != "extra"},
         "epochs": len(result.history),
@@ -435,22 +200,6 @@ def _store_trained(
         "learned": fitted.learned,
         "chance": recipe.chance_level(data.val_y),
     }
-
-
-def _trained_model(
-    ref: DatasetRef, variant: str, store: Storage, folder: str, input_size: int | None, model_id: str | None
-) -> tuple[torch.nn.Module, DatasetSplits, int]:
-    """Rebuild a variant and load the final weights that train_variant stored in `folder` (checked against model_id)."""
-    model, data, size = _build(ref, variant, 0, input_size)
-    rel = f"{folder}/model.pt"
-    if model_id is not None:
-        found = hashlib.blake2b(checkpoints.read_weights(store, rel), digest_size=12).hexdigest()
-        if found != model_id:
-            raise CheckpointError(
-                f"{store.path(rel)} holds weights {found}, not the trained model {model_id}; retrain the variant"
-            )
-    load_weights(model, load_checkpoint(store, rel, variant), store.path(rel))
-    return model, data, size
 
 
 def evaluate_variant(
@@ -465,15 +214,15 @@ def evaluate_variant(
     """Test-split accuracy, F1s, per-class report and confusion matrix of the model in `folder`; saves report CSV,
     confusion PNG, metrics.json (with the test set's identity) and each test image's predicted class (predictions.npy,
     test order: what the comparison's paired tests read)."""
-    ref, store = DatasetRef.of(config), open_storage(config.storage)
-    model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
+    data, store = get_dataset(DatasetRef.of(config)), open_storage(config.storage)
+    model, size = load_trained_model(store, folder, variant, data, input_size=input_size, model_id=model_id)
     dev = resolve_device(config.device)
     model = model.to(dev)
     loader = make_loader(data, "test", batch_size=batch_size, input_size=size, device=dev)
     res = evaluate(model, loader, data.classes)
     store.write_text(f"{folder}/classification_report.csv", report_to_csv(res.report))
     store.write_bytes(f"{folder}/{PREDICTIONS}", predictions_bytes(res.y_pred, data.num_classes))
-    _save_png(store, f"{folder}/confusion_matrix.png", plots.plot_confusion_matrix(res.confusion, data.classes))
+    save_confusion(store, folder, res.confusion, data.classes)
     metrics = {
         **res.to_dict(),
         "variant": variant,
@@ -500,7 +249,8 @@ def extract_features(
 ) -> dict[str, Any]:
     """Hook every layer on fixed probe images (one per class); save filters/<layer>.png and feature_maps/<layer>.png."""
     ref, store = DatasetRef.of(config), open_storage(config.storage)
-    model, data, size = _trained_model(ref, variant, store, folder, input_size, model_id)
+    data = get_dataset(ref)
+    model, size = load_trained_model(store, folder, variant, data, input_size=input_size, model_id=model_id)
     px, py = select_probe_images(data.test_x, data.test_y, data.num_classes, seed=probe_seed)
     loader = make_loader(
         DatasetSplits(data.name, data.classes, px, py, px, py, px, py, data.mean, data.std),
@@ -511,19 +261,8 @@ def extract_features(
     )
     images, _ = next(iter(loader))
     maps = capture_feature_maps(model, images, layers)
-    written: dict[str, list[str]] = {"filters": [], "feature_maps": []}
-    for name, weight in conv_filters(model).items():
-        written["filters"].append(
-            _save_png(store, f"{folder}/filters/{name}.png", plots.plot_filters(weight, title=f"{variant} {name}"))
-        )
-    for name, fmap in maps.items():
-        if fmap.ndim >= 2:
-            written["feature_maps"].append(
-                _save_png(
-                    store, f"{folder}/feature_maps/{name}.png", plots.plot_feature_maps(fmap, title=f"{variant} {name}")
-                )
-            )
-    store.write_bytes(f"{folder}/probe_images.png", _probe_images_png(ref, probe_seed))
+    written = save_layer_figures(store, folder, variant, conv_filters(model), maps)
+    store.write_bytes(f"{folder}/probe_images.png", probe_images_png(ref, probe_seed))
     return {"variant": variant, "layers": list_layers(model), "probe_labels": py.tolist(), **written}
 
 

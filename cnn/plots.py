@@ -27,6 +27,7 @@ from cnn.evaluate import normalize_rows  # noqa: E402
 
 MAX_FILTER_TILES = 64
 MAX_PROBE_ROWS = 10
+FULL_DPI = 110  # the full-size PNGs a run leaves in the store
 UI_DPI = 100  # figures embedded in the Prefect UI render at 100 px per inch, so one inch of figure is 100 px on screen
 # the artifact page's content column in the Prefect UI at a 1400 px window, where tables never wrap
 # (scripts/ui_screenshots.sh takes the screenshots it is read from)

@@ -12,12 +12,13 @@ import pandas as pd
 
 from cnn import plots, report
 from cnn.errors import ConfigError
-from cnn.gallery import gallery_pngs, load_variant_model
+from cnn.gallery import gallery_pngs
 from cnn.markdown import md_escape
 from cnn.comparisons import VariantRows
 from cnn.data import DatasetSplits
 from cnn.params import RunParams, default_of
-from cnn.pipeline import DatasetRef, get_dataset
+from cnn.step_inputs import DatasetRef, get_dataset
+from cnn.trained_models import load_trained_model
 from cnn.predictions import load_runs
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
@@ -56,7 +57,7 @@ def build_comparison(
         rel = relative_folder(store, row.get("folder"))
         if row.get("status") == "ok" and rel and row["variant"] not in models:
             try:
-                models[row["variant"]] = load_variant_model(store, rel, row["variant"], data)
+                models[row["variant"]] = load_trained_model(store, rel, row["variant"], data)
             except ConfigError as err:  # a plug-in variant the user did not name: its row stays, its galleries go
                 log.warning("no galleries for %s: %s", row["variant"], err)
     galleries = gallery_pngs(models, data) if models else {}

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import torch
 
 from cnn.checks import AUTO
-from cnn.params import default_of
 from cnn.recipe_rules import (
     AUTO_BATCH_BOUNDS,
     AUTO_EPOCH_BOUNDS,
@@ -22,8 +21,6 @@ from cnn.recipe_rules import (
     MIN_TOTAL_STEPS,
 )
 
-DEFAULT_OPTIMIZER = default_of("optimizer")  # Adam: ahead of SGD with momentum where both ran (docs/recipe.md)
-DEFAULT_SCHEDULE = default_of("schedule")
 LR_TEST_SHARE = 0.10  # the LR range test sees at most this share of the training budget's images ...
 LR_TEST_MAX_EPOCHS = 1.0  # ... and at most one epoch
 MIN_LR_TEST_STEPS = 30  # fewer steps than this give no usable curve: the optimizer's base lr is used instead

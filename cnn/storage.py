@@ -412,10 +412,6 @@ class Storage:
         """Write an object as indented JSON atomically."""
         return self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
-    def read_json(self, rel: str) -> Any:
-        """Read a JSON object."""
-        return json.loads(self.read_text(rel))
-
     def check_writable(self) -> None:
         """Fail early, with the URL named, if the store cannot be written (missing bucket, read-only dir, bad credentials)."""
         probe = self.path(f".cnn-lab-write-check-{uuid.uuid4().hex[:8]}")

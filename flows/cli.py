@@ -34,19 +34,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         """Print one line and exit 2."""
-        import difflib
+        from cnn.errors import did_you_mean
 
         unknown = message.removeprefix("unrecognized arguments: ").split()
         options = [o for action in self._actions for o in action.option_strings]
         for sub in self._subparsers._group_actions if self._subparsers else []:  # type: ignore[union-attr]
             for parser in getattr(sub, "choices", {}).values():
                 options += [o for action in parser._actions for o in action.option_strings]
-        close = (
-            difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
-            if message.startswith("unrecognized") and unknown
-            else []
-        )
-        hint = f"; did you mean {close[0]}?" if close else ""
+        typed = message.startswith("unrecognized") and unknown
+        hint = did_you_mean(unknown[0].split("=")[0], options, cutoff=0.6, quote=False) if typed else ""
         self.exit(2, f"{self.prog}: {message}{hint}\n")
 
 
@@ -111,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     variants.add_argument("--json", action="store_true")
     add_run_options(variants, ["variant_files", "variant_modules"])
-    bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the seed-style pipeline")
+    bench = sub.add_parser("bench", help="benchmark cnn-lab's training path against the student pipeline")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--device", default="auto")
@@ -142,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--all-variants",
         action="store_true",
-        help="instead: every variant x 10 epochs at batch 2048 and at the seeds' 64 (a GPU's job; see benchmarks/variants.py)",
+        help="instead: every variant x 10 epochs at batch 2048 and at the student pipeline's 64 (a GPU's job; see benchmarks/variants.py)",
     )
     bench.add_argument(
         "--recipe",
@@ -335,8 +331,9 @@ def _save(args: argparse.Namespace, name: str, result: dict[str, Any]) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmarks, print a table (or JSON) and write the figures as JSON (benchmarks/record.py)."""
-    from benchmarks import speed as bench
-    from cnn.train import resolve_device
+    from benchmarks.speed import run_benchmarks
+    from benchmarks.speed_report import format_table
+    from cnn.train_setup import resolve_device
 
     if args.recipe:
         from benchmarks import recipe
@@ -399,13 +396,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _save(args, f"variants-{resolve_device(args.device).type}", result)
         print(json.dumps(result, indent=2, default=str) if args.json else bench_variants.format_variants(result))
         return 0
-    results = bench.run_benchmarks(quick=args.quick, device=args.device)
+    results = run_benchmarks(quick=args.quick, device=args.device)
     if args.prefect_overhead:
         from flows.overhead import bench_prefect_overhead
 
         results["prefect_overhead"] = bench_prefect_overhead(quick=args.quick)
     _save(args, f"speed-{resolve_device(args.device).type}", results)
-    print(json.dumps(results, indent=2, default=str) if args.json else bench.format_table(results))
+    print(json.dumps(results, indent=2, default=str) if args.json else format_table(results))
     return 0
 
 

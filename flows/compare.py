@@ -11,7 +11,7 @@ from prefect.states import Failed
 from cnn.checks import AUTO
 from cnn.models import builtin_variants, plugin_variants
 from cnn.params import parse_params
-from cnn.pipeline import check_splits
+from cnn.step_inputs import check_splits
 from cnn.publishing import comparison_artifact_key
 from flows.dispatch import check_deployment, dispatch_variants
 from flows.failures import fail_in_one_line

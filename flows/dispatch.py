@@ -10,7 +10,7 @@ from prefect.flow_runs import wait_for_flow_run
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from cnn.errors import ConfigError
-from cnn.pipeline import variant_dir
+from cnn.step_inputs import variant_dir
 from cnn.report import failed_row
 from cnn.params import RunParams
 from flows.parameters import VARIANT_FIELDS, VARIANT_RUN_NAME

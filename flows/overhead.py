@@ -13,7 +13,8 @@ from typing import Any
 from prefect import flow
 
 from cnn import parallel
-from cnn.pipeline import DatasetRef, get_dataset, run_variant
+from cnn.pipeline import run_variant
+from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.publishing import build_comparison
 from cnn.report import make_row
 from cnn.params import RunParams
@@ -190,7 +191,7 @@ def _data(setup: dict[str, Any], root: str) -> dict[str, Any]:
     """The comparison's dataset parameters: digits, or test-made FashionMNIST-shaped IDX files written under `root`."""
     if "n_train" not in setup:
         return {"dataset": "digits"}
-    from benchmarks.speed import write_idx
+    from benchmarks.speed_data import write_idx
 
     folder = f"{root}/data-{setup['n_train']}"
     if not Path(folder).exists():
@@ -270,7 +271,7 @@ def bench_full(device: str, root: str, quick: bool = False) -> dict[str, Any]:
 
 def _device(device: str) -> str:
     """'auto' resolved as the flows resolve it: cuda where a GPU is present, else cpu."""
-    from cnn.train import resolve_device
+    from cnn.train_setup import resolve_device
 
     return str(resolve_device(device))
 

@@ -175,12 +175,3 @@ def _saved_block(basepath: str, endpoint_url: str | None, api_url: str) -> Writa
 def with_result_storage(task: Any, storage: str) -> Any:
     """`task` persisting its results (and cache records) under `storage`, as plain JSON."""
     return task.with_options(result_storage=result_storage_for(storage), result_serializer=PlainJSONSerializer())
-
-
-def read_task_result(storage: str, key: str) -> Any:
-    """The value of the task result `key` stored under `storage` (UntrustedResult for a file cnn-lab did not write)."""
-    from prefect.results import ResultStore
-
-    store = Storage(storage)
-    block = CnnLabResultStorage(basepath=store.path(RESULTS_DIR), endpoint_url=store.endpoint_url)
-    return ResultStore(result_storage=block, serializer=PlainJSONSerializer()).read(key).result

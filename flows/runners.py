@@ -14,9 +14,8 @@ from prefect import get_run_logger
 
 from cnn import parallel
 from cnn.errors import ConfigError, StorageError, no_dask_error
-from cnn.models import forward_mflops, resolve_input_size
+from cnn.models import forward_mflops, resolve_input_size, upsampled_side
 from cnn.params import scheduler_address
-from cnn.pipeline import DESIGN_SIDE  # the side small images are upsampled to: what the memory estimate plans for
 from cnn.redaction import redact
 from cnn.recipe import resolve_epochs
 from cnn.params import RunParams
@@ -29,7 +28,7 @@ from flows.worker_lifecycle import init_worker, local_cluster, stop_signals_bloc
 def workload(config: RunParams, variants: list[str], info: dict[str, Any]) -> parallel.Workload:
     """The comparison's size as cnn/parallel.py's rule sees it: the variants, the training images and epochs, the input
     size, and each variant's forward FLOPs per image (what makes one variant cost more than another)."""
-    side = max(int(info["image_size"]), DESIGN_SIDE)
+    side = upsampled_side(int(info["image_size"]))  # small images are upsampled: the estimate plans for that side
     channels, classes = int(info["channels"]), len(info["classes"])
     return parallel.Workload(
         jobs=len(variants),

@@ -12,7 +12,7 @@ from prefect import get_run_logger
 from cnn import report
 from cnn.checks import AUTO
 from cnn.params import RunParams
-from cnn.pipeline import DatasetRef, get_dataset
+from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.publishing import comparison_verdict
 from cnn.report.verdict import MIN_SEEDS, auto_repeats_note, plan_seeds
 from cnn.storage import open_storage

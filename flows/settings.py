@@ -12,7 +12,7 @@ from cnn.models import check_variant_names, load_variants, portable_plugins
 from cnn.fastchecks import check_task_runner
 from cnn.params import RunParams, parse_params
 from cnn.storage import Storage, safe_name
-from cnn.train import resolve_device
+from cnn.train_setup import resolve_device
 from flows.credentials import use_storage_block
 
 

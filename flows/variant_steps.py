@@ -13,7 +13,7 @@ from cnn.errors import StorageError
 from cnn.gpus import own_device
 from cnn.models import load_variants
 from cnn.parallel import set_threads
-from cnn.pipeline import check_splits, variant_dir
+from cnn.step_inputs import check_splits, variant_dir
 from cnn.report import failed_row, make_row
 from cnn.step_results import result_problem
 from cnn.params import RunParams

@@ -9,7 +9,7 @@ from typing import Any
 from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy
 from prefect.utilities.hashing import hash_objects
 
-from cnn.codehash import PACKAGE_DIR, package_digest, results_digest
+from cnn.codehash import PACKAGE_DIR, results_digest
 from cnn.errors import StorageError
 from cnn.params import RunParams
 
@@ -59,28 +59,6 @@ def step_inputs_key(context: Any, inputs: dict[str, Any]) -> str | None:
 STEP_INPUTS = CacheKeyFnPolicy(cache_key_fn=step_inputs_key)
 
 
-@functools.cache
-def report_code_version() -> str:
-    """Digest of every cnn module: the report is drawn by publishing, report, gallery and plots, and the gallery rebuilds
-    and runs the trained models through the model, data and inspection code (a redraw costs seconds, not a training)."""
-    return package_digest(PACKAGE_DIR)
-
-
-def report_key(context: Any, inputs: dict[str, Any]) -> str | None:
-    """Cache key of the comparison report: its rows, the dataset they were measured on, where it is written, and the
-    source of the modules that draw and write it (not the run folder: an identical rerun, every step cached, has
-    the first run's rows, folders included, and reuses the first report instead of redrawing galleries and plots)."""
-    config: RunParams = inputs["config"]
-    hashed = {
-        **{name: value for name, value in inputs.items() if name != "config"},
-        "data": config.result_fields("evaluate"),
-        "storage": config.storage,
-        "code": report_code_version(),
-    }
-    return hash_objects(hashed, raise_on_failure=True)
-
-
-REPORT_CACHE = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=report_key)
 STEP_CACHE = TASK_SOURCE + STEP_SOURCE + STEP_INPUTS
 CACHE_EXPIRATION = datetime.timedelta(days=30)
 # Seconds between a step's retries after a transient store or network error. Two layers, one concern each: a store

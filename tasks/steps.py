@@ -9,6 +9,7 @@ from prefect import task
 from prefect.runtime import task_run
 
 from cnn import pipeline
+from cnn.step_inputs import DatasetRef, get_dataset, resolved_sizes
 from cnn.params import RunParams
 from tasks.policy import CACHE_EXPIRATION, RETRY_DELAYS, STEP_CACHE, retry_on_transient
 from tasks.progress import epoch_reporter
@@ -49,8 +50,8 @@ def train_variant(
 ) -> list[dict[str, Any]]:
     """Train one variant once per seed, the seeds batched as one model where they can be (learn check and, for a
     chosen lr, fallbacks; checkpoint per epoch; resumes unless resume=False); one result per seed."""
-    n_train = pipeline.get_dataset(pipeline.DatasetRef.of(config)).train_y.numel()
-    epochs = pipeline.resolved_sizes(config.epochs, config.batch_size, n_train, config.device)["epochs"]
+    n_train = get_dataset(DatasetRef.of(config)).train_y.numel()
+    epochs = resolved_sizes(config.epochs, config.batch_size, n_train, config.device)["epochs"]
     session = str(task_run.id) if task_run.id else None  # a retry of this task run continues its own checkpoints
     return pipeline.train_seeds(
         config,

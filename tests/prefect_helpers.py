@@ -1,9 +1,22 @@
-"""Reading flow results back through the Prefect API, for the flow tests."""
+"""Reading flow results back through the Prefect API, and task results from a store, for the flow tests."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+
+def read_task_result(storage: str, key: str) -> Any:
+    """The value of the task result `key` stored under `storage`, read as the flows' result storage reads it
+    (flows.results: UntrustedResult for a file cnn-lab did not write)."""
+    from prefect.results import ResultStore
+
+    from cnn.storage import Storage
+    from flows.results import RESULTS_DIR, CnnLabResultStorage, PlainJSONSerializer
+
+    store = Storage(storage)
+    block = CnnLabResultStorage(basepath=store.path(RESULTS_DIR), endpoint_url=store.endpoint_url)
+    return ResultStore(result_storage=block, serializer=PlainJSONSerializer()).read(key).result
 
 
 async def _artifacts(key: str) -> list[Any]:

@@ -10,8 +10,14 @@ import torch
 from torchvision import datasets
 
 from benchmarks import speed as bench
+from benchmarks.speed_cnn_lab import DEFAULT_BATCH_SIZE, fast_epochs, scaled_lr, sweep_steps
+from benchmarks.speed_data import load_splits, make_images, write_idx
+from benchmarks.speed_measure import median_row
+from benchmarks.speed_report import check_targets, format_table
+from benchmarks.speed_student import student_epoch, student_loader
 from cnn.errors import ConfigError
-from cnn.train import TrainConfig
+from cnn.step_inputs import build_model
+from cnn.train_setup import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +29,15 @@ def quick_results() -> dict:
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """IDX files for 300 training and 100 test images."""
-    return bench.write_idx(tmp_path_factory.mktemp("bench"), 300, 100)
+    return write_idx(tmp_path_factory.mktemp("bench"), 300, 100)
 
 
 def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> None:
     assert {"environment", "training", "lr_finder", "eval", "scaling", "gpu", "targets"} <= set(quick_results)
     training = quick_results["training"]
-    seed, fast = training["seed_style"], training["fast"]
-    assert seed["pipeline"] == "seed-style" and seed["batch_size"] == 64
-    assert [row["batch_size"] for row in fast if row["pipeline"] == "cnn-lab"] == [64, bench.DEFAULT_BATCH_SIZE]
+    seed, fast = training["student_style"], training["fast"]
+    assert seed["pipeline"] == "student-style" and seed["batch_size"] == 64
+    assert [row["batch_size"] for row in fast if row["pipeline"] == "cnn-lab"] == [64, DEFAULT_BATCH_SIZE]
     for row in [seed, *fast]:
         assert row["img_per_s"] > 0 and row["seconds"] > 0 and row["peak_mem_mb"] > 0
         assert 0.0 <= row["test_acc"] <= 1.0
@@ -44,12 +50,12 @@ def test_run_benchmarks_quick_reports_both_pipelines(quick_results: dict) -> Non
 def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
     lf = quick_results["lr_finder"]
     # quick data is 6 batches an epoch: the sweep cycles to the 30 steps a usable curve needs
-    assert lf["num_steps"] == bench.sweep_steps(100, 6) == 30 and lf["images_seen"] == pytest.approx(
+    assert lf["num_steps"] == sweep_steps(100, 6) == 30 and lf["images_seen"] == pytest.approx(
         lf["epochs_cost"] * lf["n_train"]
     )
     assert lf["seconds"] > 0 and lf["epoch_seconds"] > 0 and lf["suggestion"] > 0
     ev = quick_results["eval"]
-    assert ev["img_per_s"] > 0 and ev["seed_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
+    assert ev["img_per_s"] > 0 and ev["student_img_per_s"] > 0 and ev["n_test"] == bench.QUICK["n_test"]
     sc = quick_results["scaling"]
     assert [row["n_train"] for row in sc["by_size"]] == list(bench.QUICK["sizes"])
     assert [row["variants"] for row in sc["by_count"]] == [1, 2, 4]
@@ -58,8 +64,8 @@ def test_quick_lr_finder_eval_and_scaling_figures(quick_results: dict) -> None:
 
 
 def test_format_table_names_pipelines_device_and_gpu(quick_results: dict) -> None:
-    text = bench.format_table(quick_results)
-    assert "seed-style" in text and "cnn-lab" in text
+    text = format_table(quick_results)
+    assert "student-style" in text and "cnn-lab" in text
     assert "cpu" in text and torch.__version__ in text
     assert "LR range test" in text and "Evaluation" in text and "Scaling" in text and "Targets" in text
     if not torch.cuda.is_available():
@@ -71,34 +77,34 @@ def test_results_are_json_serialisable(quick_results: dict) -> None:
     assert again["training"]["fast"][0]["img_per_s"] == quick_results["training"]["fast"][0]["img_per_s"]
 
 
-def test_seed_style_epoch_reads_the_idx_files_through_torchvision(small_root: Path) -> None:
+def test_student_epoch_reads_the_idx_files_through_torchvision(small_root: Path) -> None:
     ds = datasets.FashionMNIST(str(small_root), train=True, download=False)
     assert len(ds) == 300
-    model, _ = bench._model("cnn2_3", bench.load_splits(small_root))
+    model, _ = build_model("cnn2_3", load_splits(small_root), 0)
     before = [p.detach().clone() for p in model.parameters()]
-    out = bench.seed_style_epoch(model, small_root)
+    out = student_epoch(model, small_root)
     assert out["images"] == 300 and out["dataset_size"] == 300
     assert out["img_per_s"] == pytest.approx(out["images"] / out["seconds"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it really trained
 
 
-def test_seed_style_epoch_stops_at_max_images(small_root: Path) -> None:
-    model, _ = bench._model("cnn2_3", bench.load_splits(small_root))
-    assert bench.seed_style_epoch(model, small_root, max_images=100)["images"] == 128  # two whole batches of 64
+def test_student_epoch_stops_at_max_images(small_root: Path) -> None:
+    model, _ = build_model("cnn2_3", load_splits(small_root), 0)
+    assert student_epoch(model, small_root, max_images=100)["images"] == 128  # two whole batches of 64
 
 
 def test_written_idx_files_match_the_generator(small_root: Path) -> None:
-    images, labels = bench.make_images(100, seed=0)  # the test split uses seed + 0
+    images, labels = make_images(100, seed=0)  # the test split uses seed + 0
     ds = datasets.FashionMNIST(str(small_root), train=False, download=False)
     assert torch.equal(ds.data, torch.from_numpy(images)) and torch.equal(ds.targets, torch.from_numpy(labels).long())
-    data = bench.load_splits(small_root, n_val=40)
+    data = load_splits(small_root, n_val=40)
     assert data.train_y.numel() == 300 and data.val_y.numel() == 40 and data.test_y.numel() == 100
 
 
 def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
-    data = bench.load_splits(small_root)
-    model, size = bench._model("cnn2_3", data)
-    out = bench.fast_epochs(model, data, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), size)
+    data = load_splits(small_root)
+    model, size = build_model("cnn2_3", data, 0)
+    out = fast_epochs(model, data, TrainConfig(epochs=2, batch_size=128, lr=0.05, device="cpu"), size)
     assert out["epochs"] == 2 and out["images"] == 600
     assert out["batch_size"] == 128 and 0.0 <= out["test_acc"] <= 1.0
 
@@ -106,30 +112,30 @@ def test_fast_epochs_trains_every_image_each_epoch(small_root: Path) -> None:
 def test_bench_training_uses_the_same_data_and_init(small_root: Path) -> None:
     res = bench.bench_training("cnn2_3", 300, 1, (100,), "cpu", small_root, lr="scaled")
     (plain,) = res["fast"]
-    assert res["seed_style"]["images"] == plain["images"] == 300
+    assert res["student_style"]["images"] == plain["images"] == 300
     assert res["n_train"] == 300 and plain["batch_size"] == 100
     assert (plain["pipeline"], plain["channels_last"]) == ("cnn-lab", True)  # the Trainer's default on CPU too
-    assert plain["lr"] == pytest.approx(bench.scaled_lr(100)) and plain["lr_source"] == "linear scaling"
-    assert "cnn-lab" in bench.format_table(res)  # a bench_training result alone also formats
+    assert plain["lr"] == pytest.approx(scaled_lr(100)) and plain["lr_source"] == "linear scaling"
+    assert "cnn-lab" in format_table(res)  # a bench_training result alone also formats
 
 
 def test_check_targets_flags_what_is_missed() -> None:
     seed = {"img_per_s": 100.0, "test_acc": 0.9}
     fast = [
         {"pipeline": "cnn-lab", "batch_size": 64, "ratio": 5.5, "test_acc": 0.95},
-        {"pipeline": "cnn-lab", "batch_size": bench.DEFAULT_BATCH_SIZE, "ratio": 4.0, "test_acc": 0.85},
+        {"pipeline": "cnn-lab", "batch_size": DEFAULT_BATCH_SIZE, "ratio": 4.0, "test_acc": 0.85},
     ]
     checks = {
         c["target"]: c["met"]
-        for c in bench.check_targets(
-            {"training": {"seed_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}}
+        for c in check_targets(
+            {"training": {"student_style": seed, "fast": fast, "device": "cpu", "variant": "cnn2_5"}}
         )
     }
     assert checks == {
-        "CPU batch 64: img/s >= 5x seed-style": True,
-        f"CPU batch {bench.DEFAULT_BATCH_SIZE}: img/s >= 6x seed-style": False,
-        "cnn-lab batch 64: test acc >= seed-style's 0.9000": True,
-        f"cnn-lab batch {bench.DEFAULT_BATCH_SIZE}: test acc >= seed-style's 0.9000": False,
+        "CPU batch 64: img/s >= 5x student-style": True,
+        f"CPU batch {DEFAULT_BATCH_SIZE}: img/s >= 6x student-style": False,
+        "cnn-lab batch 64: test acc >= student-style's 0.9000": True,
+        f"cnn-lab batch {DEFAULT_BATCH_SIZE}: test acc >= student-style's 0.9000": False,
     }
 
 
@@ -139,19 +145,17 @@ def test_gpu_targets_are_resident_img_per_s_at_the_best_batch() -> None:
         {"pipeline": "cnn-lab", "batch_size": 256, "img_per_s": 300_000.0, "ratio": 43.0, "test_acc": 0.91},
         {"pipeline": "cnn-lab", "batch_size": 2048, "img_per_s": 650_000.0, "ratio": 93.0, "test_acc": 0.9},
     ]
-    checks = bench.check_targets(
-        {"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}}
-    )
+    checks = check_targets({"training": {"student_style": seed, "fast": fast, "device": "cuda", "variant": "cnn2_5"}})
     speed = [c for c in checks if "img/s" in c["target"]]
     assert speed == [{"target": "GPU cnn2_5: img/s >= 500,000 (best batch 2048)", "value": 650_000.0, "met": True}]
-    slow = bench.check_targets(
-        {"training": {"seed_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}}
+    slow = check_targets(
+        {"training": {"student_style": seed, "fast": fast[:1], "device": "cuda", "variant": "alexnet"}}
     )
     assert [c["met"] for c in slow if "img/s" in c["target"]] == [True]  # 300k >= alexnet's 60k
     assert not [
         c
-        for c in bench.check_targets(
-            {"training": {"seed_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}
+        for c in check_targets(
+            {"training": {"student_style": seed, "fast": fast, "device": "cuda", "variant": "lenet1"}}
         )
         if "img/s" in c["target"]
     ]
@@ -165,15 +169,15 @@ def test_run_benchmarks_runs_only_the_named_sections(small_root: Path) -> None:
     assert err.value.field == "sections" and "lr_finder" in str(err.value)
 
 
-def test_seed_style_loader_resizes_for_alexnet(small_root: Path) -> None:
-    x, _ = next(iter(bench._seed_style_loader(small_root, False, 8, (0.5,), (0.25,), 100)))
+def test_student_loader_resizes_for_alexnet(small_root: Path) -> None:
+    x, _ = next(iter(student_loader(small_root, False, 8, (0.5,), (0.25,), 100)))
     assert x.shape == (8, 1, 100, 100)
-    x, _ = next(iter(bench._seed_style_loader(small_root, False, 8, (0.5,), (0.25,))))
+    x, _ = next(iter(student_loader(small_root, False, 8, (0.5,), (0.25,))))
     assert x.shape == (8, 1, 28, 28)
 
 
 def test_median_row_keeps_every_run_and_the_best() -> None:
-    row = bench._median_row([{"img_per_s": 3.0}, {"img_per_s": 1.0}, {"img_per_s": 2.0}])
+    row = median_row([{"img_per_s": 3.0}, {"img_per_s": 1.0}, {"img_per_s": 2.0}])
     assert row["img_per_s"] == 2.0 and row["img_per_s_best"] == 3.0 and row["img_per_s_runs"] == [3.0, 1.0, 2.0]
 
 
@@ -223,7 +227,7 @@ def test_main_prints_json_or_table(
     }
     out = tmp_path / "speed.json"
     bench.main(["--json-out", str(out)])
-    assert "seed-style" in capsys.readouterr().out
+    assert "student-style" in capsys.readouterr().out
     written = json.loads(out.read_text())  # the figures as JSON beside the table, with the command
     assert (
         written["gpu"] == quick_results["gpu"] and written["command"] == f"python -m benchmarks.speed --json-out {out}"
@@ -232,4 +236,4 @@ def test_main_prints_json_or_table(
 
 @pytest.mark.parametrize(("epoch_steps", "steps"), [(235, 100), (938, 100), (40, 40), (6, 30)])
 def test_benchmark_sweep_stays_within_one_epoch_unless_a_curve_needs_more(epoch_steps: int, steps: int) -> None:
-    assert bench.sweep_steps(100, epoch_steps) == steps
+    assert sweep_steps(100, epoch_steps) == steps

@@ -1,4 +1,4 @@
-"""benchmarks.variants: every variant at a large batch against the seeds' batch; figures reported, never asserted as speed."""
+"""benchmarks.variants: every variant at a large batch against the student pipeline's batch; figures reported, never asserted as speed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import speed as bench
+from benchmarks.speed_data import load_splits, write_idx
 from benchmarks import variants as bench_variants
 from cnn.errors import ConfigError
 
@@ -15,7 +15,7 @@ from cnn.errors import ConfigError
 @pytest.fixture(scope="module")
 def floor(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two small variants, one epoch at batch 100 and the 64 reference, on 300 written images."""
-    root = bench.write_idx(tmp_path_factory.mktemp("floor"), 300, 100)
+    root = write_idx(tmp_path_factory.mktemp("floor"), 300, 100)
     seen: list[dict] = []
     result = bench_variants.bench_variants(
         ["lenet1", "cnn2_3"],
@@ -54,7 +54,7 @@ def test_targets_compare_each_variant_with_its_reference(floor: dict) -> None:
         assert row["acc_delta"] == pytest.approx(row["test_acc"] - ref[row["variant"]])
         assert check["met"] == (row["acc_delta"] >= -bench_variants.ACCURACY_TOLERANCE)
     text = bench_variants.format_variants(floor)
-    assert "lenet1" in text and "Reference at the seeds' batch 64" in text and "Targets" in text
+    assert "lenet1" in text and "Reference at the student pipeline's batch 64" in text and "Targets" in text
 
 
 def test_rejects_unknown_variants_and_bad_sizes() -> None:
@@ -74,8 +74,8 @@ def test_compile_break_even_on_hand_built_epochs() -> None:
 def test_main_writes_json_after_every_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    root = bench.write_idx(tmp_path / "data", 200, 50)
-    monkeypatch.setattr(bench_variants, "load_splits", lambda _root: bench.load_splits(root, n_val=50))
+    root = write_idx(tmp_path / "data", 200, 50)
+    monkeypatch.setattr(bench_variants, "load_splits", lambda _root: load_splits(root, n_val=50))
     out = tmp_path / "floor.json"
     result = bench_variants.main(
         [
@@ -105,7 +105,7 @@ def test_a_diverged_variant_is_a_row_not_the_end(tmp_path: Path, monkeypatch: py
     def diverge(*args: object, **kwargs: object) -> dict:
         raise TrainingDiverged("loss became nan at epoch 2, step 893 (lr=0.032); lower lr or check the inputs")
 
-    root = bench.write_idx(tmp_path, 200, 50)
+    root = write_idx(tmp_path, 200, 50)
     monkeypatch.setattr(bench_variants, "run_fast", diverge)
     result = bench_variants.bench_variants(
         ["lenet1", "cnn2_3"],

@@ -19,8 +19,9 @@ from cnn.ensemble import SeedsTrainer, train_seeds
 from cnn.errors import TrainingDiverged
 from cnn.evaluate import predict
 from cnn.models import create_variant
-from cnn.pipeline import build_model
-from cnn.train import TrainConfig, make_loader, seed_everything, train
+from cnn.step_inputs import build_model
+from cnn.train import train
+from cnn.train_setup import TrainConfig, make_loader, seed_everything
 
 SEEDS = (0, 1, 2)
 # Batched seeds follow each seed's own run up to float rounding (grouped convolutions and batched matmuls add in

@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from torch import nn
 
 from cnn.errors import ConfigError
-from cnn.evaluate import EvalResult, evaluate, most_confused_pairs, predict, report_to_csv
+from cnn.evaluate import EvalResult, evaluate, most_confused_pairs, normalize_rows, predict, report_to_csv
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Shirt"]
 # Class 3 ("Shirt") appears neither as a label nor as a prediction: it must still get a report row and a confusion row.
@@ -88,7 +88,7 @@ def test_report_equals_sklearn_classification_report(result: EvalResult) -> None
 def test_confusion_equals_sklearn_and_keeps_absent_classes(result: EvalResult) -> None:
     np.testing.assert_array_equal(result.confusion, confusion_matrix(Y_TRUE, Y_PRED, labels=range(4)))
     assert result.confusion.shape == (4, 4)
-    normalized = result.confusion_normalized()
+    normalized = normalize_rows(result.confusion)
     np.testing.assert_allclose(normalized[:3].sum(axis=1), 1.0)
     np.testing.assert_array_equal(normalized[3], 0.0)
     assert normalized[0, 2] == pytest.approx(2 / 4)

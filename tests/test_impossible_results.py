@@ -10,7 +10,8 @@ import pytest
 from cnn.errors import ConfigError, TrainingDiverged
 from cnn.models import load_variant_module, unregister_variant
 from cnn.params import RunParams
-from cnn.pipeline import MIN_TEST_PER_CLASS, check_splits, run_variant
+from cnn.pipeline import run_variant
+from cnn.step_inputs import MIN_TEST_PER_CLASS, check_splits
 
 BROKEN_NETS = """
 from torch import nn

@@ -50,13 +50,13 @@ def test_every_field_belongs_to_a_flow_and_both_flows_share_the_rest() -> None:
 
 
 def test_library_defaults_come_from_the_model() -> None:
-    from benchmarks import speed as bench
-    from cnn import pipeline
+    from benchmarks import speed_cnn_lab as bench
+    from cnn import lr_policy
 
-    defaults = inspect.signature(pipeline.range_test_sweep).parameters
+    defaults = inspect.signature(lr_policy.range_test_sweep).parameters
     for name in ("lr_min", "lr_max"):
         assert defaults[name].default == default_of(name), name
-    assert defaults["rule"].default == default_of("lr_rule") == pipeline.DEFAULT_LR_RULE
+    assert defaults["rule"].default == default_of("lr_rule") == lr_policy.DEFAULT_LR_RULE
     assert (bench.LR_MIN, bench.LR_MAX) == (default_of("lr_min"), default_of("lr_max")) == (1e-5, 1.0)
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from cnn.errors import CheckpointError, ConfigError
 from cnn.params import RunParams
-from cnn.pipeline import DatasetRef, evaluate_variant, get_dataset, run_variant, variant_dir
+from cnn.pipeline import evaluate_variant, run_variant
+from cnn.step_inputs import DatasetRef, get_dataset, variant_dir
 from cnn.predictions import PREDICTIONS
 from cnn.publishing import build_comparison
 from cnn.report import make_row

@@ -599,7 +599,8 @@ def test_gallery_rejects_models_without_convs(digits) -> None:
         gallery.gallery_filters({"mlp": (mlp, 8)})
 
 
-def test_load_variant_model_round_trip(tmp_path, digits, tiny_models) -> None:
+def test_a_trained_model_is_rebuilt_from_its_weights_file(tmp_path, digits, tiny_models) -> None:
+    from cnn.trained_models import load_trained_model
     from cnn.storage import buffer_bytes
 
     model, size = tiny_models["cnn2_3"]
@@ -608,11 +609,11 @@ def test_load_variant_model_round_trip(tmp_path, digits, tiny_models) -> None:
         "d/r/cnn2_3/model.pt",
         buffer_bytes(lambda b: torch.save({"variant": "cnn2_3", "model": model.state_dict(), "input_size": size}, b)),
     )
-    loaded, loaded_size = gallery.load_variant_model(storage, "d/r/cnn2_3", "cnn2_3", digits)
+    loaded, loaded_size = load_trained_model(storage, "d/r/cnn2_3", "cnn2_3", digits)
     assert loaded_size == size and not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     with pytest.raises(CheckpointError, match="lenet1"):
-        gallery.load_variant_model(storage, "d/r/cnn2_3", "lenet1", digits)
+        load_trained_model(storage, "d/r/cnn2_3", "lenet1", digits)
 
 
 def test_galleries_fill_the_ui_width(digits, tiny_models) -> None:

@@ -17,9 +17,8 @@ from flows.results import (
     PlainJSONSerializer,
     UntrustedResult,
     check_record,
-    read_task_result,
 )
-from prefect_helpers import task_runs, task_states
+from prefect_helpers import read_task_result, task_runs, task_states
 
 
 class Marker:

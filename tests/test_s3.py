@@ -48,7 +48,7 @@ def test_keys_follow_the_layout_under_the_prefix(s3) -> None:
         "keys/fashion-mnist/run1/lenet1/filters/conv1.png": b"\x89PNG",
     }
     assert store.list("fashion-mnist/run1/lenet1") == ["filters", "metrics.json"]
-    assert store.read_json("fashion-mnist/run1/lenet1/metrics.json") == {"accuracy": 0.5} and store.exists(
+    assert json.loads(store.read_text("fashion-mnist/run1/lenet1/metrics.json")) == {"accuracy": 0.5} and store.exists(
         "fashion-mnist/run1"
     )
 
@@ -96,25 +96,25 @@ SECOND_WORKER = r"""
 import hashlib, json, sys
 import torch
 from cnn.evaluate import evaluate
-from cnn.gallery import load_variant_model
-from cnn.pipeline import DatasetRef, get_dataset
+from cnn.step_inputs import DatasetRef, get_dataset
+from cnn.trained_models import load_trained_model
 from cnn.storage import Storage
-from cnn.train import make_loader
+from cnn.train_setup import make_loader
 
 url, ref, folders = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 store = Storage(url)
 data = get_dataset(DatasetRef(**ref))
 out = {"variants": {}, "task_results": {}}
 for variant, folder in folders.items():
-    model, size = load_variant_model(store, folder, variant, data)
+    model, size = load_trained_model(store, folder, variant, data)
     res = evaluate(model, make_loader(data, "test", batch_size=256, input_size=size, device=torch.device("cpu")), data.classes)
     out["variants"][variant] = {
-        "row_acc": store.read_json(f"{folder}/row.json")["test_acc"],
-        "metrics_acc": store.read_json(f"{folder}/metrics.json")["accuracy"],
+        "row_acc": json.loads(store.read_text(f"{folder}/row.json"))["test_acc"],
+        "metrics_acc": json.loads(store.read_text(f"{folder}/metrics.json"))["accuracy"],
         "recomputed_acc": res.accuracy,
         "model_id": hashlib.blake2b(store.read_bytes(f"{folder}/model.pt"), digest_size=12).hexdigest(),
     }
-from flows.results import read_task_result
+from prefect_helpers import read_task_result
 for key in store.list("_prefect-results"):
     value = read_task_result(url, key)
     for trained in value if isinstance(value, list) else []:  # the training step's result: one dict per seed
@@ -194,7 +194,7 @@ def test_comparison_on_s3_is_read_back_by_a_second_worker(s3, prefect_harness, f
         [sys.executable, "-c", SECOND_WORKER, url, json.dumps(ref), json.dumps(folders)],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])},
         timeout=120,
     )
     assert worker.returncode == 0, worker.stderr[-3000:]

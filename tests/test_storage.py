@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import uuid
@@ -32,7 +33,7 @@ def test_roundtrip_and_layout_on_local_disk(tmp_path) -> None:
     store.write_text("fashion-mnist/run1/lenet1/history.csv", "epoch,loss\n1,0.3\n")
     store.write_bytes("fashion-mnist/run1/lenet1/filters/conv1.png", b"\x89PNG")
     assert url == str(tmp_path / "results" / "fashion-mnist" / "run1" / "lenet1" / "metrics.json")
-    assert store.read_json("fashion-mnist/run1/lenet1/metrics.json") == {"accuracy": 0.5}
+    assert json.loads(store.read_text("fashion-mnist/run1/lenet1/metrics.json")) == {"accuracy": 0.5}
     assert store.list("fashion-mnist/run1/lenet1") == ["filters", "history.csv", "metrics.json"]
     assert store.list("fashion-mnist/nothing-here") == []
     assert store.exists("fashion-mnist/run1/lenet1/filters/conv1.png") and not store.exists("fashion-mnist/run1/x.png")
@@ -43,7 +44,7 @@ def test_memory_store_uses_the_same_keys() -> None:
     store = Storage(f"memory://cnn-lab-{uuid.uuid4().hex[:6]}/prefix/")
     store.write_json("d/r/v/row.json", {"variant": "v"})
     assert store.path("d/r/v/row.json") == f"{store.url}/d/r/v/row.json" and store.url.endswith("/prefix")
-    assert store.list("d/r") == ["v"] and store.read_json("d/r/v/row.json") == {"variant": "v"}
+    assert store.list("d/r") == ["v"] and json.loads(store.read_text("d/r/v/row.json")) == {"variant": "v"}
 
 
 def test_failed_local_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch) -> None:

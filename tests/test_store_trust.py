@@ -60,7 +60,7 @@ def _attack(home: Path, work: Path, storage: str) -> None:
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     evil = _cnn_lab(home, work, "retrain", "evil", *quick)
     assert evil.returncode == 2 and evil.stderr.startswith("cnn-lab: variant: unknown variant 'evil'"), evil.stderr
-    definition = store.read_json("digits/comparisons/default/comparison.json")
+    definition = json.loads(store.read_text("digits/comparisons/default/comparison.json"))
     store.write_json("digits/comparisons/default/comparison.json", {**definition, "variants": ["lenet1", "evil"]})
     listed = _cnn_lab(home, work, "retrain", "lenet1", *quick)  # now the table reads evil's planted record
     assert listed.returncode == 2, listed.stderr[-3000:]
@@ -71,7 +71,7 @@ def _attack(home: Path, work: Path, storage: str) -> None:
     assert not (work / "PWNED").exists(), "a planted plug-in ran"
     for out in (retrain, evil, listed):
         assert ZEN not in out.stdout + out.stderr, "a planted module was imported"
-    published = store.read_json("digits/comparisons/default/lenet1.json")
+    published = json.loads(store.read_text("digits/comparisons/default/lenet1.json"))
     assert "plugins" not in published, "the retrain copied the planted reference"
 
 

@@ -76,11 +76,6 @@ class BatchLoader:
         full = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         return min(full, self.max_batches) if self.max_batches is not None else full
 
-    @property
-    def num_images(self) -> int:
-        """Images yielded by one full pass."""
-        return min(self.y.numel(), len(self) * self.batch_size)
-
     def transform(self, xb: Tensor) -> Tensor:
         """uint8 batch -> float, normalised with the train stats, resized to `input_size`."""
         xb = xb.to(self.device, non_blocking=True).float().div_(255.0).sub_(self.mean).div_(self.std)
@@ -116,11 +111,6 @@ class SeedBatches:
 
     def __len__(self) -> int:
         return len(self.loader)
-
-    @property
-    def num_images(self) -> int:
-        """Images one seed sees in a full pass."""
-        return self.loader.num_images
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         loader, k = self.loader, len(self.generators)

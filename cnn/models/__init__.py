@@ -1,6 +1,7 @@
 """CNN variant registry; importing this package registers every built-in variant."""
 
 from cnn.models.registry import (
+    DESIGN_SIDE,
     ENTRY_POINT_GROUP,
     VariantSpec,
     check_outputs,
@@ -13,6 +14,7 @@ from cnn.models.registry import (
     register_variant,
     resolve_input_size,
     unregister_variant,
+    upsampled_side,
     variant_table,
 )
 from cnn.models.generic import (
@@ -38,6 +40,7 @@ from cnn.models.plugins import (
 from cnn.models import alexnet, basic, lenet  # noqa: F401  (registers the hand-written variants)
 
 __all__ = [
+    "DESIGN_SIDE",
     "ENTRY_POINT_GROUP",
     "GenericCNN",
     "GenericConfig",
@@ -64,6 +67,7 @@ __all__ = [
     "resolve_input_size",
     "shape_trace",
     "unregister_variant",
+    "upsampled_side",
     "variant_config_text",
     "variant_fingerprint",
     "variant_table",

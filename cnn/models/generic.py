@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
 from collections import OrderedDict
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from cnn.errors import ConfigError
+from cnn.errors import ConfigError, did_you_mean
 from cnn.models.registry import register_variant
 
 logger = logging.getLogger(__name__)
@@ -171,8 +170,7 @@ def load_generic_config(path_or_json: str | Path | dict) -> GenericConfig:
         raise ConfigError("config", f"must be a JSON object, got {type(data).__name__}")
     for key in data:
         if key not in CONFIG_KEYS:
-            close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, CONFIG_KEYS, cutoff=0.6)
             raise ConfigError(str(key), f"unknown key {key!r} in generic config{hint}", allowed=CONFIG_KEYS)
     if "conv_channels" not in data:
         raise ConfigError("conv_channels", "is required")

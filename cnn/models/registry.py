@@ -6,7 +6,6 @@ import fnmatch
 import importlib.metadata
 import math
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnn.catalog import ENTRY_POINT_GROUP, unknown_variant
+from cnn.catalog import ENTRY_POINT_GROUP, VARIANT_NAME, VARIANT_NAME_ALLOWED, unknown_variant
 from cnn.errors import ConfigError
 from cnn.storage import safe_name
 
@@ -22,8 +21,9 @@ log = logging.getLogger(__name__)
 
 Builder = Callable[[int, int, int], nn.Module]
 
-_NAME_PATTERN = re.compile(r"[a-z0-9_]+")
 BUILTIN_PREFIX = "cnn.models."
+# Images smaller than this (digits: 8x8) are upsampled to the side the student architectures were designed for
+DESIGN_SIDE = 28
 
 
 @dataclass(frozen=True)
@@ -160,12 +160,17 @@ def resolve_input_size(name: str, native_size: int, override: int | None = None)
     return override
 
 
+def upsampled_side(image_size: int) -> int:
+    """The side images of `image_size` are fed at before a variant's own size rules: at least DESIGN_SIDE."""
+    return max(image_size, DESIGN_SIDE)
+
+
 def create_variant(name: str, in_channels: int = 1, num_classes: int = 10, input_size: int | None = None) -> nn.Module:
     """Build variant `name` for images with `in_channels` channels, `num_classes` classes and side `input_size`."""
     spec = get_variant(name)
     _check_int("in_channels", in_channels, minimum=1)
     _check_int("num_classes", num_classes, minimum=2)
-    size = resolve_input_size(name, 28, override=input_size)
+    size = resolve_input_size(name, DESIGN_SIDE, override=input_size)
     return spec.builder(in_channels, num_classes, size)
 
 
@@ -221,7 +226,7 @@ def forward_mflops(name: str, in_channels: int, num_classes: int, input_size: in
     return flops / 1e6
 
 
-def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int = 28) -> list[dict]:
+def variant_table(in_channels: int = 1, num_classes: int = 10, native_size: int = DESIGN_SIDE) -> list[dict]:
     """One row {name, params, input_size, description, origin} per variant, built on the meta device (no memory used)."""
     rows = []
     for name in list_variants():
@@ -265,8 +270,8 @@ def _first_shrinking_layer(spec: VariantSpec, size: int) -> str | None:
 
 
 def _check_new_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-        raise ConfigError("name", f"{name!r} is not a valid variant name", allowed="lowercase letters, digits and _")
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+        raise ConfigError("name", f"{name!r} is not a valid variant name", allowed=VARIANT_NAME_ALLOWED)
     if name in _REGISTRY:
         raise ConfigError("name", f"variant {name!r} is already registered")
     safe_name(name, "variant")  # refuses names the store's run folder uses itself (report)

@@ -8,7 +8,6 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from cnn import plots
-from cnn.pipeline import FULL_DPI
 from cnn.report.changes import Change
 from cnn.report.analysis import per_class_f1_table
 from cnn.report.figures import plot_accuracy_vs_cost, plot_f1_heatmap, plot_verdict, with_interval
@@ -61,7 +60,7 @@ def write_report(
         links[name] = rel
 
     for name, make in _report_figures(summaries, rows, class_names).items():
-        put(name, plots.figure_to_png(make(), dpi=FULL_DPI), plots.figure_to_png(make(), dpi=plots.UI_DPI))
+        put(name, plots.figure_to_png(make(), dpi=plots.FULL_DPI), plots.figure_to_png(make(), dpi=plots.UI_DPI))
     for name, png in (galleries or {}).items():
         put(f"{GALLERY}{name}", png, png)
     comparison_md = comparison_markdown(summaries, dataset, repeats, root=storage.url, notes=notes, changes=changes)

@@ -16,7 +16,8 @@ from pydantic import ConfigDict, Field, StrictBool, StrictInt
 from pydantic.dataclasses import dataclass
 
 from cnn import recipe
-from cnn.params import OPTIMIZERS, SCHEDULES, VARIANT_NAME
+from cnn.catalog import VARIANT_NAME
+from cnn.params import OPTIMIZERS, SCHEDULES
 from cnn.report.metrics import METRICS
 
 Row = Mapping[str, Any]
