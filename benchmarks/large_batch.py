@@ -12,7 +12,6 @@ docs/recipe.md's large-batch table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -22,7 +21,7 @@ import torch
 
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.recipe import TOLERANCE, measured_on, run_cnn_lab
-from benchmarks.record import environment
+from benchmarks.record import command_line, environment, write_result
 from cnn.checks import AUTO, NumberList, Number, option_type
 from cnn.params import check_of
 
@@ -147,13 +146,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.seed,
         args.device,
         args.epochs,
-        command=" ".join(["python -m benchmarks.large_batch", *argv]),
+        command=command_line("python -m benchmarks.large_batch", argv),
     )
     print(format_rows(result["rows"]))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2, default=str)
+        write_result(result, args.json)
     return result
 
 

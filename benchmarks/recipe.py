@@ -13,7 +13,6 @@ The JSON holds every pair, the rows and where they were measured (machine, versi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,7 +25,7 @@ import torch
 
 from benchmarks.datasets import register_distorted_digits
 from benchmarks.reference import train_reference
-from benchmarks.record import environment
+from benchmarks.record import command_line, environment, write_result
 from cnn import pipeline, recipe
 from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.checks import Number, option_type
@@ -277,13 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device=args.device,
         batch_size=args.batch_size,
         on_pair=show,
-        command=" ".join(["python -m benchmarks.recipe", *argv]),
+        command=command_line("python -m benchmarks.recipe", argv),
     )
     print(format_table(result["rows"]))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2, default=str)
+        write_result(result, args.json)
     return result
 
 

@@ -115,7 +115,7 @@ PARALLEL_CASES = {  # --parallel auto against --parallel 1
     },
 }
 QUICK_PARALLEL_CASES = {
-    "digits, 2 variants x 2 epochs": {"variants": ["lenet1", "generic_2"], "epochs": 2, "batch_size": 64}
+    "digits, 2 variants x 1 epoch": {"variants": ["lenet1", "generic_2"], "epochs": 1, "batch_size": 64}
 }
 TARGETS = {  # issue 26, on 2 CPU cores (and one H100/H200 for the full comparison on CUDA)
     "quickstart, fresh store": 12.0,
@@ -305,7 +305,7 @@ def bench_end_to_end(
         if full:
             out["full"] = bench_full(dev, tmp, quick)
         else:
-            setup = quickstart_setup()
+            setup = {**quickstart_setup(), **({"epochs": 1} if quick else {})}  # a smoke run: one epoch
             out["flow"] = run_comparison(setup, tmp, "breakdown", refresh=False, device=dev)
             cases = QUICK_PARALLEL_CASES if quick else PARALLEL_CASES
             out["parallel"] = [bench_parallel(name, case, tmp, repeats) for name, case in cases.items()]
