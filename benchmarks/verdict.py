@@ -9,7 +9,8 @@ A pool of seeds is trained once per (dataset, variant) with the default recipe (
 comparison with no options; the predictions read back from each run's predictions.npy), and every trial draws its
 runs from the pools, never the same seed on both sides (cnn2_5 and generic_0 build identical networks from one seed).
 Trials that share a trained network are not independent, so a rate's interval (Wilson, over trials) is narrower than
-it should be; a larger pool brings the trials closer to independent. Figures: docs/verdict.md.
+it should be; a larger pool brings the trials closer to independent. Figures: docs/verdict.md. One module: the pools,
+the trials, the rates and their page are one benchmark, read top to bottom.
 
     python -m benchmarks.verdict [--pool 10] [--trials 40] [--json benchmarks/results/verdict.json]
     python -m benchmarks.render   # docs/verdict.md from the JSON

@@ -3,7 +3,8 @@
 The flows take these fields as their parameters (flows/parameters.py), the CLI builds its options from them
 (flows/cli.py), and a training deployment receives them from `RunParams.model_dump()`. A new parameter is one field
 here (and the code that uses it). Names that live in registries (variants, datasets) are checked when a run starts,
-after plug-ins are loaded (flows/settings.py), never frozen into a type here.
+after plug-ins are loaded (flows/settings.py), never frozen into a type here. It stays one module: the fields, their
+checks and the steps each one affects are one list, read in one place.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""One artifact store addressed by a URL (local path or s3://bucket/prefix) through fsspec, with atomic writes and retries."""
+"""One artifact store addressed by a URL (local path or s3://bucket/prefix) through fsspec, with atomic writes and retries.
+
+One module: every read and write goes through the same checks (paths inside the store, regular files, size limits),
+retry rule and error line, and splitting them would let a second way to touch the store appear."""
 
 from __future__ import annotations
 

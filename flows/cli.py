@@ -1,4 +1,7 @@
-"""The `cnn-lab` command: compare, retrain, variants, bench."""
+"""The `cnn-lab` command: compare, retrain, variants, bench.
+
+One module: the four commands share the option parser built from RunParams, the pre-torch checks and the one-line
+error and interrupt handling, and each command is a short function over flows/ and benchmarks/."""
 
 from __future__ import annotations
 
