@@ -97,6 +97,11 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def server_log_path() -> Path:
+    """Where the temporary server writes its output: beside its database, in Prefect's home."""
+    return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser() / "temporary-server.log"
+
+
 class TiedServer:
     """Prefect's temporary server in its own session, shutting down when the process that started it is gone.
 
@@ -134,9 +139,19 @@ class TiedServer:
             "--lifespan",
             "on",
         ]
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", WATCHDOG, *args], env=env, stdin=subprocess.PIPE, start_new_session=True
-        )
+        log = server_log_path()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(
+            log, "ab"
+        ) as out:  # the server's own lines (a shutdown mid-query logs a traceback) stay off the terminal
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WATCHDOG, *args],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         atexit.register(self.stop)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
@@ -144,7 +159,10 @@ class TiedServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"the temporary Prefect server on port {self.port} exited during start-up")
+                raise RuntimeError(
+                    f"the temporary Prefect server on port {self.port} exited during start-up (its output: "
+                    f"{server_log_path()})"
+                )
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:

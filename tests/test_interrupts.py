@@ -127,6 +127,7 @@ def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(
     [line] = [line for line in text.splitlines() if line.startswith("cnn-lab:")]
     assert re.fullmatch(r"cnn-lab: interrupted; rerun the same command with --run (\S+) to resume", line), line
     assert "Traceback" not in text and "ConnectError" not in text
+    assert (prefect_home / "temporary-server.log").is_file()  # the server's own lines go there, not to the terminal
     assert _gone(server, 5), "the temporary server outlived the CLI"
     assert _last_flow_run_state(prefect_home) == "CRASHED"
     run = line.split("--run ")[1].split()[0]
