@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect_homes import migrated_home
+
 import contextlib
 import os
 import signal
@@ -154,7 +156,7 @@ def running_server(
     home: Path, extra_env: Mapping[str, str] | None = None, timeout: float = 120
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """A `prefect server start` on a free port with its database under `home`; yields (api_url, client env); always stopped."""
-    home.mkdir(parents=True, exist_ok=True)
+    migrated_home(home)
     port = free_port()
     env = server_env(home, port, extra_env)
     server = start(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home / "server.log")

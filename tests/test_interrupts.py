@@ -3,6 +3,8 @@ run Crashed, and the rerun completes; the temporary Prefect server never outlive
 
 from __future__ import annotations
 
+from prefect_homes import migrated_home
+
 import os
 import re
 import signal
@@ -24,7 +26,7 @@ EPOCHS = 40  # training must outlast the signal: an epoch of lenet1 on digits ta
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One Prefect home for the CLI runs here: the database is created once (its migrations take seconds)."""
-    return tmp_path_factory.mktemp("prefect-home")
+    return migrated_home(tmp_path_factory.mktemp("prefect-home"))
 
 
 def _cli(home: Path, store: Path, *args: str) -> subprocess.Popen:

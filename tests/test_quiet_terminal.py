@@ -4,6 +4,8 @@ as one line, without a traceback in any log."""
 
 from __future__ import annotations
 
+from prefect_homes import migrated_home
+
 import io
 import logging
 import os
@@ -262,7 +264,7 @@ def test_a_flow_run_outside_the_cli_logs_a_missing_dataset_in_one_line_without_t
     """As a worker runs a flow (no CLI): offline, the default dataset cannot be downloaded."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
-        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_HOME=str(migrated_home(tmp_path / "home")),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONPATH=str(ROOT),
         OMP_NUM_THREADS="1",

@@ -8,6 +8,8 @@ cannot run here has `<!-- needs: REASON -->` on the line above it, REASON one of
 
 from __future__ import annotations
 
+from prefect_homes import migrated_home
+
 import os
 import re
 import shutil
@@ -101,7 +103,7 @@ def _readme_env(home: Path) -> dict[str, str]:
         _NO_NETWORK,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PYTHONPATH=str(ROOT),
-        PREFECT_HOME=str(home / "prefect-home"),
+        PREFECT_HOME=str(migrated_home(home / "prefect-home")),
     )
     return env
 

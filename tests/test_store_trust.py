@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from prefect_homes import migrated_home
+
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ ZEN = "Beautiful is better than ugly"  # what `import this` prints
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One Prefect home for the CLI runs here (the temporary server's database is migrated once)."""
-    return tmp_path_factory.mktemp("prefect-home")
+    return migrated_home(tmp_path_factory.mktemp("prefect-home"))
 
 
 def _cnn_lab(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
