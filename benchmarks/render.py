@@ -55,7 +55,14 @@ def _recipe_cpu(results: Path) -> str | None:
     return recipe.render_markdown(read_result(path)) if path.exists() else None
 
 
+def _verdict_rates(results: Path) -> str | None:
+    """The README's table of the verdict's false-alarm rate and power from verdict.json."""
+    path = results / "verdict.json"
+    return verdict.readme_rates(read_result(path)) if path.exists() else None
+
+
 BLOCKS: dict[str, dict[str, Callable[[Path], str | None]]] = {  # docs/<page> -> {block name -> its renderer}
+    "../README.md": {"verdict-rates": _verdict_rates},
     "recipe.md": {
         "recipe-cpu": _recipe_cpu,
         "recipe-large-archived": lambda results: _archived(results, "recipe", recipe.render_markdown),

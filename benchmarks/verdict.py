@@ -43,12 +43,13 @@ from cnn.params import RunParams, check_of
 from cnn.predictions import Run, load_runs
 from cnn.testset import TestSet
 from cnn.report import make_row
-from cnn.report.verdict import ALPHA, MIN_SEEDS, REPLICATES, decide, wilson_interval
+from cnn.report.verdict import ALPHA, MIN_SEEDS, REPLICATES, Verdict, decide, looks_of, plan_seeds, wilson_interval
 from cnn.storage import open_storage
 
 FALSE_ALARM, POWER = "false alarm", "power"
 REQUIRED = {FALSE_ALARM: 0.95}  # the issue's bar: identical networks called tied in at least 95% of trials
-ONE_SEED, REPEATS = "one seed", "repeats"
+DEFAULT_MAX_SEEDS = RunParams.model_fields["max_seeds"].default
+ONE_SEED, REPEATS, AUTO_SEEDS = "one seed", "repeats", "auto"  # AUTO_SEEDS: --repeats auto's rounds, up to a budget
 
 
 @dataclass(frozen=True)
@@ -127,21 +128,47 @@ def draw_trials(
     return list(drawn)
 
 
+def test_label(r: dict[str, Any]) -> str:
+    """ "one seed (1 a side)", "repeats (3 a side)", "auto (3, then up to 5 a side)"."""
+    if r["test"] == AUTO_SEEDS:
+        return f"auto ({min(MIN_SEEDS, r['seeds_per_side'])}, then up to {r['seeds_per_side']} a side)"
+    return f"{r['test']} ({r['seeds_per_side']} a side)"
+
+
+def auto_verdict(drawn: dict[str, list[Run]], max_seeds: int, replicates: int, seed: int) -> Verdict:
+    """The verdict `--repeats auto` reaches on these runs: MIN_SEEDS a variant first, then the rounds plan_seeds asks
+    for, each taking the next of a variant's drawn runs, until it stops."""
+    have = dict.fromkeys(drawn, min(MIN_SEEDS, max_seeds))
+    while True:
+        runs = [r for v, runs in drawn.items() for r in runs[: have[v]]]
+        verdict = decide(runs, replicates=replicates, seed=seed, looks=looks_of(max_seeds))
+        plan = plan_seeds(verdict, max_seeds)
+        if plan.stop or not plan.add:
+            return verdict
+        have.update(dict.fromkeys(plan.add, plan.seeds))
+
+
 def run_check(
     check: Check,
     pools: dict[str, dict[int, dict[str, Any]]],
     per_side: int,
     trials: int,
     replicates: int = REPLICATES,
+    auto: bool = False,
 ) -> dict[str, Any]:
-    """The check's trials at `per_side` seeds a variant: how often the verdict called the pair tied, told them apart
-    (naming the variant with the higher pool mean), or named the other one; the rate that matters, its Wilson interval."""
+    """The check's trials at `per_side` seeds a variant (with `auto`: as --repeats auto trains them, up to `per_side`):
+    how often the verdict called the pair tied, told them apart (naming the variant with the higher pool mean), or
+    named the other one; the rate that matters, its Wilson interval."""
     a, b = pools[check.a], pools[check.b]
     better = check.a if _mean(a) >= _mean(b) else check.b
     counts = {"tied": 0, "apart": 0, "wrong": 0}
     for trial, (seeds_a, seeds_b) in enumerate(draw_trials(sorted(set(a) & set(b)), per_side, trials)):
-        runs: list[Run] = [a[s]["run"] for s in seeds_a] + [b[s]["run"] for s in seeds_b]
-        verdict = decide(runs, replicates=replicates, seed=trial)
+        drawn = {check.a: [a[s]["run"] for s in seeds_a], check.b: [b[s]["run"] for s in seeds_b]}
+        verdict = (
+            auto_verdict(drawn, per_side, replicates, trial)
+            if auto
+            else decide([r for runs in drawn.values() for r in runs], replicates=replicates, seed=trial)
+        )
         outcome = "tied" if not verdict.decided else ("apart" if verdict.best == better else "wrong")
         counts[outcome] += 1
     done = sum(counts.values())
@@ -150,7 +177,7 @@ def run_check(
     required = REQUIRED.get(check.kind)
     return {
         **asdict(check),
-        "test": ONE_SEED if per_side == 1 else REPEATS,
+        "test": AUTO_SEEDS if auto else (ONE_SEED if per_side == 1 else REPEATS),
         "seeds_per_side": per_side,
         "trials": done,
         **counts,
@@ -176,6 +203,7 @@ def bench_verdict(
     device: str = "cpu",
     replicates: int = REPLICATES,
     *,
+    auto_seeds: int | None = None,
     epochs: int | str = AUTO,
     max_train: int | None = None,
     reuse: dict[str, Any] | None = None,
@@ -183,7 +211,8 @@ def bench_verdict(
     on_run: Callable[[str, str, int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train every pool the checks need (or take them from `reuse`, an earlier result), then run every check for one
-    seed and for each of `repeat_seeds` seeds a variant."""
+    seed, for each of `repeat_seeds` seeds a variant, and as --repeats auto trains them up to `auto_seeds` a variant
+    (default: max_seeds' default, at most half the pool, since no seed is drawn for both sides; 0: none)."""
     env = {
         **environment(torch.device(device)),
         **{name: metadata.version(name) for name in ("numpy", "scipy", "statsmodels")},
@@ -203,9 +232,13 @@ def bench_verdict(
                         check.dataset, variant, range(pool), device, epochs=epochs, max_train=max_train, on_run=on_run
                     )
         trained_s = time.perf_counter() - start
+    if auto_seeds is None:
+        auto_seeds = min(DEFAULT_MAX_SEEDS, pool // 2)
     results = [
         run_check(c, pools[c.dataset], per_side, trials, replicates) for c in checks for per_side in (1, *repeat_seeds)
     ]
+    if auto_seeds >= 2:
+        results += [run_check(c, pools[c.dataset], auto_seeds, trials, replicates, auto=True) for c in checks]
     return {
         "environment": {**env, "load_avg_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "command": command,
@@ -213,6 +246,7 @@ def bench_verdict(
             "pool": pool,
             "trials": trials,
             "repeat_seeds": list(repeat_seeds),
+            "auto_seeds": auto_seeds,
             "pools_from": (reuse["settings"].get("pools_from") or reuse["command"]) if reuse else None,
             "pools_environment": (reuse["settings"].get("pools_environment") or reuse["environment"]) if reuse else env,
             "replicates": replicates,
@@ -269,12 +303,12 @@ def pools_from_json(data: dict[str, Any]) -> dict[str, dict[str, dict[int, dict[
 
 def format_table(result: dict[str, Any]) -> str:
     """One line per (check, test): the pair, trials, outcomes and the rate with its interval."""
-    head = f"{'check':<12} {'dataset':<23} {'a':<10} {'b':<15} {'test':<9} {'trials':>6} {'tied':>5} {'apart':>5} {'wrong':>5}  rate (95% CI)"
+    head = f"{'check':<12} {'dataset':<23} {'a':<10} {'b':<15} {'test':<30} {'trials':>6} {'tied':>5} {'apart':>5} {'wrong':>5}  rate (95% CI)"
     lines = [head, "-" * len(head)]
     for r in result["checks"]:
         verdict = "" if r["passes"] is None else ("  pass" if r["passes"] else "  FAIL")
         lines.append(
-            f"{r['kind']:<12} {r['dataset']:<23} {r['a']:<10} {r['b']:<15} {r['test']:<9} {r['trials']:>6} "
+            f"{r['kind']:<12} {r['dataset']:<23} {r['a']:<10} {r['b']:<15} {test_label(r):<30} {r['trials']:>6} "
             f"{r['tied']:>5} {r['apart']:>5} {r['wrong']:>5}  {r['rate']:.3f} ({r['rate_low']:.3f}-{r['rate_high']:.3f}){verdict}"
         )
     return "\n".join(lines)
@@ -297,7 +331,7 @@ def render_markdown(result: dict[str, Any], source: str) -> str:
         what = "called tied" if r["kind"] == FALSE_ALARM else f"told apart ({r['better']} named)"
         bar = "" if r["required"] is None else f" (needs {r['required']:.0%}: {'pass' if r['passes'] else 'FAIL'})"
         rows.append(
-            f"| {r['kind']} | {r['dataset']} | {r['a']} vs {r['b']} | {r['test']} ({r['seeds_per_side']} a side) | "
+            f"| {r['kind']} | {r['dataset']} | {r['a']} vs {r['b']} | {test_label(r)} | "
             f"{r['trials']} | {r['tied']} / {r['apart']} / {r['wrong']} | {what}: {r['rate']:.3f} "
             f"({r['rate_low']:.3f}-{r['rate_high']:.3f}){bar} |"
         )
@@ -316,7 +350,16 @@ def render_markdown(result: dict[str, Any], source: str) -> str:
             f"`cnn-lab compare` trains them), never one seed on both sides. One seed: exact McNemar on the images "
             f"where the two runs disagree. Repeats: {' or '.join(map(str, s['repeat_seeds']))} seeds a side, the paired "
             "bootstrap over seeds "
-            f"and test images ({s['replicates']} replicates). Significance level {s['alpha']}. Trials that share a "
+            f"and test images ({s['replicates']} replicates)."
+            + (
+                f" Auto: as `--repeats auto`, the default, trains them: {MIN_SEEDS} seeds a side, and while the pair "
+                f"is tied twice as many, up to {s['auto_seeds']} a side (the default budget is "
+                f"{DEFAULT_MAX_SEEDS}; a pool of {s['pool']} holds {s['pool'] // 2} a side "
+                "with no seed on both), the paired bootstrap at each look."
+                if s.get("auto_seeds")
+                else ""
+            )
+            + f" Significance level {s['alpha']}. Trials that share a "
             "trained network are not independent, so the intervals (Wilson, over trials) are too narrow.",
             "",
             "| check | dataset | pair | test | trials | tied / apart / wrong | rate (95% CI) |",
@@ -342,12 +385,52 @@ def render_markdown(result: dict[str, Any], source: str) -> str:
     )
 
 
+def readme_label(r: dict[str, Any]) -> str:
+    """How the README names a test's seeds: "1 (`--repeats 1`)", "3", "`--repeats auto` (the default): 3, then up to 5"."""
+    if r["test"] == AUTO_SEEDS:
+        return (
+            f"`--repeats auto` (the default): {min(MIN_SEEDS, r['seeds_per_side'])}, then up to {r['seeds_per_side']}"
+        )
+    return f"{r['seeds_per_side']}" + (" (`--repeats 1`)" if r["test"] == ONE_SEED else "")
+
+
+def readme_rates(result: dict[str, Any]) -> str:
+    """The README's short table: each check's rate per dataset for each test (one seed, fixed repeats, auto), the
+    pairs, and where the rest is."""
+    checks = result["checks"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in checks))
+    rate = {(r["kind"], readme_label(r), r["dataset"]): r["rate"] for r in checks}
+    what = {FALSE_ALARM: "identical networks called tied (needs 95%)", POWER: "different variants told apart"}
+    rows = [
+        f"| {what[kind]} | {label} | "
+        + " | ".join("" if rate.get((kind, label, d)) is None else f"{rate[(kind, label, d)]:.3f}" for d in datasets)
+        + " |"
+        for kind in (FALSE_ALARM, POWER)
+        for label in dict.fromkeys(readme_label(r) for r in checks if r["kind"] == kind)
+    ]
+    pairs = {
+        kind: ", ".join(sorted({f"{r['a']} vs {r['b']}" for r in checks if r["kind"] == kind}))
+        for kind in (FALSE_ALARM, POWER)
+    }
+    trials = min(r["trials"] for r in checks)
+    return "\n".join(
+        [
+            f"| check | seeds a variant | {' | '.join(datasets)} |",
+            "|---|---|" + "---|" * len(datasets),
+            *rows,
+            "",
+            f"At least {trials} trials a cell; identical: {pairs[FALSE_ALARM]}; different: {pairs[POWER]}. Measured "
+            "by `cnn-lab bench --verdict`; the method and the pools: [docs/verdict.md](docs/verdict.md).",
+        ]
+    )
+
+
 def _reading(checks: Sequence[dict[str, Any]]) -> list[str]:
     """What the false-alarm rows say: which tests meet the bar on every dataset, which miss it and where."""
     by_test: dict[str, list[dict[str, Any]]] = {}
     for r in checks:
         if r["kind"] == FALSE_ALARM:
-            by_test.setdefault(f"{r['test']} ({r['seeds_per_side']} a side)", []).append(r)
+            by_test.setdefault(test_label(r), []).append(r)
     meet = [t for t, rows in by_test.items() if all(r["passes"] for r in rows)]
     miss = [
         f"{t}: " + ", ".join(f"{r['rate']:.3f} on {r['dataset']}" for r in rows if not r["passes"])
@@ -358,9 +441,14 @@ def _reading(checks: Sequence[dict[str, Any]]) -> list[str]:
         f"Reading it: the false-alarm bar ({REQUIRED[FALSE_ALARM]:.0%} called tied) is met on every dataset by "
         f"{', '.join(meet) or 'no test'}; missed by {'; '.join(miss) or 'none'}. The one-seed test (exact McNemar) "
         "asks whether two trained models differ on the population of test images: a seed's own noise is outside "
-        "it, so when seeds scatter (the pools' ranges below) one network under two seeds is called different. A "
-        "one-seed verdict in a report says so, and `--repeats auto` (cnn.report.verdict.plan_seeds) trusts a "
-        f"verdict only from {MIN_SEEDS} seeds a variant."
+        "it, so when seeds scatter (the pools' ranges below) one network under two seeds is called different. So "
+        "a comparison trains seeds until its verdict is decided by default (`--repeats auto`, "
+        f"cnn.report.verdict.plan_seeds: {MIN_SEEDS} seeds a variant first), and a one-seed verdict (`--repeats 1`) "
+        "says its lead holds on those test images only and never calls a variant the most accurate. Auto looks at "
+        "the data more than once (at 3 seeds a variant, then at twice as many for the variants still tied), and each "
+        "look is one more chance of a false alarm: its p-values are Bonferroni-corrected over the looks its budget "
+        f"allows (cnn.report.verdict.looks_of; {looks_of(DEFAULT_MAX_SEEDS)} for the default budget of "
+        f"{DEFAULT_MAX_SEEDS})."
     ]
 
 
@@ -370,6 +458,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", type=int, default=10, help="seeds trained per (dataset, variant)")
     p.add_argument("--trials", type=int, default=40, help="trials per check and test (at least 20 for the README)")
     p.add_argument("--repeat-seeds", default="3", help="seeds a variant in the repeats test's trials (comma-separated)")
+    p.add_argument(
+        "--auto-max-seeds",
+        type=int,
+        default=None,
+        help="the budget of the --repeats auto trials (default: max_seeds' default, at most half the pool; 0: none)",
+    )
     p.add_argument("--replicates", type=int, default=REPLICATES, help="bootstrap replicates per trial")
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -418,6 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.replicates,
         epochs=args.epochs,
         max_train=args.max_train,
+        auto_seeds=args.auto_max_seeds,
         reuse=_read_json(args.reuse_pools) if args.reuse_pools else None,
         command=" ".join(["python -m benchmarks.verdict", *argv]),
         on_run=show,

@@ -309,9 +309,12 @@ class RunParams(BaseModel):
     seed: Annotated[int, Number(integer=True, ge=0, lt=2**32), EVERY_STEP] = Field(  # numpy's seed range
         0, description="First seed; the split, the weights and the batch order follow it."
     )
+    # auto by default: one seed leaves the seeds' noise out of the verdict, and identical networks then come out
+    # different in up to 45% of trials (docs/verdict.md); 3 seeds trained as one batched model cost about 1.5x one on
+    # CPU (docs/seeds.md).
     repeats: Annotated[int | str, AutoOrCount(le=1_000)] = Field(  # 1,000 seeds of every variant
-        1,
-        description="Seeds per variant (seed, seed+1, ...); the table shows mean, std, intervals and wins. auto: 3 seeds each, then one more at a time for the variants still tied for best, until one beats the others or max_seeds is reached.",
+        "auto",
+        description="Seeds per variant (seed, seed+1, ...); the table shows mean, std, intervals and wins. auto: 3 seeds each, then twice as many for the variants still tied for best, until one beats the others or max_seeds is reached; 1: a quick look whose verdict covers the test images' noise only.",
     )
     max_seeds: Annotated[int, Number(integer=True, ge=1, le=1_000)] = Field(  # as many as repeats allows
         6, description="With repeats auto: the most seeds a variant gets (the budget)."
@@ -410,9 +413,10 @@ def fields_affecting(step: str) -> list[str]:
 
 def recorded_fields() -> list[str]:
     """The run parameters a comparison records and a retrain inherits (cnn/comparisons.py): every one that can change a
-    result (Affects), and the number of seeds, less the dataset (the comparison's own address)."""
+    result (Affects), and the seeds' settings, less the dataset (the comparison's own address)."""
     changing = {name for step in STEPS for name in fields_affecting(step)}
-    return [name for name in RunParams.model_fields if (name in changing or name == "repeats") and name != "dataset"]
+    seeds = ("repeats", "max_seeds")  # a retrain republishes the table with the comparison's seeds and verdict
+    return [name for name in RunParams.model_fields if (name in changing or name in seeds) and name != "dataset"]
 
 
 def check_of(name: str) -> Check:

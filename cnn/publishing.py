@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from cnn import plots, report
+from cnn.checks import AUTO
 from cnn.errors import ConfigError
 from cnn.gallery import gallery_pngs
 from cnn.markdown import md_escape
@@ -23,6 +24,7 @@ from cnn.predictions import load_runs
 from cnn.report.files import GALLERY
 from cnn.report.metrics import HEADLINE, METRICS, SCORE, format_number
 from cnn.report.tables import relative_path
+from cnn.report.verdict import looks_of
 from cnn.storage import Storage, open_storage, safe_name
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def build_comparison(
     ref, store = DatasetRef.of(config), open_storage(config.storage)
     data = get_dataset(ref)
     summaries = report.aggregate_repeats(rows)
-    summaries = report.with_verdict(summaries, comparison_verdict(store, rows, summaries, data))
+    summaries = report.with_verdict(summaries, comparison_verdict(store, rows, summaries, data, verdict_looks(config)))
     changes = comparison_changes(store, rows, previous or {}, data)
     repeats = max([int(s.get("n_seeds") or 1) for s in summaries] or [1])
     models = {}
@@ -105,15 +107,25 @@ def comparison_changes(
     return changes
 
 
+def verdict_looks(config: RunParams) -> int:
+    """How many times the comparison's seeds may test the data: --repeats auto's rounds (looks_of), else once."""
+    return looks_of(config.max_seeds) if config.repeats == AUTO else 1
+
+
 def comparison_verdict(
-    store: Storage, rows: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], data: DatasetSplits
+    store: Storage,
+    rows: Sequence[Mapping[str, Any]],
+    summaries: Sequence[Mapping[str, Any]],
+    data: DatasetSplits,
+    looks: int = 1,
 ) -> report.Verdict | None:
     """The paired tests over the rows scored on `data`'s test set, from each run's stored predictions.npy (a run on
-    another test set, or with a missing or damaged file, is named in a warning and left out); None when none is left."""
+    another test set, or with a missing or damaged file, is named in a warning and left out), corrected over `looks`
+    (verdict_looks); None when none is left."""
     runs = _runs(store, rows, data)
     if not runs:
         return None
-    return report.decide(runs, {str(s["variant"]): report.learned(s) for s in summaries})
+    return report.decide(runs, {str(s["variant"]): report.learned(s) for s in summaries}, looks=looks)
 
 
 VARIANT_PLOTS = (("loss curves", "losses.png"), ("confusion matrix", "confusion_matrix.png"))  # in the variant's folder

@@ -62,7 +62,7 @@ def compare_architectures(**values: Any) -> dict[str, Any]:
     rows = train(list(config.variants), first_seeds(config))
     notes = []
     if config.repeats == AUTO:
-        rows, note = add_seeds(config, rows, lambda variants, seed: train(variants, [seed]))
+        rows, note = add_seeds(config, rows, train)
         notes.append(note[0].upper() + note[1:] + ".")
     record_comparison(config, rows, plugin_variants(config.variants))
     published = publish_comparison(config, rows, previous.rows if previous else None, notes)

@@ -33,7 +33,8 @@ RETRAIN_PLACE = (
     "variant_modules",
     "storage_block",
 )
-RETRAIN_OVERRIDES = tuple(name for name in recorded_fields() if name not in RETRAIN_PLACE)
+# max_seeds only says how the comparison's verdict was reached (its looks): a retrain keeps the comparison's
+RETRAIN_OVERRIDES = tuple(name for name in recorded_fields() if name not in (*RETRAIN_PLACE, "max_seeds"))
 RETRAIN_FIELDS = tuple(name for name in RunParams.model_fields if name in RETRAIN_PLACE or name in RETRAIN_OVERRIDES)
 # A train-variant flow run's name: its variant, the seed it trains (seed + repeat), the dataset
 VARIANT_RUN_NAME = "{variant}-s{seed}-on-{dataset}"

@@ -1,6 +1,6 @@
-"""Which seeds a comparison trains: `repeats` of them, or with `repeats: auto` a few first and then one more at a time
-for the variants whose comparison with the best is still inside the noise, until one variant beats every other or
-each tied one has `max_seeds` (cnn.report.verdict.plan_seeds). Seeds trained before come from the cache."""
+"""Which seeds a comparison trains: `repeats` of them, or with `repeats: auto` a few first and then twice as many for
+the variants whose comparison with the best is still inside the noise, until one variant beats every other or each
+tied one has `max_seeds` (cnn.report.verdict.plan_seeds). Seeds trained before come from the cache."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cnn import report
 from cnn.checks import AUTO
 from cnn.params import RunParams
 from cnn.step_inputs import DatasetRef, get_dataset
-from cnn.publishing import comparison_verdict
+from cnn.publishing import comparison_verdict, verdict_looks
 from cnn.report.verdict import MIN_SEEDS, auto_repeats_note, plan_seeds
 from cnn.storage import open_storage
 
@@ -31,7 +31,7 @@ def verdict_of(config: RunParams, rows: Sequence[dict[str, Any]]) -> report.Verd
     """The paired tests over `rows` (None when no run has usable predictions)."""
     data = get_dataset(DatasetRef.of(config))
     summaries = report.aggregate_repeats(rows)
-    return comparison_verdict(open_storage(config.storage), rows, summaries, data)
+    return comparison_verdict(open_storage(config.storage), rows, summaries, data, verdict_looks(config))
 
 
 def tried(rows: Sequence[dict[str, Any]], variant: str) -> list[int]:
@@ -44,8 +44,15 @@ def next_seed(rows: Sequence[dict[str, Any]], variant: str, config: RunParams) -
     return max(tried(rows, variant), default=config.seed - 1) + 1
 
 
-def add_seeds(config: RunParams, rows: Rows, train: Callable[[list[str], int], Rows]) -> tuple[Rows, str]:
-    """`rows` with the seeds --repeats auto adds (`train(variants, seed)` trains one more seed of those variants), and
+def new_seeds(rows: Sequence[dict[str, Any]], variant: str, config: RunParams, more: int) -> list[int]:
+    """The next `more` seeds `variant` has not tried, fewer where they would pass max_seeds (failed seeds count
+    against that budget)."""
+    first = next_seed(rows, variant, config)
+    return list(range(first, first + max(0, min(more, config.max_seeds - len(tried(rows, variant))))))
+
+
+def add_seeds(config: RunParams, rows: Rows, train: Callable[[list[str], list[int]], Rows]) -> tuple[Rows, str]:
+    """`rows` with the seeds --repeats auto adds (`train(variants, seeds)` trains those seeds of those variants), and
     the sentence saying what it did."""
     start = {v: sum(1 for r in rows if r["variant"] == v and r["status"] == "ok") for v in config.variants}
     while True:
@@ -53,12 +60,15 @@ def add_seeds(config: RunParams, rows: Rows, train: Callable[[list[str], int], R
         if verdict is None:
             return rows, "repeats auto added no seeds: no run has predictions to test"
         plan = plan_seeds(verdict, config.max_seeds)
-        add = [v for v in plan.add if len(tried(rows, v)) < config.max_seeds]  # failed seeds count against the budget
-        if not add:
+        by_seeds: dict[tuple[int, ...], list[str]] = {}
+        for variant in plan.add:
+            seeds = tuple(new_seeds(rows, variant, config, plan.seeds - verdict.seeds.get(variant, 0)))
+            if seeds:
+                by_seeds.setdefault(seeds, []).append(variant)
+        if not by_seeds:
             return rows, auto_repeats_note(start, verdict, config.max_seeds)
-        by_seed: dict[int, list[str]] = {}
-        for variant in add:
-            by_seed.setdefault(next_seed(rows, variant, config), []).append(variant)
-        for seed, variants in sorted(by_seed.items()):
-            get_run_logger().info("repeats auto: one more seed (%d) for %s, still undecided", seed, ", ".join(variants))
-            rows = rows + train(variants, seed)
+        for seeds, variants in sorted(by_seeds.items()):
+            get_run_logger().info(
+                "repeats auto: seeds %s for %s, still undecided", ", ".join(map(str, seeds)), ", ".join(variants)
+            )
+            rows = rows + train(variants, list(seeds))

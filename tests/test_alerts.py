@@ -78,7 +78,8 @@ def test_a_variant_that_stops_learning_notifies_through_the_shipped_automation(t
         assert alerts.returncode == 0 and alerts.stdout.startswith("created 1 automation(s)"), alerts.stderr[-2000:]
 
         common = ["--dataset", "digits", "--storage", str(tmp_path / "store"), "--device", "cpu", "--quiet"]
-        first = _run(["-m", "flows.cli", "compare", "--variants", "lenet1", "--epochs", "3", *common], env, tmp_path)
+        compare = ["compare", "--variants", "lenet1", "--epochs", "3", "--repeats", "1"]
+        first = _run(["-m", "flows.cli", *compare, *common], env, tmp_path)
         assert first.returncode == 0, first.stderr[-3000:]
         retrain = _run(
             ["-m", "flows.cli", "retrain", "lenet1", "--lr", "1e-7", "--run", f"r-{uuid4().hex[:6]}", *common],

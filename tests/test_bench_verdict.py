@@ -66,7 +66,9 @@ def test_reused_pools_give_both_rates_for_both_tests_and_the_json_and_docs(tmp_p
         and written["settings"]["pools_from"] == "python -m benchmarks.verdict --pool 5"
     )
     checks = {(c["kind"], c["test"]): c for c in written["checks"]}
-    assert set(checks) == {(k, t) for k in (bench.FALSE_ALARM, bench.POWER) for t in (bench.ONE_SEED, bench.REPEATS)}
+    tests = (bench.ONE_SEED, bench.REPEATS, bench.AUTO_SEEDS)  # auto up to 2 a side: half the pool of 5
+    assert set(checks) == {(k, t) for k in (bench.FALSE_ALARM, bench.POWER) for t in tests}
+    assert written["settings"]["auto_seeds"] == 2 and checks[(bench.POWER, bench.AUTO_SEEDS)]["seeds_per_side"] == 2
     for c in written["checks"]:
         assert c["trials"] == 8 and c["tied"] + c["apart"] + c["wrong"] == 8
         assert c["rate_low"] <= c["rate"] <= c["rate_high"]
@@ -78,12 +80,24 @@ def test_reused_pools_give_both_rates_for_both_tests_and_the_json_and_docs(tmp_p
     assert render.main(["--results", str(out.parent), "--docs", str(docs.parent)]) == 0
     page = docs.read_text()
     assert "| false alarm | toy | same vs twin | one seed (1 a side) | 8 |" in page
+    assert "| power | toy | weak vs same | auto (2, then up to 2 a side) | 8 |" in page
     assert (
         "| toy | weak | 5 | 200 |" in page
         and "benchmarks/results/verdict.json" in page
         and "Reading it: the false-alarm bar" in page
     )
     assert "false alarm  toy" in bench.format_table(written)
+    readme = bench.readme_rates(written).splitlines()
+    alarm_rate, power_rate = (f"{checks[(k, bench.REPEATS)]['rate']:.3f}" for k in (bench.FALSE_ALARM, bench.POWER))
+    assert readme[:2] == ["| check | seeds a variant | toy |", "|---|---|---|"]
+    assert f"| identical networks called tied (needs 95%) | 2 | {alarm_rate} |" in readme
+    assert f"| different variants told apart | 2 | {power_rate} |" in readme
+    assert "| identical networks called tied (needs 95%) | 1 (`--repeats 1`) |" in readme[2]
+    assert any(
+        line.startswith("| different variants told apart | `--repeats auto` (the default): 2, then up")
+        for line in readme
+    )
+    assert "identical: same vs twin; different: weak vs same" in readme[-1]
 
 
 @pytest.mark.slow

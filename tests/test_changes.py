@@ -101,20 +101,24 @@ def test_repeats_auto_adds_seeds_to_the_tied_variants_and_stops_at_the_budget(mo
 
     config = RunParams(variants=["a", "b", "c"], repeats="auto", max_seeds=5)
     assert S.first_seeds(config) == [0, 1, 2]
-    trained: list[tuple[list[str], int]] = []
+    trained: list[tuple[list[str], list[int]]] = []
 
     def fake_verdict(config, rows):  # a and b stay tied whatever the seeds; c is worse
         counts = {v: sum(1 for r in rows if r["variant"] == v) for v in ("a", "b", "c")}
         return _verdict(counts, ("a", "b"))
 
-    def train(variants: list[str], seed: int) -> list[dict]:
-        trained.append((variants, seed))
-        return [{"variant": v, "seed": seed, "status": "ok"} for v in variants]
+    def train(variants: list[str], seeds: list[int]) -> list[dict]:
+        trained.append((variants, seeds))
+        return [{"variant": v, "seed": s, "status": "ok"} for v in variants for s in seeds]
 
     monkeypatch.setattr(S, "verdict_of", fake_verdict)
     monkeypatch.setattr(S, "get_run_logger", lambda: __import__("logging").getLogger("test"))
     first = [{"variant": v, "seed": s, "status": "ok"} for v in "abc" for s in range(3)]
     rows, note = S.add_seeds(config, first, train)
-    assert trained == [(["a", "b"], 3), (["a", "b"], 4)]  # one seed at a time for the tied pair, none for c
+    assert trained == [(["a", "b"], [3, 4])]  # the tied pair up to twice its seeds (the budget: 5), none for c
     assert len(rows) == 9 + 4
     assert note == "added 2 seeds to a and b; still tied after 5 seeds (the budget: 5 seeds per variant): a and b"
+    trained.clear()
+    rows, note = S.add_seeds(config.model_copy(update={"max_seeds": 8}), first, train)
+    assert trained == [(["a", "b"], [3, 4, 5]), (["a", "b"], [6, 7])]  # 3 -> 6 -> 8: doubling, then the budget
+    assert note.startswith("added 5 seeds to a and b; still tied after 8 seeds")

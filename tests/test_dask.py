@@ -45,6 +45,7 @@ def test_comparison_runs_on_the_cluster_with_artifacts_in_s3(
             data_dir=str(fashion_dir),
             storage=url,
             run="on-dask",
+            repeats=1,
             max_train=400,
             val_size=80,
             device="cpu",

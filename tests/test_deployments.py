@@ -343,6 +343,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 "variant_modules": [str(outside / "my_nets.py")],
                 "variant_files": mine,
                 "run": "e2e-compare",
+                "repeats": 1,  # one linked training run per variant
             }
             nightly = client.read_deployment_by_name("compare-architectures/compare-nightly-local")
             compare_run = client.create_flow_run_from_deployment(nightly.id, parameters=compare_params)

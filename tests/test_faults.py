@@ -174,6 +174,7 @@ def test_store_outage_mid_run_fails_clearly_and_a_rerun_completes_without_redoin
         "data_dir": str(fashion_dir),
         "storage": url,
         "run": "outage",
+        "repeats": 1,  # train_with_outage trains one seed a call
         "max_train": 300,
         "val_size": 60,
         "device": "cpu",

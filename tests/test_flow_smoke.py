@@ -11,7 +11,8 @@ import pytest
 
 from cnn.errors import ConfigError
 
-SETTINGS = {"dataset": "digits", "epochs": 1, "batch_size": 32, "max_train": 200, "max_test": 100}
+# one seed: the steps once each (test_flows.py covers the default, --repeats auto)
+SETTINGS = {"dataset": "digits", "epochs": 1, "batch_size": 32, "max_train": 200, "max_test": 100, "repeats": 1}
 
 
 FLOW_RUN_IDS: dict[str, object] = {}  # the fixture's flow runs, by name

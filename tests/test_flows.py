@@ -23,6 +23,7 @@ def _kwargs(fashion_dir: Path, storage: Path, **extra):
         "storage": str(storage),
         "max_train": 400,
         "val_size": 80,
+        "repeats": 1,  # one seed: the tests of --repeats pass their own
         **extra,
     }
 
@@ -219,9 +220,12 @@ def test_repeats_auto_keeps_identical_networks_tied_and_says_what_it_added(prefe
     assert sorted((r["variant"], r["seed"]) for r in result["rows"]) == [
         (v, s) for v in ("cnn2_5", "generic_0") for s in range(4)
     ]
-    assert result["notes"] == [
-        "Added 1 seed to cnn2_5 and generic_0; still tied after 4 seeds (the budget: 4 seeds per variant): cnn2_5 and generic_0."
-    ]
+    assert (
+        result["notes"]
+        == [
+            "Added 1 seed to cnn2_5 and generic_0; still tied after 4 seeds (the budget: 4 seeds per variant): cnn2_5 and generic_0."  # 3, then min(4, twice 3)
+        ]
+    )
     assert {s["group"] for s in result["summaries"]} == {"tied"}
     md = (tmp_path / "digits" / "auto" / "comparison.md").read_text()
     assert "Added 1 seed to cnn2_5 and generic_0" in md and "Tied for best" in md

@@ -52,6 +52,8 @@ def _cli(home: Path, store: Path, *args: str) -> subprocess.Popen:
         "0.05",
         "--device",
         "cpu",
+        "--repeats",
+        "1",
         "--storage",
         str(store),
         *args,
@@ -158,6 +160,7 @@ def test_ctrl_c_ends_the_cli_within_5_s_with_one_line_and_the_rerun_resumes(
         device="cpu",
         storage=str(tmp_path / "store"),
         run=run,
+        repeats=1,
         return_state=True,
     )
     assert state.is_completed(), state.message

@@ -43,6 +43,7 @@ def _kwargs(fashion_dir: Path, storage: Path, **extra):
         "max_train": 400,
         "val_size": 80,
         "device": "cpu",
+        "repeats": 1,
         **extra,
     }
 

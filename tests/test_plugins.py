@@ -137,6 +137,8 @@ def test_unknown_name_suggests_the_closest() -> None:
 # ---------------------------------------------------------------- through `cnn-lab compare`, end to end (small data)
 
 ARGS = [
+    "--repeats",
+    "1",
     "--dataset",
     "digits",
     "--epochs",

@@ -163,6 +163,7 @@ def test_comparison_on_s3_is_read_back_by_a_second_worker(s3, prefect_harness, f
         data_dir=str(fashion_dir),
         storage=url,
         run="s3-e2e",
+        repeats=1,
         max_train=400,
         val_size=80,
         device="cpu",

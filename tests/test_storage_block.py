@@ -23,7 +23,8 @@ NO_AWS = {  # a worker without AWS variables, files or an instance role
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "flows.cli", "compare", "--dataset", "digits", "--variants", "lenet1", *args]
+    compare = ["compare", "--dataset", "digits", "--variants", "lenet1", "--repeats", "1"]
+    command = [sys.executable, "-m", "flows.cli", *compare, *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
 

@@ -53,7 +53,7 @@ def _plant(store: Storage, code_file: Path) -> None:
 
 def _attack(home: Path, work: Path, storage: str) -> None:
     quick = ["--dataset", "digits", "--storage", storage, "--epochs", "1", "--batch-size", "32"]
-    first = _cnn_lab(home, work, "compare", "--variants", "lenet1", "--run", "a", *quick)
+    first = _cnn_lab(home, work, "compare", "--variants", "lenet1", "--run", "a", "--repeats", "1", *quick)
     assert first.returncode == 0, first.stderr[-3000:]
     store = Storage(storage)
     _plant(store, work / "x.py")

@@ -199,15 +199,18 @@ def test_a_lone_winner_only_when_it_beats_every_other_variant() -> None:
     summaries = V.with_verdict(summaries_for({v: [c] for v, c in correct.items()}), verdict)
     assert [s["group"] for s in summaries] == [V.BEST, V.WORSE, V.WORSE]
     text = report.summary_sentences(summaries, [])
-    assert text.startswith("best beats every other variant on these test images with 0.800 test accuracy (95% CI 0.751")
-    assert "significantly above every other variant (p < 0.05; exact McNemar, Holm-corrected, 300 test images)" in text
+    assert text.startswith(
+        "On these 300 test images, best's trained model beats every other variant's with 0.800 test accuracy (95% CI 0.751"
+    )
+    assert "which is not yet a verdict on the architectures" in text
+    assert "significantly above them (p < 0.05; exact McNemar, Holm-corrected, 300 test images)" in text
     assert "not the seeds'" in text and "most accurate" not in text  # one seed: no claim about the architecture
     assert "per parameter" not in text  # no group to compare within
     repeated = {v: [c, c] for v, c in correct.items()}  # two seeds each (identical: no seed noise to add)
     runs = [Run(v, s, TEST_SET, c) for v, cs in repeated.items() for s, c in enumerate(cs)]
     text = report.summary_sentences(V.with_verdict(summaries_for(repeated), V.decide(runs)), [])
     assert text.startswith(
-        "best beats every other variant on these test images with 0.800 test accuracy ± 0.000 over 2"
+        "On these 300 test images, best's 2 runs beat every other variant's with 0.800 test accuracy ± 0.000 over 2"
     )
     assert "paired bootstrap over seeds and test images, Holm-corrected" in text and "not the seeds'" not in text
     assert "With 2 seeds per variant the seeds' noise is under-covered" in text  # 2 seeds: still no architecture claim
@@ -215,7 +218,7 @@ def test_a_lone_winner_only_when_it_beats_every_other_variant() -> None:
     runs = [Run(v, s, TEST_SET, c) for v, cs in three.items() for s, c in enumerate(cs)]
     text = report.summary_sentences(V.with_verdict(summaries_for(three), V.decide(runs)), [])
     assert text.startswith("best is the most accurate variant with 0.800 test accuracy ± 0.000 over 3 seeds (95% CI")
-    assert "under-covered" not in text and "not the seeds'" not in text
+    assert "under-covered" not in text and "not the seeds'" not in text and "not yet a verdict" not in text
 
 
 def test_holm_keeps_a_group_tied_that_two_uncorrected_tests_would_split() -> None:
@@ -268,6 +271,18 @@ def test_repeats_use_the_paired_bootstrap_and_identical_networks_tie() -> None:
     assert "the others are significantly less accurate" in text
 
 
+def test_auto_tests_each_look_at_alpha_over_its_looks() -> None:
+    assert [V.looks_of(m) for m in (1, 3, 5, 6, 8, 12, 13)] == [1, 1, 2, 2, 3, 3, 4]  # 3 -> 6 -> 12 -> ...
+    rng = np.random.default_rng(3)
+    seeds = {v: [rng.random(N) < 0.75 for _ in range(3)] for v in ("a", "b", "c")}
+    runs = [Run(v, s, TEST_SET, c) for v, cs in seeds.items() for s, c in enumerate(cs)]
+    once, twice = V.decide(runs), V.decide(runs, looks=2)
+    for other, c in once.comparisons.items():
+        assert twice.comparisons[other].p_holm == pytest.approx(min(1.0, 2 * c.p_holm))
+    assert twice.intervals == once.intervals  # the intervals stay 95%
+    assert twice.test_name == "paired bootstrap over seeds and test images, Holm-corrected, Bonferroni over 2 looks"
+
+
 def test_without_predictions_no_winner_is_claimed() -> None:
     summaries = V.with_verdict(summaries_for({"a": [np.ones(N, bool)], "b": [np.zeros(N, bool)]}), None)
     text = report.summary_sentences(summaries, [])
@@ -297,7 +312,9 @@ def tied_verdict(seeds: int) -> V.Verdict:
 def test_the_planner_adds_seeds_only_to_the_tied_variants() -> None:
     verdict = tied_verdict(3)
     assert set(verdict.group) == {"best", "cnn2_7"}
-    assert set(V.plan_seeds(verdict, 5).add) == {"best", "cnn2_7"} and V.plan_seeds(verdict, 5).stop is None
+    plan = V.plan_seeds(verdict, 5)
+    assert set(plan.add) == {"best", "cnn2_7"} and plan.stop is None and plan.seeds == 5  # twice 3, within the budget
+    assert V.plan_seeds(verdict, 10).seeds == 6
 
 
 def test_the_planner_stops_at_the_budget_and_says_so() -> None:
@@ -314,7 +331,7 @@ def test_the_planner_stops_at_the_budget_and_says_so() -> None:
 def test_the_planner_stops_when_decided_on_enough_seeds() -> None:
     correct = correct_with({"far": (60, 0)})
     one_seed = V.decide(runs_of(correct))
-    assert one_seed.decided and V.plan_seeds(one_seed, 5) == V.SeedPlan(("best", "far"), None)  # McNemar: too few
+    assert one_seed.decided and V.plan_seeds(one_seed, 5) == V.SeedPlan(("best", "far"), None, 3)  # McNemar: too few
     three = V.decide([Run(v, s, TEST_SET, c) for v, c in correct.items() for s in range(V.MIN_SEEDS)])
     assert V.plan_seeds(three, 5) == V.SeedPlan((), V.DECIDED)
     assert V.auto_repeats_note({"best": 1, "far": 1}, three, 5) == (
@@ -322,6 +339,19 @@ def test_the_planner_stops_when_decided_on_enough_seeds() -> None:
     )
     assert V.auto_repeats_note({"best": 3, "far": 3}, three, 5).startswith("added no seeds; decided after 3 seeds")
     assert "stopped undecided after 3 seeds" in V.auto_repeats_note({}, tied_verdict(3), 5)  # time ran out first
+
+
+def test_the_planner_stops_when_nothing_learned_and_a_lone_variant_after_its_first_seeds() -> None:
+    correct = correct_with({"far": (60, 0)})
+    runs = [Run(v, s, TEST_SET, c) for v, c in correct.items() for s in range(V.MIN_SEEDS)]
+    idle = V.decide(runs, {"best": False, "far": False})
+    assert idle.group == () and V.plan_seeds(idle, 5) == V.SeedPlan((), V.NOTHING_LEARNED)
+    assert V.auto_repeats_note({"best": 3, "far": 3}, idle, 5) == (
+        "added no seeds; no variant learned, so there is nothing to decide"
+    )
+    alone = V.decide([r for r in runs if r.variant == "far"])
+    assert V.plan_seeds(alone, 5) == V.SeedPlan((), V.DECIDED)
+    assert V.auto_repeats_note({"far": 1}, alone, 5) == "added 2 seeds to far; far is the only variant, after 3 seeds"
 
 
 # ---------------------------------------------------------------- tables and the figure

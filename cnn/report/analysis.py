@@ -90,7 +90,10 @@ def confusion_shifts(rows: Iterable[Row], best_variant: str, k: int = 3) -> dict
     return shifts
 
 
-def common_confusions(rows: Iterable[Row], k: int = 3) -> list[Pair]:
+TOP_CONFUSIONS = 3  # how many of a variant's most common confusions a shared one must be among
+
+
+def common_confusions(rows: Iterable[Row], k: int = TOP_CONFUSIONS) -> list[Pair]:
     """(true, predicted) pairs in the top k of every ok variant, the most frequent overall first."""
     groups = by_variant(r for r in rows if is_ok(r))
     if not groups:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cnn.markdown import md_escape
-from cnn.report.analysis import Pair, common_confusions
+from cnn.report.analysis import TOP_CONFUSIONS, Pair, common_confusions
 from cnn.report.metrics import HEADLINE, NOT_LEARNED, SCORE, accuracy_per_1k_params, pair_text
 from cnn.report.rows import FALLBACK_NOTE, Row, is_ok, learned
 from cnn.report.summaries import settings_differences
@@ -34,7 +34,8 @@ def summary_sentences(summaries: Sequence[Row], common: Sequence[Pair] | None = 
     if thrifty:
         sentences.append(thrifty)
     if common and len(ok) > 1:
-        sentences.append(f"Every variant confuses {', '.join(esc(pair_text(t, p)) for t, p in common)}.")
+        shared = ", ".join(esc(pair_text(t, p)) for t, p in common)
+        sentences.append(f"Every variant has {shared} among its {TOP_CONFUSIONS} most common confusions.")
     flagged = [f"{s['variant']} ({str(s['lr_flag']).replace('_', ' ')})" for s in ok if s.get("lr_flag")]
     if flagged:
         sentences.append(f"The LR finder flagged {', '.join(flagged)}: check those curves (\u26a0 in the LR column).")
@@ -79,7 +80,7 @@ def _accuracy(s: Row, noun: str = "") -> str:
 
 def verdict_sentences(learned_summaries: Sequence[Row]) -> list[str]:
     """The ranking claim with its evidence: one variant named most accurate only when it beats every other learned
-    variant significantly on MIN_SEEDS seeds or more (on fewer: ahead on these test images, said so), else the
+    variant significantly on MIN_SEEDS seeds or more (on fewer: its runs ahead on these test images, no verdict), else the
     group tied for best; the test named; variants left untested named."""
     ok = sorted(learned_summaries, key=lambda s: -s[HEADLINE])
     tested = [s for s in ok if s.get("group") in (BEST, TIED, WORSE)]
@@ -97,13 +98,16 @@ def verdict_sentences(learned_summaries: Sequence[Row]) -> list[str]:
     seeds = min(int(s.get("n_seeds") or 1) for s in tested)
     if len(tested) == 1:
         sentences = [f"{group[0]['variant']} is the only variant tested: {_accuracy(group[0], 'test accuracy')}."]
-    elif len(group) == 1:
-        claim = (
-            "is the most accurate variant" if seeds >= MIN_SEEDS else "beats every other variant on these test images"
-        )
+    elif len(group) == 1 and seeds >= MIN_SEEDS:
         sentences = [
-            f"{group[0]['variant']} {claim} with {_accuracy(group[0], 'test accuracy')}: significantly above every "
-            f"other variant (p < 0.05; {how})."
+            f"{group[0]['variant']} is the most accurate variant with {_accuracy(group[0], 'test accuracy')}: "
+            f"significantly above every other variant (p < 0.05; {how})."
+        ]
+    elif len(group) == 1:  # ahead of the others' trained models, which says nothing yet of the architectures
+        sentences = [
+            f"On these {group[0].get('n_test')} test images, {group[0]['variant']}'s {_runs(seeds)} every other "
+            f"variant's with {_accuracy(group[0], 'test accuracy')}: significantly above them (p < 0.05; {how}), "
+            "which is not yet a verdict on the architectures."
         ]
     else:
         rest = (
@@ -116,16 +120,21 @@ def verdict_sentences(learned_summaries: Sequence[Row]) -> list[str]:
     if one_seed and len(tested) > 1:
         sentences.append(
             "With one seed per variant, the test covers the test images' noise, not the seeds' (which can reverse an "
-            "order on a small set); --repeats auto covers both."
+            f"order on a small set); --repeats auto, the default, trains at least {MIN_SEEDS} and covers both."
         )
     elif seeds < MIN_SEEDS and len(tested) > 1:
         sentences.append(
-            f"With {seeds} seeds per variant the seeds' noise is under-covered on a small set; --repeats auto trains "
-            f"at least {MIN_SEEDS}."
+            f"With {seeds} seeds per variant the seeds' noise is under-covered on a small set; --repeats auto, the "
+            f"default, trains at least {MIN_SEEDS}."
         )
     if untested:
         sentences.append(f"Not tested (no stored per-image predictions on this test set): {', '.join(untested)}.")
     return sentences
+
+
+def _runs(seeds: int) -> str:
+    """ "trained model beats" for one seed, "2 runs beat" for more."""
+    return "trained model beats" if seeds == 1 else f"{seeds} runs beat"
 
 
 def efficiency_sentence(learned_summaries: Sequence[Row]) -> str | None:

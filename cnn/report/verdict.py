@@ -33,7 +33,7 @@ MCNEMAR = "exact McNemar"
 BOOTSTRAP = "paired bootstrap over seeds and test images"
 # a row's group: the lone winner, tied for best, significantly worse than the best, not learned, or not tested
 BEST, TIED, WORSE, UNTESTED = "best", "tied", "worse", "untested"
-DECIDED, BUDGET = "decided", "budget"  # why `plan_seeds` adds no seed
+DECIDED, BUDGET, NOTHING_LEARNED = "decided", "budget", "nothing learned"  # why `plan_seeds` adds no seed
 # seeds a variant before `--repeats auto` trusts a verdict: with one seed the exact McNemar test leaves the seeds' own
 # noise out, and the bootstrap at two seeds is too narrow on a small set (docs/verdict.md, benchmarks/verdict.py)
 MIN_SEEDS = 3
@@ -66,6 +66,7 @@ class Verdict:
     comparisons: dict[str, Comparison]  # with the best, by the other variant
     seeds: dict[str, int]
     not_learned: tuple[str, ...] = ()
+    looks: int = 1  # how many times --repeats auto may test the data (its p-values are Bonferroni-corrected over them)
 
     @property
     def holm(self) -> bool:
@@ -74,8 +75,12 @@ class Verdict:
 
     @property
     def test_name(self) -> str:
-        """ "exact McNemar, Holm-corrected" or "paired bootstrap over seeds and test images"."""
-        return f"{self.method}, Holm-corrected" if self.holm else self.method
+        """ "exact McNemar, Holm-corrected" or "paired bootstrap over seeds and test images, Bonferroni over 2 looks"."""
+        return (
+            self.method
+            + (", Holm-corrected" if self.holm else "")
+            + (f", Bonferroni over {self.looks} looks" if self.looks > 1 else "")
+        )
 
     @property
     def decided(self) -> bool:
@@ -179,9 +184,11 @@ def decide(
     alpha: float = ALPHA,
     replicates: int = REPLICATES,
     seed: int = 0,
+    looks: int = 1,
 ) -> Verdict:
     """The verdict over `runs` (one test set): McNemar when every variant has one run, else the paired bootstrap;
-    Holm over the comparisons with the best; `learned[v]` False keeps v out of the best group (and the tests)."""
+    Holm over the comparisons with the best, Bonferroni over `looks` (the times --repeats auto may test the data:
+    `looks_of`); `learned[v]` False keeps v out of the best group (and the tests)."""
     test_set, matrices = pair_runs(runs)
     learned = learned or {}
     names = list(matrices)
@@ -192,7 +199,7 @@ def decide(
     best = max(candidates, key=lambda v: accuracy[v]) if candidates else None
     others = [v for v in candidates if v != best]
     tests = {o: _test_pair(names, matrices, replicas, best, o, alpha) for o in others}
-    adjusted = holm([tests[o]["p"] for o in others])
+    adjusted = [min(1.0, p * looks) for p in holm([tests[o]["p"] for o in others])]
     comparisons = {
         o: Comparison(other=o, diff=accuracy[best] - accuracy[o], p_holm=p, **tests[o])
         for o, p in zip(others, adjusted)
@@ -209,6 +216,7 @@ def decide(
         comparisons=comparisons,
         seeds={v: int(m.shape[0]) for v, m in matrices.items()},
         not_learned=tuple(v for v in names if v not in candidates),
+        looks=looks,
     )
 
 
@@ -275,28 +283,45 @@ def with_verdict(summaries: Sequence[Row], verdict: Verdict | None) -> list[dict
     return out
 
 
+def looks_of(max_seeds: int, min_seeds: int = MIN_SEEDS) -> int:
+    """How many times --repeats auto may test the data: at `min_seeds` a variant, then at each doubling up to
+    `max_seeds` (plan_seeds). Each look is one more chance of a false alarm, so each tests at ALPHA / looks: without it
+    the same network under two seeds was called different in 10% of trials (docs/verdict.md, benchmarks/verdict.py)."""
+    seeds, count = min(min_seeds, max_seeds), 1
+    while seeds < max_seeds:
+        seeds, count = min(max_seeds, 2 * seeds), count + 1
+    return count
+
+
 @dataclass(frozen=True)
 class SeedPlan:
-    """What `--repeats auto` does next: one more seed for each of `add`, or stop (`stop` says why)."""
+    """What `--repeats auto` does next: train each of `add` up to `seeds` seeds, or stop (`stop` says why)."""
 
     add: tuple[str, ...]
-    stop: str | None  # DECIDED, BUDGET, or None while seeds are added
+    stop: str | None  # DECIDED, BUDGET, NOTHING_LEARNED, or None while seeds are added
+    seeds: int = 0  # the seeds each variant in `add` has after this round
 
 
 def plan_seeds(verdict: Verdict, max_seeds: int, min_seeds: int = MIN_SEEDS) -> SeedPlan:
-    """One more seed for each learned variant below `min_seeds` seeds (fewer leave the seeds' own noise out of the
-    tests), then for each variant still tied for best (the best included) below `max_seeds`; none once one variant
-    beats every other one on `min_seeds` seeds or more (DECIDED) or every tied variant has `max_seeds` (BUDGET)."""
+    """The learned variants below `min_seeds` seeds up to `min_seeds` (fewer leave the seeds' own noise out of the
+    tests), then the variants still tied for best (the best included) up to twice the group's seeds, at most
+    `max_seeds`; none once one variant beats every other one on `min_seeds` seeds or more (DECIDED), every tied
+    variant has `max_seeds` (BUDGET) or no variant learned (NOTHING_LEARNED). Doubling keeps the looks at the data
+    few (each look is one more chance of a false alarm) and trains each round's seeds as one batched model."""
     if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 1:
         raise ConfigError("max_seeds", f"must be a whole number of seeds >= 1, got {max_seeds!r}", allowed="1, 2, ...")
     learned = [v for v in verdict.accuracy if v not in verdict.not_learned]
-    few = tuple(v for v in learned if verdict.seeds[v] < min(min_seeds, max_seeds))
+    floor = min(min_seeds, max_seeds)
+    few = tuple(v for v in learned if verdict.seeds[v] < floor)
     if few:
-        return SeedPlan(few, None)
+        return SeedPlan(few, None, floor)
+    if not verdict.group:  # no variant learned: more seeds of chance-level runs decide nothing
+        return SeedPlan((), NOTHING_LEARNED)
     if verdict.decided:
         return SeedPlan((), DECIDED)
-    add = tuple(v for v in verdict.group if verdict.seeds.get(v, 0) < max_seeds)
-    return SeedPlan(add, None if add else BUDGET)
+    target = min(max_seeds, 2 * max(verdict.seeds.get(v, 0) for v in verdict.group))
+    add = tuple(v for v in verdict.group if verdict.seeds.get(v, 0) < target)
+    return SeedPlan(add, None, target) if add else SeedPlan((), BUDGET)
 
 
 def auto_repeats_note(
@@ -314,6 +339,10 @@ def auto_repeats_note(
     most = max((verdict.seeds.get(v, 0) for v in verdict.group), default=0)
     after = f"after {most} seed{'s' * (most != 1)}"
     stop = plan_seeds(verdict, max_seeds, min_seeds).stop
+    if stop == NOTHING_LEARNED:
+        return f"{did}; no variant learned, so there is nothing to decide"
+    if stop == DECIDED and len(verdict.accuracy) == 1:
+        return f"{did}; {verdict.best} is the only variant, {after}"
     if stop == DECIDED:
         return f"{did}; decided {after}: {verdict.best} beats every other variant"
     if stop == BUDGET:
