@@ -60,6 +60,7 @@ def _flow_run(setup: dict[str, Any], storage: str) -> float:
         run="flow",
         device="cpu",
         refresh=True,
+        repeats=1,  # one seed, as the plain loop trains
         return_state=True,
     )
     if not state.is_completed():

@@ -112,4 +112,8 @@ def test_the_benchmark_trains_its_pools_through_the_pipeline(tmp_path) -> None:
     assert set(pools) == {"cnn2_5", "generic_0"} and pools["cnn2_5"]["test_set"]["size"] == 360
     same_seed = [pools[v]["seeds"]["0"]["correct"] for v in ("cnn2_5", "generic_0")]
     assert same_seed[0] == same_seed[1]  # one network: the same seed gives the same predictions (never paired)
-    assert [c["trials"] for c in written["checks"]] == [6, 6]
+    assert [(c["test"], c["trials"]) for c in written["checks"]] == [
+        (bench.ONE_SEED, 6),
+        (bench.REPEATS, 6),
+        (bench.AUTO_SEEDS, 6),  # up to 2 a side: half the pool
+    ]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prefect_homes import migrated_home
+from prefect_server import running_server
 
 import json
 import logging
@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,17 @@ ZEN = "Beautiful is better than ugly"  # what `import this` prints
 
 
 @pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One Prefect home for the CLI runs here (the temporary server's database is migrated once)."""
-    return migrated_home(tmp_path_factory.mktemp("prefect-home"))
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One Prefect server for the CLI runs here, as a team's shared server (a temporary one each would cost seconds);
+    its PREFECT_* settings."""
+    with running_server(tmp_path_factory.mktemp("prefect-home")) as (_, env):
+        yield {k: v for k, v in env.items() if k.startswith("PREFECT_")}
 
 
-def _cnn_lab(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`cnn-lab ARGS` in `cwd` with its temporary Prefect server, as a user runs it."""
+def _cnn_lab(server: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`cnn-lab ARGS` in `cwd` against the module's Prefect server, with this process's environment (S3 included)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT))
+    env.update(server, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -51,20 +54,20 @@ def _plant(store: Storage, code_file: Path) -> None:
     store.write_json("digits/comparisons/default/evil.json", {**planted, "variant": "evil", "comparison": "default"})
 
 
-def _attack(home: Path, work: Path, storage: str) -> None:
+def _attack(server: dict[str, str], work: Path, storage: str) -> None:
     quick = ["--dataset", "digits", "--storage", storage, "--epochs", "1", "--batch-size", "32"]
-    first = _cnn_lab(home, work, "compare", "--variants", "lenet1", "--run", "a", "--repeats", "1", *quick)
+    first = _cnn_lab(server, work, "compare", "--variants", "lenet1", "--run", "a", "--repeats", "1", *quick)
     assert first.returncode == 0, first.stderr[-3000:]
     store = Storage(storage)
     _plant(store, work / "x.py")
 
-    retrain = _cnn_lab(home, work, "retrain", "lenet1", *quick)
+    retrain = _cnn_lab(server, work, "retrain", "lenet1", *quick)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
-    evil = _cnn_lab(home, work, "retrain", "evil", *quick)
+    evil = _cnn_lab(server, work, "retrain", "evil", *quick)
     assert evil.returncode == 2 and evil.stderr.startswith("cnn-lab: variant: unknown variant 'evil'"), evil.stderr
     definition = json.loads(store.read_text("digits/comparisons/default/comparison.json"))
     store.write_json("digits/comparisons/default/comparison.json", {**definition, "variants": ["lenet1", "evil"]})
-    listed = _cnn_lab(home, work, "retrain", "lenet1", *quick)  # now the table reads evil's planted record
+    listed = _cnn_lab(server, work, "retrain", "lenet1", *quick)  # now the table reads evil's planted record
     assert listed.returncode == 2, listed.stderr[-3000:]
     assert re.match(r"cnn-lab: storage: \S+/evil\.json is not a cnn-lab VariantRows record", listed.stderr)
     for out in (evil, listed):
@@ -78,14 +81,14 @@ def _attack(home: Path, work: Path, storage: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_planted_plugin_in_a_local_store_runs_no_code(prefect_home: Path, tmp_path: Path) -> None:
-    _attack(prefect_home, tmp_path, str(tmp_path / "st"))
+def test_a_planted_plugin_in_a_local_store_runs_no_code(prefect_server: dict[str, str], tmp_path: Path) -> None:
+    _attack(prefect_server, tmp_path, str(tmp_path / "st"))
 
 
 @pytest.mark.slow
-def test_a_planted_plugin_in_an_s3_store_runs_no_code(prefect_home: Path, tmp_path: Path) -> None:
+def test_a_planted_plugin_in_an_s3_store_runs_no_code(prefect_server: dict[str, str], tmp_path: Path) -> None:
     with s3_in_environment():
-        _attack(prefect_home, tmp_path, f"s3://{BUCKET}/shared")
+        _attack(prefect_server, tmp_path, f"s3://{BUCKET}/shared")
 
 
 # --- reads of the store that check what they find -------------------------------------------------------------------
