@@ -92,11 +92,13 @@ def _seeds_steps(
     except Exception as err:  # noqa: BLE001 - one failed variant must not sink the others
         return [_failed(variant, seed, err) for seed in seeds]
     rows = []
-    for k, (seed, subdir, result) in enumerate(zip(seeds, subdirs, trained)):
+    for seed, subdir, result in zip(seeds, subdirs, trained):
         try:
             if isinstance(result, Exception):
                 raise result
-            rows.append(_inspect_and_publish(variant, config, seed, subdir, lr_info, result, features=k == 0))
+            rows.append(
+                _inspect_and_publish(variant, config, seed, subdir, lr_info, result, features=seed == config.seed)
+            )
         except StorageError:
             raise
         except Exception as err:  # noqa: BLE001 - one failed seed must not sink the others
@@ -154,8 +156,9 @@ def _inspect_and_publish(
     *,
     features: bool,
 ) -> dict[str, Any]:
-    """Evaluate one trained seed, extract its feature maps and filters (`features`: the first seed's only, as the
-    reports show one seed's), store its row.json and publish its artifact; returns the row."""
+    """Evaluate one trained seed, extract its feature maps and filters (`features`: the comparison's first seed's only,
+    as the reports show one seed's, whichever round or worker trains it), store its row.json and publish its artifact;
+    returns the row."""
     label = f"s{seed}"
     folder, model_id = trained["folder_rel"], trained["model_id"]
     evaluated = step_task(evaluate_variant, config)(config, variant, folder, model_id, label=label)

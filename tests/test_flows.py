@@ -229,6 +229,8 @@ def test_repeats_auto_keeps_identical_networks_tied_and_says_what_it_added(prefe
     assert {s["group"] for s in result["summaries"]} == {"tied"}
     md = (tmp_path / "digits" / "auto" / "comparison.md").read_text()
     assert "Added 1 seed to cnn2_5 and generic_0" in md and "Tied for best" in md
+    maps = sorted(p.parent.name for p in (tmp_path / "digits" / "auto" / "cnn2_5").glob("seed-*/feature_maps"))
+    assert maps == ["seed-0"]  # feature maps and filters of the first seed only, in whichever round
 
 
 def test_a_retrain_after_two_seeds_retrains_both_and_keeps_the_comparisons_variants(
