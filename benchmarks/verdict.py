@@ -420,7 +420,8 @@ def readme_rates(result: dict[str, Any]) -> str:
             *rows,
             "",
             f"At least {trials} trials a cell; identical: {pairs[FALSE_ALARM]}; different: {pairs[POWER]}. Measured "
-            "by `cnn-lab bench --verdict`; the method and the pools: [docs/verdict.md](docs/verdict.md).",
+            "by `cnn-lab bench --verdict`; the method, the pools and the exact commands: "
+            "[docs/verdict.md](docs/verdict.md).",
         ]
     )
 
