@@ -55,6 +55,7 @@ def quickstart_section(after: Mapping[str, Any], before: Mapping[str, Any] | Non
     head = ["", *(label for label, _ in runs)]
     q = {label: r["quickstart"] for label, r in runs}
     rows = [
+        ["seeds a variant (`--repeats`: the default when measured)", *(str(v.get("repeats", 1)) for v in q.values())],
         ["`cnn-lab compare`, fresh store: wall (CPU) s", *(f"{_s(v['fresh_s'])} ({_s(v['fresh_cpu_s'])})" for v in q.values())],
         ["identical rerun: wall (CPU) s", *(f"{_s(v['rerun_s'])} ({_s(v['rerun_cpu_s'])})" for v in q.values())],
         ["cores other processes kept busy (fresh runs)", *(_others(v) for v in q.values())],
@@ -75,9 +76,10 @@ def quickstart_section(after: Mapping[str, Any], before: Mapping[str, Any] | Non
         "## The README quickstart",
         "",
         f"`{' '.join(['cnn-lab compare', *after['quickstart']['setup'].split()])}` in a fresh interpreter, as a user runs "
-        f"it (median of {len(after['quickstart']['runs'])}), {_seeds(after['quickstart'])}; CPU seconds are the "
-        "command's and its children's, the figure other processes disturb least. Targets (issue 26, 2 cores): 12 s "
-        "fresh, 5 s rerun. The in-process runs below train one seed a variant (`--repeats 1`).",
+        f"it (median of {len(after['quickstart']['runs'])}), at the default number of seeds of its day (records "
+        "without one were measured when the default was one seed); CPU seconds are the command's and its "
+        "children's, the figure other processes disturb least. Targets (issue 26, 2 cores): 12 s fresh, 5 s rerun. "
+        "The in-process runs below train one seed a variant (`--repeats 1`).",
         "",
         markdown_table(head, rows),
         "",
@@ -92,13 +94,6 @@ def quickstart_section(after: Mapping[str, Any], before: Mapping[str, Any] | Non
         variants_table(after["flow"]["variants"]),
         "",
     ]
-
-
-def _seeds(quick: Mapping[str, Any]) -> str:
-    """How many seeds the measured quickstart trained: the default of its day (records before `repeats` was kept in
-    them were measured when the default was one seed)."""
-    repeats = quick.get("repeats", 1)
-    return "one seed a variant (the default then)" if repeats == 1 else f"`--repeats {repeats}` (the default)"
 
 
 def _start_up(result: Mapping[str, Any]) -> str:

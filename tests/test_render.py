@@ -54,7 +54,9 @@ def _write(folder: Path, name: str, result: dict) -> None:
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     folder = tmp_path / "results"
-    _write(folder, "end-to-end-cpu", _end_to_end(11.5, 4.5, 39.0, 1))
+    after = _end_to_end(11.5, 4.5, 39.0, 1)
+    after["quickstart"]["repeats"] = "auto"  # records without it were measured at one seed
+    _write(folder, "end-to-end-cpu", after)
     _write(folder, "end-to-end-cpu-before", _end_to_end(21.3, 6.8, 45.0, 2))
     _write(folder, "end-to-end-full-cpu", _full(125.0, {"lenet1": 0.91, "generic_3": 0.95}))
     _write(folder, "end-to-end-full-cpu-before", _full(220.0, {"lenet1": 0.91, "generic_3": 0.95}))
@@ -64,6 +66,7 @@ def results(tmp_path: Path) -> Path:
 def test_the_performance_page_shows_before_after_and_says_the_gpu_figure_is_missing(results: Path) -> None:
     page = render.render(results)["performance.md"]
     assert "| `cnn-lab compare`, fresh store: wall (CPU) s | 21.3 (20.3) | 11.5 (10.5) |" in page
+    assert "| seeds a variant (`--repeats`: the default when measured) | 1 | auto |" in page
     assert "| identical rerun: wall (CPU) s | 6.8 (5.8) | 4.5 (3.5) |" in page
     assert "| training | 0.6 (5%) | 0.6 (5%) |" in page  # seconds and share of the 12 s flow run
     assert (
