@@ -128,7 +128,7 @@ def draw_trials(
     return list(drawn)
 
 
-def test_label(r: dict[str, Any]) -> str:
+def trial_label(r: dict[str, Any]) -> str:
     """ "one seed (1 a side)", "repeats (3 a side)", "auto (3, then up to 5 a side)"."""
     if r["test"] == AUTO_SEEDS:
         return f"auto ({min(MIN_SEEDS, r['seeds_per_side'])}, then up to {r['seeds_per_side']} a side)"
@@ -308,7 +308,7 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["checks"]:
         verdict = "" if r["passes"] is None else ("  pass" if r["passes"] else "  FAIL")
         lines.append(
-            f"{r['kind']:<12} {r['dataset']:<23} {r['a']:<10} {r['b']:<15} {test_label(r):<30} {r['trials']:>6} "
+            f"{r['kind']:<12} {r['dataset']:<23} {r['a']:<10} {r['b']:<15} {trial_label(r):<30} {r['trials']:>6} "
             f"{r['tied']:>5} {r['apart']:>5} {r['wrong']:>5}  {r['rate']:.3f} ({r['rate_low']:.3f}-{r['rate_high']:.3f}){verdict}"
         )
     return "\n".join(lines)
@@ -331,7 +331,7 @@ def render_markdown(result: dict[str, Any], source: str) -> str:
         what = "called tied" if r["kind"] == FALSE_ALARM else f"told apart ({r['better']} named)"
         bar = "" if r["required"] is None else f" (needs {r['required']:.0%}: {'pass' if r['passes'] else 'FAIL'})"
         rows.append(
-            f"| {r['kind']} | {r['dataset']} | {r['a']} vs {r['b']} | {test_label(r)} | "
+            f"| {r['kind']} | {r['dataset']} | {r['a']} vs {r['b']} | {trial_label(r)} | "
             f"{r['trials']} | {r['tied']} / {r['apart']} / {r['wrong']} | {what}: {r['rate']:.3f} "
             f"({r['rate_low']:.3f}-{r['rate_high']:.3f}){bar} |"
         )
@@ -400,7 +400,10 @@ def readme_rates(result: dict[str, Any]) -> str:
     checks = result["checks"]
     datasets = list(dict.fromkeys(r["dataset"] for r in checks))
     rate = {(r["kind"], readme_label(r), r["dataset"]): r["rate"] for r in checks}
-    what = {FALSE_ALARM: "identical networks called tied (needs 95%)", POWER: "different variants told apart"}
+    what = {
+        FALSE_ALARM: f"identical networks called tied (needs {REQUIRED[FALSE_ALARM]:.0%})",
+        POWER: "different variants told apart",
+    }
     rows = [
         f"| {what[kind]} | {label} | "
         + " | ".join("" if rate.get((kind, label, d)) is None else f"{rate[(kind, label, d)]:.3f}" for d in datasets)
@@ -431,7 +434,7 @@ def _reading(checks: Sequence[dict[str, Any]]) -> list[str]:
     by_test: dict[str, list[dict[str, Any]]] = {}
     for r in checks:
         if r["kind"] == FALSE_ALARM:
-            by_test.setdefault(test_label(r), []).append(r)
+            by_test.setdefault(trial_label(r), []).append(r)
     meet = [t for t, rows in by_test.items() if all(r["passes"] for r in rows)]
     miss = [
         f"{t}: " + ", ".join(f"{r['rate']:.3f} on {r['dataset']}" for r in rows if not r["passes"])

@@ -309,9 +309,8 @@ class RunParams(BaseModel):
     seed: Annotated[int, Number(integer=True, ge=0, lt=2**32), EVERY_STEP] = Field(  # numpy's seed range
         0, description="First seed; the split, the weights and the batch order follow it."
     )
-    # auto by default: one seed leaves the seeds' noise out of the verdict, and identical networks then come out
-    # different in up to 45% of trials (docs/verdict.md); 3 seeds trained as one batched model cost about 1.5x one on
-    # CPU (docs/seeds.md).
+    # auto by default: one seed leaves the seeds' noise out of the verdict (its false-alarm rate: docs/verdict.md); the
+    # first 3 seeds train as one batched model (what that costs against one seed: docs/seeds.md)
     repeats: Annotated[int | str, AutoOrCount(le=1_000)] = Field(  # 1,000 seeds of every variant
         "auto",
         description="Seeds per variant (seed, seed+1, ...); the table shows mean, std, intervals and wins. auto: 3 seeds each, then twice as many for the variants still tied for best, until one beats the others or max_seeds is reached; 1: a quick look whose verdict covers the test images' noise only.",

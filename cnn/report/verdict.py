@@ -285,8 +285,8 @@ def with_verdict(summaries: Sequence[Row], verdict: Verdict | None) -> list[dict
 
 def looks_of(max_seeds: int, min_seeds: int = MIN_SEEDS) -> int:
     """How many times --repeats auto may test the data: at `min_seeds` a variant, then at each doubling up to
-    `max_seeds` (plan_seeds). Each look is one more chance of a false alarm, so each tests at ALPHA / looks: without it
-    the same network under two seeds was called different in 10% of trials (docs/verdict.md, benchmarks/verdict.py)."""
+    `max_seeds` (plan_seeds). Each look is one more chance of a false alarm, so each tests at ALPHA / looks (Bonferroni;
+    the false-alarm rate of auto with it: docs/verdict.md, benchmarks/verdict.py)."""
     seeds, count = min(min_seeds, max_seeds), 1
     while seeds < max_seeds:
         seeds, count = min(max_seeds, 2 * seeds), count + 1
