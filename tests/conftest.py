@@ -34,17 +34,10 @@ def prefect_harness():
         yield
 
 
-# the longest files (`pytest --durations=40`), handed out first so that none of them is left running alone at the end
-LONGEST_FIRST = ("test_readme.py", "test_deployments.py", "test_interrupts.py", "test_overhead.py", "test_alerts.py")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On pytest-xdist's workers (one file at a time each, in this order): the longest files, then the other files with
-    slow tests, so the last files handed out are quick ones and the workers finish together. A plain run keeps pytest's
-    order."""
+    """On pytest-xdist's workers (one file at a time each, in this order): the files with slow tests first, so the last
+    files handed out are quick ones and the workers finish together. A plain run keeps pytest's order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    # stable: each file's tests stay together and in order
-    items.sort(key=lambda item: (item.path not in slow, rank.get(item.path.name, len(rank))))
+    items.sort(key=lambda item: item.path not in slow)  # stable: each file's tests stay together and in order

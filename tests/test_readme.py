@@ -103,6 +103,7 @@ def _readme_env(home: Path) -> dict[str, str]:
         _NO_NETWORK,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",  # beside the suite's other workers on a small machine: no spinning torch threads
         PREFECT_HOME=str(migrated_home(home / "prefect-home")),
     )
     return env
