@@ -62,6 +62,13 @@ class Pool:
                 return lines
             time.sleep(0.5)
 
+    def worker_output(self, until: str, wait_s: float = 30) -> str:
+        """The worker's output so far, once it contains `until` (its flow-run subprocesses print with a lag)."""
+        deadline = time.monotonic() + wait_s
+        while until not in (text := self.worker_log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return text
+
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
@@ -94,11 +101,11 @@ def test_a_cnn_lab_error_ends_a_deployment_run_in_one_line_in_the_worker_output_
     )
     line = f"DataError: data_dir: dataset 'FashionMNIST' in '{corrupt}' is corrupt or truncated"
     assert run.state_name == "Failed" and run.state.message.startswith(line), run.state.message
-    logs = pool.logs(run.id, until="Finished in state Failed")
-    worker = pool.worker_log.read_text()
+    finished = f'Finished in state Failed("{line}'  # the flow run's line (its task's failure line comes first)
+    logs, worker = pool.logs(run.id, until=finished), pool.worker_output(finished)
     assert f"View at {pool.api.removesuffix('/api')}/runs/flow-run/{run.id}" in worker  # a server that stays: its link
     for where, text in (("the run's log", "\n".join(logs)), ("the worker's output", worker)):
-        assert f'Finished in state Failed("{line}' in text, f"{where}:\n{text[-4000:]}"
+        assert finished in text, f"{where}:\n{text[-4000:]}"
         for noise in ("Traceback", "serialize", "Unexpected result", "Engine execution", "exited with"):
             assert noise not in text, f"{noise!r} in {where}:\n{text[-4000:]}"
 
