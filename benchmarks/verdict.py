@@ -39,16 +39,26 @@ from cnn import pipeline
 from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.checks import AUTO
 from cnn.checks import option_type
-from cnn.params import RunParams, check_of
+from cnn.params import RunParams, check_of, default_of
 from cnn.predictions import Run, load_runs
 from cnn.testset import TestSet
 from cnn.report import make_row
-from cnn.report.verdict import ALPHA, MIN_SEEDS, REPLICATES, Verdict, decide, looks_of, plan_seeds, wilson_interval
+from cnn.report.verdict import (
+    ALPHA,
+    MIN_SEEDS,
+    REPLICATES,
+    Verdict,
+    decide,
+    first_round,
+    looks_of,
+    plan_seeds,
+    wilson_interval,
+)
 from cnn.storage import open_storage
 
 FALSE_ALARM, POWER = "false alarm", "power"
 REQUIRED = {FALSE_ALARM: 0.95}  # the issue's bar: identical networks called tied in at least 95% of trials
-DEFAULT_MAX_SEEDS = RunParams.model_fields["max_seeds"].default
+DEFAULT_MAX_SEEDS = default_of("max_seeds")
 ONE_SEED, REPEATS, AUTO_SEEDS = "one seed", "repeats", "auto"  # AUTO_SEEDS: --repeats auto's rounds, up to a budget
 
 
@@ -128,22 +138,27 @@ def draw_trials(
     return list(drawn)
 
 
+def _auto_span(r: dict[str, Any]) -> str:
+    """ "3, then up to 5": the seeds an auto trial starts with and its budget."""
+    return f"{first_round(r['seeds_per_side'])}, then up to {r['seeds_per_side']}"
+
+
 def trial_label(r: dict[str, Any]) -> str:
     """ "one seed (1 a side)", "repeats (3 a side)", "auto (3, then up to 5 a side)"."""
     if r["test"] == AUTO_SEEDS:
-        return f"auto ({min(MIN_SEEDS, r['seeds_per_side'])}, then up to {r['seeds_per_side']} a side)"
+        return f"auto ({_auto_span(r)} a side)"
     return f"{r['test']} ({r['seeds_per_side']} a side)"
 
 
 def auto_verdict(drawn: dict[str, list[Run]], max_seeds: int, replicates: int, seed: int) -> Verdict:
     """The verdict `--repeats auto` reaches on these runs: MIN_SEEDS a variant first, then the rounds plan_seeds asks
     for, each taking the next of a variant's drawn runs, until it stops."""
-    have = dict.fromkeys(drawn, min(MIN_SEEDS, max_seeds))
+    have = dict.fromkeys(drawn, first_round(max_seeds))
     while True:
         runs = [r for v, runs in drawn.items() for r in runs[: have[v]]]
         verdict = decide(runs, replicates=replicates, seed=seed, looks=looks_of(max_seeds))
         plan = plan_seeds(verdict, max_seeds)
-        if plan.stop or not plan.add:
+        if plan.stop:
             return verdict
         have.update(dict.fromkeys(plan.add, plan.seeds))
 
@@ -388,9 +403,7 @@ def render_markdown(result: dict[str, Any], source: str) -> str:
 def readme_label(r: dict[str, Any]) -> str:
     """How the README names a test's seeds: "1 (`--repeats 1`)", "3", "`--repeats auto` (the default): 3, then up to 5"."""
     if r["test"] == AUTO_SEEDS:
-        return (
-            f"`--repeats auto` (the default): {min(MIN_SEEDS, r['seeds_per_side'])}, then up to {r['seeds_per_side']}"
-        )
+        return f"`--repeats auto` (the default): {_auto_span(r)}"
     return f"{r['seeds_per_side']}" + (" (`--repeats 1`)" if r["test"] == ONE_SEED else "")
 
 

@@ -17,7 +17,7 @@ from cnn.pipeline import run_variant
 from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.publishing import build_comparison
 from cnn.report import make_row
-from cnn.params import RunParams
+from cnn.params import RunParams, default_of
 from flows import cli
 from flows.breakdown import flow_breakdown, format_breakdown
 from flows.compare import compare_architectures
@@ -179,7 +179,7 @@ def bench_quickstart(storage: str, repeats: int = 1) -> dict[str, Any]:
         runs.append({"fresh": _timed_cli(args), "rerun": _timed_cli(args)})
     return {
         "setup": " ".join(QUICKSTART),
-        "repeats": RunParams.model_fields["repeats"].default,  # the command leaves it at the default
+        "repeats": default_of("repeats"),  # the command leaves it at the default
         "fresh_s": statistics.median(r["fresh"]["wall_s"] for r in runs),
         "rerun_s": statistics.median(r["rerun"]["wall_s"] for r in runs),
         "fresh_cpu_s": statistics.median(r["fresh"]["cpu_s"] for r in runs),

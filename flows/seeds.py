@@ -14,7 +14,7 @@ from cnn.checks import AUTO
 from cnn.params import RunParams
 from cnn.step_inputs import DatasetRef, get_dataset
 from cnn.publishing import comparison_verdict, verdict_looks
-from cnn.report.verdict import MIN_SEEDS, auto_repeats_note, plan_seeds
+from cnn.report.verdict import auto_repeats_note, first_round, plan_seeds
 from cnn.storage import open_storage
 
 Rows = list[dict[str, Any]]
@@ -23,7 +23,7 @@ Rows = list[dict[str, Any]]
 def first_seeds(config: RunParams) -> list[int]:
     """The seeds every variant trains first: `repeats` of them, or for auto as many as a verdict needs (MIN_SEEDS, at
     most max_seeds)."""
-    count = min(MIN_SEEDS, config.max_seeds) if config.repeats == AUTO else int(config.repeats)
+    count = first_round(config.max_seeds) if config.repeats == AUTO else int(config.repeats)
     return [config.seed + k for k in range(count)]
 
 

@@ -283,11 +283,16 @@ def with_verdict(summaries: Sequence[Row], verdict: Verdict | None) -> list[dict
     return out
 
 
+def first_round(max_seeds: int, min_seeds: int = MIN_SEEDS) -> int:
+    """The seeds a variant trains before --repeats auto's first look: `min_seeds`, at most the budget."""
+    return min(min_seeds, max_seeds)
+
+
 def looks_of(max_seeds: int, min_seeds: int = MIN_SEEDS) -> int:
     """How many times --repeats auto may test the data: at `min_seeds` a variant, then at each doubling up to
     `max_seeds` (plan_seeds). Each look is one more chance of a false alarm, so each tests at ALPHA / looks (Bonferroni;
     the false-alarm rate of auto with it: docs/verdict.md, benchmarks/verdict.py)."""
-    seeds, count = min(min_seeds, max_seeds), 1
+    seeds, count = first_round(max_seeds, min_seeds), 1
     while seeds < max_seeds:
         seeds, count = min(max_seeds, 2 * seeds), count + 1
     return count
@@ -311,7 +316,7 @@ def plan_seeds(verdict: Verdict, max_seeds: int, min_seeds: int = MIN_SEEDS) -> 
     if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 1:
         raise ConfigError("max_seeds", f"must be a whole number of seeds >= 1, got {max_seeds!r}", allowed="1, 2, ...")
     learned = [v for v in verdict.accuracy if v not in verdict.not_learned]
-    floor = min(min_seeds, max_seeds)
+    floor = first_round(max_seeds, min_seeds)
     few = tuple(v for v in learned if verdict.seeds[v] < floor)
     if few:
         return SeedPlan(few, None, floor)
